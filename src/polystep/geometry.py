@@ -1,0 +1,131 @@
+"""Polytope templates, Haar-random rotations and probe fractions (pure tensor functions).
+
+Every template is a ``(V, p)`` tensor of unit-norm vertices centred at the origin: the
+step later scales it by a radius and rotates it per particle.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+POLYTOPES = ("orthoplex", "simplex", "cube")
+MAX_CUBE_DIM = 16
+
+
+def _check_dim(dim: int, name: str = "dim") -> None:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"{name} must be a positive int, got {dim!r}")
+
+
+def orthoplex(
+    dim: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Cross-polytope ``+e_1..+e_p, -e_1..-e_p``: shape ``(2p, p)``.
+
+    Vertex ``j`` and ``j + p`` are an antipodal pair.
+    """
+    _check_dim(dim)
+    eye = torch.eye(dim, dtype=dtype, device=device)
+    return torch.cat([eye, -eye], dim=0)
+
+
+def simplex(
+    dim: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Regular simplex with ``p + 1`` unit vertices, centred: shape ``(p + 1, p)``.
+
+    Built from the ``p + 1`` standard basis vectors of ``R^{p+1}``, centred, and expressed in an
+    orthonormal basis of the hyperplane they span; pairwise inner products are ``-1/p``.
+    """
+    _check_dim(dim)
+    n = dim + 1
+    centred = torch.eye(n, dtype=torch.float64) - 1.0 / n
+    # Orthonormal basis of the sum-zero hyperplane: the first p left singular vectors.
+    basis = torch.linalg.svd(centred).U[:, :dim]
+    vertices = centred @ basis
+    vertices = vertices / vertices.norm(dim=1, keepdim=True)
+    return vertices.to(dtype=dtype, device=device)
+
+
+def cube(
+    dim: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Hypercube ``{-1, +1}^p / sqrt(p)``: shape ``(2^p, p)``; vertex k's signs are k's bits."""
+    _check_dim(dim)
+    if dim > MAX_CUBE_DIM:
+        raise ValueError(
+            f"dim must be <= {MAX_CUBE_DIM} for polytope='cube' (2^dim vertices), got {dim}"
+        )
+    bits = (torch.arange(2**dim).unsqueeze(1) >> torch.arange(dim)) & 1
+    signs = 1.0 - 2.0 * bits.to(torch.float64)
+    return (signs / math.sqrt(dim)).to(dtype=dtype, device=device)
+
+
+def polytope(
+    name: str,
+    dim: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The template ``name`` (one of :data:`POLYTOPES`) in ``dim`` dimensions: ``(V, dim)``."""
+    builders = {"orthoplex": orthoplex, "simplex": simplex, "cube": cube}
+    if name not in builders:
+        raise ValueError(f"polytope must be one of {POLYTOPES}, got {name!r}")
+    return builders[name](dim, dtype=dtype, device=device)
+
+
+def num_vertices(name: str, dim: int) -> int:
+    """Number of vertices V of template ``name`` in ``dim`` dimensions."""
+    counts = {"orthoplex": 2 * dim, "simplex": dim + 1, "cube": 2**dim}
+    if name not in counts:
+        raise ValueError(f"polytope must be one of {POLYTOPES}, got {name!r}")
+    return counts[name]
+
+
+def random_rotations(
+    num: int,
+    dim: int,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``num`` independent Haar-random rotations in SO(dim): shape ``(num, dim, dim)``.
+
+    dim 1 gives the identity, dim 2 a uniform angle, larger dims the QR of a Gaussian matrix
+    with the sign fix that makes Q Haar on O(p), then a flipped first column where det = -1.
+    Draws happen in float64 on the generator's device and are cast afterwards.
+    """
+    _check_dim(dim)
+    if isinstance(num, bool) or not isinstance(num, int) or num < 0:
+        raise ValueError(f"num must be a non-negative int, got {num!r}")
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    if dim == 1:
+        return torch.ones(num, 1, 1, dtype=dtype, device=device)
+    if dim == 2:
+        angle = torch.rand(num, generator=generator, dtype=torch.float64, device=gen_device)
+        angle = angle * (2.0 * math.pi)
+        c, s = torch.cos(angle), torch.sin(angle)
+        rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+        return rot.to(dtype=dtype, device=device)
+    gauss = torch.randn(num, dim, dim, generator=generator, dtype=torch.float64, device=gen_device)
+    q, r = torch.linalg.qr(gauss)
+    diag_sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+    diag_sign = torch.where(diag_sign == 0, torch.ones_like(diag_sign), diag_sign)
+    q = q * diag_sign.unsqueeze(-2)
+    det = torch.linalg.det(q)
+    q[..., :, 0] = q[..., :, 0] * torch.sign(det).unsqueeze(-1)
+    return q.to(dtype=dtype, device=device)
+
+
+def probe_fractions(
+    num_probe: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Fractions ``k / (K + 1)`` for ``k = 1..K`` of the probe radius: shape ``(K,)``."""
+    if isinstance(num_probe, bool) or not isinstance(num_probe, int) or num_probe < 1:
+        raise ValueError(f"num_probe must be a positive int, got {num_probe!r}")
+    k = torch.arange(1, num_probe + 1, dtype=dtype, device=device)
+    return k / (num_probe + 1)

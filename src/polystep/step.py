@@ -1,0 +1,165 @@
+"""One PolyStep step for a set of particles: propose probe points, then move to the barycentre.
+
+A particle is a point ``x_i`` in ``R^p``. :meth:`StepRule.propose` draws a Haar rotation per
+particle, rotates the unit template and returns the probe points; the caller scores them (forward
+passes only); :meth:`StepRule.update` turns the ``(P, V)`` costs into weights and moves every
+particle to ``x_i + r_s * sum_v w_iv d_iv``. ``StepRule`` holds configuration only; all state
+(positions, iteration, Sinkhorn duals, random generator) is passed in and returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from polystep.epsilon import Schedule, as_schedule
+from polystep.geometry import POLYTOPES, polytope, probe_fractions, random_rotations
+from polystep.transport import (
+    greedy_weights,
+    prepare_costs,
+    sinkhorn_weights,
+    softmax_weights,
+    validate_cost_scale,
+)
+
+SOLVERS = ("softmax", "sinkhorn", "greedy")
+
+
+def vertex_directions(rotations: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
+    """Rotated unit vertices ``d_iv = R_i v_v``: ``(P, p, p), (V, p) -> (P, V, p)``."""
+    return torch.einsum("pij,vj->pvi", rotations, template)
+
+
+def probe_points(
+    positions: torch.Tensor, directions: torch.Tensor, probe_radius: float, fractions: torch.Tensor
+) -> torch.Tensor:
+    """``x_i + r_p * s_k * d_iv``: ``(P, p), (P, V, p), float, (K,) -> (P, V, K, p)``."""
+    offsets = probe_radius * fractions[None, None, :, None] * directions[:, :, None, :]
+    return positions[:, None, None, :] + offsets
+
+
+def barycentric_move(
+    positions: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor, step_radius: float
+) -> torch.Tensor:
+    """``x_i + r_s * sum_v w_iv d_iv``: ``(P, p), (P, V, p), (P, V), float -> (P, p)``."""
+    return positions + step_radius * torch.einsum("pv,pvi->pi", weights, directions)
+
+
+@dataclass
+class Proposal:
+    """What :meth:`StepRule.propose` drew: directions ``(P, V, p)`` and probes ``(P, V, K, p)``."""
+
+    directions: torch.Tensor
+    probes: torch.Tensor
+
+
+@dataclass
+class Duals:
+    """Sinkhorn duals carried between steps (warm start): ``f (P,)``, ``g (V,)``."""
+
+    f: torch.Tensor | None = None
+    g: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """Configuration of one step. Radii are distances in search coordinates (see ``epsilon``).
+
+    ``epsilon`` is the temperature of the weights, in the units ``scale_cost`` leaves the
+    costs in (raw loss units when ``scale_cost`` is None).
+    """
+
+    epsilon: Schedule
+    step_radius: Schedule
+    probe_radius: Schedule
+    polytope: str = "orthoplex"
+    num_probe: int = 1
+    solver: str = "softmax"
+    scale_cost: str | float | None = None
+    sinkhorn_tolerance: float = 1e-6
+    sinkhorn_max_iterations: int = 1000
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        epsilon: float | Schedule,
+        step_radius: float | Schedule,
+        probe_radius: float | Schedule,
+        polytope: str = "orthoplex",
+        num_probe: int = 1,
+        solver: str = "softmax",
+        scale_cost: str | float | None = None,
+    ) -> StepRule:
+        """Validate every argument (errors name it) and turn floats into constant schedules."""
+        if polytope not in POLYTOPES:
+            raise ValueError(f"polytope must be one of {POLYTOPES}, got {polytope!r}")
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if isinstance(num_probe, bool) or not isinstance(num_probe, int) or num_probe < 1:
+            raise ValueError(f"num_probe must be a positive int, got {num_probe!r}")
+        validate_cost_scale(scale_cost)
+        return cls(
+            epsilon=as_schedule(epsilon, "epsilon"),
+            step_radius=as_schedule(step_radius, "step_radius"),
+            probe_radius=as_schedule(probe_radius, "probe_radius"),
+            polytope=polytope,
+            num_probe=num_probe,
+            solver=solver,
+            scale_cost=scale_cost,
+        )
+
+    def propose(
+        self, positions: torch.Tensor, iteration: int, generator: torch.Generator
+    ) -> Proposal:
+        """Draw rotations and probe points around ``positions (P, p)``."""
+        num, dim = positions.shape
+        kw = {"dtype": positions.dtype, "device": positions.device}
+        template = polytope(self.polytope, dim, **kw)
+        rotations = random_rotations(num, dim, generator=generator, **kw)
+        directions = vertex_directions(rotations, template)
+        fractions = probe_fractions(self.num_probe, **kw)
+        probes = probe_points(positions, directions, self.probe_radius(iteration), fractions)
+        return Proposal(directions=directions, probes=probes)
+
+    def weights(
+        self, costs: torch.Tensor, iteration: int, duals: Duals
+    ) -> tuple[torch.Tensor, Duals]:
+        """Weights ``(P, V)`` from raw costs ``(P, V)``; non-finite costs are penalised."""
+        prepared = prepare_costs(costs, self.scale_cost)
+        epsilon = self.epsilon(iteration)
+        if self.solver == "greedy":
+            return greedy_weights(prepared), duals
+        if self.solver == "softmax" or prepared.shape[0] == 1:
+            # One particle: the balanced plan is uniform and would never move; use softmax.
+            return softmax_weights(prepared, epsilon), duals
+        result = sinkhorn_weights(
+            prepared,
+            epsilon,
+            f=duals.f,
+            g=duals.g,
+            tolerance=self.sinkhorn_tolerance,
+            max_iterations=self.sinkhorn_max_iterations,
+        )
+        return result.weights, Duals(f=result.f, g=result.g)
+
+    def update(
+        self,
+        positions: torch.Tensor,
+        proposal: Proposal,
+        losses: torch.Tensor,
+        iteration: int,
+        duals: Duals,
+    ) -> tuple[torch.Tensor, Duals]:
+        """Move every particle; ``losses`` has one entry per probe, ``(P, V, K)`` or flat."""
+        num, num_vertices = proposal.directions.shape[:2]
+        costs = losses.reshape(num, num_vertices, self.num_probe)
+        # Mean over probes; a non-finite probe makes its vertex non-finite (then penalised).
+        costs = costs.to(torch.promote_types(costs.dtype, torch.float32)).mean(dim=-1)
+        weights, duals = self.weights(costs, iteration, duals)
+        weights = weights.to(positions.dtype)
+        moved = barycentric_move(
+            positions, proposal.directions, weights, self.step_radius(iteration)
+        )
+        return moved, duals
