@@ -1,0 +1,203 @@
+"""OpenAI-ES (Salimans et al., 2017) as an ask/tell minimiser over ``R^dim``.
+
+Antithetic (mirrored) Gaussian perturbations ``mean ± sigma·ε``, fitness shaped by centred ranks
+in ``[-0.5, 0.5]``, and the search-gradient estimate
+
+    g = 1 / (popsize · sigma) · Σ_i u_i ε_i
+
+followed by an Adam (default) or plain SGD step on ``mean`` with optional L2 weight decay.
+Non-finite fitness values rank last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from polystep.baselines.budget import BaselineResult, Budget, Objective, run_ask_tell
+
+UPDATES = ("adam", "sgd")
+
+
+def centered_ranks(fitness: torch.Tensor) -> torch.Tensor:
+    """Ranks of ``fitness (N,)`` mapped linearly to ``[-0.5, 0.5]`` (lowest value -> -0.5).
+
+    NaN counts as ``+inf``. Returns a tensor of ``fitness``'s dtype (float) and shape.
+    """
+    n = fitness.shape[0]
+    clean = torch.nan_to_num(fitness.double(), nan=float("inf"))
+    ranks = torch.empty(n, dtype=torch.float64, device=fitness.device)
+    ranks[torch.argsort(clean, stable=True)] = torch.arange(
+        n, dtype=torch.float64, device=fitness.device
+    )
+    if n > 1:
+        ranks = ranks / (n - 1) - 0.5
+    else:
+        ranks.zero_()
+    return ranks
+
+
+class OpenAIES:
+    """Ask/tell OpenAI-ES (minimisation).
+
+    Args:
+        dim: search dimension.
+        popsize: population per generation; even (antithetic pairs), at least 2.
+        sigma: perturbation standard deviation.
+        learning_rate: step size of the Adam / SGD update of ``mean``.
+        x0: start ``(dim,)`` (default zeros).
+        seed: seed of the perturbation generator.
+        dtype: float32 or float64.
+        update: ``"adam"`` or ``"sgd"``.
+        weight_decay: L2 coefficient added to the gradient estimate (``wd · mean``).
+        momentum: SGD momentum (ignored by Adam).
+        device: device of the population (default: that of ``x0``, else CPU).
+
+    Attributes:
+        mean: current search mean ``(dim,)``.
+        best_x, best_fitness: best evaluated point so far and its fitness (``None`` / ``inf``).
+        evaluations: fitness values received by :meth:`tell`.
+        generation: number of completed :meth:`tell` calls.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        popsize: int = 50,
+        sigma: float = 0.1,
+        learning_rate: float = 0.05,
+        x0: torch.Tensor | None = None,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        update: str = "adam",
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        if isinstance(popsize, bool) or not isinstance(popsize, int) or popsize < 2 or popsize % 2:
+            raise ValueError(
+                f"popsize must be an even int >= 2 (antithetic pairs), got {popsize!r}"
+            )
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma!r}")
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        if update not in UPDATES:
+            raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if device is None:
+            device = x0.device if isinstance(x0, torch.Tensor) else torch.device("cpu")
+        self.device = torch.device(device)
+        if x0 is None:
+            mean = torch.zeros(dim, dtype=dtype, device=self.device)
+        else:
+            mean = torch.as_tensor(x0).detach().to(device=self.device, dtype=dtype).clone()
+            if mean.shape != (dim,):
+                raise ValueError(f"x0 must have shape ({dim},), got {tuple(mean.shape)}")
+        self.dim = dim
+        self.popsize = popsize
+        self.sigma = float(sigma)
+        self.learning_rate = float(learning_rate)
+        self.dtype = dtype
+        self.update = update
+        self.weight_decay = float(weight_decay)
+        self.momentum = float(momentum)
+        self.beta1, self.beta2, self.adam_eps = 0.9, 0.999, 1e-8
+        self.mean = mean
+        self._m = torch.zeros_like(mean)
+        self._v = torch.zeros_like(mean)
+        self._t = 0
+        self.generation = 0
+        self.evaluations = 0
+        self.best_x: torch.Tensor | None = None
+        self.best_fitness = float("inf")
+        self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        self._noise: torch.Tensor | None = None
+        self._population: torch.Tensor | None = None
+
+    def ask(self) -> torch.Tensor:
+        """Draw a new antithetic population ``(popsize, dim)`` around ``mean``."""
+        half = torch.randn(
+            self.popsize // 2, self.dim, generator=self._gen, device=self.device, dtype=self.dtype
+        )
+        self._noise = torch.cat([half, -half])
+        self._population = self.mean + self.sigma * self._noise
+        return self._population
+
+    def tell(self, fitness: Any) -> None:
+        """Update ``mean`` from fitness ``(popsize,)`` of the last :meth:`ask` (lower is better)."""
+        if self._noise is None or self._population is None:
+            raise RuntimeError("tell() called before ask()")
+        f = torch.as_tensor(fitness).detach().reshape(-1).to(self.device)
+        if f.shape[0] != self.popsize:
+            raise ValueError(f"fitness must have {self.popsize} values, got {f.shape[0]}")
+        clean = torch.nan_to_num(f.double(), nan=float("inf"))
+        i = int(torch.argmin(clean))
+        if float(clean[i]) < self.best_fitness:
+            self.best_fitness = float(clean[i])
+            self.best_x = self._population[i].clone()
+        u = centered_ranks(f).to(self.dtype)
+        grad = (u @ self._noise) / (self.popsize * self.sigma)
+        if self.weight_decay:
+            grad = grad + self.weight_decay * self.mean
+        self._step(grad)
+        self.evaluations += self.popsize
+        self.generation += 1
+        self._noise = self._population = None
+
+    def _step(self, grad: torch.Tensor) -> None:
+        self._t += 1
+        if self.update == "adam":
+            self._m.mul_(self.beta1).add_(grad, alpha=1 - self.beta1)
+            self._v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+            m_hat = self._m / (1 - self.beta1**self._t)
+            v_hat = self._v / (1 - self.beta2**self._t)
+            self.mean = self.mean - self.learning_rate * m_hat / (v_hat.sqrt() + self.adam_eps)
+        else:
+            self._m.mul_(self.momentum).add_(grad)
+            self.mean = self.mean - self.learning_rate * self._m
+
+    def run(
+        self,
+        objective: Objective,
+        budget: Budget,
+        *,
+        callback: Callable[[dict[str, float]], None] | None = None,
+    ) -> BaselineResult:
+        """Ask/tell until ``budget`` ends; returns the best evaluated point."""
+        return run_ask_tell(self, objective, budget, callback=callback)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the exact trajectory."""
+        return {
+            "mean": self.mean.clone(),
+            "m": self._m.clone(),
+            "v": self._v.clone(),
+            "t": self._t,
+            "generation": self.generation,
+            "evaluations": self.evaluations,
+            "best_x": None if self.best_x is None else self.best_x.clone(),
+            "best_fitness": self.best_fitness,
+            "rng": self._gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean = state["mean"].to(self.device, self.dtype).clone()
+        self._m = state["m"].to(self.device, self.dtype).clone()
+        self._v = state["v"].to(self.device, self.dtype).clone()
+        self._t = int(state["t"])
+        self.generation = int(state["generation"])
+        self.evaluations = int(state["evaluations"])
+        self.best_x = None if state["best_x"] is None else state["best_x"].clone()
+        self.best_fitness = float(state["best_fitness"])
+        self._gen.set_state(state["rng"])
