@@ -1,0 +1,150 @@
+"""Leaky integrate-and-fire neurons and a spiking MLP, hard-threshold by default.
+
+Time is the leading dimension of every spike train: ``(T, *batch, features)``. A LIF layer fed a
+static current (direct-current input, the first layer of :class:`SpikingMLP`) takes ``(*batch, F)``
+and integrates it for ``num_steps`` steps, so the projection that produced the current runs once,
+not once per step. Networks are plain ``nn.Sequential`` s of ``Linear`` / :class:`LIF` /
+:class:`SpikeCount`, so a layered evaluator can walk them layer by layer.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+
+def _check_positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class LIF(nn.Module):
+    """Leaky integrate-and-fire layer: ``v ← β·v + I``, ``s = 1[v ≥ θ]``, ``v ← v·(1 − s)``.
+
+    The membrane starts at 0 and resets to 0 after a spike. With ``surrogate=True`` the spike is
+    the smooth twin ``sigmoid(slope·(v − θ))`` (and the reset multiplies by ``1 − s``), for
+    gradient training.
+
+    Args:
+        beta: membrane decay in (0, 1].
+        threshold: firing threshold θ > 0.
+        num_steps: when given, the input is a static current ``(*batch, F)`` repeated for this many
+            steps; when None, the input is a time-major current ``(T, *batch, F)``.
+        surrogate: smooth spikes instead of the hard threshold.
+        slope: steepness ``k`` of the smooth spike.
+
+    Shapes: ``(*batch, F)`` or ``(T, *batch, F)`` -> spikes ``(T, *batch, F)`` in the input dtype.
+    """
+
+    def __init__(
+        self,
+        beta: float = 0.95,
+        threshold: float = 1.0,
+        *,
+        num_steps: int | None = None,
+        surrogate: bool = False,
+        slope: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if not 0 < beta <= 1:
+            raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+        if not threshold > 0:
+            raise ValueError(f"threshold must be > 0, got {threshold!r}")
+        if num_steps is not None:
+            _check_positive_int("num_steps", num_steps)
+        if not slope > 0:
+            raise ValueError(f"slope must be > 0, got {slope!r}")
+        self.beta = float(beta)
+        self.threshold = float(threshold)
+        self.num_steps = num_steps
+        self.surrogate = bool(surrogate)
+        self.slope = float(slope)
+
+    def init_state(self, current: torch.Tensor) -> torch.Tensor:
+        """Zero membrane shaped like one step of ``current`` ``(*batch, F)``."""
+        return torch.zeros_like(current)
+
+    def spike(self, v: torch.Tensor) -> torch.Tensor:
+        """Spike of membrane ``v``: ``1[v ≥ θ]`` or its smooth twin."""
+        if self.surrogate:
+            return torch.sigmoid(self.slope * (v - self.threshold))
+        return (v >= self.threshold).to(v.dtype)
+
+    def step(self, current: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One time step: ``(I_t, v_{t-1}) -> (s_t, v_t)``, all ``(*batch, F)``."""
+        v = self.beta * v + current
+        s = self.spike(v)
+        return s, v * (1.0 - s)
+
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        static = self.num_steps is not None
+        steps = self.num_steps if static else current.shape[0]
+        v = self.init_state(current if static else current[0])
+        spikes = []
+        for t in range(steps):
+            s, v = self.step(current if static else current[t], v)
+            spikes.append(s)
+        return torch.stack(spikes)
+
+    def extra_repr(self) -> str:
+        mode = f"surrogate(slope={self.slope})" if self.surrogate else "hard"
+        return f"beta={self.beta}, threshold={self.threshold}, num_steps={self.num_steps}, {mode}"
+
+
+class SpikeCount(nn.Module):
+    """Sum a spike train over time: ``(T, *batch, F) -> (*batch, F)`` (spike-count logits)."""
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        return spikes.sum(dim=0)
+
+
+class SpikingMLP(nn.Sequential):
+    """``Linear → LIF → … → Linear → LIF → SpikeCount`` with direct-current input.
+
+    The first ``Linear`` projects the static input once; its ``LIF`` integrates that current for
+    ``num_steps`` steps. Later ``Linear`` s act on whole spike trains ``(T, B, F)`` at once. Logits
+    are output spike counts (integers ``0..T`` in the hard model).
+
+    Args:
+        sizes: layer widths, e.g. ``(784, 128, 10)``.
+        num_steps: simulation length ``T``.
+        beta, threshold, slope: as in :class:`LIF`.
+        surrogate: smooth twin (sigmoid spikes) for Adam.
+
+    Shapes: ``(B, sizes[0]) -> (B, sizes[-1])``.
+    """
+
+    def __init__(
+        self,
+        sizes: tuple[int, ...] | list[int] = (784, 128, 10),
+        *,
+        num_steps: int = 15,
+        beta: float = 0.95,
+        threshold: float = 1.0,
+        surrogate: bool = False,
+        slope: float = 10.0,
+    ) -> None:
+        sizes = tuple(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least input and output widths, got {sizes!r}")
+        for width in sizes:
+            _check_positive_int("sizes", width)
+        _check_positive_int("num_steps", num_steps)
+        layers: list[nn.Module] = []
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+            layers.append(nn.Linear(n_in, n_out))
+            layers.append(
+                LIF(
+                    beta,
+                    threshold,
+                    num_steps=num_steps if i == 0 else None,
+                    surrogate=surrogate,
+                    slope=slope,
+                )
+            )
+        layers.append(SpikeCount())
+        super().__init__(*layers)
+        self.num_steps = num_steps
