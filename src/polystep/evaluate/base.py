@@ -1,0 +1,132 @@
+"""The evaluator interface and helpers shared by every implementation.
+
+``losses = evaluator.evaluate(candidates, batch)``: ``candidates`` are
+:class:`~polystep.blocks.BlockCandidates` in the coordinates of ``evaluator.subspace``, read as
+offsets from the INCUMBENT, which is the model's current parameters. By linearity of every
+subspace, candidate ``n`` has parameters ``theta + M(e_n)`` where ``e_n`` is zero except for its
+block. ``batch`` is ``(inputs, targets)`` (``targets`` may be None: ``loss_fn(outputs)``).
+``losses`` is ``(N,)`` float (NaN/Inf allowed; the step penalises them). The model runs in eval
+mode and its buffers are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from polystep.blocks import BlockCandidates
+from polystep.subspace.base import Subspace
+
+LossFn = Callable[..., torch.Tensor]
+Batch = tuple[Any, Any]
+DEFAULT_BUDGET = 2**24  # elements per chunk (64 MiB of float32)
+
+
+class Evaluator:
+    """Base class. Subclasses implement :meth:`evaluate`."""
+
+    name = "base"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        subspace: Subspace,
+        *,
+        chunk_size: int | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise ValueError("loss_fn must be callable: loss_fn(outputs, targets) -> scalar")
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.subspace = subspace
+        self.chunk_size = chunk_size
+
+    def evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover
+
+    __call__ = evaluate
+
+    @torch.no_grad()
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Loss of the incumbent (the model as it is) on ``batch``: a 0-d tensor."""
+        with evaluation_mode(self.model):
+            inputs, targets = batch
+            return compute_loss(self.loss_fn, self.model(inputs), targets).detach()
+
+
+def compute_loss(loss_fn: LossFn, outputs: torch.Tensor, targets: Any) -> torch.Tensor:
+    return loss_fn(outputs) if targets is None else loss_fn(outputs, targets)
+
+
+def per_candidate_loss(loss_fn: LossFn, outputs: torch.Tensor, targets: Any) -> torch.Tensor:
+    """``loss_fn`` on each ``outputs[n]`` of ``(n, B, ...)`` against shared targets: ``(n,)``."""
+    try:
+        if targets is None:
+            return torch.vmap(loss_fn)(outputs)
+        return torch.vmap(loss_fn, in_dims=(0, None))(outputs, targets)
+    except Exception:
+        return torch.stack([compute_loss(loss_fn, o, targets) for o in outputs])
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no grad inside; training flags and buffer values restored on exit."""
+    flags = {m: m.training for m in model.modules()}
+    buffers = {k: b.clone() for k, b in model.named_buffers()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+        live = dict(model.named_buffers())
+        with torch.no_grad():
+            for k, b in buffers.items():
+                if k in live and live[k].shape == b.shape:
+                    live[k].copy_(b)
+
+
+def segment_groups(
+    subspace: Subspace, candidates: BlockCandidates
+) -> list[tuple[int, torch.Tensor]]:
+    """``(segment index, candidate rows)`` for every segment some candidate perturbs."""
+    seg = subspace.block_segments().to(candidates.block.device)[candidates.block]
+    return [(int(s), torch.nonzero(seg == s).flatten()) for s in torch.unique(seg)]
+
+
+def local_coords(
+    subspace: Subspace, seg_index: int, candidates: BlockCandidates, rows: torch.Tensor
+) -> torch.Tensor:
+    """Dense coordinates of candidates ``rows`` within segment ``seg_index``: ``(n, size)``."""
+    seg = subspace.segments[seg_index]
+    p = subspace.block_dim
+    cols = candidates.block[rows] * p - seg.start
+    cols = cols[:, None] + torch.arange(p, device=cols.device)
+    out = torch.zeros(len(rows), seg.size, dtype=subspace.dtype, device=subspace.device)
+    return out.scatter_(1, cols.to(out.device), candidates.offset[rows].to(out))
+
+
+def chunks(rows: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    for start in range(0, len(rows), max(1, size)):
+        yield rows[start : start + size]
+
+
+def warn_fallback(name: str, reason: str) -> None:
+    warnings.warn(
+        f"{name} evaluator fell back to the reference path (one candidate at a time): {reason}",
+        RuntimeWarning,
+        stacklevel=3,
+    )

@@ -1,0 +1,122 @@
+"""Base class of every search space: segments, the coordinate map, and redraws by seed.
+
+A subspace maps search coordinates ``z (D,)`` linearly to a parameter change ``M(z)``. It is
+fully defined by ``(layout, settings, seed, draw)``: a redraw only bumps ``draw``, and the bases
+are rebuilt from the seed on demand, so a checkpoint stores two integers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from polystep.subspace.segments import Segment
+from polystep.transform import ParamLayout
+
+
+def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+class Subspace:
+    """Search coordinates over a :class:`ParamLayout`. Subclasses implement :meth:`_build`.
+
+    Attributes:
+        block_dim: particle size ``p``; every segment size is a multiple of it.
+        redraw_every: absorb and redraw the bases every this many steps (None: never).
+        seed: base seed (None until the optimizer assigns its own).
+        draw: how many redraws happened; bases depend on ``(seed, draw)`` only.
+    """
+
+    kind = "base"
+
+    def __init__(
+        self,
+        layout: ParamLayout,
+        *,
+        block_dim: int,
+        seed: int | None = None,
+        redraw_every: int | None = None,
+    ) -> None:
+        if not isinstance(layout, ParamLayout):
+            raise ValueError(f"layout must be a ParamLayout, got {type(layout).__name__}")
+        check_positive_int("block_dim", block_dim)
+        check_positive_int("redraw_every", redraw_every, allow_none=True)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        self.layout = layout
+        self.block_dim = block_dim
+        self.seed = seed
+        self.redraw_every = redraw_every
+        self.draw = 0
+        self.device = torch.device("cpu")
+        self.dtype = layout.entries[0].dtype
+        self._segments: list[Segment] | None = None
+        self.dim = sum(s.size for s in self._build(0, 0, sizes_only=True))
+
+    # -- to implement -------------------------------------------------------------------------
+    def _build(self, seed: int, draw: int, *, sizes_only: bool = False) -> list[Segment]:
+        """Segments for ``(seed, draw)``; with ``sizes_only`` bases may be left out."""
+        raise NotImplementedError
+
+    # -- public -------------------------------------------------------------------------------
+    @property
+    def segments(self) -> list[Segment]:
+        """Segments in layout order (built lazily from ``(seed, draw)``)."""
+        if self._segments is None:
+            built = self._build(self.seed or 0, self.draw)
+            self._segments = [s.to(self.device, self.dtype) for s in built]
+        return self._segments
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Subspace:
+        """Keep bases on ``device`` in ``dtype`` (default: the first parameter's dtype)."""
+        self.device = torch.device(device)
+        self.dtype = dtype or self.dtype
+        self._segments = None
+        return self
+
+    def redraw(self, draw: int | None = None) -> None:
+        """New bases from the same seed: ``draw`` (default: the next one)."""
+        self.draw = self.draw + 1 if draw is None else int(draw)
+        self._segments = None
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = int(seed)
+        self._segments = None
+
+    def block_segments(self) -> torch.Tensor:
+        """Segment index of every block (particle): ``(P,)`` long."""
+        sizes = torch.tensor([s.size // self.block_dim for s in self.segments])
+        return torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+
+    def delta(self, z: torch.Tensor) -> torch.Tensor:
+        """``M(z)``: ``(D,) -> (numel,)`` or ``(N, D) -> (N, numel)`` in layout order."""
+        batch = z.reshape(-1, self.dim).to(self.dtype)
+        parts = [
+            s.delta(batch[:, s.start : s.start + s.size]).reshape(batch.shape[0], -1)
+            for s in self.segments
+        ]
+        out = torch.cat(parts, dim=1)
+        return out[0] if z.ndim == 1 else out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "seed": self.seed, "draw": self.draw, "dim": self.dim}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("dim", self.dim) != self.dim or state.get("kind", self.kind) != self.kind:
+            raise ValueError(
+                f"subspace state is for a {state.get('kind')} space of dim {state.get('dim')}, "
+                f"this is a {self.kind} space of dim {self.dim}"
+            )
+        self.seed, self.draw = state["seed"], int(state["draw"])
+        self._segments = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(dim={self.dim}, block_dim={self.block_dim}, "
+            f"params={self.layout.numel}, seed={self.seed}, redraw_every={self.redraw_every})"
+        )
