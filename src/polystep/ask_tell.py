@@ -214,7 +214,7 @@ def minimize(
 ) -> MinimizeResult:
     """Minimise a batched ``objective: (N, dim) -> (N,)`` from ``x0 (dim,)`` in at most ``budget``
     evaluations. ``options`` go to :class:`PolyStepES`; by default both radii follow a cosine
-    decay over the run, from 0.5 (step) and 1.0 (probe) to a thousandth of that.
+    decay over the run, from 1.0 (step) and 2.0 (probe) to 1e-4 of that.
     """
     from polystep.epsilon import CosineEpsilon
 
@@ -232,8 +232,8 @@ def minimize(
     steps = budget // popsize
     if steps < 1:
         raise ValueError(f"budget must be at least one population ({popsize}), got {budget}")
-    options.setdefault("step_radius", CosineEpsilon(init=0.5, target=5e-4, total_steps=steps))
-    options.setdefault("probe_radius", CosineEpsilon(init=1.0, target=1e-3, total_steps=steps))
+    options.setdefault("step_radius", CosineEpsilon(init=1.0, target=1e-4, total_steps=steps))
+    options.setdefault("probe_radius", CosineEpsilon(init=2.0, target=2e-4, total_steps=steps))
     es = PolyStepES(
         dim, x0=x0, dtype=x0.dtype if x0.is_floating_point() else torch.float32, **options
     )

@@ -35,8 +35,8 @@ def evaluate_in_chunks(
 
 
 def best_of(points: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """The row with the smallest finite value and that value (NaN counts as +inf)."""
-    clean = torch.where(torch.isnan(values), torch.full_like(values, float("inf")), values)
+    """The row with the smallest finite value and that value (NaN and +-inf count as +inf)."""
+    clean = torch.where(torch.isfinite(values), values, torch.full_like(values, float("inf")))
     index = int(clean.argmin())
     return points[index].clone(), float(clean[index])
 
