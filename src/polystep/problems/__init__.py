@@ -1,0 +1,1 @@
+"""Problem suites for PolyStep (MAX-SAT, RL policy search)."""
