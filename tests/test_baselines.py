@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from polystep.baselines import Budget, BudgetExceeded, CountedObjective, OpenAIES, centered_ranks
+from polystep.baselines import (
+    CMAES,
+    SPSA,
+    Budget,
+    BudgetExceeded,
+    CountedObjective,
+    ModuleObjective,
+    OpenAIES,
+    accuracy,
+    centered_ranks,
+    train_adam,
+)
+from polystep.data import load_digits_splits, make_loaders
+from polystep.nn import mlp, smooth_twin, spiking_mlp
 
 torch.set_num_threads(1)
 
@@ -118,3 +132,163 @@ def test_openai_es_tell_checks() -> None:
     es.ask()
     with pytest.raises(ValueError, match="fitness"):
         es.tell(torch.zeros(3))
+
+
+# --------------------------------------------------------------------------- SPSA / CMA-ES
+
+
+def _make(name: str, dim: int, **kw: object) -> object:
+    if name == "openai_es":
+        return OpenAIES(dim, popsize=20, seed=1, **kw)
+    if name == "spsa":
+        return SPSA(dim, seed=1, **kw)
+    return CMAES(dim, seed=1, popsize=10, **kw)
+
+
+@pytest.mark.parametrize("name", ["openai_es", "spsa", "cmaes"])
+def test_each_baseline_improves_quadratic_and_never_exceeds_budget(name: str) -> None:
+    dim = 8
+    opt = _make(name, dim)
+    start = float(quadratic(torch.zeros(1, dim))[0])
+    budget = Budget(max_evals=1013)
+    seen: list[dict] = []
+    result = opt.run(quadratic, budget, callback=seen.append)
+    pop = opt.popsize
+    assert result.evaluations == budget.evaluations == (1013 // pop) * pop <= 1013
+    assert opt.evaluations == result.evaluations
+    assert len(seen) == 1013 // pop and seen[-1]["evaluations"] == result.evaluations
+    assert result.fitness < 0.1 * start
+    assert float(quadratic(opt.mean[None])[0]) < 0.1 * start
+    assert result.x.shape == (dim,)
+
+
+def test_spsa_gains_and_step_direction() -> None:
+    opt = SPSA(3, a=0.5, c=0.2, stability=0.0, seed=0, dtype=torch.float64)
+    assert opt.gains(0) == pytest.approx((0.5, 0.2))
+    x = opt.ask()
+    assert x.shape == (2, 3)
+    assert torch.allclose((x[0] - x[1]).abs(), torch.full((3,), 0.4, dtype=torch.float64))
+    opt.tell(torch.tensor([1.0, 0.0]))
+    delta = (x[0] - x[1]) / 0.4
+    assert torch.allclose(opt.mean, -0.5 * (1.0 / 0.4) * delta)
+    with pytest.raises(ValueError, match="num_directions"):
+        SPSA(3, num_directions=0)
+
+
+def test_spsa_non_finite_pairs_are_ignored() -> None:
+    opt = SPSA(4, num_directions=2, seed=0)
+    opt.ask()
+    opt.tell(torch.tensor([float("nan"), 1.0, 0.0, 0.0]))
+    assert torch.isfinite(opt.mean).all()
+
+
+def test_cmaes_diagonal_switch_and_checks() -> None:
+    assert CMAES(20).diagonal is False
+    assert CMAES(20, diagonal_above=10).diagonal is True
+    big = CMAES(1500, popsize=4)
+    assert big.diagonal is True and big.ask().shape == (4, 1500)
+    es = CMAES(5, popsize=6, dtype=torch.float64)
+    x = es.ask()
+    es.tell(torch.tensor([float("inf"), 1.0, 2.0, 3.0, float("nan"), 0.5]))
+    assert es.best_fitness == 0.5 and torch.equal(es.best_x, x[5])
+    with pytest.raises(ValueError, match="dim"):
+        CMAES(1)
+    with pytest.raises(ValueError, match="sigma0"):
+        CMAES(4, sigma0=0.0)
+
+
+def test_cmaes_seeded() -> None:
+    a, b = CMAES(6, seed=3), CMAES(6, seed=3)
+    xa, xb = a.ask(), b.ask()  # interleaved: each instance owns its generator
+    assert torch.equal(xa, xb)
+    a.tell(quadratic(xa))
+    b.tell(quadratic(xb))
+    assert torch.equal(a.ask(), b.ask())
+    assert not torch.equal(CMAES(6, seed=4).ask(), xa)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _digits_stream(batch_size: int = 128) -> tuple[object, object]:
+    s = load_digits_splits(val_fraction=0.1, seed=0)
+    return make_loaders(s, batch_size, seed=0), s
+
+
+def test_module_objective_matches_direct_forward_and_loop() -> None:
+    torch.manual_seed(0)
+    model = spiking_mlp((64, 12, 10), num_steps=4)
+    loaders, _ = _digits_stream(32)
+    obj = ModuleObjective(model, nn.CrossEntropyLoss(), loaders.train, chunk_size=3)
+    assert obj.dim == sum(p.numel() for p in model.parameters())
+    X = obj.x0[None] + 0.3 * torch.randn(5, obj.dim)
+    losses = obj(X)
+    x, y = obj.batch
+    twin = ModuleObjective(model, nn.CrossEntropyLoss(), resample=False, vectorize=False)
+    twin.set_batch(x, y)
+    assert torch.allclose(losses, twin(X), atol=1e-5)
+    with torch.no_grad():
+        direct = nn.CrossEntropyLoss()(obj.load(X[2], spiking_mlp((64, 12, 10), num_steps=4))(x), y)
+    assert torch.allclose(losses[2], direct, atol=1e-5)
+    for _ in range(15):  # stream wraps around into a new epoch
+        obj.next_batch()
+    assert obj.batches_drawn == 16
+
+
+SMOKE_SETTINGS = {
+    "openai_es": lambda d, x0: OpenAIES(d, popsize=20, sigma=0.05, learning_rate=0.03, x0=x0),
+    "spsa": lambda d, x0: SPSA(d, a=1.0, c=0.05, num_directions=10, x0=x0),
+    "cmaes": lambda d, x0: CMAES(d, popsize=20, sigma0=0.05, x0=x0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMOKE_SETTINGS))
+def test_each_baseline_improves_digits_smoke_task(name: str) -> None:
+    torch.manual_seed(0)
+    model = mlp((64, 16, 10))
+    loaders, splits = _digits_stream(256)
+    obj = ModuleObjective(model, nn.CrossEntropyLoss(), loaders.train)
+    fixed = ModuleObjective(model, nn.CrossEntropyLoss(), resample=False)
+    fixed.set_batch(*splits.val.tensors)
+    start = float(fixed(obj.x0[None])[0])
+    opt = SMOKE_SETTINGS[name](obj.dim, obj.x0)
+    budget = Budget(max_evals=1210)
+    opt.run(obj, budget)
+    assert budget.evaluations == 1200 and obj.batches_drawn == 60
+    end = float(fixed(opt.mean[None])[0])
+    assert end < start - 0.3, (start, end)
+
+
+def test_adam_on_smooth_twin_respects_budget_and_learns() -> None:
+    torch.manual_seed(0)
+    hard = spiking_mlp((64, 32, 10), num_steps=4)
+    twin = smooth_twin(hard)
+    loaders, _ = _digits_stream(64)
+    before = accuracy(twin, loaders.val)
+    budget = Budget(max_evals=70)
+    result = train_adam(twin, loaders.train, nn.CrossEntropyLoss(), budget, lr=2e-2)
+    assert result.steps == result.evaluations == budget.evaluations == 70
+    assert len(result.history) == 70 and result.history[-1]["epoch"] == 3.0
+    after = accuracy(twin, loaders.val)
+    assert after > max(before + 0.3, 0.6), (before, after)
+    hard.load_state_dict(twin.state_dict())
+    assert 0.0 <= accuracy(hard, loaders.val) <= 1.0
+
+
+def test_adam_callback_can_stop_and_max_epochs() -> None:
+    loaders, _ = _digits_stream(512)
+    model = mlp((64, 8, 10))
+    out = train_adam(
+        model,
+        loaders.train,
+        nn.CrossEntropyLoss(),
+        Budget(max_evals=100),
+        callback=lambda r, m: r["step"] >= 2,
+    )
+    assert out.steps == 2
+    out = train_adam(
+        model, loaders.train, nn.CrossEntropyLoss(), Budget(max_evals=100), max_epochs=2
+    )
+    assert out.steps == 2 * len(loaders.train)
+    with pytest.raises(ValueError, match="lr"):
+        train_adam(model, loaders.train, nn.CrossEntropyLoss(), Budget(max_evals=1), lr=0.0)

@@ -1,5 +1,12 @@
-"""Gradient-free baselines under one evaluation budget: OpenAI-ES, SPSA, CMA-ES, Adam on twins."""
+"""Gradient-free baselines under one evaluation budget: OpenAI-ES, SPSA, CMA-ES, Adam on twins.
 
+All vector baselines share the ask/tell protocol (``ask() -> (N, D)``, ``tell((N,))``, ``mean``,
+``best_x``, ``best_fitness``, ``evaluations``) and ``run(objective, budget)``.
+:class:`ModuleObjective` turns a model plus a data stream into such an objective. CMA-ES imports
+pycma only when constructed.
+"""
+
+from polystep.baselines.adam import AdamResult, accuracy, train_adam
 from polystep.baselines.budget import (
     BaselineResult,
     Budget,
@@ -7,14 +14,23 @@ from polystep.baselines.budget import (
     CountedObjective,
     run_ask_tell,
 )
+from polystep.baselines.cmaes import CMAES
+from polystep.baselines.module_objective import ModuleObjective
 from polystep.baselines.openai_es import OpenAIES, centered_ranks
+from polystep.baselines.spsa import SPSA
 
 __all__ = [
+    "CMAES",
+    "SPSA",
+    "AdamResult",
     "BaselineResult",
     "Budget",
     "BudgetExceeded",
     "CountedObjective",
+    "ModuleObjective",
     "OpenAIES",
+    "accuracy",
     "centered_ranks",
     "run_ask_tell",
+    "train_adam",
 ]

@@ -1,0 +1,146 @@
+"""SPSA (Spall, 1992) as an ask/tell minimiser: two-sided Rademacher perturbations.
+
+Iteration ``k`` (0-based) uses gains ``a_k = a / (k + 1 + A)^alpha`` and
+``c_k = c / (k + 1)^gamma``; it evaluates ``x ± c_k·Δ_j`` for ``num_directions`` independent
+``Δ_j ∈ {−1, +1}^dim`` on the same batch and moves ``x ← x − a_k · mean_j ĝ_j`` with
+``ĝ_j = (f(x + c_kΔ_j) − f(x − c_kΔ_j)) / (2 c_k) · Δ_j``. Defaults follow Spall's guidelines
+(``alpha = 0.602``, ``gamma = 0.101``) and the authors' baseline (``a = c = 0.1``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from polystep.baselines.budget import BaselineResult, Budget, Objective, run_ask_tell
+
+
+class SPSA:
+    """Ask/tell SPSA (minimisation); ``popsize = 2 · num_directions``.
+
+    Args:
+        dim: search dimension.
+        a, c: step and perturbation gains.
+        alpha, gamma: gain decay exponents.
+        stability: ``A`` in ``a_k``; Spall suggests about 10 % of the planned iterations.
+        num_directions: independent perturbation pairs averaged per iteration.
+        max_step: optional cap on the L∞ norm of one update (None: no cap).
+        x0, seed, dtype, device: as :class:`~polystep.baselines.openai_es.OpenAIES`.
+
+    Attributes: ``mean`` (current iterate), ``best_x``, ``best_fitness``, ``evaluations``,
+    ``iteration``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        a: float = 0.1,
+        c: float = 0.1,
+        alpha: float = 0.602,
+        gamma: float = 0.101,
+        stability: float = 10.0,
+        num_directions: int = 1,
+        max_step: float | None = None,
+        x0: torch.Tensor | None = None,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        for name, value in (("a", a), ("c", c), ("alpha", alpha), ("gamma", gamma)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if stability < 0:
+            raise ValueError(f"stability must be >= 0, got {stability!r}")
+        if (
+            isinstance(num_directions, bool)
+            or not isinstance(num_directions, int)
+            or num_directions < 1
+        ):
+            raise ValueError(f"num_directions must be a positive int, got {num_directions!r}")
+        if max_step is not None and not max_step > 0:
+            raise ValueError(f"max_step must be None or > 0, got {max_step!r}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        if device is None:
+            device = x0.device if isinstance(x0, torch.Tensor) else torch.device("cpu")
+        self.device = torch.device(device)
+        if x0 is None:
+            mean = torch.zeros(dim, dtype=dtype, device=self.device)
+        else:
+            mean = torch.as_tensor(x0).detach().to(device=self.device, dtype=dtype).clone()
+            if mean.shape != (dim,):
+                raise ValueError(f"x0 must have shape ({dim},), got {tuple(mean.shape)}")
+        self.dim = dim
+        self.a, self.c, self.alpha, self.gamma = float(a), float(c), float(alpha), float(gamma)
+        self.stability = float(stability)
+        self.num_directions = num_directions
+        self.popsize = 2 * num_directions
+        self.max_step = max_step
+        self.dtype = dtype
+        self.mean = mean
+        self.iteration = 0
+        self.evaluations = 0
+        self.best_x: torch.Tensor | None = None
+        self.best_fitness = float("inf")
+        self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        self._delta: torch.Tensor | None = None
+        self._population: torch.Tensor | None = None
+
+    def gains(self, k: int | None = None) -> tuple[float, float]:
+        """``(a_k, c_k)`` at iteration ``k`` (default: the current one)."""
+        k = self.iteration if k is None else k
+        a_k = self.a / (k + 1 + self.stability) ** self.alpha
+        c_k = self.c / (k + 1) ** self.gamma
+        return a_k, c_k
+
+    def ask(self) -> torch.Tensor:
+        """``(2·num_directions, dim)``: rows ``x + c_kΔ_j`` then rows ``x − c_kΔ_j``."""
+        bits = torch.randint(
+            0, 2, (self.num_directions, self.dim), generator=self._gen, device=self.device
+        )
+        self._delta = (2 * bits - 1).to(self.dtype)
+        _, c_k = self.gains()
+        self._population = torch.cat([self.mean + c_k * self._delta, self.mean - c_k * self._delta])
+        return self._population
+
+    def tell(self, fitness: Any) -> None:
+        """Update from the fitness ``(popsize,)`` of the last :meth:`ask` (lower is better)."""
+        if self._delta is None or self._population is None:
+            raise RuntimeError("tell() called before ask()")
+        f = torch.as_tensor(fitness).detach().reshape(-1).to(self.device)
+        if f.shape[0] != self.popsize:
+            raise ValueError(f"fitness must have {self.popsize} values, got {f.shape[0]}")
+        f64 = f.double()
+        clean = torch.nan_to_num(f64, nan=float("inf"))
+        i = int(torch.argmin(clean))
+        if float(clean[i]) < self.best_fitness:
+            self.best_fitness = float(clean[i])
+            self.best_x = self._population[i].clone()
+        a_k, c_k = self.gains()
+        m = self.num_directions
+        diff = f64[:m] - f64[m:]
+        # a pair with a non-finite value carries no usable slope information
+        diff = torch.where(torch.isfinite(diff), diff, torch.zeros_like(diff))
+        grad = ((diff / (2 * c_k)).to(self.dtype) @ self._delta) / m
+        step = a_k * grad
+        if self.max_step is not None:
+            step = step.clamp(-self.max_step, self.max_step)
+        self.mean = self.mean - step
+        self.iteration += 1
+        self.evaluations += self.popsize
+        self._delta = self._population = None
+
+    def run(
+        self,
+        objective: Objective,
+        budget: Budget,
+        *,
+        callback: Callable[[dict[str, float]], None] | None = None,
+    ) -> BaselineResult:
+        """Ask/tell until ``budget`` ends; returns the best evaluated point."""
+        return run_ask_tell(self, objective, budget, callback=callback)
