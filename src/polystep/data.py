@@ -116,7 +116,7 @@ def read_idx(path: str | Path) -> np.ndarray:
             f"{path}: payload has {len(data) - header} bytes, header {shape} implies {expected}"
         )
     arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-    return arr.astype(dtype.newbyteorder("="))
+    return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
 def write_idx(path: str | Path, array: np.ndarray, *, compress: bool | None = None) -> Path:
@@ -183,7 +183,7 @@ def _check_limit(name: str, value: int | None) -> int | None:
 def split_indices(
     n: int, val_fraction: float, seed: int, *, limit: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded disjoint ``(train_idx, val_idx)`` over ``range(n)``.
+    """Seeded disjoint ``(train_idx, val_idx)`` over ``range(n)`` (in permuted order).
 
     ``limit`` first keeps a seeded random subset of ``min(limit, n)`` samples; the validation
     split is ``round(val_fraction * kept)`` of those (at least 1 when ``val_fraction > 0``).
@@ -200,25 +200,27 @@ def split_indices(
         n_val = max(n_val, 1)
     if n_val >= kept:
         raise ValueError(f"val_fraction={val_fraction} leaves no training samples out of {kept}")
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
-    return train_idx.sort().values, val_idx.sort().values
+    return perm[n_val:], perm[:n_val]
 
 
 def _normalize(
     x_train: torch.Tensor, others: list[torch.Tensor], mode: str, max_value: float
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Scale to [0, 1] by ``max_value`` and, for ``standard``, standardise with train stats."""
+    """Scale to [0, 1] by ``max_value`` and, for ``standard``, standardise with train stats.
+
+    Works in place: the tensors passed in must be fresh copies.
+    """
     if mode not in NORMALIZE_MODES:
         raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {mode!r}")
     if mode == "none":
         return x_train, others
-    x_train = x_train / max_value
-    others = [x / max_value for x in others]
+    for x in (x_train, *others):
+        x.div_(max_value)
     if mode == "standard":
         mean = x_train.mean()
         std = x_train.std().clamp_min(1e-8)
-        x_train = (x_train - mean) / std
-        others = [(x - mean) / std for x in others]
+        for x in (x_train, *others):
+            x.sub_(mean).div_(std)
     return x_train, others
 
 
@@ -244,8 +246,8 @@ def _build_splits(
     train_idx, val_idx = split_indices(x.shape[0], val_fraction, seed, limit=limit)
     if test_limit is not None:
         x_test, y_test = x_test[:test_limit], y_test[:test_limit]
-    x_tr, x_va = x[train_idx], x[val_idx]
-    x_tr, (x_va, x_te) = _normalize(x_tr, [x_va, x_test], normalize, max_value)
+    x_tr, x_va = x[train_idx].float(), x[val_idx].float()
+    x_tr, (x_va, x_te) = _normalize(x_tr, [x_va, x_test.float().clone()], normalize, max_value)
     shape = (-1,) if flatten else (1, *image_shape)
 
     def ds(xs: torch.Tensor, ys: torch.Tensor) -> TensorDataset:
@@ -357,10 +359,12 @@ def load_idx_splits(
         raise ValueError(f"{directory}: labels do not match images ({y.shape}, {y_test.shape})")
     max_value = 255.0 if x.dtype == np.uint8 else float(max(np.abs(x).max(), 1e-8))
     num_classes = int(max(y.max(), y_test.max())) + 1
+    if x.dtype not in (np.uint8, np.float32):
+        x, x_test = x.astype(np.float32), x_test.astype(np.float32)
     return _build_splits(
-        torch.from_numpy(x.astype(np.float32)),
+        torch.from_numpy(x),
         torch.from_numpy(y.astype(np.int64)),
-        torch.from_numpy(x_test.astype(np.float32)),
+        torch.from_numpy(x_test),
         torch.from_numpy(y_test.astype(np.int64)),
         val_fraction=val_fraction,
         seed=seed,
