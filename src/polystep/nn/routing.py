@@ -40,6 +40,8 @@ class ArgmaxAttention(nn.Module):
     Shapes: ``(*, dim) -> (*, dim)``.
     """
 
+    polystep_batchwise = True  # each sample is routed independently (layered evaluators)
+
     def __init__(
         self,
         dim: int,
@@ -75,6 +77,8 @@ class HardMoE(nn.Module):
 
     Shapes: ``(*, dim) -> (*, dim)``.
     """
+
+    polystep_batchwise = True  # each sample is routed independently (layered evaluators)
 
     def __init__(
         self,
