@@ -16,6 +16,8 @@ from polystep.baselines import (
     OpenAIES,
     accuracy,
     centered_ranks,
+    make_baseline,
+    run_ask_tell,
     train_adam,
 )
 from polystep.data import load_digits_splits, make_loaders
@@ -292,3 +294,38 @@ def test_adam_callback_can_stop_and_max_epochs() -> None:
     assert out.steps == 2 * len(loaders.train)
     with pytest.raises(ValueError, match="lr"):
         train_adam(model, loaders.train, nn.CrossEntropyLoss(), Budget(max_evals=1), lr=0.0)
+
+
+def test_wall_clock_budget_stops_run() -> None:
+    now = [0.0]
+
+    def objective(x: torch.Tensor) -> torch.Tensor:
+        now[0] += 1.0  # each generation takes one fake second
+        return quadratic(x)
+
+    budget = Budget(max_seconds=5.0, clock=lambda: now[0])
+    result = run_ask_tell(OpenAIES(3, popsize=4), objective, budget)
+    assert len(result.history) == 5 and result.evaluations == 20
+    both = Budget(max_evals=12, max_seconds=100.0, clock=lambda: now[0])
+    assert run_ask_tell(OpenAIES(3, popsize=4), objective, both).evaluations == 12
+
+
+def test_openai_es_linear_lr_decay() -> None:
+    es = OpenAIES(2, popsize=2, learning_rate=0.1, lr_decay=4)
+    rates = []
+    for _ in range(5):
+        rates.append(es.current_learning_rate)
+        es.ask()
+        es.tell(torch.tensor([1.0, 0.0]))
+    assert rates == pytest.approx([0.1, 0.075, 0.05, 0.025, 0.0])
+    before = es.mean.clone()
+    es.ask()
+    es.tell(torch.tensor([1.0, 0.0]))
+    assert torch.equal(es.mean, before)
+
+
+def test_make_baseline_registry() -> None:
+    assert isinstance(make_baseline("spsa", 4, a=0.2), SPSA)
+    assert make_baseline("openai_es", 4, popsize=6).popsize == 6
+    with pytest.raises(ValueError, match="name"):
+        make_baseline("nelder_mead", 4)

@@ -19,9 +19,20 @@ from polystep.baselines.module_objective import ModuleObjective
 from polystep.baselines.openai_es import OpenAIES, centered_ranks
 from polystep.baselines.spsa import SPSA
 
+VECTOR_BASELINES: dict[str, type] = {"openai_es": OpenAIES, "spsa": SPSA, "cmaes": CMAES}
+
+
+def make_baseline(name: str, dim: int, **kwargs: object) -> OpenAIES | SPSA | CMAES:
+    """Construct the vector baseline ``name`` (one of :data:`VECTOR_BASELINES`) over ``R^dim``."""
+    if name not in VECTOR_BASELINES:
+        raise ValueError(f"name must be one of {sorted(VECTOR_BASELINES)}, got {name!r}")
+    return VECTOR_BASELINES[name](dim, **kwargs)
+
+
 __all__ = [
     "CMAES",
     "SPSA",
+    "VECTOR_BASELINES",
     "AdamResult",
     "BaselineResult",
     "Budget",
@@ -31,6 +42,7 @@ __all__ = [
     "OpenAIES",
     "accuracy",
     "centered_ranks",
+    "make_baseline",
     "run_ask_tell",
     "train_adam",
 ]

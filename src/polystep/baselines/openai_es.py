@@ -53,6 +53,7 @@ class OpenAIES:
         update: ``"adam"`` or ``"sgd"``.
         weight_decay: L2 coefficient added to the gradient estimate (``wd · mean``).
         momentum: SGD momentum (ignored by Adam).
+        lr_decay: decay the learning rate linearly to 0 over this many generations (None: flat).
         device: device of the population (default: that of ``x0``, else CPU).
 
     Attributes:
@@ -75,6 +76,7 @@ class OpenAIES:
         update: str = "adam",
         weight_decay: float = 0.0,
         momentum: float = 0.9,
+        lr_decay: int | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -95,6 +97,10 @@ class OpenAIES:
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if lr_decay is not None and (
+            isinstance(lr_decay, bool) or not isinstance(lr_decay, int) or lr_decay < 1
+        ):
+            raise ValueError(f"lr_decay must be None or a positive int, got {lr_decay!r}")
         if device is None:
             device = x0.device if isinstance(x0, torch.Tensor) else torch.device("cpu")
         self.device = torch.device(device)
@@ -112,6 +118,7 @@ class OpenAIES:
         self.update = update
         self.weight_decay = float(weight_decay)
         self.momentum = float(momentum)
+        self.lr_decay = lr_decay
         self.beta1, self.beta2, self.adam_eps = 0.9, 0.999, 1e-8
         self.mean = mean
         self._m = torch.zeros_like(mean)
@@ -155,17 +162,25 @@ class OpenAIES:
         self.generation += 1
         self._noise = self._population = None
 
+    @property
+    def current_learning_rate(self) -> float:
+        """Learning rate of the next update (after linear decay, if any)."""
+        if self.lr_decay is None:
+            return self.learning_rate
+        return self.learning_rate * max(0.0, 1.0 - self.generation / self.lr_decay)
+
     def _step(self, grad: torch.Tensor) -> None:
         self._t += 1
+        lr = self.current_learning_rate
         if self.update == "adam":
             self._m.mul_(self.beta1).add_(grad, alpha=1 - self.beta1)
             self._v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
             m_hat = self._m / (1 - self.beta1**self._t)
             v_hat = self._v / (1 - self.beta2**self._t)
-            self.mean = self.mean - self.learning_rate * m_hat / (v_hat.sqrt() + self.adam_eps)
+            self.mean = self.mean - lr * m_hat / (v_hat.sqrt() + self.adam_eps)
         else:
             self._m.mul_(self.momentum).add_(grad)
-            self.mean = self.mean - self.learning_rate * self._m
+            self.mean = self.mean - lr * self._m
 
     def run(
         self,
