@@ -91,10 +91,26 @@ def _decompress(data: bytes) -> bytes:
     return data
 
 
+def _bad_token(buf: np.ndarray, newlines: np.ndarray, start: int, length: int) -> ValueError:
+    token = bytes(buf[start : start + length]).decode("latin-1")
+    return ValueError(f"line {_line_of(newlines, start)}: unexpected token {token!r}")
+
+
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_B30 = np.uint64(0x3030303030303030)
+_BF0 = np.uint64(0xF0F0F0F0F0F0F0F0)
+_B0F = np.uint64(0x0F0F0F0F0F0F0F0F)
+_B06 = np.uint64(0x0606060606060606)
+_B10 = np.uint64(0x1010101010101010)
+
+
 def _parse_ints(
     buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, newlines: np.ndarray
 ) -> np.ndarray:
-    """Integers of the tokens ``buf[starts[i] : starts[i] + lengths[i]]`` (optional leading '-')."""
+    """Integers of the tokens ``buf[starts[i] : starts[i] + lengths[i]]`` (optional leading '-').
+
+    Tokens of up to 8 digits (all of them in practice) are read as one unaligned little-endian
+    64-bit word each and converted with SWAR arithmetic; longer ones digit by digit."""
     values = np.zeros(starts.shape[0], dtype=np.int64)
     negative = buf[starts] == ord("-")
     dstart = starts + negative
@@ -102,27 +118,57 @@ def _parse_ints(
     bad = dlen < 1
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"line {_line_of(newlines, int(starts[i]))}: expected an integer, got '-'")
+        raise _bad_token(buf, newlines, int(starts[i]), int(lengths[i]))
     if int(dlen.max(initial=0)) > _MAX_DIGITS:
         i = int(np.flatnonzero(dlen > _MAX_DIGITS)[0])
         raise ValueError(f"line {_line_of(newlines, int(starts[i]))}: integer too long")
-    for length in np.unique(dlen):
+    short = dlen <= 8
+    if short.any():
+        padded = np.zeros(buf.shape[0] + 8, dtype=np.uint8)
+        padded[: buf.shape[0]] = buf
+        words_view = np.ndarray(
+            shape=(buf.shape[0] + 1,), dtype="<u8", buffer=padded.data, strides=(1,)
+        )
+        sel = np.flatnonzero(short) if not short.all() else None
+        ds = dstart if sel is None else dstart[sel]
+        dl = (dlen if sel is None else dlen[sel]).astype(np.uint64)
+        words = words_view[ds]
+        shift = np.uint64(8) * (np.uint64(8) - dl)
+        words = words << shift  # digits right-aligned: the last digit in the top byte
+        mask = _ONES << shift
+        not_digit = (((words & _BF0) ^ _B30) | (((words & _B0F) + _B06) & _B10)) & mask
+        if not_digit.any():
+            k = int(np.flatnonzero(not_digit)[0])
+            k = k if sel is None else int(sel[k])
+            raise _bad_token(buf, newlines, int(starts[k]), int(lengths[k]))
+        v = words & _B0F
+        v = (v * np.uint64(10) + (v >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
+        v = (v * np.uint64(100) + (v >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
+        v = (v * np.uint64(10000) + (v >> np.uint64(32))) & np.uint64(0x00000000FFFFFFFF)
+        if sel is None:
+            values = v.astype(np.int64)
+        else:
+            values[sel] = v.astype(np.int64)
+    for length in np.unique(dlen[~short]):
         sel = np.flatnonzero(dlen == length)
         acc = np.zeros(sel.shape[0], dtype=np.int64)
         for j in range(int(length)):
-            pos = dstart[sel] + j
-            byte = buf[pos]
+            byte = buf[dstart[sel] + j]
             ok = _DIGIT[byte]
             if not ok.all():
-                k = int(np.flatnonzero(~ok)[0])
-                token = bytes(buf[starts[sel[k]] : starts[sel[k]] + lengths[sel[k]]])
-                raise ValueError(
-                    f"line {_line_of(newlines, int(pos[k]))}: unexpected token "
-                    f"{token.decode('latin-1')!r}"
-                )
+                k = int(sel[np.flatnonzero(~ok)[0]])
+                raise _bad_token(buf, newlines, int(starts[k]), int(lengths[k]))
             acc = acc * 10 + (byte.astype(np.int64) - 48)
         values[sel] = acc
     return np.where(negative, -values, values)
+
+
+def _drop_ranges(num: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Boolean keep-mask over ``num`` items, False on every ``[first[i], last[i])``."""
+    marks = np.zeros(num + 1, dtype=np.int32)
+    np.add.at(marks, first, 1)
+    np.add.at(marks, last, -1)
+    return np.cumsum(marks[:num]) == 0
 
 
 def parse_dimacs(data: bytes | str, *, name: str = "") -> MaxSATInstance:
@@ -137,38 +183,47 @@ def parse_dimacs(data: bytes | str, *, name: str = "") -> MaxSATInstance:
     padded = np.ones(buf.shape[0] + 2, dtype=np.int8)
     padded[1:-1] = ws
     edge = np.diff(padded)
-    del padded
+    del padded, ws
     starts = np.flatnonzero(edge == -1)
     ends = np.flatnonzero(edge == 1)
-    del ws, edge
+    del edge
     lengths = ends - starts
-    token_line = np.searchsorted(newlines, starts)  # 0-based line of each token
-    first = np.ones(starts.shape[0], dtype=bool)
-    first[1:] = token_line[1:] != token_line[:-1]
     head = buf[starts]
-    # '%' (SATLIB trailer) as the first token of a line ends the input.
-    stop = np.flatnonzero(first & (head == ord("%")))
+    # Letters only start comment ('c'), header ('p'), trailer ('%') lines and WCNF 'h' markers;
+    # only those few tokens need their line position.
+    special = np.flatnonzero(~(_DIGIT[head] | (head == ord("-"))))
+    s_line = np.searchsorted(newlines, starts[special])
+    prev_end = np.where(special > 0, ends[np.maximum(special - 1, 0)], 0)
+    s_first = (special == 0) | (np.searchsorted(newlines, prev_end) < s_line)
+    s_head = head[special]
+    num_tokens = starts.shape[0]
+    stop = special[s_first & (s_head == ord("%"))]
     if stop.size:
-        cut = int(stop[0])
-        starts, lengths, token_line, first, head = (
-            a[:cut] for a in (starts, lengths, token_line, first, head)
-        )
-    # Comment lines: the first token starts with 'c'; drop every token of those lines.
-    comment_lines = token_line[first & (head == ord("c"))]
-    keep = ~np.isin(token_line, comment_lines)
-    # Header line(s): first token 'p'.
-    header_lines = np.unique(token_line[first & (head == ord("p")) & keep])
+        num_tokens = int(stop[0])
+    keep = np.ones(num_tokens, dtype=bool)
+    line_start = np.concatenate(([0], newlines + 1))
+    line_end = np.concatenate((newlines, [buf.shape[0]]))
+
+    def tokens_of_lines(lines: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.searchsorted(starts[:num_tokens], line_start[lines])
+        hi = np.searchsorted(starts[:num_tokens], line_end[lines])
+        return lo, hi
+
+    comment_lines = np.unique(s_line[s_first & (s_head == ord("c")) & (special < num_tokens)])
+    if comment_lines.size:
+        keep &= _drop_ranges(num_tokens, *tokens_of_lines(comment_lines))
+    header_lines = np.unique(s_line[s_first & (s_head == ord("p")) & (special < num_tokens)])
     if header_lines.size > 1:
         raise ValueError(f"line {int(header_lines[1]) + 1}: a second 'p' header line")
     kind, declared_vars, top = None, None, None
     if header_lines.size == 1:
         hl = int(header_lines[0])
-        on_header = token_line == hl
+        lo, hi = (int(v[0]) for v in tokens_of_lines(header_lines))
         fields = [
-            bytes(buf[s : s + n]).decode("latin-1")
-            for s, n in zip(starts[on_header], lengths[on_header], strict=True)
+            bytes(buf[st : st + ln]).decode("latin-1")
+            for st, ln in zip(starts[lo:hi], lengths[lo:hi], strict=True)
         ]
-        keep &= ~on_header
+        keep[lo:hi] = False
         if len(fields) < 4 or fields[0] != "p" or fields[1] not in ("cnf", "wcnf"):
             raise ValueError(f"line {hl + 1}: malformed header {' '.join(fields)!r}")
         try:
@@ -181,7 +236,10 @@ def parse_dimacs(data: bytes | str, *, name: str = "") -> MaxSATInstance:
         declared_vars = numbers[0]
         if kind == "wcnf" and len(numbers) == 3:
             top = float(numbers[2])
-    starts, lengths, head = starts[keep], lengths[keep], head[keep]
+    if num_tokens < starts.shape[0]:
+        starts, lengths, head = starts[:num_tokens], lengths[:num_tokens], head[:num_tokens]
+    if not keep.all():
+        starts, lengths, head = starts[keep], lengths[keep], head[keep]
     # 'h' tokens (2022 WCNF hard marker).
     is_h = (head == ord("h")) & (lengths == 1)
     if is_h.any():
