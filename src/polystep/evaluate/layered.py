@@ -35,6 +35,7 @@ from polystep.evaluate.base import (
     segment_groups,
 )
 from polystep.evaluate.batched import VmapEvaluator
+from polystep.evaluate.units import is_unitwise, propagate_units, run_layer
 from polystep.subspace.base import Subspace
 from polystep.subspace.segments import DirectSegment, LowRankSegment, Segment
 
@@ -45,6 +46,9 @@ BATCHWISE = (
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
 )  # fmt: skip
+
+
+CPU_CHUNK_ELEMENTS = 2**22  # about 1 MiB of float32: elementwise time loops stay in cache
 
 
 class NotLayerable(ValueError):
@@ -143,7 +147,7 @@ class LayeredEvaluator(Evaluator):
             for probe in (one, torch.cat([one, one])):
                 acts = [probe]
                 for layer in self.layers:
-                    acts.append(layer(acts[-1]))
+                    acts.append(run_layer(layer, acts[-1]))
                 shapes.append([a.shape for a in acts])
             dims = []
             for a, b in zip(*shapes):
@@ -182,22 +186,97 @@ class LayeredEvaluator(Evaluator):
             dims = self.batch_dims(inputs)
             acts = [inputs]
             for layer in self.layers:
-                acts.append(layer(acts[-1]))
+                acts.append(run_layer(layer, acts[-1]))
             for s, rows in segment_groups(self.subspace, candidates):
                 seg = self.subspace.segments[s]
                 i, local = self.sites[seg.name]
-                above = sum(a.numel() for a in acts[i + 1 :])
-                size = self.chunk_size or max(1, DEFAULT_BUDGET // max(above, 1))
                 shared: dict[str, torch.Tensor] = {}
-                for chunk in chunks(rows, size):
+                j = self._next_linear(i, seg, local)
+                sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+                if j is not None:
+                    sparse = self._unit_sparse(seg, local, candidates, rows)
+                    per = self.subspace.block_dim * max(
+                        a.numel() // a.shape[-1] for a in acts[i + 1 : j + 1]
+                    )
+                    size = self._chunk(max(per, *(a.numel() for a in acts[j + 1 :])), device)
+                    for chunk in chunks(rows[sparse], size):
+                        units, change = self._unit_change(seg, local, candidates, chunk, acts[i])
+                        h = propagate_units(self.layers, acts, dims, i, j, units, change)
+                        losses[chunk] = self._finish(h, j + 1, dims, targets)
+                size = self._chunk(max(a.numel() for a in acts[i + 1 :]), device)
+                for chunk in chunks(rows[~sparse], size):
                     h = self._perturbed(i, local, s, seg, candidates, chunk, acts, shared)
-                    n = h.shape[0]
-                    h = h.movedim(0, dims[i + 1]).flatten(dims[i + 1], dims[i + 1] + 1)
-                    for layer in self.layers[i + 1 :]:
-                        h = layer(h)
-                    h = h.unflatten(dims[-1], (n, -1)).movedim(dims[-1], 0)
-                    losses[chunk] = per_candidate_loss(self.loss_fn, h, targets).double()
+                    losses[chunk] = self._finish(h, i + 1, dims, targets)
         return losses
+
+    def _chunk(self, widest: int, device: torch.device) -> int:
+        """Candidates per chunk: the widest activation of a chunk stays cache-sized on CPU."""
+        budget = CPU_CHUNK_ELEMENTS if device.type == "cpu" else DEFAULT_BUDGET // 4
+        return self.chunk_size or max(1, budget // max(widest, 1))
+
+    def _finish(self, h: torch.Tensor, k: int, dims: list[int], targets: object) -> torch.Tensor:
+        """Run layers ``k..`` on ``h (n, *acts[k].shape)`` stacked in the batch; losses ``(n,)``."""
+        n = h.shape[0]
+        h = h.movedim(0, dims[k]).flatten(dims[k], dims[k] + 1)
+        for layer in self.layers[k:]:
+            h = run_layer(layer, h)
+        h = h.unflatten(dims[-1], (n, -1)).movedim(dims[-1], 0)
+        return per_candidate_loss(self.loss_fn, h, targets).double()
+
+    def _next_linear(self, i: int, seg: Segment, local: str) -> int | None:
+        """Index of the Linear layer reached from layer ``i`` through unit-wise layers, if any."""
+        if type(self.layers[i]) is not nn.Linear or not isinstance(
+            seg, DirectSegment | LowRankSegment
+        ):
+            return None
+        if local not in ("weight", "bias"):
+            return None
+        k = i + 1
+        while k < len(self.layers) and is_unitwise(self.layers[k]):
+            k += 1
+        return k if k < len(self.layers) and type(self.layers[k]) is nn.Linear else None
+
+    def _cols_vals(
+        self, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor, like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Local coordinate index ``(n, p)`` and offset values ``(n, p)`` of candidates ``rows``."""
+        p = self.subspace.block_dim
+        cols = (candidates.block[rows] * p - seg.start)[:, None]
+        cols = (cols + torch.arange(p, device=cols.device)).to(like.device)
+        return cols, candidates.offset[rows].to(like)
+
+    def _unit_sparse(
+        self, seg: Segment, local: str, candidates: BlockCandidates, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """Which candidates change only the units they touch (no ``E``-factor coordinate)."""
+        if not isinstance(seg, LowRankSegment) or local == "bias":
+            return torch.ones(len(rows), dtype=torch.bool, device=rows.device)
+        cols, _ = self._cols_vals(seg, candidates, rows, candidates.offset)
+        in_e = (cols >= seg.a_size) & (cols < seg.a_size + seg.e_size)
+        return ~in_e.any(dim=1).to(rows.device)
+
+    def _unit_change(
+        self, seg: Segment, local: str, candidates: BlockCandidates, rows: torch.Tensor,
+        x: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Touched units ``(n, p)`` and their pre-activation change ``(n, M, p)``."""
+        cols, vals = self._cols_vals(seg, candidates, rows, x)
+        xf = x.reshape(-1, x.shape[-1])
+        if local == "bias":
+            valid = cols < seg.numel
+            units = torch.where(valid, cols, 0)
+            return units, (vals * valid)[:, None, :].expand(-1, xf.shape[0], -1)
+        if isinstance(seg, DirectSegment):
+            valid = cols < seg.numel
+            c = torch.where(valid, cols, 0)
+            src, units, inner = xf, c // xf.shape[1], c % xf.shape[1]
+        else:
+            valid = cols < seg.a_size
+            c = torch.where(valid, cols, 0)
+            r = seg.right.shape[0]
+            src, units, inner = xf @ seg.right.T.to(xf), c // r, c % r
+        change = src[:, inner].permute(1, 0, 2) * (vals * valid)[:, None, :]
+        return units, change
 
     def _perturbed(
         self, i: int, local: str, s: int, seg: Segment, candidates: BlockCandidates,
@@ -262,4 +341,4 @@ class LayeredEvaluator(Evaluator):
             c = torch.where(in_e, cols - a, 0)[hit]
             u = xf.new_zeros(len(hit), xf.shape[0], seg.left.shape[1])
             scatter_products(u, xf, c % seg.d_in, c // seg.d_in, (vals * in_e)[hit])
-            out[hit] += u @ seg.left.T.to(xf)
+            out.index_add_(0, hit, u @ seg.left.T.to(xf))

@@ -1,0 +1,296 @@
+"""``PolyStepOptimizer``: train any ``nn.Module`` with forward passes only.
+
+The optimizer searches coordinates ``z`` of a subspace (see :mod:`polystep.subspace`) around the
+model's weights. One step draws block candidates (:func:`polystep.blocks.propose_blocks`),
+scores them, and moves every block at once (:func:`polystep.blocks.update_blocks`); the move
+``M(dz)`` is added to the parameters in place. The model's parameters are always the incumbent.
+
+Two ways to supply losses:
+
+* ``step_batch(inputs, targets, loss_fn)``: the fast path. Candidates are scored by an evaluator
+  (layered, vmap or reference, chosen by ``evaluator=``) on this one batch.
+* ``step(closure)``: the ``torch.optim`` way, for anything else. Contract: ``closure()`` takes no
+  argument, runs the model AS IT CURRENTLY IS on the SAME data every time it is called within one
+  ``step`` (common random numbers), and returns its loss as a float or a 0-d tensor. It must not
+  call ``backward`` and must not change the parameters. The optimizer calls it once for the
+  incumbent, then once per candidate after writing that candidate's weights into the parameters
+  (under ``torch.no_grad``), and restores the weights exactly afterwards. NaN and Inf losses are
+  allowed: such candidates get a penalty and can never move the weights to NaN.
+
+Both return the incumbent's loss on the batch BEFORE the move (a float).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from polystep.blocks import BlockCandidates, propose_blocks, update_blocks
+from polystep.epsilon import Schedule, from_state
+from polystep.evaluate import Evaluator, make_evaluator
+from polystep.evaluate.base import LossFn, local_coords, segment_groups
+from polystep.step import Duals, StepRule
+from polystep.subspace import (
+    FactoredSubspace,
+    FullSpace,
+    HybridSubspace,
+    SparseProjection,
+    Subspace,
+)
+from polystep.transform import ParamLayout
+
+FULL_MAX_PARAMS = 2_000
+SPARSE_MIN_PARAMS = 10_000_000
+SUBSPACES = ("auto", "full", "hybrid", "factored", "sparse")
+
+# Task knowledge lives here, not in the constructor. Radii are distances in search coordinates
+# (weight units: every projection is an isometry per factor); epsilon is in units of the step's
+# mean recentred cost (scale_cost="mean"), so the same values transfer across loss scales.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {
+        "epsilon": 0.1,
+        "step_radius": 0.03,
+        "probe_radius": 0.06,
+        "scale_cost": "mean",
+        "polytope": "orthoplex",
+        "num_probe": 1,
+        "rank": 8,
+        "redraw_every": 20,
+        "sparse_dim": 4096,
+    },
+}
+PRESETS["snn"] = {**PRESETS["default"]}
+PRESETS["quantized"] = {**PRESETS["default"]}
+
+
+def build_subspace(
+    kind: str | Subspace, layout: ParamLayout, preset: dict[str, Any], seed: int
+) -> Subspace:
+    """The search space ``kind`` over ``layout`` (``"auto"`` chooses from the model size)."""
+    if isinstance(kind, Subspace):
+        if kind.layout.names != layout.names:
+            raise ValueError("subspace was built for a different model (parameter names differ)")
+        if kind.seed is None:
+            kind.set_seed(seed)
+        return kind
+    if kind not in SUBSPACES:
+        raise ValueError(f"subspace must be a Subspace or one of {SUBSPACES}, got {kind!r}")
+    if kind == "auto":
+        n = layout.numel
+        kind = "full" if n <= FULL_MAX_PARAMS else "sparse" if n >= SPARSE_MIN_PARAMS else "hybrid"
+    rank, redraw = preset["rank"], preset["redraw_every"]
+    if kind == "full":
+        return FullSpace.from_layout(layout, block_dim=2)
+    if kind == "hybrid":
+        return HybridSubspace.from_layout(layout, rank, seed=seed, redraw_every=redraw)
+    if kind == "factored":
+        return FactoredSubspace.from_layout(layout, rank, seed=seed, redraw_every=redraw)
+    return SparseProjection.from_layout(layout, preset["sparse_dim"], seed=seed)
+
+
+class PolyStepOptimizer(torch.optim.Optimizer):
+    """Forward-only optimizer (see the module docstring for the closure contract).
+
+    Args:
+        model: the ``nn.Module`` to train (its parameters are updated in place).
+        subspace: a :class:`~polystep.subspace.Subspace`, or ``"auto"`` (default: full space up
+            to 2k parameters, hybrid rank-8 up to 10M, sparse projection above), ``"full"``,
+            ``"hybrid"``, ``"factored"`` or ``"sparse"``.
+        solver: ``"softmax"`` (default), ``"sinkhorn"`` or ``"greedy"``.
+        epsilon, step_radius, probe_radius: floats or schedules (indexed by step); None takes
+            the preset's value. Radii are distances in search coordinates.
+        preset: ``"default"``, ``"snn"`` or ``"quantized"``: radii, epsilon, cost scaling,
+            polytope, probes, rank and redraw interval tuned per task family.
+        polytope, scale_cost: override the preset's.
+        evaluator: ``"auto"`` (layered where the model allows, else vmap), ``"layered"``,
+            ``"vmap"`` or ``"reference"``; used by :meth:`step_batch`.
+        chunk_size: candidates per evaluator call (None: sized to memory).
+        seed: seed of the rotations (and of the subspace when it has none).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        subspace: Subspace | str = "auto",
+        solver: str = "softmax",
+        epsilon: float | Schedule | None = None,
+        step_radius: float | Schedule | None = None,
+        probe_radius: float | Schedule | None = None,
+        preset: str = "default",
+        polytope: str | None = None,
+        scale_cost: str | float | None = "preset",
+        evaluator: str = "auto",
+        chunk_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ValueError(
+                f"model must be a torch.nn.Module (not its parameters), got {type(model).__name__}"
+            )
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        if evaluator not in ("auto", "layered", "vmap", "reference"):
+            raise ValueError(
+                f"evaluator must be 'auto', 'layered', 'vmap' or 'reference', got {evaluator!r}"
+            )
+        cfg = PRESETS[preset]
+        self.model = model
+        self.preset = preset
+        self.layout = ParamLayout.from_module(model)
+        params = list(self.layout.parameters(model).values())
+        super().__init__(params, {})
+        self.rule = StepRule.build(
+            epsilon=cfg["epsilon"] if epsilon is None else epsilon,
+            step_radius=cfg["step_radius"] if step_radius is None else step_radius,
+            probe_radius=cfg["probe_radius"] if probe_radius is None else probe_radius,
+            polytope=cfg["polytope"] if polytope is None else polytope,
+            num_probe=cfg["num_probe"],
+            solver=solver,
+            scale_cost=cfg["scale_cost"] if scale_cost == "preset" else scale_cost,
+        )
+        self.subspace = build_subspace(subspace, self.layout, cfg, seed)
+        self.subspace.to(params[0].device, params[0].dtype)
+        self.evaluator_kind = evaluator
+        self.chunk_size = chunk_size
+        self.seed = seed
+        self._evaluators: dict[int, Evaluator] = {}
+        self.generator = torch.Generator().manual_seed(seed)
+        self.iteration = 0
+        self.evaluations = 0
+        self.skipped_steps = 0
+        self.z = torch.zeros(self.subspace.dim, dtype=params[0].dtype, device=params[0].device)
+        self.duals = Duals()
+
+    # -- public API ---------------------------------------------------------------------------
+    def evaluator(self, loss_fn: LossFn) -> Evaluator:
+        """The evaluator used by :meth:`step_batch` for ``loss_fn`` (built once, then cached)."""
+        key = id(loss_fn)
+        if key not in self._evaluators:
+            self._evaluators[key] = make_evaluator(
+                self.evaluator_kind,
+                self.model,
+                loss_fn,
+                self.subspace,
+                chunk_size=self.chunk_size,
+            )
+        return self._evaluators[key]
+
+    def step_batch(self, inputs: Any, targets: Any = None, loss_fn: LossFn | None = None) -> float:
+        """One step on one batch: scores every candidate with the evaluator. Returns the loss."""
+        if loss_fn is None or not callable(loss_fn):
+            raise ValueError("loss_fn must be given: loss_fn(outputs, targets) -> scalar loss")
+        ev = self.evaluator(loss_fn)
+        batch = (inputs, targets)
+        center = float(ev.loss(batch))
+        self._step(lambda cands: ev.evaluate(cands, batch))
+        return center
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> float:  # type: ignore[override]
+        """One step driven by ``closure`` (contract in the module docstring). Returns the loss."""
+        if closure is None or not callable(closure):
+            raise ValueError(
+                "closure must be a callable returning the loss of the model as it is; "
+                "use step_batch(inputs, targets, loss_fn) for the fast path"
+            )
+        center = float(closure())
+        self._step(lambda cands: self._closure_losses(closure, cands))
+        return center
+
+    @property
+    def last_step_size(self) -> float:
+        """Norm of the last move in search coordinates."""
+        return float(getattr(self, "_last_move", 0.0))
+
+    # -- internals ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def _closure_losses(self, closure: Callable[[], Any], cands: BlockCandidates) -> torch.Tensor:
+        live = self.layout.parameters(self.model)
+        losses = torch.empty(len(cands), dtype=torch.float64)
+        for s, rows in segment_groups(self.subspace, cands):
+            seg = self.subspace.segments[s]
+            param = live[seg.name]
+            saved = param.detach().clone()
+            deltas = seg.delta(local_coords(self.subspace, s, cands, rows)).to(param)
+            try:
+                for row, delta in zip(rows.tolist(), deltas, strict=True):
+                    param.copy_(saved + delta)
+                    losses[row] = float(closure())
+            finally:
+                param.copy_(saved)
+        return losses
+
+    @torch.no_grad()
+    def _step(self, score: Callable[[BlockCandidates], torch.Tensor]) -> None:
+        t, p = self.iteration, self.subspace.block_dim
+        proposal, cands = propose_blocks(self.rule, self.z, p, t, self.generator)
+        losses = score(cands)
+        new_z, duals = update_blocks(self.rule, self.z, p, proposal, losses, t, self.duals)
+        move = new_z - self.z
+        if bool(torch.isfinite(move).all()):
+            delta = self.layout.unflatten(self.subspace.delta(move))
+            for name, param in self.layout.parameters(self.model).items():
+                param.add_(delta[name].to(param))
+            self.z, self.duals = new_z, duals
+            self._last_move = float(move.norm())
+        else:  # cannot happen with sanitised costs; kept as a hard guarantee
+            self.skipped_steps += 1
+        self.iteration += 1
+        self.evaluations += len(cands)
+        every = self.subspace.redraw_every
+        if every and self.iteration % every == 0:
+            self.subspace.redraw()
+            self.z.zero_()
+            self.duals = Duals()
+
+    # -- checkpointing ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """Everything needed to continue the exact trajectory (the weights live in the model)."""
+        return {
+            "iteration": self.iteration,
+            "evaluations": self.evaluations,
+            "skipped_steps": self.skipped_steps,
+            "z": self.z.detach().cpu().clone(),
+            "generator": self.generator.get_state(),
+            "duals": {"f": self.duals.f, "g": self.duals.g},
+            "subspace": self.subspace.state_dict(),
+            "rule": {
+                "epsilon": self.rule.epsilon.state_dict(),
+                "step_radius": self.rule.step_radius.state_dict(),
+                "probe_radius": self.rule.probe_radius.state_dict(),
+            },
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
+        """Restore :meth:`state_dict` output into an identically built optimizer."""
+        self.subspace.load_state_dict(state["subspace"])
+        if state["z"].shape != self.z.shape:
+            raise ValueError(
+                f"state z has shape {tuple(state['z'].shape)}, expected {self.z.shape}"
+            )
+        self.iteration = int(state["iteration"])
+        self.evaluations = int(state["evaluations"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.z = state["z"].to(self.z)
+        self.generator.set_state(state["generator"])
+        self.duals = Duals(f=state["duals"]["f"], g=state["duals"]["g"])
+        self.rule = StepRule(
+            **{
+                **self.rule.__dict__,
+                **{k: from_state(v) for k, v in state["rule"].items()},
+            }
+        )
+        self.seed = int(state["seed"])
+
+    def __repr__(self) -> str:
+        return (
+            f"PolyStepOptimizer(preset={self.preset!r}, subspace={self.subspace!r}, "
+            f"solver={self.rule.solver!r}, iteration={self.iteration})"
+        )
