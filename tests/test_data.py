@@ -11,6 +11,7 @@ import torch
 
 from polystep.data import (
     Splits,
+    TensorBatches,
     concat_splits,
     find_fashion_mnist,
     find_idx_file,
@@ -200,3 +201,22 @@ def test_fashion_mnist_if_installed() -> None:
     assert folder is not None
     s = load_idx_splits(folder, limit=1000, test_limit=100)
     assert s.input_shape == (784,) and s.num_classes == 10
+
+
+def test_tensor_batches_fast_loader() -> None:
+    s = load_digits_splits()
+    fast = make_loaders(s, 100, seed=2, fast=True)
+    assert isinstance(fast.train, TensorBatches)
+    epoch1 = list(fast.train)
+    epoch2 = list(fast.train)
+    assert len(epoch1) == len(fast.train) == 13 and epoch1[-1][0].shape == (94, 64)
+    ys = torch.cat([y for _, y in epoch1])
+    assert torch.equal(ys.sort().values, s.train.tensors[1].sort().values)  # a permutation
+    assert not torch.equal(epoch1[0][1], epoch2[0][1])  # reshuffled per epoch
+    again = [y for _, y in make_loaders(s, 100, seed=2, fast=True).train]
+    assert all(torch.equal(a, b) for a, b in zip(again, [y for _, y in epoch1]))
+    ((xv, yv),) = list(make_loaders(s, 100, eval_batch_size=None, fast=True).val)
+    assert torch.equal(xv, s.val.tensors[0]) and torch.equal(yv, s.val.tensors[1])
+    assert len(TensorBatches(s.train, 100, drop_last=True)) == 12
+    moved = s.to("cpu")
+    assert torch.equal(moved.test.tensors[0], s.test.tensors[0])

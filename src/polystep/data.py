@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,14 +73,73 @@ class Splits:
             "test": len(self.test),
         }
 
+    def to(self, device: torch.device | str) -> Splits:
+        """The same splits with every tensor on ``device``."""
+
+        def move(ds: TensorDataset) -> TensorDataset:
+            return TensorDataset(*(t.to(device) for t in ds.tensors))
+
+        return Splits(move(self.train), move(self.val), move(self.test), self.num_classes)
+
+
+class TensorBatches:
+    """A fast loader over in-memory tensors: slices of a seeded permutation, no collation.
+
+    Iterating yields ``(x, y)`` batches on the tensors' device; each new iteration (epoch) draws
+    a new permutation from its own generator, so the batch order is reproducible from ``seed``.
+
+    Args:
+        dataset: a ``TensorDataset`` of ``(x, y)`` (any device).
+        batch_size: samples per batch.
+        shuffle: permute every epoch (False: the stored order).
+        seed: seed of the permutation generator (CPU).
+        drop_last: skip a final partial batch.
+    """
+
+    def __init__(
+        self,
+        dataset: TensorDataset,
+        batch_size: int = 128,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.dataset = dataset
+        self.tensors = dataset.tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        n = len(self.dataset)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.tensors[0].device)
+        else:
+            order = None
+        for b in range(len(self)):
+            lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, n)
+            if order is None:
+                yield tuple(t[lo:hi] for t in self.tensors)
+            else:
+                idx = order[lo:hi]
+                yield tuple(t[idx] for t in self.tensors)
+
 
 @dataclass(frozen=True)
 class Loaders:
-    """DataLoaders over :class:`Splits`; ``train`` shuffles with a seeded generator."""
+    """Loaders over :class:`Splits`; ``train`` shuffles with a seeded generator."""
 
-    train: DataLoader
-    val: DataLoader
-    test: DataLoader
+    train: DataLoader | TensorBatches
+    val: DataLoader | TensorBatches
+    test: DataLoader | TensorBatches
 
 
 # --------------------------------------------------------------------------- IDX parsing
@@ -448,18 +508,28 @@ def make_loaders(
     eval_batch_size: int | None = 1024,
     seed: int = 0,
     drop_last: bool = False,
+    fast: bool = False,
 ) -> Loaders:
     """Seeded shuffled train loader plus ordered val/test loaders.
 
-    ``eval_batch_size=None`` evaluates each of val and test in a single batch.
+    ``eval_batch_size=None`` evaluates each of val and test in a single batch. ``fast=True``
+    returns :class:`TensorBatches` (slicing, no per-sample collation; keeps the tensors' device)
+    instead of ``DataLoader`` s; the two shuffle differently for the same seed.
     """
 
-    def eval_loader(ds: TensorDataset) -> DataLoader:
+    def loader(ds: TensorDataset, size: int, shuffle: bool) -> DataLoader | TensorBatches:
+        if fast:
+            return TensorBatches(ds, size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        return make_loader(ds, size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+
+    def eval_loader(ds: TensorDataset) -> DataLoader | TensorBatches:
         size = max(len(ds), 1) if eval_batch_size is None else eval_batch_size
+        if fast:
+            return TensorBatches(ds, size)
         return make_loader(ds, size, shuffle=False)
 
     return Loaders(
-        train=make_loader(splits.train, batch_size, shuffle=True, seed=seed, drop_last=drop_last),
+        train=loader(splits.train, batch_size, True),
         val=eval_loader(splits.val),
         test=eval_loader(splits.test),
     )
