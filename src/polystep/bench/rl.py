@@ -1,0 +1,209 @@
+"""``polystep bench rl``: PolyStep against OpenAI-ES at equal evaluations on CartPole / Acrobot.
+
+For every environment x policy x seed x method it searches the policy's flat parameter vector
+with :func:`~polystep.problems.rl.search_policy` (the torch environments, common random numbers
+per step) and scores the final iterate on ``--episodes`` fresh held-out episodes (a seed stream
+never used during search). Both methods get the same number of candidate evaluations (one
+evaluation = one parameter vector played on ``rollouts`` episodes).
+
+Writes ``runs.jsonl`` (one JSON line per run, with the exact configuration) and ``table.md``
+(mean +- std over seeds of the held-out mean return, wall time, evaluations) to ``--out`` and
+prints the table. The SB3 PPO baseline is run only if ``stable_baselines3`` imports; otherwise
+the table says it was skipped.
+
+Example (the committed results)::
+
+    polystep bench rl --env cartpole,acrobot --policy tanh,binary,int8,int8w \\
+        --seeds 42,123,456 --out benchmarks/results/rl
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from polystep.problems.rl.envs import make_env
+from polystep.problems.rl.policies import POLICIES, make_policy
+from polystep.problems.rl.search import (
+    OpenAIESPreset,
+    PolicySearchPreset,
+    evaluate_policy,
+    openai_es_preset,
+    polystep_preset,
+    search_policy,
+)
+
+METHODS = ("polystep", "openai_es")
+# The authors' budgets (candidate evaluations): 3,216 for CartPole, 9,600 for Acrobot.
+DEFAULT_BUDGET = {"cartpole": 3216, "acrobot": 9600}
+TARGETS = {"cartpole": 500.0, "acrobot": -80.0}
+SMOKE = {"budget": 96, "rollouts": 4, "horizon": 100, "episodes": 8}
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polystep bench rl", description=__doc__.split("\n")[0])
+    parser.add_argument("--env", default="cartpole,acrobot", help="comma list: cartpole,acrobot")
+    parser.add_argument("--policy", default="tanh,binary,int8,int8w", help="comma list")
+    parser.add_argument("--method", default=",".join(METHODS), help="comma list")
+    parser.add_argument("--seeds", default="42,123,456", help="comma list of search seeds")
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="candidate evaluations per run (default: 3216 for CartPole, 9600 for Acrobot)",
+    )
+    parser.add_argument("--episodes", type=int, default=100, help="held-out episodes per run")
+    parser.add_argument("--out", default=None, help="directory for runs.jsonl and table.md")
+    parser.add_argument("--scale", choices=("full", "smoke"), default="full")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    return parser
+
+
+def run_one(
+    env_name: str, policy_name: str, method: str, seed: int, budget: int, episodes: int, smoke: bool
+) -> dict[str, Any]:
+    """One search + held-out evaluation; returns the JSON record."""
+    env = make_env(env_name)
+    policy = make_policy(policy_name, env)
+    preset: PolicySearchPreset | OpenAIESPreset
+    if method == "polystep":
+        preset = polystep_preset(env_name, policy_name)
+    else:
+        preset = openai_es_preset(env_name, policy_name)
+    if smoke:
+        preset = replace(preset, rollouts=SMOKE["rollouts"], horizon=SMOKE["horizon"])
+    result = search_policy(
+        env, policy, budget_evals=budget, seed=seed, method=method, preset=preset
+    )
+    start = time.perf_counter()
+    horizon = SMOKE["horizon"] if smoke else None
+    returns = evaluate_policy(
+        env, policy, result.params, seed=seed, episodes=episodes, horizon=horizon
+    )
+    return {
+        "env": env_name,
+        "policy": policy_name,
+        "method": method,
+        "seed": seed,
+        "budget": budget,
+        "evaluations": result.evaluations,
+        "steps": result.steps,
+        "wall_s": round(result.wall_s, 3),
+        "eval_wall_s": round(time.perf_counter() - start, 3),
+        "heldout_mean": float(returns.mean()),
+        "heldout_std": float(returns.std()) if episodes > 1 else 0.0,
+        "heldout_min": float(returns.min()),
+        "episodes": episodes,
+        "heldout_horizon": horizon or env.max_steps,
+        "search_best_return": max(result.history),
+        "num_params": policy.dim,
+        "config": {"preset": type(preset).__name__, **asdict(preset), **result.config},
+        "params": [round(float(v), 6) for v in result.params],
+    }
+
+
+def _fmt(values: list[float], digits: int = 1) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    """Markdown table: one row per env x policy x method, aggregated over seeds."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault((rec["env"], rec["policy"], rec["method"]), []).append(rec)
+    lines = [
+        "| env | policy | method | held-out return (mean ± std over seeds) | per seed | "
+        "target | evaluations | wall s / run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (env, pol, method), recs in groups.items():
+        means = [r["heldout_mean"] for r in recs]
+        per_seed = ", ".join(f"{r['seed']}: {r['heldout_mean']:.1f}" for r in recs)
+        target = TARGETS.get(env, math.nan)
+        hit = "yes" if all(m >= target for m in means) else "no"
+        walls = [r["wall_s"] for r in recs]
+        lines.append(
+            f"| {env} | {pol} | {method} | {_fmt(means)} | {per_seed} | "
+            f"{'≥' if env == 'acrobot' else '='} {target:g}: {hit} | {recs[0]['evaluations']} | "
+            f"{_fmt(walls)} |"
+        )
+    if importlib.util.find_spec("stable_baselines3") is None:
+        lines.append("")
+        lines.append("SB3 PPO: skipped (stable_baselines3 is not installed).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    torch.set_num_threads(max(1, args.threads))
+    envs, policies, methods = _csv(args.env), _csv(args.policy), _csv(args.method)
+    for name in envs:
+        make_env(name)
+    for name in policies:
+        if name not in POLICIES:
+            raise SystemExit(f"--policy: unknown {name!r}; choose from {sorted(POLICIES)}")
+    for name in methods:
+        if name not in METHODS:
+            raise SystemExit(f"--method: unknown {name!r}; choose from {METHODS}")
+    seeds = [int(s) for s in _csv(args.seeds)]
+    smoke = args.scale == "smoke"
+    episodes = SMOKE["episodes"] if smoke else args.episodes
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "runs.jsonl").write_text("")
+    header = {
+        "command": "polystep bench rl " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    records = []
+    for env_name in envs:
+        default = SMOKE["budget"] if smoke else DEFAULT_BUDGET[make_env(env_name).name]
+        budget = args.budget or default
+        for policy_name in policies:
+            for method in methods:
+                for seed in seeds:
+                    rec = run_one(env_name, policy_name, method, seed, budget, episodes, smoke)
+                    rec.update(header)
+                    records.append(rec)
+                    print(
+                        f"{rec['env']:8s} {rec['policy']:6s} {rec['method']:9s} seed {seed:4d}: "
+                        f"held-out {rec['heldout_mean']:7.1f}  evals {rec['evaluations']:5d}  "
+                        f"{rec['wall_s']:6.1f} s",
+                        flush=True,
+                    )
+                    if out is not None:
+                        with (out / "runs.jsonl").open("a") as fh:
+                            fh.write(json.dumps(rec) + "\n")
+    text = table(records)
+    print(text)
+    if out is not None:
+        (out / "table.md").write_text(
+            f"Command: `{header['command']}`\n\nMachine: {header['machine']}, "
+            f"torch {header['torch']}, {header['threads']} thread(s)\n\n{text}\n"
+        )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
