@@ -86,7 +86,12 @@ def run_one(
     else:
         preset = openai_es_preset(env_name, policy_name)
     if smoke:
+        # Plumbing check only: few short episodes, and populations that fit the tiny budget.
         preset = replace(preset, rollouts=SMOKE["rollouts"], horizon=SMOKE["horizon"])
+        if isinstance(preset, PolicySearchPreset):
+            preset = replace(preset, subspace_dim=24, block_dim=4)
+        else:
+            preset = replace(preset, popsize=48)
     result = search_policy(
         env, policy, budget_evals=budget, seed=seed, method=method, preset=preset
     )
