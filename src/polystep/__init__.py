@@ -2,18 +2,25 @@
 
 from polystep.ask_tell import MinimizeResult, PolyStepES, minimize
 from polystep.objectives import Ackley, Levy, Rastrigin, Rosenbrock, Sphere
+from polystep.optimizer import PolyStepOptimizer
 from polystep.solver import PolyStep, SolverState
+from polystep.train import EarlyStoppingCallback, LoggingCallback, TrainConfig, train
 
 __all__ = [
     "Ackley",
+    "EarlyStoppingCallback",
     "Levy",
+    "LoggingCallback",
     "MinimizeResult",
     "PolyStep",
     "PolyStepES",
+    "PolyStepOptimizer",
     "Rastrigin",
     "Rosenbrock",
     "SolverState",
     "Sphere",
+    "TrainConfig",
     "minimize",
+    "train",
 ]
 __version__ = "0.1.0"

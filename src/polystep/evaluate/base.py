@@ -70,8 +70,25 @@ def compute_loss(loss_fn: LossFn, outputs: torch.Tensor, targets: Any) -> torch.
     return loss_fn(outputs) if targets is None else loss_fn(outputs, targets)
 
 
+def _plain_cross_entropy(loss_fn: LossFn, outputs: torch.Tensor, targets: Any) -> bool:
+    return (
+        type(loss_fn) is nn.CrossEntropyLoss
+        and loss_fn.weight is None
+        and loss_fn.reduction == "mean"
+        and loss_fn.label_smoothing == 0.0
+        and outputs.ndim == 3
+        and isinstance(targets, torch.Tensor)
+        and targets.ndim == 1
+        and not targets.is_floating_point()
+        and bool((targets >= 0).all())
+    )
+
+
 def per_candidate_loss(loss_fn: LossFn, outputs: torch.Tensor, targets: Any) -> torch.Tensor:
     """``loss_fn`` on each ``outputs[n]`` of ``(n, B, ...)`` against shared targets: ``(n,)``."""
+    if _plain_cross_entropy(loss_fn, outputs, targets):  # the common case, without vmap
+        picked = outputs.gather(2, targets.view(1, -1, 1).expand(outputs.shape[0], -1, 1))
+        return (torch.logsumexp(outputs, dim=2) - picked.squeeze(2)).mean(dim=1)
     try:
         if targets is None:
             return torch.vmap(loss_fn)(outputs)

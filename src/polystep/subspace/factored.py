@@ -25,9 +25,14 @@ class FactoredSubspace(Subspace):
 
     kind = "factored"
 
-    def __init__(self, layout: ParamLayout, *, rank: int = 8, **kwargs: object) -> None:
+    def __init__(
+        self, layout: ParamLayout, *, rank: int = 8, direct_max: int = 0, **kwargs: object
+    ) -> None:
         check_positive_int("rank", rank)
+        if isinstance(direct_max, bool) or not isinstance(direct_max, int) or direct_max < 0:
+            raise ValueError(f"direct_max must be an int >= 0, got {direct_max!r}")
         self.rank = rank
+        self.direct_max = direct_max
         super().__init__(layout, **kwargs)  # type: ignore[arg-type]
 
     @classmethod
@@ -38,9 +43,17 @@ class FactoredSubspace(Subspace):
         *,
         block_dim: int = 8,
         seed: int | None = None,
+        direct_max: int = 0,
         redraw_every: int | None = 5,
     ) -> FactoredSubspace:
-        return cls(layout, rank=rank, block_dim=block_dim, seed=seed, redraw_every=redraw_every)
+        return cls(
+            layout,
+            rank=rank,
+            direct_max=direct_max,
+            block_dim=block_dim,
+            seed=seed,
+            redraw_every=redraw_every,
+        )
 
     def _build(self, seed: int, draw: int, *, sizes_only: bool = False) -> list[Segment]:
         out: list[Segment] = []
@@ -48,7 +61,7 @@ class FactoredSubspace(Subspace):
         for index, e in enumerate(self.layout.entries):
             d_out, d_in = e.rows_cols
             r = min(self.rank, d_in)
-            if not e.is_matrix or r >= d_in:
+            if not e.is_matrix or e.numel <= self.direct_max or r >= d_in:
                 size = round_up(e.numel, self.block_dim)
                 out.append(DirectSegment(e.name, e.shape, start, size))
             else:

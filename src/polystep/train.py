@@ -1,0 +1,375 @@
+"""``train()``: the training loop around :class:`~polystep.optimizer.PolyStepOptimizer`.
+
+Batches are ``(inputs, targets)`` pairs (or a bare input tensor, with ``targets=None``), moved to
+the model's device and passed to ``optimizer.step_batch``. Validation runs every ``val_every``
+steps and at the end of every epoch; with ``restore_best`` the weights with the best validation
+metric are restored at the end (selection never looks at any test data: pass none here).
+Checkpoints are atomic (temporary file, then ``os.replace``) and hold the model, the optimizer
+and the loop state, including the random states the data loader draws its shuffles from, so
+``resume=path`` continues the exact same trajectory.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from polystep.evaluate.base import LossFn, evaluation_mode
+
+SELECT_ON = ("accuracy", "loss")
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings.
+
+    Attributes:
+        epochs: passes over the training loader.
+        max_steps: stop after this many optimizer steps in total (None: no limit).
+        max_time: stop after this many seconds of this call (None: no limit).
+        val_every: validate every this many steps (None: at epoch ends only).
+        select_on: ``"accuracy"`` (classification) or ``"loss"``: the validation metric that
+            picks the best weights (accuracy falls back to loss when outputs are not logits).
+        restore_best: load the best-validation weights at the end (needs a validation loader).
+        callbacks: objects with any of ``on_train_begin``, ``on_step_end``,
+            ``on_validation_end``, ``on_train_end`` (a True return from the middle two stops).
+        checkpoint_path: where checkpoints go (None: no checkpoints).
+        checkpoint_every: steps between checkpoints (None: at epoch ends).
+        resume: a checkpoint to continue from (True: ``checkpoint_path`` if it exists).
+        metrics_csv: write the metrics history here as CSV after every validation.
+        progress: show a tqdm bar with loss and candidate evaluations per second.
+    """
+
+    epochs: int = 10
+    max_steps: int | None = None
+    max_time: float | None = None
+    val_every: int | None = None
+    select_on: str = "accuracy"
+    restore_best: bool = True
+    callbacks: list[Any] = field(default_factory=list)
+    checkpoint_path: str | Path | None = None
+    checkpoint_every: int | None = None
+    resume: str | Path | bool | None = None
+    metrics_csv: str | Path | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "max_steps", "val_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if value is None and name != "epochs":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.max_time is not None and not self.max_time > 0:
+            raise ValueError(f"max_time must be > 0 seconds, got {self.max_time!r}")
+        if self.select_on not in SELECT_ON:
+            raise ValueError(f"select_on must be one of {SELECT_ON}, got {self.select_on!r}")
+
+
+@dataclass
+class TrainState:
+    """Loop position and selection state (saved in checkpoints)."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_metric: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    epoch_rng: dict[str, Any] = field(default_factory=dict)
+    stop: bool = False
+
+
+# -- callbacks ---------------------------------------------------------------------------------
+class LoggingCallback:
+    """Print step metrics every ``every`` steps and every validation row."""
+
+    def __init__(self, every: int = 10, printer: Any = print) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive int, got {every!r}")
+        self.every = every
+        self.printer = printer
+
+    def on_step_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        if metrics["step"] % self.every == 0:
+            self.printer(f"step {metrics['step']}  loss {metrics['loss']:.4f}")
+
+    def on_validation_end(self, state: TrainState, row: dict[str, Any]) -> None:
+        shown = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+        )
+        self.printer(f"validation: {shown}")
+
+
+class EarlyStoppingCallback:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` validations.
+
+    ``monitor`` is ``"val_loss"``, ``"val_accuracy"`` or ``"train_loss"`` (a validation-row key).
+    """
+
+    def __init__(self, patience: int = 5, min_delta: float = 1e-4, monitor: str = "val_loss"):
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience must be a positive int, got {patience!r}")
+        if not min_delta >= 0:
+            raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+        self.patience, self.min_delta, self.monitor = patience, float(min_delta), monitor
+        self.best: float | None = None
+        self.bad = 0
+
+    def on_validation_end(self, state: TrainState, row: dict[str, Any]) -> bool:
+        value = row.get(self.monitor)
+        if value is None or not math.isfinite(value):
+            return False
+        score = value if self.monitor.endswith("accuracy") else -value
+        if self.best is None or score > self.best + self.min_delta:
+            self.best, self.bad = score, 0
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+
+def _fire(callbacks: list[Any], hook: str, *args: Any) -> bool:
+    stop = False
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None and fn(*args):
+            stop = True
+    return stop
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def split_batch(batch: Any, device: torch.device) -> tuple[Any, Any]:
+    """``(inputs, targets)`` on ``device`` from a pair, or ``(tensor, None)``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device), None
+    if isinstance(batch, list | tuple) and len(batch) == 2:
+        x, y = batch
+        return x.to(device), (y.to(device) if isinstance(y, torch.Tensor) else y)
+    raise ValueError("batches must be (inputs, targets) pairs or input tensors")
+
+
+@torch.no_grad()
+def evaluate_loader(model: nn.Module, loader: Iterable, loss_fn: LossFn) -> dict[str, float]:
+    """Mean loss (and accuracy for class logits) of ``model`` over ``loader``."""
+    device = next(model.parameters()).device
+    total = loss_sum = correct = 0.0
+    has_acc = True
+    with evaluation_mode(model):
+        for batch in loader:
+            x, y = split_batch(batch, device)
+            out = model(x)
+            n = out.shape[0]
+            loss_sum += float(loss_fn(out, y) if y is not None else loss_fn(out)) * n
+            total += n
+            if (
+                has_acc
+                and y is not None
+                and out.ndim == 2
+                and y.ndim == 1
+                and not y.is_floating_point()
+            ):
+                correct += float((out.argmax(dim=1) == y).sum())
+            else:
+                has_acc = False
+    result = {"loss": loss_sum / max(total, 1)}
+    if has_acc and total:
+        result["accuracy"] = correct / total
+    return result
+
+
+def _loader_generators(loader: Any) -> list[torch.Generator]:
+    gens = [
+        getattr(loader, "generator", None),
+        getattr(getattr(loader, "sampler", None), "generator", None),
+    ]
+    out: list[torch.Generator] = []
+    for g in gens:
+        if isinstance(g, torch.Generator) and all(g is not h for h in out):
+            out.append(g)
+    return out
+
+
+def _capture_rng(loader: Any) -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "loader": [g.get_state() for g in _loader_generators(loader)],
+    }
+
+
+def _restore_rng(loader: Any, rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    for g, s in zip(_loader_generators(loader), rng["loader"], strict=False):
+        g.set_state(s)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    return torch.load(Path(path), map_location="cpu", weights_only=False)
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """All ``rows`` as CSV (columns: the union of keys, in first-seen order), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+# -- the loop ----------------------------------------------------------------------------------
+def train(
+    model: nn.Module,
+    loader: Iterable,
+    loss_fn: LossFn,
+    optimizer: Any,
+    config: TrainConfig | None = None,
+    *,
+    val_loader: Iterable | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``model`` with ``optimizer.step_batch`` on ``loader``; returns the metrics history.
+
+    One history row per validation (or per epoch without a validation loader): ``step``,
+    ``epoch``, ``time``, ``train_loss`` (mean of the step losses since the previous row),
+    ``evaluations``, ``evals_per_s`` and, with ``val_loader``, ``val_loss``/``val_accuracy``.
+    """
+    cfg = config or TrainConfig()
+    if not hasattr(optimizer, "step_batch"):
+        raise ValueError("optimizer must provide step_batch(inputs, targets, loss_fn)")
+    device = next(model.parameters()).device
+    state = TrainState()
+    resume = cfg.checkpoint_path if cfg.resume is True else cfg.resume
+    if resume and Path(resume).exists():
+        ckpt = load_checkpoint(resume)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = TrainState(**ckpt["train"])
+    elif resume and cfg.resume is not True:
+        raise ValueError(f"resume checkpoint {str(resume)!r} does not exist")
+    has_val = val_loader is not None
+    start = time.perf_counter()
+    evals0, losses, stop = optimizer.evaluations, [], False
+    per_epoch = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+    total = cfg.epochs * per_epoch if per_epoch else None
+    if cfg.max_steps and total:
+        total = min(total, cfg.max_steps)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=state.step, desc="polystep", dynamic_ncols=True)
+    _fire(cfg.callbacks, "on_train_begin", state)
+
+    def checkpoint() -> None:
+        if cfg.checkpoint_path is not None:
+            payload = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "train": {k: v for k, v in state.__dict__.items() if k != "stop"},
+            }
+            save_checkpoint(cfg.checkpoint_path, payload)
+
+    def validate() -> None:
+        nonlocal losses, stop
+        elapsed = time.perf_counter() - start
+        row: dict[str, Any] = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "time": round(elapsed, 3),
+            "train_loss": sum(losses) / len(losses) if losses else float("nan"),
+            "evaluations": optimizer.evaluations,
+            "evals_per_s": (optimizer.evaluations - evals0) / max(elapsed, 1e-9),
+        }
+        losses = []
+        if has_val:
+            metrics = evaluate_loader(model, val_loader, loss_fn)
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            key = "accuracy" if cfg.select_on == "accuracy" and "accuracy" in metrics else "loss"
+            score = metrics[key] if key == "accuracy" else -metrics[key]
+            if math.isfinite(score) and (state.best_metric is None or score > state.best_metric):
+                state.best_metric = score
+                state.best_state = {
+                    k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                }
+                row["best"] = True
+        state.history.append(row)
+        if cfg.metrics_csv is not None:
+            write_csv(cfg.metrics_csv, state.history)
+        if bar is not None and has_val and "val_accuracy" in row:
+            bar.set_postfix_str(f"loss {row['train_loss']:.3f} val_acc {row['val_accuracy']:.3f}")
+        stop = _fire(cfg.callbacks, "on_validation_end", state, row) or stop
+
+    while state.epoch < cfg.epochs and not stop:
+        if state.batch_in_epoch == 0:
+            state.epoch_rng = _capture_rng(loader)
+        else:
+            _restore_rng(loader, state.epoch_rng)
+        for index, batch in enumerate(loader):
+            if index < state.batch_in_epoch:
+                continue  # replaying a resumed epoch up to where it stopped
+            x, y = split_batch(batch, device)
+            loss = optimizer.step_batch(x, y, loss_fn)
+            state.step += 1
+            state.batch_in_epoch = index + 1
+            losses.append(loss)
+            elapsed = time.perf_counter() - start
+            rate = (optimizer.evaluations - evals0) / max(elapsed, 1e-9)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", evals_s=f"{rate:,.0f}", refresh=False)
+            metrics = {"step": state.step, "epoch": state.epoch, "loss": loss, "evals_per_s": rate}
+            stop = _fire(cfg.callbacks, "on_step_end", state, metrics)
+            if cfg.val_every and state.step % cfg.val_every == 0:
+                validate()
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                checkpoint()
+            out_of_steps = cfg.max_steps is not None and state.step >= cfg.max_steps
+            out_of_time = cfg.max_time is not None and elapsed >= cfg.max_time
+            if stop or out_of_steps or out_of_time:
+                stop = True
+                break
+        else:
+            state.epoch += 1
+            state.batch_in_epoch = 0
+            if not (cfg.val_every and state.step % cfg.val_every == 0):
+                validate()
+            if not cfg.checkpoint_every:
+                checkpoint()
+            continue
+        break
+    if losses or not state.history or state.history[-1]["step"] != state.step:
+        validate()
+    if cfg.checkpoint_every or stop:
+        checkpoint()
+    if bar is not None:
+        bar.close()
+    if cfg.restore_best and has_val and state.best_state is not None:
+        model.load_state_dict(copy.deepcopy(state.best_state))
+    _fire(cfg.callbacks, "on_train_end", state)
+    return state.history
