@@ -64,13 +64,13 @@ def test_rollouts_match_gymnasium_vector_env(name):
     params = torch.stack([policy.init(generator) * 3 for _ in range(3)])
     seeds = [11, 12]
     vec = gym.make_vec(env.gym_id, num_envs=4, vectorization_mode="sync")
-    theirs = gym_vector_returns(vec, policy, params, seeds, max_steps=120)
+    theirs = gym_vector_returns(vec, policy, params, seeds, max_steps=60)
     single = gym.make(env.gym_id)
     states = []
     for s in seeds:
         single.reset(seed=s)
         states.append(_gym_state(single))
-    ours = rollout_returns(env, policy, params, torch.stack(states), max_steps=120)
+    ours = rollout_returns(env, policy, params, torch.stack(states), max_steps=60)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
@@ -187,13 +187,13 @@ def test_smoke_bench_writes_results(tmp_path):
     from polystep.bench import rl as bench
 
     start = time.perf_counter()
-    argv = ["--env", "cartpole,acrobot", "--policy", "tanh,int8w", "--seeds", "1"]
+    argv = ["--env", "cartpole,acrobot", "--policy", "int8w", "--seeds", "1"]
     assert bench.main([*argv, "--scale", "smoke", "--out", str(tmp_path)]) == 0
     elapsed = time.perf_counter() - start
     records = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
-    assert len(records) == 2 * 2 * 2
+    assert len(records) == 2 * 2
     assert {r["method"] for r in records} == {"polystep", "openai_es"}
     assert all(r["evaluations"] <= 96 for r in records)
     table = (tmp_path / "table.md").read_text()
-    assert "| cartpole | tanh | polystep |" in table
+    assert "| cartpole | int8w | polystep |" in table
     assert elapsed < 60.0

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="directory for runs.jsonl and table.md")
     parser.add_argument("--scale", choices=("full", "smoke"), default="full")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--collect",
+        default=None,
+        metavar="DIR",
+        help="run nothing: merge every runs.jsonl under DIR into DIR/table.md",
+    )
     return parser
 
 
@@ -155,8 +161,76 @@ def table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def comparison(records: list[dict[str, Any]]) -> str:
+    """PolyStep next to OpenAI-ES per env x policy (held-out return, wall time, evaluations)."""
+    cell: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for rec in records:
+        cell.setdefault((rec["env"], rec["policy"], rec["method"]), []).append(rec)
+    order = list(POLICIES)
+    pairs = sorted(
+        {(e, p) for e, p, _ in cell},
+        key=lambda k: (k[0] != "cartpole", k[0], order.index(k[1]) if k[1] in order else 99),
+    )
+    lines = [
+        "| env | policy | PolyStep held-out | OpenAI-ES held-out | target | PolyStep evals, "
+        "s/run | OpenAI-ES evals, s/run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for env, pol in pairs:
+        ps, es = cell.get((env, pol, "polystep"), []), cell.get((env, pol, "openai_es"), [])
+
+        def ret(recs: list[dict[str, Any]]) -> str:
+            return _fmt([r["heldout_mean"] for r in recs]) if recs else "—"
+
+        def cost(recs: list[dict[str, Any]]) -> str:
+            return f"{recs[0]['evaluations']}, {_fmt([r['wall_s'] for r in recs])}" if recs else "—"
+
+        target = TARGETS.get(env, math.nan)
+        hit = "yes" if ps and all(r["heldout_mean"] >= target for r in ps) else "no"
+        sign = "≥" if env == "acrobot" else "="
+        lines.append(
+            f"| {env} | {pol} | {ret(ps)} | {ret(es)} | {sign} {target:g} (PolyStep all seeds: "
+            f"{hit}) | {cost(ps)} | {cost(es)} |"
+        )
+    return "\n".join(lines)
+
+
+def collect(root: Path) -> str:
+    """Merge every ``runs.jsonl`` under ``root`` into ``root/table.md``; returns the text."""
+    records: list[dict[str, Any]] = []
+    commands: list[str] = []
+    for path in sorted(root.rglob("runs.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                records.append(rec)
+                if rec.get("command") not in commands:
+                    commands.append(rec.get("command"))
+    if not records:
+        raise SystemExit(f"--collect: no runs.jsonl with records under {root}")
+    machine = records[0].get("machine", "?")
+    text = (
+        "Commands:\n\n"
+        + "\n".join(f"    {c}" for c in commands)
+        + f"\n\nMachine: {machine}, torch {records[0].get('torch')}, "
+        + f"{records[0].get('threads')} thread(s) per run\n\n"
+        + "Held-out return: mean over seeds ± std over seeds of each run's mean return on "
+        + f"{records[0]['episodes']} fresh episodes "
+        + f"(horizon {records[0].get('heldout_horizon')}).\n\n"
+        + comparison(records)
+        + "\n\nPer method:\n\n"
+        + table(records)
+        + "\n"
+    )
+    (root / "table.md").write_text(text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.collect is not None:
+        print(collect(Path(args.collect)))
+        return 0
     torch.set_num_threads(max(1, args.threads))
     envs, policies, methods = _csv(args.env), _csv(args.policy), _csv(args.method)
     for name in envs:
