@@ -197,3 +197,14 @@ def test_smoke_bench_writes_results(tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert "| cartpole | int8w | polystep |" in table
     assert elapsed < 60.0
+
+
+def test_search_policy_on_a_gymnasium_vector_env():
+    gym = pytest.importorskip("gymnasium")
+    vec = gym.make_vec("CartPole-v1", num_envs=16, vectorization_mode="sync")
+    policy = MLPPolicy(obs_dim=4, num_actions=2, hidden=4)
+    preset = PolicySearchPreset(rollouts=2, horizon=20, subspace_dim=8, block_dim=4)
+    result = search_policy(vec, policy, budget_evals=16, seed=0, preset=preset)
+    assert result.evaluations == 16 and result.params.shape == (policy.dim,)
+    returns = evaluate_policy(vec, policy, result.params, seed=0, episodes=4, horizon=20)
+    assert returns.shape == (4,) and bool(((returns >= 1) & (returns <= 20)).all())
