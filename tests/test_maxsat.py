@@ -188,6 +188,8 @@ def test_objective_equals_brute_force(seed):
     got = unsat_weight(clauses, theta)
     want = [brute_force_cost(inst, row.numpy()) for row in x]
     assert got.tolist() == want
+    packed = unsat_weight(clauses, theta, dense_limit=0, chunk_clauses=7)  # bit-packed path
+    assert packed.tolist() == want
     assert float(unsat_weight(clauses, theta[5])) == want[5]
     # theta == 0 means False.
     assert float(unsat_weight(clauses, torch.zeros(10))) == brute_force_cost(inst, np.zeros(10))
@@ -198,7 +200,7 @@ def test_objective_many_weights_path():
     inst = random_ksat(30, seed=0)
     inst = MaxSATInstance(30, inst.literals, rng.random(inst.num_clauses), inst.hard)
     theta = torch.randn(70, 30, generator=torch.Generator().manual_seed(0))
-    got = unsat_weight(ClauseTensors.from_instance(inst), theta)
+    got = unsat_weight(ClauseTensors.from_instance(inst), theta, dense_limit=0)
     want = torch.tensor([unsat_weight_numpy(inst, (t > 0).numpy()) for t in theta])
     assert torch.allclose(got, want.double())
 

@@ -98,18 +98,27 @@ def column_popcount(words: torch.Tensor) -> torch.Tensor:
 
 
 def unsat_weight(
-    clauses: ClauseTensors, theta: torch.Tensor, *, chunk_clauses: int = 1 << 17
+    clauses: ClauseTensors,
+    theta: torch.Tensor,
+    *,
+    chunk_clauses: int = 1 << 17,
+    dense_limit: int = 1 << 21,
 ) -> torch.Tensor:
     """Weighted unsatisfied count of every candidate: ``theta (N, n)`` or ``(n,)`` -> ``(N,)``
     float64 (a 1-D input gives a 0-d result). Works on any device.
 
     Candidates are bit-packed 64 to an int64 word, so one gather per literal serves 64
-    candidates; clauses are processed in chunks of ``chunk_clauses``."""
+    candidates; clauses are processed in chunks of ``chunk_clauses``. Small problems (at most
+    ``dense_limit`` candidate-literal pairs) use a plain boolean gather instead."""
     single = theta.ndim == 1
     x = assignment(theta.reshape(1, -1) if single else theta)
     if x.shape[1] != clauses.num_vars:
         raise ValueError(f"theta must have {clauses.num_vars} columns, got {x.shape[1]}")
     num, m = x.shape[0], clauses.var.shape[0]
+    if num * m * max(1, clauses.var.shape[1]) <= dense_limit:  # small: plain boolean gather
+        lit_true = (x[:, clauses.var] == clauses.positive) & clauses.valid
+        out = (~lit_true.any(dim=2)).to(torch.float64) @ clauses.weights
+        return out[0] if single else out
     out = torch.zeros(num, dtype=torch.float64, device=x.device)
     bits = torch.arange(64, device=x.device)
     for g0 in range(0, num, 64):

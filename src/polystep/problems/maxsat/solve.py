@@ -8,12 +8,13 @@ exactly with :class:`~polystep.problems.maxsat.objective.DeltaEvaluator` (time p
 the clauses touched), then moves every block to its softmax barycentre
 (:func:`polystep.blocks.propose_blocks` / :func:`polystep.blocks.update_blocks`).
 
-Why the preset works: with ``probe_radius`` larger than most ``|theta_j|``, the four vertices of a
-randomly rotated 2-D orthoplex fall in the four sign quadrants of the block, so the probes score
-every assignment of the block's two variables; the move (``step_radius``) then crosses zero only
-for variables near zero, and variables pushed the same way step after step grow away from zero
-(inertia). Decaying ``epsilon`` and both radii turns the early, noisy parallel moves into a
-greedy descent at the end.
+Why the preset works: ``theta`` is clipped to a box ``[-1, 1]^n`` and the probe radius exceeds the
+box diameter, so the four vertices of a randomly rotated 2-D orthoplex fall in the four sign
+quadrants of the block: the probes score every assignment of the block's two variables. The
+softmax barycentre then moves the block toward the cheap quadrants; a variable flips when the move
+crosses zero, and variables pushed the same way step after step sit at the box edge (inertia).
+Decaying ``epsilon`` and both radii turns the early, noisy parallel moves into a near-greedy
+descent at the end. See :class:`MaxSATPreset`.
 """
 
 from __future__ import annotations
@@ -51,20 +52,31 @@ class MaxSATPreset:
     :class:`~polystep.epsilon.CosineEpsilon` as well (``radius_schedule="cosine"``) or with
     :class:`~polystep.epsilon.PowerDecay` (``"power"``, floored at the final value).
     ``blocks_per_step``: probe and move only a random subset of blocks per step (None: all).
+    ``box``: after each move ``theta`` is clipped to ``[-box, box]`` (None: no clipping). Only
+    signs matter, so this loses nothing, and it keeps every variable within ``box`` of a flip:
+    without it ``|theta|`` grows step after step, variables freeze and the run stalls (about
+    98.3 % on random 3-SAT at every length we tried, against 98.8-99.1 % with it).
+
+    Defaults (tuned on generated validation instances, seeds 1000/1001, never on reported seeds):
+    ``probe_radius`` (10 -> 5) exceeds the box diameter, so the four probes of a block are its
+    four sign patterns; ``step_radius`` (3 -> 1, i.e. 1.5 -> 0.5 box diameters) lets a block
+    cross to the chosen quadrant in one or two steps; ``epsilon`` (0.7 -> 0.2 clauses) anneals
+    from a noisy parallel walk to a near-greedy descent.
     """
 
     block_dim: int = 2
     polytope: str = "orthoplex"
     num_probe: int = 1
-    init_scale: float = 1.0
-    epsilon_init: float = 0.5
-    epsilon_final: float = 0.05
-    step_radius_init: float = 10.0
-    step_radius_final: float = 0.3
-    probe_radius_init: float = 100.0
-    probe_radius_final: float = 50.0
+    init_scale: float = 0.5
+    epsilon_init: float = 0.7
+    epsilon_final: float = 0.2
+    step_radius_init: float = 3.0
+    step_radius_final: float = 1.0
+    probe_radius_init: float = 10.0
+    probe_radius_final: float = 5.0
     radius_schedule: str = "cosine"
     blocks_per_step: int | None = None
+    box: float | None = 1.0
 
     def schedules(self, total_steps: int) -> dict[str, Schedule]:
         """The decaying epsilon / step-radius / probe-radius schedules for a run of this length."""
@@ -195,6 +207,8 @@ def solve_maxsat(
             moved, duals = update_blocks(rule, sub, p, proposal, losses, it, duals)
             blocks[chosen] = moved.reshape(active, p)
             z = from_blocks(blocks, n)
+        if preset.box is not None:
+            z = z.clamp(-preset.box, preset.box)
         cost = evaluator.set_assignment(z > 0)
         evaluations += len(candidates) + 1
         done += 1
@@ -219,12 +233,15 @@ def solve_maxsat(
 
 @dataclass(frozen=True, kw_only=True)
 class ESConfig:
-    """OpenAI-ES on ``theta`` (same encoding ``1[theta > 0]``, same start distribution)."""
+    """OpenAI-ES on ``theta`` (same encoding ``1[theta > 0]``).
+
+    Defaults are the best of a grid (sigma 0.1/0.5/1, learning rate 0.01/0.05/0.2, start spread
+    0.1/1) on a generated 1,000-variable validation instance at 50k evaluations."""
 
     popsize: int = 50
     sigma: float = 0.5
     learning_rate: float = 0.05
-    init_scale: float = 1.0
+    init_scale: float = 0.1
 
 
 def solve_maxsat_openai_es(
