@@ -1,7 +1,8 @@
-"""Command line: ``polystep demo [snn|synthetic]`` and ``polystep bench <suite> ...``.
+"""Command line: ``polystep demo [snn|synthetic]`` and ``polystep bench ...``.
 
-Each bench suite lives in ``polystep.bench.<suite>`` and exposes ``main(argv) -> int``; the CLI
-imports it only when asked, so start-up stays light.
+``polystep bench maxsat|rl ...`` run those suites; ``polystep bench TASK...`` runs the NN task
+table and ``polystep bench report DIR`` aggregates it. Each suite exposes ``main(argv) -> int``
+and is imported only when asked, so start-up stays light.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ BENCH_SUITES = {
     "maxsat": "polystep.bench.maxsat",
     "rl": "polystep.bench.rl",
 }
+NN_TASKS_SUITE = "polystep.bench.nn_tasks"
 DEMOS = {
     "synthetic": "polystep.demos.synthetic",
     "snn": "polystep.demos.snn",
@@ -32,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         if name not in DEMOS:
             parser.error(f"demo must be one of {sorted(DEMOS)}, got {name!r}")
         return int(importlib.import_module(DEMOS[name]).main(rest) or 0)
-    if args.target not in BENCH_SUITES:
-        parser.error(f"bench suite must be one of {sorted(BENCH_SUITES)}, got {args.target!r}")
-    return int(importlib.import_module(BENCH_SUITES[args.target]).main(rest) or 0)
+    if args.target is None:
+        parser.error("bench needs a suite (maxsat, rl), task names, 'all' or 'report DIR'")
+    if args.target in BENCH_SUITES:
+        return int(importlib.import_module(BENCH_SUITES[args.target]).main(rest) or 0)
+    return int(importlib.import_module(NN_TASKS_SUITE).main([args.target, *rest]) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

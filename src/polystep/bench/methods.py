@@ -1,0 +1,124 @@
+"""The methods of the benchmark table, all driven by one forward-pass budget and one data stream.
+
+Each runner trains ``model`` in place on ``loaders.train`` until the budget would be exceeded,
+calling ``selector.observe(model, evaluations)`` as it goes (validation only). Forward passes:
+one candidate (or population member, or SPSA probe) scored on one batch counts 1; an Adam step
+on one batch counts 1 (its backward pass is not counted; the wall seconds show its cost).
+
+Baseline settings below were chosen on the VALIDATION split of the smoke scale (digits) with
+``benchmarks/tune_baselines.py``; they are not tuned per task and never on test data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from polystep.baselines import Budget, ModuleObjective, make_baseline, train_adam
+from polystep.bench.selection import Selector
+from polystep.bench.tasks import TaskSpec
+from polystep.blocks import num_blocks
+from polystep.data import Loaders
+from polystep.geometry import num_vertices
+from polystep.optimizer import PolyStepOptimizer
+
+METHODS = ("polystep", "openai_es", "spsa", "cmaes", "adam")
+BASELINE_SETTINGS: dict[str, dict[str, Any]] = {
+    "openai_es": {"popsize": 50, "sigma": 0.02, "learning_rate": 0.01},
+    "spsa": {"a": 0.05, "c": 0.01},
+    "cmaes": {"sigma0": 0.02},
+    "adam": {"lr": 1e-3},
+}
+Runner = Callable[..., dict[str, Any]]
+
+
+def _forever(batches: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    while True:
+        yielded = False
+        for batch in batches:
+            yielded = True
+            yield batch
+        if not yielded:
+            raise ValueError("the training loader yielded no batch")
+
+
+def run_polystep(
+    task: TaskSpec,
+    model: nn.Module,
+    loaders: Loaders,
+    budget: Budget,
+    selector: Selector,
+    seed: int,
+) -> dict[str, Any]:
+    """PolyStepOptimizer with the task's preset; a step runs only if all its candidates fit."""
+    optimizer = PolyStepOptimizer(model, preset=task.preset, seed=seed)
+    rule, space = optimizer.rule, optimizer.subspace
+    per_step = (
+        num_blocks(space.dim, space.block_dim)
+        * num_vertices(rule.polytope, space.block_dim)
+        * rule.num_probe
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    budget.start()
+    selector.observe(model, 0)
+    for x, y in _forever(loaders.train):
+        if not budget.allows(per_step):
+            break
+        optimizer.step_batch(x, y, loss_fn)
+        budget.charge(per_step)
+        selector.observe(model, budget.evaluations)
+    return {"steps": optimizer.iteration, "candidates_per_step": per_step}
+
+
+def run_vector_baseline(
+    name: str,
+    model: nn.Module,
+    loaders: Loaders,
+    budget: Budget,
+    selector: Selector,
+    seed: int,
+) -> dict[str, Any]:
+    """OpenAI-ES / SPSA / CMA-ES over the full flat parameter vector, one batch per generation."""
+    objective = ModuleObjective(model, nn.CrossEntropyLoss(), _forever(loaders.train))
+    es = make_baseline(name, objective.dim, x0=objective.x0, seed=seed, **BASELINE_SETTINGS[name])
+    budget.start()
+    selector.observe(model, 0)
+    generations = 0
+    while True:
+        population = es.ask()
+        if not budget.allows(int(population.shape[0])):
+            break
+        es.tell(objective(population))
+        budget.charge(int(population.shape[0]))
+        generations += 1
+        objective.load(es.mean, model)
+        selector.observe(model, budget.evaluations)
+    return {"generations": generations}
+
+
+def run_adam(
+    task: TaskSpec,
+    model: nn.Module,
+    loaders: Loaders,
+    budget: Budget,
+    selector: Selector,
+    seed: int,
+    twin: nn.Module,
+) -> dict[str, Any]:
+    """Adam on the smooth twin; the HARD model (twin's weights copied in) is what is scored."""
+    twin.load_state_dict(model.state_dict())
+    selector.observe(model, 0)
+
+    def sync(record: dict[str, float], trained: nn.Module) -> None:
+        model.load_state_dict(trained.state_dict())
+        selector.observe(model, int(record["evaluations"]))
+
+    result = train_adam(
+        twin, loaders.train, nn.CrossEntropyLoss(), budget,
+        callback=sync, **BASELINE_SETTINGS["adam"],
+    )  # fmt: skip
+    model.load_state_dict(twin.state_dict())
+    return {"steps": result.steps}
