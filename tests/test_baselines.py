@@ -17,6 +17,7 @@ from polystep.baselines import (
     accuracy,
     centered_ranks,
     make_baseline,
+    make_nn_baseline,
     run_ask_tell,
     train_adam,
 )
@@ -329,3 +330,8 @@ def test_make_baseline_registry() -> None:
     assert make_baseline("openai_es", 4, popsize=6).popsize == 6
     with pytest.raises(ValueError, match="name"):
         make_baseline("nelder_mead", 4)
+    es = make_nn_baseline("openai_es", 4, seed=1, sigma=0.5)
+    assert es.popsize == 50 and es.sigma == 0.5
+    assert make_nn_baseline("cmaes", 4).popsize == 50
+    with pytest.raises(ValueError, match="name"):
+        make_nn_baseline("adam", 4)

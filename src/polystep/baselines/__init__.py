@@ -17,20 +17,17 @@ from polystep.baselines.budget import (
 from polystep.baselines.cmaes import CMAES
 from polystep.baselines.module_objective import ModuleObjective
 from polystep.baselines.openai_es import OpenAIES, centered_ranks
+from polystep.baselines.presets import (
+    NN_PRESETS,
+    VECTOR_BASELINES,
+    make_baseline,
+    make_nn_baseline,
+)
 from polystep.baselines.spsa import SPSA
-
-VECTOR_BASELINES: dict[str, type] = {"openai_es": OpenAIES, "spsa": SPSA, "cmaes": CMAES}
-
-
-def make_baseline(name: str, dim: int, **kwargs: object) -> OpenAIES | SPSA | CMAES:
-    """Construct the vector baseline ``name`` (one of :data:`VECTOR_BASELINES`) over ``R^dim``."""
-    if name not in VECTOR_BASELINES:
-        raise ValueError(f"name must be one of {sorted(VECTOR_BASELINES)}, got {name!r}")
-    return VECTOR_BASELINES[name](dim, **kwargs)
-
 
 __all__ = [
     "CMAES",
+    "NN_PRESETS",
     "SPSA",
     "VECTOR_BASELINES",
     "AdamResult",
@@ -43,6 +40,7 @@ __all__ = [
     "accuracy",
     "centered_ranks",
     "make_baseline",
+    "make_nn_baseline",
     "run_ask_tell",
     "train_adam",
 ]
