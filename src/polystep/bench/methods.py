@@ -5,19 +5,20 @@ calling ``selector.observe(model, evaluations)`` as it goes (validation only). F
 one candidate (or population member, or SPSA probe) scored on one batch counts 1; an Adam step
 on one batch counts 1 (its backward pass is not counted; the wall seconds show its cost).
 
-Baseline settings below were chosen on the VALIDATION split of the smoke scale (digits) with
-``benchmarks/tune_baselines.py``; they are not tuned per task and never on test data.
+Baseline settings are :data:`polystep.baselines.NN_PRESETS`, chosen on the digits VALIDATION
+split with ``benchmarks/tune_baselines.py`` (see ``polystep.baselines.presets``); they are not
+tuned per task and never on test data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from polystep.baselines import Budget, ModuleObjective, make_baseline, train_adam
+from polystep.baselines import NN_PRESETS, Budget, ModuleObjective, make_nn_baseline, train_adam
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TaskSpec
 from polystep.blocks import num_blocks
@@ -26,13 +27,6 @@ from polystep.geometry import num_vertices
 from polystep.optimizer import PolyStepOptimizer
 
 METHODS = ("polystep", "openai_es", "spsa", "cmaes", "adam")
-BASELINE_SETTINGS: dict[str, dict[str, Any]] = {
-    "openai_es": {"popsize": 50, "sigma": 0.02, "learning_rate": 0.01},
-    "spsa": {"a": 0.05, "c": 0.01},
-    "cmaes": {"sigma0": 0.02},
-    "adam": {"lr": 1e-3},
-}
-Runner = Callable[..., dict[str, Any]]
 
 
 def _forever(batches: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -83,7 +77,7 @@ def run_vector_baseline(
 ) -> dict[str, Any]:
     """OpenAI-ES / SPSA / CMA-ES over the full flat parameter vector, one batch per generation."""
     objective = ModuleObjective(model, nn.CrossEntropyLoss(), _forever(loaders.train))
-    es = make_baseline(name, objective.dim, x0=objective.x0, seed=seed, **BASELINE_SETTINGS[name])
+    es = make_nn_baseline(name, objective.dim, x0=objective.x0, seed=seed)
     budget.start()
     selector.observe(model, 0)
     generations = 0
@@ -118,7 +112,7 @@ def run_adam(
 
     result = train_adam(
         twin, loaders.train, nn.CrossEntropyLoss(), budget,
-        callback=sync, **BASELINE_SETTINGS["adam"],
+        callback=sync, **NN_PRESETS["adam"],
     )  # fmt: skip
     model.load_state_dict(twin.state_dict())
     return {"steps": result.steps}

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from polystep import __version__
-from polystep.baselines import Budget
+from polystep.baselines import NN_PRESETS, Budget
 from polystep.bench import methods
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TaskSpec, load_task_data
@@ -103,7 +103,7 @@ def run_one(
             "hidden": spec.hidden,
             "train_limit": spec.train_limit,
             "preset": task.preset if method == "polystep" else None,
-            "baseline_settings": methods.BASELINE_SETTINGS.get(method),
+            "baseline_settings": NN_PRESETS.get(method),
             "splits": splits.sizes(),
             "device": device,
         },
