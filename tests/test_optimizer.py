@@ -10,7 +10,7 @@ from torch import nn
 
 from polystep.epsilon import CosineEpsilon
 from polystep.optimizer import PRESETS, PolyStepOptimizer
-from polystep.subspace import FullSpace, HybridSubspace, SparseProjection
+from polystep.subspace import FactoredSubspace, FullSpace, HybridSubspace, SparseProjection
 from polystep.transform import ParamLayout
 
 
@@ -44,6 +44,8 @@ def test_decreases_training_loss_on_small_mlp() -> None:
 def test_auto_subspace_follows_model_size() -> None:
     assert isinstance(PolyStepOptimizer(nn.Linear(4, 3)).subspace, FullSpace)
     assert isinstance(PolyStepOptimizer(nn.Linear(100, 50)).subspace, HybridSubspace)
+    snn = PolyStepOptimizer(nn.Linear(100, 50), preset="snn").subspace
+    assert isinstance(snn, FactoredSubspace) and snn.redraw_every == 5
     opt = PolyStepOptimizer(nn.Linear(100, 50), subspace="sparse")
     assert isinstance(opt.subspace, SparseProjection)
     assert opt.subspace.seed == 0  # the optimizer's seed seeds a seedless subspace
@@ -168,3 +170,20 @@ def test_presets_exist_and_constructor_is_short() -> None:
     assert len(inspect.signature(PolyStepOptimizer.__init__).parameters) - 1 <= 12
     for name in PRESETS:
         PolyStepOptimizer(small_mlp(), preset=name)
+
+
+def test_row_scaling_normalises_each_particle_and_keeps_non_finite() -> None:
+    from polystep.optimizer import row_scale
+
+    losses = torch.tensor([1.0, 3.0, 100.0, 300.0, 5.0, 5.0, 2.0, float("nan")])
+    out = row_scale(losses, 4).reshape(4, 2)
+    assert torch.allclose(out[0], out[1])  # scale-free per particle
+    assert torch.equal(out[2], torch.zeros(2))  # equal costs: no preference
+    assert out[3, 0] == 0 and torch.isnan(out[3, 1])
+    x, y = blobs(48)
+    model = small_mlp()
+    opt = PolyStepOptimizer(model, scale_cost="row", seed=0)
+    first = opt.step_batch(x, y, nn.CrossEntropyLoss())
+    for _ in range(10):
+        last = opt.step_batch(x, y, nn.CrossEntropyLoss())
+    assert last < first and torch.isfinite(params(model)).all()

@@ -20,7 +20,7 @@ DEMOS = {
     "synthetic": "polystep.demos.synthetic",
     "snn": "polystep.demos.snn",
 }
-DEFAULT_DEMO = "synthetic"
+DEFAULT_DEMO = "snn"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ SUBSPACES = ("auto", "full", "hybrid", "factored", "sparse")
 # (weight units: every projection is an isometry per factor); epsilon is in units of the step's
 # mean recentred cost (scale_cost="mean"), so the same values transfer across loss scales.
 PRESETS: dict[str, dict[str, Any]] = {
+    # Differentiable-ish models (ReLU MLPs): measured on digits MLPs.
     "default": {
         "epsilon": 0.1,
         "step_radius": 0.03,
@@ -57,13 +58,31 @@ PRESETS: dict[str, dict[str, Any]] = {
         "scale_cost": "mean",
         "polytope": "orthoplex",
         "num_probe": 1,
+        "subspace": "auto",
         "rank": 8,
+        "direct_max": 0,
         "redraw_every": 20,
         "sparse_dim": 4096,
     },
+    # Hard-threshold spiking nets: a wide probe sees spike-count changes; a factored space makes
+    # every hidden-layer candidate touch one neuron (cheap in the layered evaluator); small
+    # output layers are searched directly. Measured on the digits SNN demo.
+    "snn": {
+        "epsilon": 0.1,
+        "step_radius": 0.2,
+        "probe_radius": 0.6,
+        "scale_cost": "mean",
+        "polytope": "orthoplex",
+        "num_probe": 1,
+        "subspace": "factored",
+        "rank": 8,
+        "direct_max": 1024,
+        "redraw_every": 5,
+        "sparse_dim": 4096,
+    },
 }
-PRESETS["snn"] = {**PRESETS["default"]}
-PRESETS["quantized"] = {**PRESETS["default"]}
+# Quantized weights move on a grid: probes must be wider than a grid step. Not tuned yet.
+PRESETS["quantized"] = {**PRESETS["default"], "step_radius": 0.06, "probe_radius": 0.12}
 
 
 def build_subspace(
@@ -78,17 +97,46 @@ def build_subspace(
         return kind
     if kind not in SUBSPACES:
         raise ValueError(f"subspace must be a Subspace or one of {SUBSPACES}, got {kind!r}")
+    if (
+        kind == "auto"
+        and preset["subspace"] != "auto"
+        and FULL_MAX_PARAMS < layout.numel < SPARSE_MIN_PARAMS
+    ):
+        kind = preset["subspace"]
     if kind == "auto":
         n = layout.numel
         kind = "full" if n <= FULL_MAX_PARAMS else "sparse" if n >= SPARSE_MIN_PARAMS else "hybrid"
-    rank, redraw = preset["rank"], preset["redraw_every"]
+    rank, redraw, direct = preset["rank"], preset["redraw_every"], preset["direct_max"]
     if kind == "full":
         return FullSpace.from_layout(layout, block_dim=2)
     if kind == "hybrid":
-        return HybridSubspace.from_layout(layout, rank, seed=seed, redraw_every=redraw)
+        return HybridSubspace.from_layout(
+            layout, rank, seed=seed, direct_max=direct, redraw_every=redraw
+        )
     if kind == "factored":
-        return FactoredSubspace.from_layout(layout, rank, seed=seed, redraw_every=redraw)
+        return FactoredSubspace.from_layout(
+            layout, rank, seed=seed, direct_max=direct, redraw_every=redraw
+        )
     return SparseProjection.from_layout(layout, preset["sparse_dim"], seed=seed)
+
+
+def row_scale(losses: torch.Tensor, num_particles: int) -> torch.Tensor:
+    """Costs of each particle recentred on its best and divided by its mean spread: ``(N,)``.
+
+    Every particle then sees costs of order 1 whatever its layer's sensitivity, so each moves
+    about ``step_radius`` towards its better vertices (a per-block normalised step, in the
+    spirit of Adam's per-parameter scaling). Non-finite entries stay non-finite (penalised
+    later); a particle whose costs are all equal gets zeros (uniform weights, no move).
+    """
+    rows = losses.reshape(num_particles, -1).to(torch.float64)
+    finite = torch.isfinite(rows)
+    masked = torch.where(finite, rows, torch.inf)
+    low = masked.min(dim=1, keepdim=True).values
+    shifted = torch.where(finite, rows - low, 0.0)
+    count = finite.sum(dim=1, keepdim=True).clamp(min=1)
+    spread = shifted.sum(dim=1, keepdim=True) / count
+    scaled = torch.where(spread > 0, shifted / spread.clamp(min=1e-300), 0.0)
+    return torch.where(finite, scaled, rows).reshape(-1)
 
 
 class PolyStepOptimizer(torch.optim.Optimizer):
@@ -97,14 +145,17 @@ class PolyStepOptimizer(torch.optim.Optimizer):
     Args:
         model: the ``nn.Module`` to train (its parameters are updated in place).
         subspace: a :class:`~polystep.subspace.Subspace`, or ``"auto"`` (default: full space up
-            to 2k parameters, hybrid rank-8 up to 10M, sparse projection above), ``"full"``,
+            to 2k parameters, then the preset's space: hybrid rank 8 (``"default"``), factored
+            rank 8 (``"snn"``); sparse projection from 10M parameters), ``"full"``,
             ``"hybrid"``, ``"factored"`` or ``"sparse"``.
         solver: ``"softmax"`` (default), ``"sinkhorn"`` or ``"greedy"``.
         epsilon, step_radius, probe_radius: floats or schedules (indexed by step); None takes
             the preset's value. Radii are distances in search coordinates.
         preset: ``"default"``, ``"snn"`` or ``"quantized"``: radii, epsilon, cost scaling,
             polytope, probes, rank and redraw interval tuned per task family.
-        polytope, scale_cost: override the preset's.
+        polytope, scale_cost: override the preset's. ``scale_cost`` is None (raw loss units),
+            ``"mean"`` (divide by the step's mean cost spread), ``"max"``, a float, or
+            ``"row"`` (each particle's costs divided by their own mean spread).
         evaluator: ``"auto"`` (layered where the model allows, else vmap), ``"layered"``,
             ``"vmap"`` or ``"reference"``; used by :meth:`step_batch`.
         chunk_size: candidates per evaluator call (None: sized to memory).
@@ -140,6 +191,8 @@ class PolyStepOptimizer(torch.optim.Optimizer):
                 f"evaluator must be 'auto', 'layered', 'vmap' or 'reference', got {evaluator!r}"
             )
         cfg = PRESETS[preset]
+        scale_cost = cfg["scale_cost"] if scale_cost == "preset" else scale_cost
+        self.row_scaled = scale_cost == "row"
         self.model = model
         self.preset = preset
         self.layout = ParamLayout.from_module(model)
@@ -152,7 +205,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             polytope=cfg["polytope"] if polytope is None else polytope,
             num_probe=cfg["num_probe"],
             solver=solver,
-            scale_cost=cfg["scale_cost"] if scale_cost == "preset" else scale_cost,
+            scale_cost=None if self.row_scaled else scale_cost,
         )
         self.subspace = build_subspace(subspace, self.layout, cfg, seed)
         self.subspace.to(params[0].device, params[0].dtype)
@@ -231,6 +284,8 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         t, p = self.iteration, self.subspace.block_dim
         proposal, cands = propose_blocks(self.rule, self.z, p, t, self.generator)
         losses = score(cands)
+        if self.row_scaled:
+            losses = row_scale(losses, proposal.directions.shape[0])
         new_z, duals = update_blocks(self.rule, self.z, p, proposal, losses, t, self.duals)
         move = new_z - self.z
         if bool(torch.isfinite(move).all()):

@@ -25,9 +25,7 @@ from torch import nn
 from polystep.data import load_digits_splits, make_loaders
 from polystep.nn import SpikingMLP
 from polystep.optimizer import PolyStepOptimizer
-from polystep.subspace import FactoredSubspace
 from polystep.train import TrainConfig, evaluate_loader, train
-from polystep.transform import ParamLayout
 
 INIT_GAIN = 3.0
 
@@ -81,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = load_digits_splits(seed=args.seed)
     loaders = make_loaders(splits, args.batch_size, seed=args.seed, eval_batch_size=None, fast=True)
     model = build_model(args.hidden, args.num_steps, args.seed)
-    space = FactoredSubspace.from_layout(
-        ParamLayout.from_module(model), rank=8, direct_max=1024, redraw_every=5
-    )
-    optimizer = PolyStepOptimizer(model, subspace=space, preset="snn", seed=args.seed)
+    optimizer = PolyStepOptimizer(model, preset="snn", seed=args.seed)  # factored rank-8 space
     print(
         f"hard-LIF SNN 64-{args.hidden}-10, T={args.num_steps}, digits "
         f"{splits.sizes()}; {len(optimizer.subspace.segments)} segments, "
