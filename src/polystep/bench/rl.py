@@ -98,9 +98,11 @@ def run_one(
             preset = replace(preset, subspace_dim=24, block_dim=4)
         else:
             preset = replace(preset, popsize=48)
+    cpu_start = time.process_time()
     result = search_policy(
         env, policy, budget_evals=budget, seed=seed, method=method, preset=preset
     )
+    cpu_s = time.process_time() - cpu_start
     start = time.perf_counter()
     horizon = SMOKE["horizon"] if smoke else None
     returns = evaluate_policy(
@@ -115,6 +117,7 @@ def run_one(
         "evaluations": result.evaluations,
         "steps": result.steps,
         "wall_s": round(result.wall_s, 3),
+        "cpu_s": round(cpu_s, 3),
         "eval_wall_s": round(time.perf_counter() - start, 3),
         "heldout_mean": float(returns.mean()),
         "heldout_std": float(returns.std()) if episodes > 1 else 0.0,
@@ -173,7 +176,7 @@ def comparison(records: list[dict[str, Any]]) -> str:
     )
     lines = [
         "| env | policy | PolyStep held-out | OpenAI-ES held-out | target | PolyStep evals, "
-        "s/run | OpenAI-ES evals, s/run |",
+        "wall s/run | OpenAI-ES evals, wall s/run |",
         "|---|---|---|---|---|---|---|",
     ]
     for env, pol in pairs:
@@ -183,7 +186,12 @@ def comparison(records: list[dict[str, Any]]) -> str:
             return _fmt([r["heldout_mean"] for r in recs]) if recs else "—"
 
         def cost(recs: list[dict[str, Any]]) -> str:
-            return f"{recs[0]['evaluations']}, {_fmt([r['wall_s'] for r in recs])}" if recs else "—"
+            if not recs:
+                return "—"
+            text = f"{recs[0]['evaluations']}, {_fmt([r['wall_s'] for r in recs])}"
+            if all("cpu_s" in r for r in recs):
+                text += f" (CPU {_fmt([r['cpu_s'] for r in recs])})"
+            return text
 
         target = TARGETS.get(env, math.nan)
         hit = "yes" if ps and all(r["heldout_mean"] >= target for r in ps) else "no"
