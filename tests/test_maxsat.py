@@ -321,3 +321,15 @@ def test_smoke_bench(tmp_path):
     assert len(lines) >= 5
     table = (tmp_path / "table.md").read_text()
     assert "polystep" in table and "openai-es" in table and "probsat (domain ref)" in table
+
+
+@pytest.mark.slow
+def test_parse_one_million_variables_in_seconds(tmp_path):
+    inst = random_ksat(1_000_000, seed=0)
+    path = tmp_path / "big.cnf"
+    write_dimacs(inst, path)
+    t0 = time.perf_counter()
+    back = read_dimacs(path)
+    elapsed = time.perf_counter() - t0
+    assert np.array_equal(back.literals, inst.literals)
+    assert elapsed < 30, elapsed
