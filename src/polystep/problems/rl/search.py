@@ -43,7 +43,16 @@ class PolicySearchPreset:
 
     ``epsilon`` is in units of the step's mean cost spread (``scale_cost="mean"``), so the same
     numbers serve CartPole (returns up to 500) and Acrobot (returns down to -500). Each
-    ``(init, target)`` pair is a cosine decay over the run.
+    ``(init, target)`` pair is a cosine decay over the run. ``horizon`` caps the search episodes
+    (held-out evaluation always plays the environment's full horizon).
+
+    Flat start: while every candidate of every step so far has scored the same (a fresh policy
+    that always picks one action, or never swings Acrobot up within ``horizon``), the costs
+    carry no information and the softmax move is zero. The search then folds ``z`` into the base
+    point and scales the next probes and moves by ``stall_growth`` per flat step (at most
+    ``stall_max``); from the first step whose costs differ, the scale is 1 for the rest of the
+    run (a later plateau, e.g. every candidate at CartPole's maximum 500, is left alone). Runs
+    whose first step is informative are unaffected.
     """
 
     rollouts: int = 16
@@ -56,6 +65,8 @@ class PolicySearchPreset:
     redraw_every: int = 1
     init_scale: float = 1.0
     horizon: int | None = None
+    stall_growth: float = 2.0
+    stall_max: float = 64.0
 
     def popsize(self, dim: int) -> int:
         """Candidates per step for a policy with ``dim`` parameters."""
@@ -221,20 +232,30 @@ def _search_polystep(
     z = torch.zeros(k)
     duals = Duals()
     history: list[float] = []
+    scale = 1.0  # grows while every candidate has scored the same so far (flat start)
+    informed = False
+
+    def lift(v: torch.Tensor) -> torch.Tensor:
+        return v if basis is None else v @ basis.T
+
     for step in range(steps):
         if preset.subspace_dim is not None and step % preset.redraw_every == 0:
             if basis is not None:
-                theta = theta + basis @ z
+                theta = theta + scale * lift(z)
             basis, z = _orthonormal(dim, k, generator, theta.dtype), torch.zeros(k)
         proposal, candidates = propose_blocks(rule, z, preset.block_dim, step, generator)
-        offsets = candidates.dense(z)
-        params = theta + (offsets if basis is None else offsets @ basis.T)
+        params = theta + scale * lift(candidates.dense(z))
         losses = _losses(env, policy, params, seed, step, preset.rollouts, preset.horizon)
         z, duals = update_blocks(rule, z, preset.block_dim, proposal, losses, step, duals)
         history.append(-float(losses.min()))
+        flat = bool(torch.isfinite(losses).all()) and float(losses.max() - losses.min()) == 0.0
+        informed = informed or not flat
+        new_scale = 1.0 if informed else min(scale * preset.stall_growth, preset.stall_max)
+        if new_scale != scale:
+            theta, z, scale = theta + scale * lift(z), torch.zeros(k), new_scale
         if callback is not None:
             callback(step, (step + 1) * popsize, history[-1])
-    final = theta + (z if basis is None else basis @ z)
+    final = theta + scale * lift(z)
     return PolicySearchResult(
         params=final,
         method="polystep",
