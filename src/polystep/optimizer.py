@@ -68,9 +68,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # every hidden-layer candidate touch one neuron (cheap in the layered evaluator); small
     # output layers are searched directly. Measured on the digits SNN demo.
     "snn": {
-        "epsilon": 0.1,
+        "epsilon": 0.03,
         "step_radius": 0.2,
-        "probe_radius": 0.6,
+        "probe_radius": 1.0,
         "scale_cost": "mean",
         "polytope": "orthoplex",
         "num_probe": 1,

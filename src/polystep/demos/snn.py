@@ -65,10 +65,10 @@ def plot(history: list[dict], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="polystep demo snn", description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=100.0, help="training time budget")
+    parser.add_argument("--seconds", type=float, default=90.0, help="training time budget")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--num-steps", type=int, default=10, help="simulation length T")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
