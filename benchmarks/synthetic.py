@@ -44,10 +44,10 @@ def start_point(objective: Objective, seed: int) -> torch.Tensor:
 def run_polystep(
     objective: Objective, x0: torch.Tensor, budget: int, scale: float, seed: int
 ) -> float:
-    """Particle solver: N particles around x0 (spread = radius), radii cosine-decayed to 1e-4."""
+    """Particle solver: enough particles for >= 500 iterations (spread = radius around x0)."""
     dim = objective.dim
     per_particle = 2 * dim + 1  # orthoplex probes + the moved particle
-    particles = max(1, budget // (100 * per_particle))
+    particles = max(1, budget // (500 * per_particle))
     iterations = (budget - particles) // (particles * per_particle)
     radius = CosineEpsilon(
         init=scale * objective.bound, target=scale * objective.bound * 1e-4, total_steps=iterations
