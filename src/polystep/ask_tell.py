@@ -18,6 +18,7 @@ from polystep.epsilon import Schedule
 from polystep.geometry import num_vertices
 from polystep.solver import best_of
 from polystep.step import Duals, Proposal, StepRule
+from polystep.validation import check_positive_int
 
 Repair = Callable[[torch.Tensor], torch.Tensor]
 
@@ -56,14 +57,8 @@ class PolyStepES:
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
-        if (
-            isinstance(num_particles, bool)
-            or not isinstance(num_particles, int)
-            or num_particles < 1
-        ):
-            raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
+        check_positive_int("dim", dim)
+        check_positive_int("num_particles", num_particles)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         if repair is not None and not callable(repair):
@@ -221,8 +216,7 @@ def minimize(
     x0 = torch.as_tensor(x0)
     if x0.ndim != 1:
         raise ValueError(f"x0 must be 1-D (dim,), got shape {tuple(x0.shape)}")
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget must be a positive int, got {budget!r}")
+    check_positive_int("budget", budget)
     dim = int(x0.shape[0])
     popsize = (
         options.get("num_particles", 1)

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from polystep.validation import check_positive_int
+
 NORMALIZE_MODES = ("unit", "standard", "none")
 
 # IDX type codes -> big-endian numpy dtypes.
@@ -105,8 +107,7 @@ class TensorBatches:
         seed: int = 0,
         drop_last: bool = False,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_positive_int("batch_size", batch_size)
         self.dataset = dataset
         self.tensors = dataset.tensors
         self.batch_size = batch_size
@@ -233,10 +234,7 @@ def _check_fraction(name: str, value: float, *, allow_zero: bool = True) -> floa
 
 
 def _check_limit(name: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be None or a positive int, got {value!r}")
+    check_positive_int(name, value, allow_none=True)
     return value
 
 
@@ -488,8 +486,7 @@ def make_loader(
     drop_last: bool = False,
 ) -> DataLoader:
     """A single-process DataLoader; shuffling uses its own generator seeded by ``seed``."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     generator = torch.Generator().manual_seed(int(seed)) if shuffle else None
     return DataLoader(
         dataset,

@@ -14,6 +14,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from polystep.validation import check_positive_int
+
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -27,8 +29,7 @@ def _period(init: float, target: float, decay: float | None, total_steps: int | 
     if (decay is None) == (total_steps is None):
         raise ValueError("give exactly one of decay= or total_steps=")
     if total_steps is not None:
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
+        check_positive_int("total_steps", total_steps)
         return total_steps
     _positive("decay", decay)
     return max(1, math.ceil(abs(init - target) / decay))
@@ -58,8 +59,9 @@ class Constant(Schedule):
 
 
 @dataclass(frozen=True, kw_only=True)
-class LinearEpsilon(Schedule):
-    """Straight line from ``init`` to ``target`` over a period, then flat at ``target``.
+class _Anneal(Schedule):
+    """From ``init`` to ``target`` over a period, then flat at ``target``; the subclass gives
+    the shape as a weight ``w(frac)`` on ``init`` (1 at frac 0, 0 at frac 1).
 
     The period is ``total_steps``, or ``ceil(|init - target| / decay)`` iterations.
     """
@@ -74,36 +76,31 @@ class LinearEpsilon(Schedule):
         _positive("target", self.target)
         _period(self.init, self.target, self.decay, self.total_steps)
 
+    def _weight(self, frac: float) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def __call__(self, t: int) -> float:
         period = _period(self.init, self.target, self.decay, self.total_steps)
-        frac = min(max(t, 0), period) / period
-        return float(self.init + (self.target - self.init) * frac)
+        weight = self._weight(min(max(t, 0), period) / period)
+        return float(self.target + (self.init - self.target) * weight)
 
 
 @dataclass(frozen=True, kw_only=True)
-class CosineEpsilon(Schedule):
-    """Half cosine from ``init`` to ``target`` over a period, then flat at ``target``.
+class LinearEpsilon(_Anneal):
+    """Straight line from ``init`` to ``target`` over the period, then flat at ``target``."""
 
-    ``value(t) = target + (init - target) * (1 + cos(pi * min(t, T) / T)) / 2`` with the period
-    ``T = total_steps``, or ``ceil(|init - target| / decay)`` iterations.
+    def _weight(self, frac: float) -> float:
+        return 1.0 - frac
+
+
+@dataclass(frozen=True, kw_only=True)
+class CosineEpsilon(_Anneal):
+    """Half cosine from ``init`` to ``target`` over the period ``T``, then flat at ``target``:
+    ``value(t) = target + (init - target) * (1 + cos(pi * min(t, T) / T)) / 2``.
     """
 
-    init: float
-    target: float
-    decay: float | None = None
-    total_steps: int | None = None
-
-    def __post_init__(self) -> None:
-        _positive("init", self.init)
-        _positive("target", self.target)
-        _period(self.init, self.target, self.decay, self.total_steps)
-
-    def __call__(self, t: int) -> float:
-        period = _period(self.init, self.target, self.decay, self.total_steps)
-        frac = min(max(t, 0), period) / period
-        return float(
-            self.target + (self.init - self.target) * 0.5 * (1.0 + math.cos(math.pi * frac))
-        )
+    def _weight(self, frac: float) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
 @dataclass(frozen=True, kw_only=True)

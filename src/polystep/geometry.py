@@ -10,13 +10,10 @@ import math
 
 import torch
 
+from polystep.validation import check_positive_int
+
 POLYTOPES = ("orthoplex", "simplex", "cube")
 MAX_CUBE_DIM = 16
-
-
-def _check_dim(dim: int, name: str = "dim") -> None:
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"{name} must be a positive int, got {dim!r}")
 
 
 def orthoplex(
@@ -26,7 +23,7 @@ def orthoplex(
 
     Vertex ``j`` and ``j + p`` are an antipodal pair.
     """
-    _check_dim(dim)
+    check_positive_int("dim", dim)
     eye = torch.eye(dim, dtype=dtype, device=device)
     return torch.cat([eye, -eye], dim=0)
 
@@ -39,7 +36,7 @@ def simplex(
     Built from the ``p + 1`` standard basis vectors of ``R^{p+1}``, centred, and expressed in an
     orthonormal basis of the hyperplane they span; pairwise inner products are ``-1/p``.
     """
-    _check_dim(dim)
+    check_positive_int("dim", dim)
     n = dim + 1
     centred = torch.eye(n, dtype=torch.float64) - 1.0 / n
     # Orthonormal basis of the sum-zero hyperplane: the first p left singular vectors.
@@ -53,7 +50,7 @@ def cube(
     dim: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """Hypercube ``{-1, +1}^p / sqrt(p)``: shape ``(2^p, p)``; vertex k's signs are k's bits."""
-    _check_dim(dim)
+    check_positive_int("dim", dim)
     if dim > MAX_CUBE_DIM:
         raise ValueError(
             f"dim must be <= {MAX_CUBE_DIM} for polytope='cube' (2^dim vertices), got {dim}"
@@ -99,7 +96,7 @@ def random_rotations(
     with the sign fix that makes Q Haar on O(p), then a flipped first column where det = -1.
     Draws happen in float64 on the generator's device and are cast afterwards.
     """
-    _check_dim(dim)
+    check_positive_int("dim", dim)
     if isinstance(num, bool) or not isinstance(num, int) or num < 0:
         raise ValueError(f"num must be a non-negative int, got {num!r}")
     gen_device = generator.device if generator is not None else torch.device("cpu")
@@ -125,7 +122,6 @@ def probe_fractions(
     num_probe: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """Fractions ``k / (K + 1)`` for ``k = 1..K`` of the probe radius: shape ``(K,)``."""
-    if isinstance(num_probe, bool) or not isinstance(num_probe, int) or num_probe < 1:
-        raise ValueError(f"num_probe must be a positive int, got {num_probe!r}")
+    check_positive_int("num_probe", num_probe)
     k = torch.arange(1, num_probe + 1, dtype=dtype, device=device)
     return k / (num_probe + 1)

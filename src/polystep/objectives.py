@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from polystep.validation import check_positive_int
+
 
 @dataclass(frozen=True)
 class Objective:
@@ -17,8 +19,7 @@ class Objective:
     minimum: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
-            raise ValueError(f"dim must be a positive int, got {self.dim!r}")
+        check_positive_int("dim", self.dim)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:

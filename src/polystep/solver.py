@@ -16,6 +16,7 @@ import torch
 
 from polystep.epsilon import CosineEpsilon, Schedule
 from polystep.step import Duals, StepRule
+from polystep.validation import check_positive_int
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
@@ -120,18 +121,9 @@ class PolyStep:
         dim = getattr(objective, "dim", None) if dim is None else dim
         if dim is None:
             raise ValueError("dim must be given when the objective has no .dim attribute")
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
-        if (
-            isinstance(max_iterations, bool)
-            or not isinstance(max_iterations, int)
-            or max_iterations < 1
-        ):
-            raise ValueError(f"max_iterations must be a positive int, got {max_iterations!r}")
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
+        check_positive_int("dim", dim)
+        check_positive_int("max_iterations", max_iterations)
+        check_positive_int("chunk_size", chunk_size, allow_none=True)
         if not callable(objective):
             raise ValueError("objective must be callable: (N, dim) -> (N,)")
         if step_radius is None:

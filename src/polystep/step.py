@@ -22,6 +22,7 @@ from polystep.transport import (
     softmax_weights,
     validate_cost_scale,
 )
+from polystep.validation import check_positive_int
 
 SOLVERS = ("softmax", "sinkhorn", "greedy")
 
@@ -97,8 +98,7 @@ class StepRule:
             raise ValueError(f"polytope must be one of {POLYTOPES}, got {polytope!r}")
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-        if isinstance(num_probe, bool) or not isinstance(num_probe, int) or num_probe < 1:
-            raise ValueError(f"num_probe must be a positive int, got {num_probe!r}")
+        check_positive_int("num_probe", num_probe)
         validate_cost_scale(scale_cost)
         return cls(
             epsilon=as_schedule(epsilon, "epsilon"),

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from polystep.evaluate.base import LossFn, evaluation_mode
+from polystep.validation import check_positive_int
 
 SELECT_ON = ("accuracy", "loss")
 
@@ -68,8 +69,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is None and name != "epochs":
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, value)
         if self.max_time is not None and not self.max_time > 0:
             raise ValueError(f"max_time must be > 0 seconds, got {self.max_time!r}")
         if self.select_on not in SELECT_ON:
@@ -95,8 +95,7 @@ class LoggingCallback:
     """Print step metrics every ``every`` steps and every validation row."""
 
     def __init__(self, every: int = 10, printer: Any = print) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
+        check_positive_int("every", every)
         self.every = every
         self.printer = printer
 
@@ -118,8 +117,7 @@ class EarlyStoppingCallback:
     """
 
     def __init__(self, patience: int = 5, min_delta: float = 1e-4, monitor: str = "val_loss"):
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f"patience must be a positive int, got {patience!r}")
+        check_positive_int("patience", patience)
         if not min_delta >= 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
         self.patience, self.min_delta, self.monitor = patience, float(min_delta), monitor
