@@ -193,3 +193,35 @@ def run_ask_tell(
         seconds=budget.elapsed,
         history=history,
     )
+
+
+class AskTellRunner:
+    """Mixin: ``run(objective, budget)`` for any ask/tell optimizer (see :func:`run_ask_tell`)."""
+
+    def run(
+        self,
+        objective: Objective,
+        budget: Budget,
+        *,
+        callback: Callable[[dict[str, float]], None] | None = None,
+    ) -> BaselineResult:
+        """Ask/tell until ``budget`` ends; returns the best evaluated point."""
+        return run_ask_tell(self, objective, budget, callback=callback)
+
+
+def start_vector(
+    x0: torch.Tensor | None,
+    dim: int,
+    dtype: torch.dtype,
+    device: torch.device | str | None,
+) -> tuple[torch.Tensor, torch.device]:
+    """Start ``(dim,)`` (zeros when ``x0`` is None) on ``device`` (default: ``x0``'s, else CPU)."""
+    if device is None:
+        device = x0.device if isinstance(x0, torch.Tensor) else torch.device("cpu")
+    device = torch.device(device)
+    if x0 is None:
+        return torch.zeros(dim, dtype=dtype, device=device), device
+    start = torch.as_tensor(x0).detach().to(device=device, dtype=dtype).clone()
+    if start.shape != (dim,):
+        raise ValueError(f"x0 must have shape ({dim},), got {tuple(start.shape)}")
+    return start, device

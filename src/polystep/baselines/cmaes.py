@@ -8,16 +8,15 @@ minibatch noise the criteria fire spuriously. pycma writes no files and prints n
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from polystep.baselines.budget import BaselineResult, Budget, Objective, run_ask_tell
+from polystep.baselines.budget import AskTellRunner
 
 
-class CMAES:
+class CMAES(AskTellRunner):
     """Ask/tell CMA-ES (minimisation) wrapping ``cma.CMAEvolutionStrategy``.
 
     Args:
@@ -133,13 +132,3 @@ class CMAES:
         self.es.tell(self._solutions, f.tolist())
         self.evaluations += self.popsize
         self._solutions = None
-
-    def run(
-        self,
-        objective: Objective,
-        budget: Budget,
-        *,
-        callback: Callable[[dict[str, float]], None] | None = None,
-    ) -> BaselineResult:
-        """Ask/tell until ``budget`` ends; returns the best evaluated point."""
-        return run_ask_tell(self, objective, budget, callback=callback)

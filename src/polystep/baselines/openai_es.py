@@ -11,12 +11,11 @@ Non-finite fitness values rank last.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from polystep.baselines.budget import BaselineResult, Budget, Objective, run_ask_tell
+from polystep.baselines.budget import AskTellRunner, start_vector
 
 UPDATES = ("adam", "sgd")
 
@@ -39,7 +38,7 @@ def centered_ranks(fitness: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-class OpenAIES:
+class OpenAIES(AskTellRunner):
     """Ask/tell OpenAI-ES (minimisation).
 
     Args:
@@ -101,15 +100,7 @@ class OpenAIES:
             isinstance(lr_decay, bool) or not isinstance(lr_decay, int) or lr_decay < 1
         ):
             raise ValueError(f"lr_decay must be None or a positive int, got {lr_decay!r}")
-        if device is None:
-            device = x0.device if isinstance(x0, torch.Tensor) else torch.device("cpu")
-        self.device = torch.device(device)
-        if x0 is None:
-            mean = torch.zeros(dim, dtype=dtype, device=self.device)
-        else:
-            mean = torch.as_tensor(x0).detach().to(device=self.device, dtype=dtype).clone()
-            if mean.shape != (dim,):
-                raise ValueError(f"x0 must have shape ({dim},), got {tuple(mean.shape)}")
+        mean, self.device = start_vector(x0, dim, dtype, device)
         self.dim = dim
         self.popsize = popsize
         self.sigma = float(sigma)
@@ -181,16 +172,6 @@ class OpenAIES:
         else:
             self._m.mul_(self.momentum).add_(grad)
             self.mean = self.mean - lr * self._m
-
-    def run(
-        self,
-        objective: Objective,
-        budget: Budget,
-        *,
-        callback: Callable[[dict[str, float]], None] | None = None,
-    ) -> BaselineResult:
-        """Ask/tell until ``budget`` ends; returns the best evaluated point."""
-        return run_ask_tell(self, objective, budget, callback=callback)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the exact trajectory."""

@@ -9,15 +9,14 @@ Iteration ``k`` (0-based) uses gains ``a_k = a / (k + 1 + A)^alpha`` and
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from polystep.baselines.budget import BaselineResult, Budget, Objective, run_ask_tell
+from polystep.baselines.budget import AskTellRunner, start_vector
 
 
-class SPSA:
+class SPSA(AskTellRunner):
     """Ask/tell SPSA (minimisation); ``popsize = 2 · num_directions``.
 
     Args:
@@ -66,15 +65,7 @@ class SPSA:
             raise ValueError(f"max_step must be None or > 0, got {max_step!r}")
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
-        if device is None:
-            device = x0.device if isinstance(x0, torch.Tensor) else torch.device("cpu")
-        self.device = torch.device(device)
-        if x0 is None:
-            mean = torch.zeros(dim, dtype=dtype, device=self.device)
-        else:
-            mean = torch.as_tensor(x0).detach().to(device=self.device, dtype=dtype).clone()
-            if mean.shape != (dim,):
-                raise ValueError(f"x0 must have shape ({dim},), got {tuple(mean.shape)}")
+        mean, self.device = start_vector(x0, dim, dtype, device)
         self.dim = dim
         self.a, self.c, self.alpha, self.gamma = float(a), float(c), float(alpha), float(gamma)
         self.stability = float(stability)
@@ -134,13 +125,3 @@ class SPSA:
         self.iteration += 1
         self.evaluations += self.popsize
         self._delta = self._population = None
-
-    def run(
-        self,
-        objective: Objective,
-        budget: Budget,
-        *,
-        callback: Callable[[dict[str, float]], None] | None = None,
-    ) -> BaselineResult:
-        """Ask/tell until ``budget`` ends; returns the best evaluated point."""
-        return run_ask_tell(self, objective, budget, callback=callback)

@@ -94,13 +94,11 @@ def run_vector_baseline(
 
 
 def run_adam(
-    task: TaskSpec,
     model: nn.Module,
+    twin: nn.Module,
     loaders: Loaders,
     budget: Budget,
     selector: Selector,
-    seed: int,
-    twin: nn.Module,
 ) -> dict[str, Any]:
     """Adam on the smooth twin; the HARD model (twin's weights copied in) is what is scored."""
     twin.load_state_dict(model.state_dict())

@@ -85,7 +85,7 @@ def run_one(
             if task.has_twin
             else copy.deepcopy(model)
         ).to(device)
-        extra = methods.run_adam(task, model, loaders, budget, selector, seed, twin)
+        extra = methods.run_adam(model, twin, loaders, budget, selector)
     else:
         extra = methods.run_vector_baseline(method, model, loaders, budget, selector, seed)
     selector.observe(model, budget.evaluations, force=True)
