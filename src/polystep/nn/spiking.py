@@ -14,11 +14,7 @@ import itertools
 import torch
 from torch import nn
 
-
-def _check_positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+from polystep.validation import check_positive_int
 
 
 class LIF(nn.Module):
@@ -54,7 +50,7 @@ class LIF(nn.Module):
         if not threshold > 0:
             raise ValueError(f"threshold must be > 0, got {threshold!r}")
         if num_steps is not None:
-            _check_positive_int("num_steps", num_steps)
+            check_positive_int("num_steps", num_steps)
         if not slope > 0:
             raise ValueError(f"slope must be > 0, got {slope!r}")
         self.beta = float(beta)
@@ -131,8 +127,8 @@ class SpikingMLP(nn.Sequential):
         if len(sizes) < 2:
             raise ValueError(f"sizes must list at least input and output widths, got {sizes!r}")
         for width in sizes:
-            _check_positive_int("sizes", width)
-        _check_positive_int("num_steps", num_steps)
+            check_positive_int("sizes", width)
+        check_positive_int("num_steps", num_steps)
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
             layers.append(nn.Linear(n_in, n_out))

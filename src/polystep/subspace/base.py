@@ -13,13 +13,7 @@ import torch
 
 from polystep.subspace.segments import Segment
 from polystep.transform import ParamLayout
-
-
-def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+from polystep.validation import check_positive_int
 
 
 class Subspace:

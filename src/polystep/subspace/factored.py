@@ -8,7 +8,7 @@ directly, as are weights with ``r >= d_in`` (where ``A @ B`` already spans every
 
 from __future__ import annotations
 
-from polystep.subspace.base import Subspace, check_positive_int
+from polystep.subspace.base import Subspace
 from polystep.subspace.segments import (
     DirectSegment,
     LowRankSegment,
@@ -18,6 +18,7 @@ from polystep.subspace.segments import (
     seeded_generator,
 )
 from polystep.transform import ParamLayout
+from polystep.validation import check_positive_int
 
 
 class FactoredSubspace(Subspace):

@@ -11,7 +11,7 @@ Where ``r (d_out + d_in) >= d_out d_in`` the weight is searched directly instead
 
 from __future__ import annotations
 
-from polystep.subspace.base import Subspace, check_positive_int
+from polystep.subspace.base import Subspace
 from polystep.subspace.segments import (
     DirectSegment,
     LowRankSegment,
@@ -21,6 +21,7 @@ from polystep.subspace.segments import (
     seeded_generator,
 )
 from polystep.transform import ParamLayout
+from polystep.validation import check_positive_int
 
 
 class HybridSubspace(Subspace):

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from polystep.subspace.base import Subspace, check_positive_int
+from polystep.subspace.base import Subspace
 from polystep.subspace.segments import (
     DirectSegment,
     Segment,
@@ -22,6 +22,7 @@ from polystep.subspace.segments import (
     seeded_generator,
 )
 from polystep.transform import ParamLayout
+from polystep.validation import check_positive_int
 
 DIRECT_MAX = 4096
 
