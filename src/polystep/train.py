@@ -277,6 +277,8 @@ def train(
     total = cfg.epochs * per_epoch if per_epoch else None
     if cfg.max_steps and total:
         total = min(total, cfg.max_steps)
+    if cfg.max_time is not None and not cfg.max_steps:
+        total = None  # a time budget ends the run; a step count would be a wrong bar length
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
