@@ -114,3 +114,18 @@ class Subspace:
             f"{type(self).__name__}(dim={self.dim}, block_dim={self.block_dim}, "
             f"params={self.layout.numel}, seed={self.seed}, redraw_every={self.redraw_every})"
         )
+
+
+class RankedSubspace(Subspace):
+    """Base of the per-weight low-rank spaces: a ``rank`` per weight matrix, and weights of at
+    most ``direct_max`` values searched directly."""
+
+    def __init__(
+        self, layout: ParamLayout, *, rank: int = 8, direct_max: int = 0, **kwargs: object
+    ) -> None:
+        check_positive_int("rank", rank)
+        if isinstance(direct_max, bool) or not isinstance(direct_max, int) or direct_max < 0:
+            raise ValueError(f"direct_max must be an int >= 0, got {direct_max!r}")
+        self.rank = rank
+        self.direct_max = direct_max
+        super().__init__(layout, **kwargs)  # type: ignore[arg-type]

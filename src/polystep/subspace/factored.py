@@ -8,7 +8,7 @@ directly, as are weights with ``r >= d_in`` (where ``A @ B`` already spans every
 
 from __future__ import annotations
 
-from polystep.subspace.base import Subspace
+from polystep.subspace.base import RankedSubspace
 from polystep.subspace.segments import (
     DirectSegment,
     LowRankSegment,
@@ -18,23 +18,12 @@ from polystep.subspace.segments import (
     seeded_generator,
 )
 from polystep.transform import ParamLayout
-from polystep.validation import check_positive_int
 
 
-class FactoredSubspace(Subspace):
+class FactoredSubspace(RankedSubspace):
     """See the module docstring. Build with :meth:`from_layout`."""
 
     kind = "factored"
-
-    def __init__(
-        self, layout: ParamLayout, *, rank: int = 8, direct_max: int = 0, **kwargs: object
-    ) -> None:
-        check_positive_int("rank", rank)
-        if isinstance(direct_max, bool) or not isinstance(direct_max, int) or direct_max < 0:
-            raise ValueError(f"direct_max must be an int >= 0, got {direct_max!r}")
-        self.rank = rank
-        self.direct_max = direct_max
-        super().__init__(layout, **kwargs)  # type: ignore[arg-type]
 
     @classmethod
     def from_layout(
