@@ -43,7 +43,8 @@ def test_decreases_training_loss_on_small_mlp() -> None:
 
 def test_auto_subspace_follows_model_size() -> None:
     assert isinstance(PolyStepOptimizer(nn.Linear(4, 3)).subspace, FullSpace)
-    assert isinstance(PolyStepOptimizer(nn.Linear(100, 50)).subspace, HybridSubspace)
+    default = PolyStepOptimizer(nn.Linear(100, 50)).subspace
+    assert isinstance(default, FactoredSubspace) and default.redraw_every == 1
     snn = PolyStepOptimizer(nn.Linear(100, 50), preset="snn").subspace
     assert isinstance(snn, FactoredSubspace) and snn.redraw_every == 5
     opt = PolyStepOptimizer(nn.Linear(100, 50), subspace="sparse")

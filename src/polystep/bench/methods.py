@@ -2,7 +2,8 @@
 
 Each runner trains ``model`` in place on ``loaders.train`` until the budget would be exceeded,
 calling ``selector.observe(model, evaluations)`` as it goes (validation only). Forward passes:
-one candidate (or population member, or SPSA probe) scored on one batch counts 1; an Adam step
+one candidate (or population member, or SPSA probe) scored on one batch counts 1, and so does
+PolyStep's forward pass of the incumbent that each step reports as its loss; an Adam step
 on one batch counts 1 (its backward pass is not counted; the wall seconds show its cost).
 
 Baseline settings are :data:`polystep.baselines.NN_PRESETS`, chosen on the digits VALIDATION
@@ -39,6 +40,17 @@ def _forever(batches: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             raise ValueError("the training loader yielded no batch")
 
 
+def polystep_passes_per_step(optimizer: PolyStepOptimizer) -> int:
+    """Forward passes one ``optimizer.step_batch`` costs: every candidate and the incumbent."""
+    rule, space = optimizer.rule, optimizer.subspace
+    candidates = (
+        num_blocks(space.dim, space.block_dim)
+        * num_vertices(rule.polytope, space.block_dim)
+        * rule.num_probe
+    )
+    return candidates + 1
+
+
 def run_polystep(
     task: TaskSpec,
     model: nn.Module,
@@ -49,12 +61,7 @@ def run_polystep(
 ) -> dict[str, Any]:
     """PolyStepOptimizer with the task's preset; a step runs only if all its candidates fit."""
     optimizer = PolyStepOptimizer(model, preset=task.preset, seed=seed)
-    rule, space = optimizer.rule, optimizer.subspace
-    per_step = (
-        num_blocks(space.dim, space.block_dim)
-        * num_vertices(rule.polytope, space.block_dim)
-        * rule.num_probe
-    )
+    per_step = polystep_passes_per_step(optimizer)
     loss_fn = nn.CrossEntropyLoss()
     budget.start()
     selector.observe(model, 0)
@@ -64,7 +71,7 @@ def run_polystep(
         optimizer.step_batch(x, y, loss_fn)
         budget.charge(per_step)
         selector.observe(model, budget.evaluations)
-    return {"steps": optimizer.iteration, "candidates_per_step": per_step}
+    return {"steps": optimizer.iteration, "passes_per_step": per_step}
 
 
 def run_vector_baseline(
