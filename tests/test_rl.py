@@ -208,3 +208,33 @@ def test_search_policy_on_a_gymnasium_vector_env():
     assert result.evaluations == 16 and result.params.shape == (policy.dim,)
     returns = evaluate_policy(vec, policy, result.params, seed=0, episodes=4, horizon=20)
     assert returns.shape == (4,) and bool(((returns >= 1) & (returns <= 20)).all())
+
+
+def test_keep_best_returns_the_incumbent_with_the_best_search_score(monkeypatch):
+    import polystep.problems.rl.search as search
+
+    calls: list[torch.Tensor] = []
+
+    def fake_losses(env, policy, params, seed, draw, rollouts, horizon):
+        calls.append(params.clone())
+        losses = params.pow(2).sum(dim=1)  # candidates: any informative costs
+        if params.shape[0] > 1:
+            losses[-1] = -10.0 if draw == 2 else 0.0  # the incumbent scores best at step 2
+        else:
+            losses[0] = 5.0  # the final incumbent, after the last move
+        return losses
+
+    monkeypatch.setattr(search, "_losses", fake_losses)
+    env = make_env("cartpole")
+    policy = make_policy("tanh", env)
+    preset = PolicySearchPreset(subspace_dim=8, block_dim=4, keep_best=True)
+    popsize = preset.popsize(policy.dim)  # 2 particles x 8 vertices = 16
+    result = search_policy(env, policy, budget_evals=100, seed=0, preset=preset)
+    steps = (100 - 1) // (popsize + 1)
+    assert result.steps == steps == 5
+    assert result.evaluations == steps * (popsize + 1) + 1 <= 100
+    assert [c.shape[0] for c in calls] == [popsize + 1] * steps + [1]
+    assert torch.equal(result.params, calls[2][-1])  # the incumbent played at step 2
+    assert not torch.equal(result.params, calls[-1][0])  # not the last iterate
+    off = search_policy(env, policy, budget_evals=100, seed=0, preset=PolicySearchPreset())
+    assert off.evaluations == 96  # keep_best=False: 2 steps x 48 candidates, no extras

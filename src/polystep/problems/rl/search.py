@@ -53,6 +53,13 @@ class PolicySearchPreset:
     ``stall_max``); from the first step whose costs differ, the scale is 1 for the rest of the
     run (a later plateau, e.g. every candidate at CartPole's maximum 500, is left alone). Runs
     whose first step is informative are unaffected.
+
+    Best incumbent (``keep_best``): every step also plays the incumbent itself on that step's
+    search episodes (one more evaluation a step, counted in the budget), and one last evaluation
+    scores the incumbent after the final move on a fresh search draw. The search returns the
+    incumbent with the best of these search scores (ties: the later one) instead of the last, so
+    a late move onto a worse policy (noisy 16-episode costs, quantized policies) is not what gets
+    reported. Only search episodes are used; held-out episodes never take part in the choice.
     """
 
     rollouts: int = 16
@@ -67,11 +74,18 @@ class PolicySearchPreset:
     horizon: int | None = None
     stall_growth: float = 2.0
     stall_max: float = 64.0
+    keep_best: bool = False
 
     def popsize(self, dim: int) -> int:
-        """Candidates per step for a policy with ``dim`` parameters."""
+        """Candidates per step for a policy with ``dim`` parameters (without the incumbent)."""
         k = dim if self.subspace_dim is None else min(self.subspace_dim, dim)
         return num_blocks(k, self.block_dim) * num_vertices(self.polytope, self.block_dim)
+
+    def steps(self, dim: int, budget: int) -> int:
+        """Steps that fit ``budget`` evaluations, incumbent evaluations included."""
+        if self.keep_best:
+            return (budget - 1) // (self.popsize(dim) + 1)
+        return budget // self.popsize(dim)
 
     def rule(self, steps: int) -> StepRule:
         def cosine(pair: tuple[float, float]) -> CosineEpsilon:
@@ -192,7 +206,8 @@ def search_policy(
 
     ``method`` is ``"polystep"`` (default preset :class:`PolicySearchPreset`) or ``"openai_es"``
     (:class:`OpenAIESPreset`). Returns the final iterate (PolyStep's incumbent, OpenAI-ES's
-    mean), never a candidate picked by its score. ``callback(step, evaluations, best_return)``
+    mean), never a candidate picked by its score; with ``keep_best`` PolyStep returns the
+    incumbent (of any step) with the best search score. ``callback(step, evaluations, best_return)``
     is called after every step.
     """
     if isinstance(budget_evals, bool) or not isinstance(budget_evals, int) or budget_evals < 1:
@@ -221,9 +236,11 @@ def _search_polystep(
     start = time.perf_counter()
     dim = policy.dim
     popsize = preset.popsize(dim)
-    steps = budget // popsize
+    per_step = popsize + int(preset.keep_best)  # the incumbent is one more evaluation a step
+    steps = preset.steps(dim, budget)
     if steps < 1:
-        raise ValueError(f"budget_evals must be at least one step ({popsize}), got {budget}")
+        need = per_step + int(preset.keep_best)
+        raise ValueError(f"budget_evals must be at least one step ({need}), got {budget}")
     rule = preset.rule(steps)
     generator = torch.Generator().manual_seed(int(seed))
     theta = policy.init(generator) * preset.init_scale
@@ -234,6 +251,7 @@ def _search_polystep(
     history: list[float] = []
     scale = 1.0  # grows while every candidate has scored the same so far (flat start)
     informed = False
+    best_loss, best = float("inf"), theta  # best incumbent by its search score (keep_best)
 
     def lift(v: torch.Tensor) -> torch.Tensor:
         return v if basis is None else v @ basis.T
@@ -245,7 +263,14 @@ def _search_polystep(
             basis, z = _orthonormal(dim, k, generator, theta.dtype), torch.zeros(k)
         proposal, candidates = propose_blocks(rule, z, preset.block_dim, step, generator)
         params = theta + scale * lift(candidates.dense(z))
+        if preset.keep_best:
+            incumbent = theta + scale * lift(z)
+            params = torch.cat([params, incumbent.unsqueeze(0)])
         losses = _losses(env, policy, params, seed, step, preset.rollouts, preset.horizon)
+        if preset.keep_best:
+            if float(losses[-1]) <= best_loss:  # ties: the later incumbent
+                best_loss, best = float(losses[-1]), incumbent
+            losses = losses[:-1]
         z, duals = update_blocks(rule, z, preset.block_dim, proposal, losses, step, duals)
         history.append(-float(losses.min()))
         flat = bool(torch.isfinite(losses).all()) and float(losses.max() - losses.min()) == 0.0
@@ -254,12 +279,21 @@ def _search_polystep(
         if new_scale != scale:
             theta, z, scale = theta + scale * lift(z), torch.zeros(k), new_scale
         if callback is not None:
-            callback(step, (step + 1) * popsize, history[-1])
+            callback(step, (step + 1) * per_step, history[-1])
     final = theta + scale * lift(z)
+    evaluations = steps * per_step
+    if preset.keep_best:
+        loss = _losses(
+            env, policy, final.unsqueeze(0), seed, steps, preset.rollouts, preset.horizon
+        )
+        evaluations += 1
+        if float(loss[0]) <= best_loss:
+            best_loss, best = float(loss[0]), final
+        final = best
     return PolicySearchResult(
         params=final,
         method="polystep",
-        evaluations=steps * popsize,
+        evaluations=evaluations,
         steps=steps,
         wall_s=time.perf_counter() - start,
         history=history,
