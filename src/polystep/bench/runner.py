@@ -29,8 +29,9 @@ from polystep.data import Splits, make_loaders
 
 PROTOCOL = (
     "protocol: seeded 10% validation split carved from train; model selected on validation "
-    "only; test scored once after training (selected and last weights); equal forward-pass "
-    "budget and batch stream for every method; mean +- std over seeds"
+    "only; test scored once after training (selected and last weights); every method gets the "
+    "same budget (forward passes, and wall seconds when --budget-seconds is given: then it stops "
+    "at whichever comes first) and the same batch stream; mean +- std over seeds"
 )
 EVAL_POINTS = 20
 
