@@ -282,7 +282,7 @@ def test_solvers_improve_and_report_consistent_costs():
     inst = random_ksat(300, seed=9)
     start = unsat_weight_numpy(inst, np.zeros(300, bool))
     ps = solve_maxsat(inst, budget_evals=60 * 601 + 1, seed=1)
-    assert ps.evaluations <= 60 * 601 + 1 and ps.steps == 60
+    assert 60 * 601 + 1 - 300 <= ps.evaluations <= 60 * 601 + 1
     assert ps.best_cost <= ps.incumbent_cost
     assert unsat_weight_numpy(inst, ps.best_assignment) == ps.best_cost
     assert unsat_weight_numpy(inst, ps.incumbent_assignment) == ps.incumbent_cost
@@ -290,7 +290,7 @@ def test_solvers_improve_and_report_consistent_costs():
     again = solve_maxsat(inst, budget_evals=60 * 601 + 1, seed=1)
     assert again.best_cost == ps.best_cost  # seeded
     sub = solve_maxsat(inst, budget_evals=5_000, seed=1, preset=MaxSATPreset(blocks_per_step=50))
-    assert sub.evaluations <= 5_000 and sub.steps == 24
+    assert sub.evaluations <= 5_000 and sub.steps == 33  # 3 counted candidates per block
     es = solve_maxsat_openai_es(inst, budget_evals=2_000, seed=1, config=ESConfig())
     assert es.evaluations <= 2_000
     assert unsat_weight_numpy(inst, es.best_assignment) == es.best_cost

@@ -3,18 +3,21 @@ reference on random 3-SAT and on DIMACS/WCNF files.
 
 Per instance and seed it runs:
 
-* ``polystep``: :func:`~polystep.problems.maxsat.solve_maxsat` with the default preset at the
-  budget (``--budget`` evaluations, or ``--sweeps`` full steps of ``2n + 1`` evaluations);
+* ``polystep``: :func:`~polystep.problems.maxsat.solve_maxsat` with the preset rule
+  (:func:`~polystep.problems.maxsat.preset_for_budget`) at the budget (``--budget``
+  evaluations, or ``--sweeps`` times ``2n + 1`` evaluations);
 * ``openai-es``: OpenAI-ES at the same budget, stopped early by ``--es-max-seconds`` if given
   (its evaluation count is then what it reached);
 * ``polystep@es-evals``: when ES stopped early, PolyStep again at exactly the evaluations ES used
-  (random subsets of blocks per step when that is less than a few sweeps), so every size has an
-  equal-evaluation comparison;
+  (the same preset rule at that budget), so every size has an equal-evaluation comparison;
 * ``probsat (domain ref)``: a probSAT-style local search given PolyStep's wall time. It exploits
   the clause structure and is a reference for what a specialist reaches, not a peer.
 
 Writes ``runs.jsonl`` (one JSON line per run, with the exact configuration) and ``table.md``
-(mean +- std over seeds) to ``--out``, and prints the table.
+(mean +- std over seeds) to ``--out``, and prints the table. ``--baselines-from RUNS.jsonl``
+reuses the OpenAI-ES and probSAT records of an earlier run (same instance and seed) instead of
+running them again, and ``polystep@es-evals`` then uses that ES evaluation count; the output
+``runs.jsonl`` is then rewritten, not appended to.
 """
 
 from __future__ import annotations
@@ -26,15 +29,13 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from polystep.geometry import num_vertices
 from polystep.problems.maxsat import (
-    DEFAULT_PRESET,
     ClauseTensors,
     DeltaEvaluator,
     ESConfig,
@@ -49,8 +50,8 @@ from polystep.problems.maxsat import (
     unsat_weight_numpy,
 )
 
+DEFAULT_BLOCK_DIM = 2  # the evaluator index; subspace presets use any block size
 SMOKE = {"vars": "100,1000", "seeds": "0", "sweeps": 20, "es_max_seconds": 3.0, "ls_cap": 1.0}
-MIN_STEPS_EQUAL = 20
 
 
 def _ints(text: str) -> list[int]:
@@ -78,6 +79,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     ap.add_argument("--out", default=None, help="output directory (runs.jsonl, table.md)")
+    ap.add_argument(
+        "--baselines-from",
+        default=None,
+        help="runs.jsonl whose openai-es / probsat records are reused (same instance and seed)",
+    )
     ap.add_argument("--scale", choices=["smoke", "full"], default="full")
     args = ap.parse_args(argv)
     if args.scale == "smoke":
@@ -90,17 +96,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not (args.vars or args.cnf):
         ap.error("give --vars or --cnf")
     return args
-
-
-def equal_budget_preset(num_vars: int, budget: int, preset=DEFAULT_PRESET):
-    """The preset at a budget smaller than ``MIN_STEPS_EQUAL`` full steps: probe and move a
-    random subset of blocks per step so the run still has ``MIN_STEPS_EQUAL`` steps."""
-    per_block = num_vertices(preset.polytope, preset.block_dim) * preset.num_probe
-    blocks = math.ceil(num_vars / preset.block_dim)
-    if (budget - 1) // (blocks * per_block + 1) >= MIN_STEPS_EQUAL:
-        return preset
-    active = max(1, ((budget - 1) // MIN_STEPS_EQUAL - 1) // per_block)
-    return replace(preset, blocks_per_step=min(active, blocks))
 
 
 def _record(instance: MaxSATInstance, result: MaxSATResult | None, **extra: Any) -> dict[str, Any]:
@@ -130,26 +125,36 @@ def _record(instance: MaxSATInstance, result: MaxSATResult | None, **extra: Any)
 
 
 def run_instance(
-    instance: MaxSATInstance, seed: int, args: argparse.Namespace, known: dict[str, Any]
+    instance: MaxSATInstance,
+    seed: int,
+    args: argparse.Namespace,
+    known: dict[str, Any],
+    reused: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
+    """All methods on one instance and seed; ``reused`` maps method -> an earlier record of this
+    instance and seed that is copied instead of run again (``--baselines-from``)."""
     methods = {m.strip() for m in args.methods.split(",")}
+    reused = reused or {}
     n = instance.num_vars
-    per_step = num_vertices(DEFAULT_PRESET.polytope, 2) * math.ceil(n / 2) + 1
+    sweep = 4 * math.ceil(n / 2) + 1  # one full step of 2-variable blocks, 4 vertices each
     budget = (
-        args.budget if args.budget is not None else max(args.sweeps * per_step + 1, args.min_budget)
+        args.budget if args.budget is not None else max(args.sweeps * sweep + 1, args.min_budget)
     )
     records = []
     ps_wall = None
     evaluator = None
     if "polystep" in methods:
-        evaluator = DeltaEvaluator(instance, DEFAULT_PRESET.block_dim, device=args.device)
+        evaluator = DeltaEvaluator(instance, DEFAULT_BLOCK_DIM, device=args.device)
         res = solve_maxsat(
             instance, budget_evals=budget, seed=seed, device=args.device, evaluator=evaluator
         )
         ps_wall = res.wall_s
         records.append(_record(instance, res, seed=seed, budget=budget, **known))
-    es_res = None
-    if "openai-es" in methods:
+    es_evals = None
+    if "openai-es" in reused:
+        records.append(reused["openai-es"])
+        es_evals, es_budget = reused["openai-es"]["evaluations"], reused["openai-es"]["budget"]
+    elif "openai-es" in methods:
         clauses = ClauseTensors.from_instance(instance, args.device)
         es_res = solve_maxsat_openai_es(
             instance,
@@ -161,20 +166,16 @@ def run_instance(
             clauses=clauses,
         )
         records.append(_record(instance, es_res, seed=seed, budget=budget, **known))
-        if "polystep" in methods and es_res.evaluations < budget - es_res.config["es"]["popsize"]:
-            eq_budget = es_res.evaluations
-            preset = equal_budget_preset(n, eq_budget)
-            eq = solve_maxsat(
-                instance,
-                budget_evals=eq_budget,
-                seed=seed,
-                preset=preset,
-                device=args.device,
-                evaluator=evaluator,
-            )
-            eq.method = "polystep@es-evals"
-            records.append(_record(instance, eq, seed=seed, budget=eq_budget, **known))
-    if "probsat" in methods:
+        es_evals, es_budget = es_res.evaluations, budget
+    if "polystep" in methods and es_evals is not None and es_evals < es_budget - ESConfig().popsize:
+        eq = solve_maxsat(
+            instance, budget_evals=es_evals, seed=seed, device=args.device, evaluator=evaluator
+        )
+        eq.method = "polystep@es-evals"
+        records.append(_record(instance, eq, seed=seed, budget=es_evals, **known))
+    if "probsat (domain ref)" in reused:
+        records.append(reused["probsat (domain ref)"])
+    elif "probsat" in methods:
         cap = args.ls_max_seconds if args.ls_max_seconds is not None else (ps_wall or 60.0)
         t0 = time.perf_counter()
         ls = probsat(instance, max_flips=10**12, seed=seed, max_seconds=cap)
@@ -191,6 +192,19 @@ def run_instance(
         )
         records.append(_record(instance, wrapped, seed=seed, budget=None, flips=ls.flips, **known))
     return records
+
+
+def load_baselines(path: Path) -> dict[tuple[str, int], dict[str, dict[str, Any]]]:
+    """``(instance name, seed) -> method -> record`` for the openai-es and probsat records of an
+    earlier ``runs.jsonl`` (its ``meta`` dropped, ``reused_from`` added)."""
+    out: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("method") in ("openai-es", "probsat (domain ref)"):
+            rec.pop("meta", None)
+            rec["reused_from"] = str(path)
+            out.setdefault((rec["instance"], int(rec["seed"])), {})[rec["method"]] = rec
+    return out
 
 
 def _fmt(values: list[float], digits: int = 2) -> str:
@@ -260,10 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
         "processor": platform.processor(),
         "threads": args.threads,
-        "preset": asdict(DEFAULT_PRESET),
+        "preset_rule": "polystep.problems.maxsat.preset_for_budget (per-run preset in config)",
         "es": asdict(ESConfig()),
     }
-    jsonl = (out / "runs.jsonl").open("a") if out else None
+    baselines = load_baselines(Path(args.baselines_from)) if args.baselines_from else {}
+    mode = "w" if args.baselines_from else "a"
+    jsonl = (out / "runs.jsonl").open(mode) if out else None
 
     def emit(recs: list[dict[str, Any]]) -> None:
         for r in recs:
@@ -285,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 inst = random_ksat(n, ratio=args.ratio, seed=seed)
                 gen_s = time.perf_counter() - t0
-                emit(run_instance(inst, seed, args, {"generate_s": round(gen_s, 3)}))
+                known = {"generate_s": round(gen_s, 3)}
+                reused = baselines.get((inst.name, seed))
+                emit(run_instance(inst, seed, args, known, reused))
     else:
         for path in args.cnf:
             t0 = time.perf_counter()
@@ -293,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             parse_s = time.perf_counter() - t0
             known = {"parse_s": round(parse_s, 3), "path": str(path), **_known_values(Path(path))}
             for seed in seeds:
-                emit(run_instance(inst, seed, args, known))
+                emit(run_instance(inst, seed, args, known, baselines.get((inst.name, seed))))
     if jsonl:
         jsonl.close()
     table = markdown_table(records)

@@ -361,3 +361,33 @@ class DeltaEvaluator:
         after = before + change
         d = self.weights[clause] * ((after == 0).double() - (before == 0).double())
         return delta.index_add_(0, cand, d)
+
+    def flip_costs(self, var: torch.Tensor, cand: torch.Tensor, num: int) -> torch.Tensor:
+        """Exact costs ``(num,)`` of candidates that each flip a set of variables of the incumbent.
+
+        Candidate ``cand[i]`` flips variable ``var[i]`` (no duplicate pairs). Every clause a
+        candidate touches is re-counted, so overlaps between its flips are handled exactly."""
+        if self.x is None:
+            raise RuntimeError("call set_assignment() first")
+        out = torch.full((num,), self.cost, dtype=torch.float64, device=self.device)
+        if var.numel() == 0:
+            return out
+        starts, lens = self.var_ptr[var], self.var_ptr[var + 1] - self.var_ptr[var]
+        total = int(lens.sum())
+        offs = torch.arange(total, device=self.device) - torch.repeat_interleave(
+            torch.cumsum(lens, 0) - lens, lens
+        )
+        lits = self.occ_lit[torch.repeat_interleave(starts, lens) + offs]
+        owner = torch.repeat_interleave(cand, lens)
+        clause = lits // self.clauses.var.shape[1]
+        lit_var = self.clauses.var.reshape(-1)[lits]
+        lit_true = self.x[lit_var] == self.clauses.positive.reshape(-1)[lits]
+        change = torch.where(lit_true, -1, 1)
+        key, inverse = torch.unique(owner * self.ntrue.shape[0] + clause, return_inverse=True)
+        summed = torch.zeros(key.shape[0], dtype=torch.int64, device=self.device)
+        summed.index_add_(0, inverse, change)
+        rows = key % self.ntrue.shape[0]
+        before = self.ntrue[rows]
+        after = before.to(torch.int64) + summed
+        d = self.weights[rows] * ((after == 0).double() - (before == 0).double())
+        return out.index_add_(0, key // self.ntrue.shape[0], d)

@@ -15,13 +15,18 @@ barycentre then moves the block toward the cheap quadrants; a variable flips whe
 zero, and variables pushed the same way step after step sit at the box edge (inertia). Decaying
 ``epsilon`` and both radii turns the early, noisy parallel moves into a near-greedy descent at the
 end. See :class:`MaxSATPreset`.
+
+With few evaluations per variable (:func:`preset_for_budget`) the same step runs in a random
+subspace instead: a particle is one coordinate that moves a whole group of random variables toward
+their flip, so one evaluation decides many variables.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -65,6 +70,11 @@ class MaxSATPreset:
     (0.7 -> 0.2 clauses) anneals from a noisy parallel walk to a near-greedy descent. Box
     half-widths 1 / 0.5 / 0.3 / 0.2 / 0.1 gave 99.08 / 99.41 / 99.48 / 99.50 / 99.12 % on a
     10k-variable validation instance (100 steps).
+
+    ``group_size`` -> ``group_size_final`` (geometric over the run): when either exceeds 1 or
+    ``block_dim == 1``, the run searches a random subspace instead (:attr:`subspace`): each
+    particle coordinate moves that many random variables, redrawn every step, toward their flip.
+    :func:`preset_for_budget` sets these and ``blocks_per_step`` from the budget.
     """
 
     block_dim: int = 2
@@ -80,6 +90,18 @@ class MaxSATPreset:
     radius_schedule: str = "cosine"
     blocks_per_step: int | None = None
     box: float | None = 0.2
+    group_size: int = 1
+    group_size_final: int = 1
+
+    @property
+    def subspace(self) -> bool:
+        """Whether the run searches a random subspace (see :func:`preset_for_budget`)."""
+        return self.block_dim == 1 or self.group_size > 1 or self.group_size_final > 1
+
+    def group_at(self, step: int, total_steps: int) -> int:
+        """Subspace group size at ``step``: geometric from ``group_size`` to the final one."""
+        frac = min(1.0, step / max(1, total_steps - 1))
+        return max(1, round(self.group_size * (self.group_size_final / self.group_size) ** frac))
 
     def schedules(self, total_steps: int) -> dict[str, Schedule]:
         """The decaying epsilon / step-radius / probe-radius schedules for a run of this length."""
@@ -156,34 +178,78 @@ def _cost_unit(instance: MaxSATInstance) -> float:
     return float(soft.mean()) if soft.size else 1.0
 
 
+SUBSPACE_STEPS = 100
+
+
+def preset_for_budget(
+    num_vars: int, budget_evals: int, base: MaxSATPreset = DEFAULT_PRESET
+) -> MaxSATPreset:
+    """The preset rule: ``base`` adapted to the variables per evaluation ``r = n / budget``.
+
+    * ``round(8 r) >= 2`` (under ~5 evaluations per variable): a random subspace redrawn every
+      step (``block_dim = 1``), ``SUBSPACE_STEPS`` steps of ``budget / SUBSPACE_STEPS - 1``
+      particles; each particle is one coordinate that moves a group of random variables toward
+      their flip, so its two vertices are "flip the group" (one evaluation) and "keep it" (the
+      incumbent, free). The group shrinks geometrically from ``8 r`` to ``r / 2`` variables (at
+      least 1): from a random start flipping a group gains ~ sqrt(group) clauses per
+      evaluation, later most flips lose and small groups win.
+    * Otherwise full space with ``base`` (blocks of consecutive variables), but only
+      ``min(blocks / 2, budget / (3 * SUBSPACE_STEPS))`` random blocks probed and moved per step:
+      at least 100 steps, and never more than half of the blocks at once, since moving every
+      block together oscillates on dense clause graphs (Max-Cut encodings): neighbouring blocks
+      all jump to the quadrant that was best while the others stood still.
+    """
+    budget = max(1, int(budget_evals))
+    ratio = num_vars / budget
+    if round(8 * ratio) < 2:
+        blocks = num_blocks(num_vars, base.block_dim)
+        per_block = num_vertices(base.polytope, base.block_dim) * base.num_probe - 1
+        active = min(blocks // 2, budget // (per_block * SUBSPACE_STEPS))
+        return replace(base, blocks_per_step=max(1, active))
+    return replace(
+        base,
+        block_dim=1,
+        group_size=round(8 * ratio),
+        group_size_final=max(1, round(ratio / 2)),
+        blocks_per_step=max(1, budget // SUBSPACE_STEPS - 1),
+    )
+
+
 def solve_maxsat(
     instance: MaxSATInstance,
     *,
     budget_evals: int,
     seed: int = 0,
-    preset: MaxSATPreset = DEFAULT_PRESET,
+    preset: MaxSATPreset | None = None,
     device: torch.device | str = "cpu",
     max_seconds: float | None = None,
     evaluator: DeltaEvaluator | None = None,
     callback: Callable[[dict[str, float]], None] | None = None,
 ) -> MaxSATResult:
     """Minimise the unsatisfied weight of ``instance`` with PolyStep within ``budget_evals``
-    candidate evaluations (one step costs ``N = P * V * K`` candidates + 1 for the incumbent).
+    objective evaluations; ``preset=None`` applies :func:`preset_for_budget`.
 
+    A candidate whose assignment equals the incumbent's (one vertex per block: the probe in the
+    incumbent's own sign pattern) has the incumbent's known cost and is neither evaluated nor
+    counted; every other candidate and each step's new incumbent count one evaluation.
     Returns the best assignment seen and the final incumbent. ``max_seconds`` stops early
     (between steps). Pass a prebuilt ``evaluator`` to reuse its index across seeds.
     """
     t0 = time.perf_counter()
-    n, p = instance.num_vars, preset.block_dim
+    n = instance.num_vars
+    if preset is None:
+        preset = preset_for_budget(n, budget_evals)
+    p = preset.block_dim
+    subspace = preset.subspace
     device = torch.device(device)
-    if evaluator is None or evaluator.block_dim != p:
+    if evaluator is None or (evaluator.block_dim != p and not subspace):
         evaluator = DeltaEvaluator(instance, p, device=device)
     evaluator.x = None  # fresh incumbent
-    num_blk = num_blocks(n, p)
+    num_blk = num_blocks(num_blocks(n, preset.group_size) if subspace else n, p)
     per_block = num_vertices(preset.polytope, p) * preset.num_probe
     active = num_blk if preset.blocks_per_step is None else min(num_blk, preset.blocks_per_step)
-    per_step = active * per_block + 1
-    steps = max(0, (int(budget_evals) - 1) // per_step)
+    worst_step = active * per_block + 1
+    steps = max(0, (int(budget_evals) - 1) // (active * (per_block - 1) + 1))
     rule = preset.rule(max(steps, 1), _cost_unit(instance))
     gen = torch.Generator(device=device).manual_seed(int(seed))
     z = preset.init_scale * torch.randn(n, generator=gen, dtype=torch.float32, device=device)
@@ -193,27 +259,20 @@ def solve_maxsat(
     history = [(evaluations, best_cost, cost)]
     duals = Duals()
     done = 0
-    for it in range(steps):
+    for it in itertools.count():  # schedules run over ``steps``; leftover budget at the end
+        if evaluations + worst_step > budget_evals:
+            break
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             break
-        if active == num_blk:
-            proposal, candidates = propose_blocks(rule, z, p, it, gen)
-            losses = evaluator.costs(z, candidates)
-            z, duals = update_blocks(rule, z, p, proposal, losses, it, duals)
+        if subspace:
+            group = preset.group_at(it, steps)
+            z, duals, counted = _subspace_step(rule, z, evaluator, group, p, active, it, gen, duals)
         else:
-            blocks = to_blocks(z, p)
-            chosen = torch.randperm(num_blk, generator=gen, device=device)[:active]
-            sub = blocks[chosen].reshape(-1)
-            proposal, local = propose_blocks(rule, sub, p, it, gen)
-            candidates = BlockCandidates(block=chosen[local.block], offset=local.offset, dim=n)
-            losses = evaluator.costs(z, candidates)
-            moved, duals = update_blocks(rule, sub, p, proposal, losses, it, duals)
-            blocks[chosen] = moved.reshape(active, p)
-            z = from_blocks(blocks, n)
+            z, duals, counted = _block_step(rule, z, evaluator, p, active, num_blk, it, gen, duals)
         if preset.box is not None:
             z = z.clamp(-preset.box, preset.box)
         cost = evaluator.set_assignment(z > 0)
-        evaluations += len(candidates) + 1
+        evaluations += counted + 1
         done += 1
         if cost < best_cost:
             best_cost, best_x = cost, (z > 0).clone()
@@ -232,6 +291,77 @@ def solve_maxsat(
         history=history,
         config={"preset": asdict(preset), "seed": seed, "budget_evals": int(budget_evals)},
     )
+
+
+def _block_step(
+    rule: StepRule,
+    z: torch.Tensor,
+    evaluator: DeltaEvaluator,
+    p: int,
+    active: int,
+    num_blk: int,
+    it: int,
+    gen: torch.Generator,
+    duals: Duals,
+) -> tuple[torch.Tensor, Duals, int]:
+    """One full-space step over ``active`` random blocks of ``p`` consecutive variables (all
+    when ``active == num_blk``). Returns ``z``, the duals and the candidates that count."""
+    if active == num_blk:
+        proposal, candidates = propose_blocks(rule, z, p, it, gen)
+        counted = int(evaluator.flips(z, candidates).any(dim=1).sum())
+        losses = evaluator.costs(z, candidates)
+        z, duals = update_blocks(rule, z, p, proposal, losses, it, duals)
+        return z, duals, counted
+    blocks = to_blocks(z, p)
+    chosen = torch.randperm(num_blk, generator=gen, device=z.device)[:active]
+    sub = blocks[chosen].reshape(-1)
+    proposal, local = propose_blocks(rule, sub, p, it, gen)
+    candidates = BlockCandidates(block=chosen[local.block], offset=local.offset, dim=z.shape[0])
+    counted = int(evaluator.flips(z, candidates).any(dim=1).sum())
+    losses = evaluator.costs(z, candidates)
+    moved, duals = update_blocks(rule, sub, p, proposal, losses, it, duals)
+    blocks[chosen] = moved.reshape(active, p)
+    return from_blocks(blocks, z.shape[0]), duals, counted
+
+
+def _subspace_step(
+    rule: StepRule,
+    z: torch.Tensor,
+    evaluator: DeltaEvaluator,
+    group: int,
+    p: int,
+    active: int,
+    it: int,
+    gen: torch.Generator,
+    duals: Duals,
+) -> tuple[torch.Tensor, Duals, int]:
+    """One step in a random subspace: coordinate ``(b, j)`` of particle ``b`` moves ``group``
+    fresh random variables, each toward its flip (``theta_i -= sign(theta_i) * u_bj``), so a
+    probe far outside the box flips the whole group or none of it. Returns ``z``, the duals and
+    the candidates that count (those that flip something)."""
+    n, device = z.shape[0], z.device
+    need = active * p * group
+    perm = torch.randperm(n, generator=gen, device=device)
+    if need > n:
+        perm = torch.cat([perm, torch.full((need - n,), n, dtype=perm.dtype, device=device)])
+    members = perm[:need].reshape(active, p, group)
+    valid = members < n
+    safe = torch.where(valid, members, torch.zeros_like(members))
+    x = evaluator.x
+    toward = torch.where(x[safe], -1.0, 1.0).to(z.dtype)
+    origin = torch.zeros(active, p, dtype=z.dtype, device=device)
+    proposal = rule.propose(origin, it, gen)
+    offsets = proposal.probes.reshape(active, -1, p)  # (active, V*K, p)
+    num = offsets.shape[0] * offsets.shape[1]
+    moved_theta = z[safe][:, None] + toward[:, None] * offsets[..., None]
+    flip = ((moved_theta > 0) != x[safe][:, None]) & valid[:, None]
+    cand = torch.arange(num, device=device).reshape(active, -1, 1, 1).expand_as(flip)
+    var = safe[:, None].expand_as(flip)
+    losses = evaluator.flip_costs(var[flip], cand[flip], num)
+    moved, duals = rule.update(origin, proposal, losses, it, duals)
+    z = z.clone()
+    z[safe[valid]] += (toward * moved[..., None])[valid]
+    return z, duals, int(flip.reshape(num, -1).any(dim=1).sum())
 
 
 @dataclass(frozen=True, kw_only=True)
