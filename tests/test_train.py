@@ -20,7 +20,7 @@ from polystep import (
     TrainConfig,
     train,
 )
-from polystep.train import evaluate_loader, load_checkpoint, save_checkpoint
+from polystep.training import evaluate_loader, load_checkpoint, save_checkpoint
 
 
 def data(n: int, seed: int) -> TensorDataset:
@@ -100,7 +100,7 @@ def test_crash_mid_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch) 
         fh.write(b"partial garbage")
         raise OSError("disk full")
 
-    monkeypatch.setattr(importlib.import_module("polystep.train").torch, "save", broken_save)
+    monkeypatch.setattr(importlib.import_module("polystep.training").torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
     monkeypatch.undo()

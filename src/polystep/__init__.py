@@ -4,7 +4,7 @@ from polystep.ask_tell import MinimizeResult, PolyStepES, minimize
 from polystep.objectives import Ackley, Levy, Rastrigin, Rosenbrock, Sphere
 from polystep.optimizer import PolyStepOptimizer
 from polystep.solver import PolyStep, SolverState
-from polystep.train import EarlyStoppingCallback, LoggingCallback, TrainConfig, train
+from polystep.training import EarlyStoppingCallback, LoggingCallback, TrainConfig, train
 
 __all__ = [
     "Ackley",

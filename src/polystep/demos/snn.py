@@ -25,7 +25,7 @@ from torch import nn
 from polystep.data import load_digits_splits, make_loaders
 from polystep.nn import SpikingMLP
 from polystep.optimizer import PolyStepOptimizer
-from polystep.train import TrainConfig, evaluate_loader, train
+from polystep.training import TrainConfig, evaluate_loader, train
 
 INIT_GAIN = 3.0
 
