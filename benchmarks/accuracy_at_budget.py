@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from torch import nn
 from polystep import PolyStepOptimizer, TrainConfig, train
 from polystep.baselines import accuracy
 from polystep.bench.methods import polystep_passes_per_step
+from polystep.bench.runner import machine_info
 from polystep.data import (
     Splits,
     find_fashion_mnist,
@@ -89,9 +89,7 @@ def run(dataset: str, model_name: str, seed: int, budget: int, args: argparse.Na
         "train": len(splits.train),
         "batch_size": args.batch_size,
         "hidden": HIDDEN,
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "machine": machine_info(),
         "command": " ".join(sys.argv),
     }
 

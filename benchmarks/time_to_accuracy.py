@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from polystep import PolyStepOptimizer, TrainConfig, train
+from polystep.bench.runner import machine_info
 from polystep.data import load_digits_splits, make_loaders
 from polystep.demos.snn import build_model
 from polystep.nn import mlp
@@ -59,9 +59,7 @@ def run(name: str, seed: int, speedup: float) -> dict:
         "authors_seconds": authors_s,
         "reached": test >= target,
         "batch_size": batch_size,
-        "machine": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "machine": machine_info(),
         "command": " ".join(sys.argv),
     }
 

@@ -40,6 +40,16 @@ def run_path(out_dir: Path, task: str, method: str, seed: int) -> Path:
     return out_dir / f"{task}__{method}__seed{seed}.json"
 
 
+def machine_info() -> dict[str, Any]:
+    """Where a figure was measured: platform, processor, torch version and CPU threads."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write to a temp file in the same folder, then rename: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,11 +120,7 @@ def run_one(
         },
         "protocol": PROTOCOL,
         "versions": {"polystep": __version__, "torch": torch.__version__},
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine_info(),
         "evaluations": budget.evaluations,
         "wall_seconds": seconds,
         "train_seconds": selector.train_seconds,

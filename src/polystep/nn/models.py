@@ -7,6 +7,7 @@ hard model and twin share parameter names, so weights move between them with ``l
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 from torch import nn
 
@@ -87,11 +88,11 @@ def argmax_attention_net(
 ) -> nn.Sequential:
     """``Linear → ReLU → ArgmaxAttention → Linear``."""
     _check_sizes((in_features, hidden, num_classes))
-    return nn.Sequential(
-        nn.Linear(in_features, hidden),
-        nn.ReLU(),
-        ArgmaxAttention(hidden, num_keys, surrogate=surrogate),
-        nn.Linear(hidden, num_classes),
+    return _around(
+        in_features,
+        hidden,
+        num_classes,
+        lambda: ArgmaxAttention(hidden, num_keys, surrogate=surrogate),
     )
 
 
@@ -105,12 +106,18 @@ def hard_moe_net(
 ) -> nn.Sequential:
     """``Linear → ReLU → HardMoE → Linear`` (20 classes: MNIST + Fashion-MNIST)."""
     _check_sizes((in_features, hidden, num_classes))
-    return nn.Sequential(
-        nn.Linear(in_features, hidden),
-        nn.ReLU(),
-        HardMoE(hidden, num_experts, surrogate=surrogate),
-        nn.Linear(hidden, num_classes),
+    return _around(
+        in_features, hidden, num_classes, lambda: HardMoE(hidden, num_experts, surrogate=surrogate)
     )
+
+
+def _around(
+    in_features: int, hidden: int, num_classes: int, middle: Callable[[], nn.Module]
+) -> nn.Sequential:
+    """``Linear(in, hidden) → ReLU → middle() → Linear(hidden, classes)``, built in that order
+    (so a seed gives the same initial weights as writing the layers out)."""
+    first = nn.Linear(in_features, hidden)
+    return nn.Sequential(first, nn.ReLU(), middle(), nn.Linear(hidden, num_classes))
 
 
 def spiking_mlp(
