@@ -94,6 +94,29 @@ def run(dataset: str, model_name: str, seed: int, budget: int, args: argparse.Na
     }
 
 
+def report(path: Path) -> str:
+    """Markdown table of ``path``'s runs: mean ± std over seeds per (dataset, model)."""
+    rows: dict[tuple[str, str], list[dict]] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        rows.setdefault((r["dataset"], r["model"]), []).append(r)
+    out = [
+        "| data set | model (preset) | seeds | test acc % (val-selected) | forward passes | steps "
+        "| wall s / run |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for (dataset, model), runs in rows.items():
+        acc = torch.tensor([100 * r["test_acc"] for r in runs])
+        wall = torch.tensor([float(r["wall_s"]) for r in runs])
+        spread = f" ± {acc.std().item():.1f}" if len(runs) > 1 else ""
+        out.append(
+            f"| {dataset} | {model} ({runs[0]['preset']}) | {len(runs)} | "
+            f"{acc.mean().item():.1f}{spread} | {runs[0]['forward_passes']:,} | "
+            f"{runs[0]['steps']} | {wall.mean().item():.0f} |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", default="digits")
@@ -104,7 +127,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--mnist-dir", default=None)
     parser.add_argument("--out", default="benchmarks/results/accuracy_at_budget.jsonl")
+    parser.add_argument(
+        "--report", action="store_true", help="print the table of --out, run nothing"
+    )
     args = parser.parse_args()
+    if args.report:
+        print(report(Path(args.out)))
+        return
     torch.set_num_threads(1)
     out = Path(args.out)
     done = set()
