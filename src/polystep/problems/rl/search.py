@@ -114,20 +114,16 @@ class OpenAIESPreset:
 
 
 # Tuned on seeds 1, 2, 3 only (never on the reported 42, 123, 456); see benchmarks/results/rl.
-# CartPole: a 24-dim random subspace redrawn every step, 6 particles x 8 orthoplex vertices = 48
-# candidates a step (67 steps in 3,216 evaluations). Acrobot: the full parameter space, 2-dim
-# particles, 82 x 4 = 328 candidates a step (29 steps in 9,600): fewer, larger steps keep the
-# wall time down, and searching with a 200-step horizon (held-out evaluation uses 500) too.
+# Both environments: a 24-dim random subspace redrawn every step, 6 particles x 8 orthoplex
+# vertices = 48 candidates a step. CartPole: 67 steps in 3,216 evaluations. Acrobot: the
+# incumbent is played too (keep_best, 49 evaluations a step, 195 steps in 9,600) and the best
+# incumbent by search score is returned; it searches with a 200-step horizon (held-out
+# evaluation uses 500). keep_best is off for CartPole: its two lost steps cost tanh seed 3
+# (held-out 454 instead of 500).
+_SUBSPACE: dict[str, Any] = {"probe_radius": (3.0, 0.45), "step_radius": (0.2, 0.03)}
 POLYSTEP_PRESETS: dict[str, dict[str, Any]] = {
-    "cartpole": {"probe_radius": (3.0, 0.45), "step_radius": (0.2, 0.03)},
-    "acrobot": {
-        "subspace_dim": None,
-        "block_dim": 2,
-        "epsilon": (0.5, 0.05),
-        "probe_radius": (1.0, 0.15),
-        "step_radius": (0.2, 0.03),
-        "horizon": 200,
-    },
+    "cartpole": dict(_SUBSPACE),
+    "acrobot": {**_SUBSPACE, "keep_best": True, "horizon": 200},
 }
 OPENAI_ES_PRESETS: dict[str, dict[str, Any]] = {
     "cartpole": {"popsize": 50},
