@@ -2,8 +2,9 @@
 
 For every environment x policy x seed x method it searches the policy's flat parameter vector
 with :func:`~polystep.problems.rl.search_policy` (the torch environments, common random numbers
-per step) and scores the final iterate on ``--episodes`` fresh held-out episodes (a seed stream
-never used during search). Both methods get the same number of candidate evaluations (one
+per step) and scores the returned iterate (the final one, or with the preset's ``keep_best`` the
+best incumbent by search score) on ``--episodes`` fresh held-out episodes (a seed stream never
+used during search). Both methods get the same budget of candidate evaluations (one
 evaluation = one parameter vector played on ``rollouts`` episodes).
 
 Writes ``runs.jsonl`` (one JSON line per run, with the exact configuration) and ``table.md``
