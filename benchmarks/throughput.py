@@ -1,8 +1,8 @@
 """Candidate evaluations per second: reference, vmap and layered evaluators vs a plain forward.
 
-For each model (MLP 784-128-10; hard-LIF SNN 784-128-10, T=15, direct-current input) and search
-space (hybrid rank 8, the seed-snippet space; factored rank 8 with a direct output layer), one
-PolyStep step's candidates are drawn and scored by each evaluator on the same batch of random
+For each model (MLP 784-128-10; hard-LIF SNN 784-128-10 and 64-64-10, T=15, direct-current
+input) and search space (hybrid rank 8, the seed-snippet space; factored rank 8 with a direct
+output layer), one PolyStep step's candidates are drawn and scored by each evaluator on the same batch of random
 inputs. A plain forward of the same model and batch gives forwards per second; the ratio
 ``candidate evals/s / plain forwards/s`` says how many candidates cost one ordinary forward.
 Slow evaluators score an evenly spaced subset of the candidates. One JSON line per measurement.
@@ -34,11 +34,16 @@ SUBSET = {"reference": 24, "vmap": 192, "layered": None}
 def models(num_steps: int) -> dict[str, nn.Module]:
     torch.manual_seed(0)
     snn = SpikingMLP((784, 128, 10), num_steps=num_steps)
+    small_snn = SpikingMLP((64, 64, 10), num_steps=num_steps)  # the digits-sized anchor
     with torch.no_grad():
-        for p in snn.parameters():
+        for p in [*snn.parameters(), *small_snn.parameters()]:
             p.mul_(3.0)  # neurons fire at init (as in the demo)
     mlp = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
-    return {"mlp_784_128_10": mlp, f"snn_lif_784_128_10_T{num_steps}": snn}
+    return {
+        "mlp_784_128_10": mlp,
+        f"snn_lif_784_128_10_T{num_steps}": snn,
+        f"snn_lif_64_64_10_T{num_steps}": small_snn,
+    }
 
 
 def spaces(layout: ParamLayout) -> dict[str, object]:
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     loss_fn = nn.CrossEntropyLoss()
     for name, model in models(args.num_steps).items():
         model = model.to(device)
-        x = torch.rand(args.batch, 784, device=device)
+        x = torch.rand(args.batch, model[0].in_features, device=device)
         y = torch.randint(0, 10, (args.batch,), device=device)
 
         def plain(model: nn.Module = model, x: torch.Tensor = x, y: torch.Tensor = y) -> None:
