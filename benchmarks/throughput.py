@@ -2,10 +2,11 @@
 
 For each model (MLP 784-128-10; hard-LIF SNN 784-128-10 and 64-64-10, T=15, direct-current
 input) and search space (hybrid rank 8, the seed-snippet space; factored rank 8 with a direct
-output layer), one PolyStep step's candidates are drawn and scored by each evaluator on the same batch of random
-inputs. A plain forward of the same model and batch gives forwards per second; the ratio
-``candidate evals/s / plain forwards/s`` says how many candidates cost one ordinary forward.
-Slow evaluators score an evenly spaced subset of the candidates. One JSON line per measurement.
+output layer), one PolyStep step's candidates are drawn and scored by each evaluator on the same
+batch of random inputs. A plain forward of the same model and batch gives forwards per second;
+the ratio ``candidate evals/s / plain forwards/s`` says how many candidates cost one ordinary
+forward. Slow evaluators score an evenly spaced subset of the candidates. One JSON line per
+measurement.
 
     python benchmarks/throughput.py                 # < 2 min on 2 CPU cores
     python benchmarks/throughput.py --batch 512 --device cuda
