@@ -12,23 +12,23 @@ test split is never read. The reported bench seeds (42, 123, 456) are never used
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from polystep.baselines import Budget
-from polystep.bench.methods import polystep_passes_per_step
+from polystep.bench.methods import run_polystep
+from polystep.bench.runner import machine_info
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TASKS, load_task_data
 from polystep.data import make_loaders
-from polystep.optimizer import PRESETS, PolyStepOptimizer
+from polystep.optimizer import PRESETS
 
 TUNE_SEED = 0
 
@@ -63,30 +63,19 @@ def run_config(
     task_name: str, base: str, overrides: dict[str, Any], budget_fwd: int, scale: str = "smoke"
 ) -> dict:
     """Best validation accuracy of PolyStep with ``PRESETS[base] | overrides`` on one task."""
-    task = TASKS[task_name]
+    task = dataclasses.replace(TASKS[task_name], preset="_tuning")
     splits = load_task_data(task, scale, TUNE_SEED)
-    spec = task.scales[scale]
     torch.manual_seed(TUNE_SEED)
     model = task.model(splits.num_features, splits.num_classes, scale)
-    loaders = make_loaders(splits, spec.batch_size, seed=TUNE_SEED, fast=True)
-    PRESETS["_tuning"] = {**PRESETS[base], **overrides}
-    try:
-        optimizer = PolyStepOptimizer(model, preset="_tuning", seed=TUNE_SEED)
-    finally:
-        del PRESETS["_tuning"]
-    per_step = polystep_passes_per_step(optimizer)
+    loaders = make_loaders(splits, task.scales[scale].batch_size, seed=TUNE_SEED, fast=True)
     selector = Selector(loaders.val, eval_every=max(1, budget_fwd // 20))
     budget = Budget(max_evals=budget_fwd)
-    loss_fn = nn.CrossEntropyLoss()
     started = time.perf_counter()
-    budget.start()
-    while budget.allows(per_step):
-        for x, y in loaders.train:
-            if not budget.allows(per_step):
-                break
-            optimizer.step_batch(x, y, loss_fn)
-            budget.charge(per_step)
-            selector.observe(model, budget.evaluations)
+    PRESETS["_tuning"] = {**PRESETS[base], **overrides}
+    try:
+        result = run_polystep(task, model, loaders, budget, selector, TUNE_SEED)
+    finally:
+        del PRESETS["_tuning"]
     selector.observe(model, budget.evaluations, force=True)
     return {
         "task": task_name,
@@ -94,8 +83,7 @@ def run_config(
         "base": base,
         "overrides": overrides,
         "budget": budget_fwd,
-        "passes_per_step": per_step,
-        "steps": optimizer.iteration,
+        **result,
         "best_val_acc": selector.best_val,
         "last_val_acc": selector.curve[-1]["val_acc"],
         "seconds": time.perf_counter() - started,
@@ -128,8 +116,7 @@ def main() -> None:
             )
             runs.append(r)
             meta = {
-                "machine": platform.processor() or platform.machine(),
-                "torch": torch.__version__,
+                "machine": machine_info(),
                 "protocol": "split/init seed 0, best validation accuracy (never test)",
                 "command": " ".join(sys.argv),
             }
