@@ -281,8 +281,15 @@ class PolyStepOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def _step(self, score: Callable[[BlockCandidates], torch.Tensor]) -> None:
         t, p = self.iteration, self.subspace.block_dim
-        proposal, cands = propose_blocks(self.rule, self.z, p, t, self.generator)
-        losses = score(cands)
+        drawn_from = self.generator.get_state()
+        try:
+            proposal, cands = propose_blocks(self.rule, self.z, p, t, self.generator)
+            losses = score(cands)
+        except BaseException:
+            # Nothing moved (the weights are restored by the scorer): rewind the generator
+            # too, so the next step is the step this one would have been.
+            self.generator.set_state(drawn_from)
+            raise
         if self.row_scaled:
             losses = row_scale(losses, proposal.directions.shape[0])
         new_z, duals = update_blocks(self.rule, self.z, p, proposal, losses, t, self.duals)
