@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import math
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,7 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from polystep.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from polystep.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    save_checkpoint,
+)
 from polystep.evaluate.base import LossFn, evaluation_mode
 from polystep.validation import check_positive_int
 
@@ -285,17 +290,14 @@ def resume_from(path: str | Path, model: nn.Module, optimizer: Any) -> TrainStat
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """All ``rows`` as CSV (columns: the union of keys, in first-seen order), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys: list[str] = []
     for row in rows:
         keys.extend(k for k in row if k not in keys)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(Path(path), text.getvalue().encode())
 
 
 # -- the loop ----------------------------------------------------------------------------------
