@@ -43,22 +43,6 @@ from polystep.subspace import (
 )
 from polystep.transform import ParamLayout
 
-STATE_FORMAT = 1  # version of state_dict(); load_state_dict reads this version only
-STATE_KEYS = frozenset(
-    {
-        "format",
-        "layout",
-        "iteration",
-        "evaluations",
-        "skipped_steps",
-        "z",
-        "generator",
-        "duals",
-        "subspace",
-        "rule",
-        "seed",
-    }
-)
 FULL_MAX_PARAMS = 2_000
 SPARSE_MIN_PARAMS = 10_000_000
 SUBSPACES = ("auto", "full", "hybrid", "factored", "sparse")
@@ -133,26 +117,6 @@ def build_subspace(
             layout, rank, seed=seed, direct_max=direct, redraw_every=redraw
         )
     return SparseProjection.from_layout(layout, preset["sparse_dim"], seed=seed)
-
-
-def _check_tensor(
-    name: str,
-    value: Any,
-    shape: tuple[int, ...],
-    dtype: torch.dtype | None = None,
-    *,
-    floating: bool = False,
-) -> None:
-    """Raise a ValueError naming ``name`` unless ``value`` is a tensor of ``shape`` (and dtype)."""
-    if not isinstance(value, torch.Tensor):
-        raise ValueError(f"optimizer state {name} must be a tensor, got {type(value).__name__}")
-    if tuple(value.shape) != shape:
-        raise ValueError(
-            f"optimizer state {name} has shape {tuple(value.shape)}, this optimizer needs {shape}"
-        )
-    if (dtype is not None and value.dtype != dtype) or (floating and not value.is_floating_point()):
-        wanted = dtype or "a floating dtype"
-        raise ValueError(f"optimizer state {name} has dtype {value.dtype}, expected {wanted}")
 
 
 def row_scale(losses: torch.Tensor, num_particles: int) -> torch.Tensor:
@@ -432,3 +396,42 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             f"PolyStepOptimizer(preset={self.preset!r}, subspace={self.subspace!r}, "
             f"solver={self.rule.solver!r}, iteration={self.iteration})"
         )
+
+
+# -- state checks (used by load_state_dict) ------------------------------------------------
+STATE_FORMAT = 1  # version of state_dict(); load_state_dict reads this version only
+STATE_KEYS = frozenset(
+    {
+        "format",
+        "layout",
+        "iteration",
+        "evaluations",
+        "skipped_steps",
+        "z",
+        "generator",
+        "duals",
+        "subspace",
+        "rule",
+        "seed",
+    }
+)
+
+
+def _check_tensor(
+    name: str,
+    value: Any,
+    shape: tuple[int, ...],
+    dtype: torch.dtype | None = None,
+    *,
+    floating: bool = False,
+) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is a tensor of ``shape`` (and dtype)."""
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"optimizer state {name} must be a tensor, got {type(value).__name__}")
+    if tuple(value.shape) != shape:
+        raise ValueError(
+            f"optimizer state {name} has shape {tuple(value.shape)}, this optimizer needs {shape}"
+        )
+    if (dtype is not None and value.dtype != dtype) or (floating and not value.is_floating_point()):
+        wanted = dtype or "a floating dtype"
+        raise ValueError(f"optimizer state {name} has dtype {value.dtype}, expected {wanted}")
