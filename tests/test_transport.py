@@ -46,7 +46,7 @@ def test_prepare_costs_all_non_finite_gives_zeros():
 def test_prepare_costs_scales(scale):
     costs = torch.tensor([[1.0, 3.0], [5.0, 9.0]])
     out = prepare_costs(costs, scale)
-    shifted = costs - 1.0
+    shifted = costs.double() - 1.0
     expected = {None: shifted, "mean": shifted / shifted.mean(), "max": shifted / 8.0}
     expected[2.5] = shifted / 2.5
     torch.testing.assert_close(out, expected[scale])
@@ -58,9 +58,10 @@ def test_prepare_costs_rejects_bad_scale(bad):
         prepare_costs(torch.zeros(2, 2), bad)
 
 
-def test_integer_costs_promoted():
-    out = prepare_costs(torch.tensor([[1, 2], [3, 4]]))
-    assert out.dtype == torch.float32
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float16, torch.float32])
+def test_costs_are_shaped_in_float64(dtype):
+    out = prepare_costs(torch.tensor([[1, 2], [3, 4]], dtype=dtype))
+    assert out.dtype == torch.float64
 
 
 def test_sinkhorn_marginals():

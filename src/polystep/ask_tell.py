@@ -175,18 +175,21 @@ class PolyStepES:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; every field is read before anything changes."""
         if tuple(state["positions"].shape) != tuple(self.positions.shape):
             raise ValueError(
                 f"positions in state have shape {tuple(state['positions'].shape)}, "
                 f"expected {tuple(self.positions.shape)}"
             )
+        torch.Generator().set_state(state["generator"])  # raises on a foreign state
+        counts = int(state["iteration"]), int(state["evaluations"])
+        best_fitness = float(state["best_fitness"])
+        best_x = None if state["best_x"] is None else state["best_x"].clone()
+        duals = Duals(f=state["duals"]["f"], g=state["duals"]["g"])
         self.positions = state["positions"].clone().to(self.positions.dtype)
         self.generator.set_state(state["generator"])
-        self.iteration = int(state["iteration"])
-        self.evaluations = int(state["evaluations"])
-        self.best_fitness = float(state["best_fitness"])
-        self.best_x = None if state["best_x"] is None else state["best_x"].clone()
-        self._duals = Duals(f=state["duals"]["f"], g=state["duals"]["g"])
+        self.iteration, self.evaluations = counts
+        self.best_fitness, self.best_x, self._duals = best_fitness, best_x, duals
         self._pending = None
 
 

@@ -32,6 +32,7 @@ from polystep.blocks import BlockCandidates, propose_blocks, update_blocks
 from polystep.epsilon import Schedule, from_state
 from polystep.evaluate import Evaluator, make_evaluator
 from polystep.evaluate.base import LossFn, local_coords, segment_groups
+from polystep.geometry import num_vertices
 from polystep.step import Duals, StepRule
 from polystep.subspace import (
     FactoredSubspace,
@@ -94,8 +95,7 @@ def build_subspace(
 ) -> Subspace:
     """The search space ``kind`` over ``layout`` (``"auto"`` chooses from the model size)."""
     if isinstance(kind, Subspace):
-        if kind.layout.names != layout.names:
-            raise ValueError("subspace was built for a different model (parameter names differ)")
+        kind.check_layout(layout)
         if kind.seed is None:
             kind.set_seed(seed)
         return kind
@@ -281,8 +281,15 @@ class PolyStepOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def _step(self, score: Callable[[BlockCandidates], torch.Tensor]) -> None:
         t, p = self.iteration, self.subspace.block_dim
-        proposal, cands = propose_blocks(self.rule, self.z, p, t, self.generator)
-        losses = score(cands)
+        drawn_from = self.generator.get_state()
+        try:
+            proposal, cands = propose_blocks(self.rule, self.z, p, t, self.generator)
+            losses = score(cands)
+        except BaseException:
+            # Nothing moved (the weights are restored by the scorer): rewind the generator
+            # too, so the next step is the step this one would have been.
+            self.generator.set_state(drawn_from)
+            raise
         if self.row_scaled:
             losses = row_scale(losses, proposal.directions.shape[0])
         new_z, duals = update_blocks(self.rule, self.z, p, proposal, losses, t, self.duals)
@@ -305,8 +312,14 @@ class PolyStepOptimizer(torch.optim.Optimizer):
 
     # -- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        """Everything needed to continue the exact trajectory (the weights live in the model)."""
+        """Everything needed to continue the exact trajectory (the weights live in the model).
+
+        Tensors, strings, numbers and plain containers only, so it loads with
+        ``torch.load(..., weights_only=True)``.
+        """
         return {
+            "format": STATE_FORMAT,
+            "layout": self.layout.describe(),
             "iteration": self.iteration,
             "evaluations": self.evaluations,
             "skipped_steps": self.skipped_steps,
@@ -323,28 +336,102 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
-        """Restore :meth:`state_dict` output into an identically built optimizer."""
+        """Restore :meth:`state_dict` output into an identically built optimizer.
+
+        Every field is checked first: a state that does not fit (another format version, model,
+        subspace or polytope) raises a ValueError naming what differs and changes nothing.
+        """
+        schedules = self.check_state_dict(state)
         self.subspace.load_state_dict(state["subspace"])
-        if state["z"].shape != self.z.shape:
-            raise ValueError(
-                f"state z has shape {tuple(state['z'].shape)}, expected {self.z.shape}"
-            )
         self.iteration = int(state["iteration"])
         self.evaluations = int(state["evaluations"])
-        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.skipped_steps = int(state["skipped_steps"])
         self.z = state["z"].to(self.z)
         self.generator.set_state(state["generator"])
         self.duals = Duals(f=state["duals"]["f"], g=state["duals"]["g"])
-        self.rule = StepRule(
-            **{
-                **self.rule.__dict__,
-                **{k: from_state(v) for k, v in state["rule"].items()},
-            }
-        )
+        self.rule = StepRule(**{**self.rule.__dict__, **schedules})
         self.seed = int(state["seed"])
+
+    def check_state_dict(self, state: Any) -> dict[str, Schedule]:
+        """Raise a ValueError naming the first field of ``state`` that does not fit this
+        optimizer; return its schedules rebuilt. Changes nothing."""
+        if not isinstance(state, dict):
+            raise ValueError(f"optimizer state must be a dict, got {type(state).__name__}")
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"optimizer state has format version {state.get('format')!r}, this polystep "
+                f"reads version {STATE_FORMAT}"
+            )
+        missing = sorted(STATE_KEYS - set(state))
+        if missing:
+            raise ValueError(f"optimizer state lacks {missing}")
+        self.layout.check_described(state["layout"], "optimizer state")
+        self.subspace.check_state_dict(state["subspace"])
+        num_blocks = -(-self.subspace.dim // self.subspace.block_dim)
+        vertices = num_vertices(self.rule.polytope, self.subspace.block_dim)
+        _check_tensor("z", state["z"], tuple(self.z.shape), floating=True)
+        generator = self.generator.get_state()
+        _check_tensor("generator", state["generator"], tuple(generator.shape), generator.dtype)
+        duals = state["duals"]
+        if not isinstance(duals, dict) or set(duals) != {"f", "g"}:
+            raise ValueError("optimizer state duals must be a dict with keys 'f' and 'g'")
+        for key, size in (("f", num_blocks), ("g", vertices)):
+            if duals[key] is not None:
+                _check_tensor(f"duals {key}", duals[key], (size,), floating=True)
+        for key in ("iteration", "evaluations", "skipped_steps", "seed"):
+            value = state[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"optimizer state {key} must be an int >= 0, got {value!r}")
+        rule = state["rule"]
+        names = ("epsilon", "step_radius", "probe_radius")
+        if not isinstance(rule, dict) or set(rule) != set(names):
+            raise ValueError(f"optimizer state rule must be a dict with keys {list(names)}")
+        try:
+            return {k: from_state(rule[k]) for k in names}
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"optimizer state rule holds an invalid schedule: {exc}") from exc
 
     def __repr__(self) -> str:
         return (
             f"PolyStepOptimizer(preset={self.preset!r}, subspace={self.subspace!r}, "
             f"solver={self.rule.solver!r}, iteration={self.iteration})"
         )
+
+
+# -- state checks (used by load_state_dict) ------------------------------------------------
+STATE_FORMAT = 1  # version of state_dict(); load_state_dict reads this version only
+STATE_KEYS = frozenset(
+    {
+        "format",
+        "layout",
+        "iteration",
+        "evaluations",
+        "skipped_steps",
+        "z",
+        "generator",
+        "duals",
+        "subspace",
+        "rule",
+        "seed",
+    }
+)
+
+
+def _check_tensor(
+    name: str,
+    value: Any,
+    shape: tuple[int, ...],
+    dtype: torch.dtype | None = None,
+    *,
+    floating: bool = False,
+) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is a tensor of ``shape`` (and dtype)."""
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"optimizer state {name} must be a tensor, got {type(value).__name__}")
+    if tuple(value.shape) != shape:
+        raise ValueError(
+            f"optimizer state {name} has shape {tuple(value.shape)}, this optimizer needs {shape}"
+        )
+    if (dtype is not None and value.dtype != dtype) or (floating and not value.is_floating_point()):
+        wanted = dtype or "a floating dtype"
+        raise ValueError(f"optimizer state {name} has dtype {value.dtype}, expected {wanted}")

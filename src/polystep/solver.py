@@ -68,14 +68,19 @@ class SolverState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.positions = state["positions"].clone()
+        """Restore :meth:`state_dict` output; every field is read before anything changes."""
+        positions = state["positions"]
+        if not isinstance(positions, torch.Tensor) or positions.ndim != 2:
+            raise ValueError(f"positions in state must be an (N, dim) tensor, got {positions!r}")
+        torch.Generator(device=self.generator.device).set_state(state["generator"])
+        costs, best_cost = [float(c) for c in state["costs"]], float(state["best_cost"])
+        counts = int(state["iteration"]), int(state["evaluations"])
+        best_x = None if state["best_x"] is None else state["best_x"].clone()
+        duals = Duals(f=state["duals"]["f"], g=state["duals"]["g"])
+        self.positions = positions.clone()
         self.generator.set_state(state["generator"])
-        self.costs = list(state["costs"])
-        self.best_x = None if state["best_x"] is None else state["best_x"].clone()
-        self.best_cost = float(state["best_cost"])
-        self.iteration = int(state["iteration"])
-        self.evaluations = int(state["evaluations"])
-        self.duals = Duals(f=state["duals"]["f"], g=state["duals"]["g"])
+        self.costs, self.best_x, self.best_cost, self.duals = costs, best_x, best_cost, duals
+        self.iteration, self.evaluations = counts
 
 
 @dataclass(frozen=True)

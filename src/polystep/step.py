@@ -155,11 +155,15 @@ class StepRule:
         """Move every particle; ``losses`` has one entry per probe, ``(P, V, K)`` or flat."""
         num, num_vertices = proposal.directions.shape[:2]
         costs = losses.reshape(num, num_vertices, self.num_probe)
-        # Mean over probes; a non-finite probe makes its vertex non-finite (then penalised).
-        costs = costs.to(torch.promote_types(costs.dtype, torch.float32)).mean(dim=-1)
+        # Mean over probes in float64 (a float32 sum of huge costs overflows); a non-finite
+        # probe makes its vertex non-finite (then penalised).
+        costs = costs.to(torch.float64).mean(dim=-1)
         weights, duals = self.weights(costs, iteration, duals)
         weights = weights.to(positions.dtype)
         moved = barycentric_move(
             positions, proposal.directions, weights, self.step_radius(iteration)
         )
-        return moved, duals
+        # A particle that saw no finite cost has learnt nothing: it stays exactly where it was
+        # (uniform weights would move it by the rounding error of the template's centroid).
+        blind = ~torch.isfinite(costs).any(dim=1).to(positions.device)
+        return torch.where(blind[:, None], positions, moved), duals

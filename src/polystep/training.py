@@ -4,17 +4,18 @@ Batches are ``(inputs, targets)`` pairs (or a bare input tensor, with ``targets=
 the model's device and passed to ``optimizer.step_batch``. Validation runs every ``val_every``
 steps and at the end of every epoch; with ``restore_best`` the weights with the best validation
 metric are restored at the end (selection never looks at any test data: pass none here).
-Checkpoints are atomic (temporary file, then ``os.replace``) and hold the model, the optimizer
-and the loop state, including the random states the data loader draws its shuffles from, so
-``resume=path`` continues the exact same trajectory.
+Checkpoints (:mod:`polystep.checkpoint`: plain data, SHA-256 verified, atomic) hold the model,
+the optimizer and the loop state, including the random states the data loader draws its
+shuffles from, so ``resume=path`` continues the exact same trajectory. A checkpoint is checked
+against the model and the optimizer in full before either is touched.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import io
 import math
-import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from polystep.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    save_checkpoint,
+)
 from polystep.evaluate.base import LossFn, evaluation_mode
 from polystep.validation import check_positive_int
 
@@ -179,8 +186,10 @@ def evaluate_loader(model: nn.Module, loader: Iterable, loss_fn: LossFn) -> dict
                 correct += float((out.argmax(dim=1) == y).sum())
             else:
                 has_acc = False
-    result = {"loss": loss_sum / max(total, 1)}
-    if has_acc and total:
+    if not total:
+        raise ValueError("loader yielded no batches: there is nothing to evaluate")
+    result = {"loss": loss_sum / total}
+    if has_acc:
         result["accuracy"] = correct / total
     return result
 
@@ -210,35 +219,85 @@ def _restore_rng(loader: Any, rng: dict[str, Any]) -> None:
         g.set_state(s)
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def loader_length(loader: Iterable) -> int | None:
+    """``len(loader)``, or None when it has none (an iterator, an IterableDataset's loader)."""
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(Path(path), map_location="cpu", weights_only=False)
+def check_not_empty(name: str, loader: Iterable) -> None:
+    """Raise a ValueError naming ``name`` when ``loader`` has a length and it is 0."""
+    if loader_length(loader) == 0:
+        raise ValueError(
+            f"{name} is empty: it yields no batches (a DataLoader with drop_last=True and fewer "
+            "samples than batch_size is empty too)"
+        )
+
+
+def check_model_state(model: nn.Module, state: Any, source: str) -> None:
+    """Raise a CheckpointError unless ``state`` has exactly ``model``'s keys and shapes."""
+    mine = model.state_dict()
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source} has no model state dict")
+    missing = [k for k in mine if k not in state]
+    unexpected = [k for k in state if k not in mine]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} is for another model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for key, value in mine.items():
+        theirs = state[key]
+        if not isinstance(theirs, torch.Tensor) or theirs.shape != value.shape:
+            shape = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else type(theirs)
+            raise CheckpointError(
+                f"{source} has {key!r} of shape {shape}, the model's has shape {tuple(value.shape)}"
+            )
+
+
+TRAIN_STATE_KEYS = frozenset(TrainState.__dataclass_fields__) - {"stop"}
+CHECKPOINT_KEYS = frozenset({"model", "optimizer", "train"})
+
+
+def resume_from(path: str | Path, model: nn.Module, optimizer: Any) -> TrainState:
+    """Load the checkpoint at ``path`` into ``model`` and ``optimizer``; returns the loop state.
+
+    Everything is verified first (file digest, keys, model shapes, optimizer layout, subspace,
+    format version): on any mismatch a CheckpointError names the file and nothing is changed.
+    """
+    source = f"checkpoint {str(path)!r}"
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or set(ckpt) != CHECKPOINT_KEYS:
+        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{source} is not a train() checkpoint (keys: {keys})")
+    check_model_state(model, ckpt["model"], source)
+    loop = ckpt["train"]
+    if not isinstance(loop, dict) or set(loop) != TRAIN_STATE_KEYS:
+        raise CheckpointError(
+            f"{source} has no valid loop state (expected {sorted(TRAIN_STATE_KEYS)})"
+        )
+    for key in ("step", "epoch", "batch_in_epoch"):
+        if isinstance(loop[key], bool) or not isinstance(loop[key], int) or loop[key] < 0:
+            raise CheckpointError(f"{source} has loop {key} {loop[key]!r}, expected an int >= 0")
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])  # checks all of it before changing any
+    except ValueError as exc:
+        raise CheckpointError(f"{source} does not fit this optimizer: {exc}") from exc
+    model.load_state_dict(ckpt["model"])
+    return TrainState(**loop)
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """All ``rows`` as CSV (columns: the union of keys, in first-seen order), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     keys: list[str] = []
     for row in rows:
         keys.extend(k for k in row if k not in keys)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(Path(path), text.getvalue().encode())
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -260,20 +319,27 @@ def train(
     cfg = config or TrainConfig()
     if not hasattr(optimizer, "step_batch"):
         raise ValueError("optimizer must provide step_batch(inputs, targets, loss_fn)")
+    if getattr(optimizer, "model", model) is not model:
+        raise ValueError(
+            "optimizer was built for another model: train(model, ...) needs the very module "
+            "passed to PolyStepOptimizer(model), or it would train one model and validate another"
+        )
     device = next(model.parameters()).device
-    state = TrainState()
     resume = cfg.checkpoint_path if cfg.resume is True else cfg.resume
-    if resume and Path(resume).exists():
-        ckpt = load_checkpoint(resume)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state = TrainState(**ckpt["train"])
-    elif resume and cfg.resume is not True:
+    if resume and not Path(resume).exists() and cfg.resume is not True:
         raise ValueError(f"resume checkpoint {str(resume)!r} does not exist")
+    check_not_empty("loader", loader)
+    if val_loader is not None:
+        check_not_empty("val_loader", val_loader)
+    state = TrainState()
+    if resume and Path(resume).exists():
+        state = resume_from(resume, model, optimizer)
     has_val = val_loader is not None
     start = time.perf_counter()
-    evals0, losses, stop = optimizer.evaluations, [], False
-    per_epoch = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+    # A resumed run that already reached max_steps takes no further step.
+    stop = cfg.max_steps is not None and state.step >= cfg.max_steps
+    evals0, losses = optimizer.evaluations, []
+    per_epoch = loader_length(loader)
     total = cfg.epochs * per_epoch if per_epoch else None
     if cfg.max_steps and total:
         total = min(total, cfg.max_steps)
@@ -330,7 +396,9 @@ def train(
             state.epoch_rng = _capture_rng(loader)
         else:
             _restore_rng(loader, state.epoch_rng)
+        yielded = False
         for index, batch in enumerate(loader):
+            yielded = True
             if index < state.batch_in_epoch:
                 continue  # replaying a resumed epoch up to where it stopped
             x, y = split_batch(batch, device)
@@ -355,6 +423,8 @@ def train(
                 stop = True
                 break
         else:
+            if not yielded:
+                raise ValueError(f"loader yielded no batches in epoch {state.epoch}")
             state.epoch += 1
             state.batch_in_epoch = 0
             if not (cfg.val_every and state.step % cfg.val_every == 0):

@@ -8,6 +8,7 @@ the other names are recorded as aliases. Buffers are not part of the layout.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -111,6 +112,31 @@ class ParamLayout:
             e.name: vector[..., e.offset : e.offset + e.numel].reshape(*lead, *e.shape)
             for e in self.entries
         }
+
+    def describe(self) -> list[list[Any]]:
+        """``[[name, shape as a list], ...]``: plain data that identifies this layout."""
+        return [[e.name, list(e.shape)] for e in self.entries]
+
+    def check_described(self, described: Any, source: str) -> None:
+        """Raise a ValueError naming the first parameter where ``described`` (a
+        :meth:`describe` output read from ``source``) differs from this layout."""
+        mine = self.describe()
+        if described == mine:
+            return
+        if not isinstance(described, list):
+            raise ValueError(f"{source} has no parameter layout (got {type(described).__name__})")
+        for theirs, ours in zip(described, mine, strict=False):
+            if theirs != ours:
+                shown = (
+                    f"{theirs[0]!r} of shape {tuple(theirs[1])}"
+                    if isinstance(theirs, list) and len(theirs) == 2
+                    else repr(theirs)
+                )
+                raise ValueError(
+                    f"{source} is for parameter {shown}, the model has {ours[0]!r} of shape "
+                    f"{tuple(ours[1])}"
+                )
+        raise ValueError(f"{source} is for {len(described)} parameters, the model has {len(mine)}")
 
     @torch.no_grad()
     def assign(self, model: nn.Module, vector: torch.Tensor) -> None:

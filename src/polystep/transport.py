@@ -27,18 +27,18 @@ def validate_cost_scale(scale: str | float | None) -> None:
 
 
 def prepare_costs(costs: torch.Tensor, scale: str | float | None = None) -> torch.Tensor:
-    """Recentre, scale and sanitise a cost matrix: ``(P, V) -> (P, V)``, always finite.
+    """Recentre, scale and sanitise a cost matrix: ``(P, V) -> (P, V)`` float64, always finite.
 
     - recentre: subtract the smallest finite cost (weights do not change, exponents stay small);
     - scale: ``None`` keeps raw units, ``"mean"`` divides by the mean recentred finite cost,
       ``"max"`` by the largest, a float by itself (a zero spread leaves costs unscaled);
     - sanitise: NaN and +-inf become ``2 * worst + 1``, strictly above every finite cost.
       Where no cost is finite every entry becomes 0, so the weights are uniform and the move is 0.
-    Integer and half-precision costs are promoted to float32.
+    Costs are shaped in float64 whatever their dtype: float32 costs can span more than the
+    float32 range (``3e38 - (-3e38)``), and the recentring would overflow to inf, then NaN.
     """
     validate_cost_scale(scale)
-    if not costs.is_floating_point() or costs.dtype in (torch.float16, torch.bfloat16):
-        costs = costs.to(torch.float32)
+    costs = costs.to(torch.float64)
     finite = torch.isfinite(costs)
     if not bool(finite.any()):
         return torch.zeros_like(costs)

@@ -93,8 +93,35 @@ def per_candidate_loss(loss_fn: LossFn, outputs: torch.Tensor, targets: Any) -> 
         if targets is None:
             return torch.vmap(loss_fn)(outputs)
         return torch.vmap(loss_fn, in_dims=(0, None))(outputs, targets)
-    except Exception:
+    except RuntimeError as exc:
+        reason = vmap_incompatibility(exc)
+        if reason is None:
+            raise  # the loss itself failed: the user must see it
+        warnings.warn(
+            f"loss_fn cannot run under torch.vmap, scoring candidates one at a time: {reason}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return torch.stack([compute_loss(loss_fn, o, targets) for o in outputs])
+
+
+# Words in the RuntimeErrors torch raises when code cannot run batched under vmap (data-dependent
+# control flow, .item(), dynamic shapes, random ops, buffers updated in place, .numpy()).
+VMAP_MARKERS = ("vmap", "batched tensor", "batching rule", "doesn't have storage")
+
+
+def vmap_incompatibility(exc: BaseException) -> str | None:
+    """Why ``torch.vmap`` cannot run the code that raised ``exc``, or None for any other error.
+
+    Only these errors justify running candidates one at a time; every other exception (a bug in
+    the model or the loss, a shape mismatch) is the user's and must propagate unchanged.
+    """
+    if not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if not any(marker in text.lower() for marker in VMAP_MARKERS):
+        return None
+    return f"{type(exc).__name__}: {text}".splitlines()[0][:300]
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@
 Candidates are grouped by the parameter they perturb; only that parameter is batched, every other
 one is shared. When ``vmap`` cannot run the model (in-place buffer updates, data-dependent
 control flow, ...) the evaluator warns once, records the reason in :attr:`fallback_reason` and
-uses the reference path from then on.
+uses the reference path from then on. Any other error (in the model or the loss) propagates.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from polystep.evaluate.base import (
     evaluation_mode,
     local_coords,
     segment_groups,
+    vmap_incompatibility,
     warn_fallback,
 )
 from polystep.evaluate.reference import ReferenceEvaluator
@@ -74,9 +75,16 @@ class VmapEvaluator(Evaluator):
             return self._reference.evaluate(candidates, batch)
         try:
             return self._evaluate(candidates, batch)
-        except Exception as exc:
-            self.fallback_reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-            warn_fallback(self.name, self.fallback_reason)
+        except RuntimeError as exc:
+            reason = vmap_incompatibility(exc)
+            if reason is None:
+                exc.add_note(
+                    "raised while the vmap evaluator scored candidates; if the model and loss "
+                    "run fine one call at a time, pass evaluator='reference'"
+                )
+                raise
+            self.fallback_reason = reason
+            warn_fallback(self.name, reason)
             return self._reference.evaluate(candidates, batch)
 
     def _evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:

@@ -7,6 +7,7 @@ are rebuilt from the seed on demand, so a checkpoint stores two integers.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 import torch
@@ -97,15 +98,59 @@ class Subspace:
         out = torch.cat(parts, dim=1)
         return out[0] if z.ndim == 1 else out
 
+    def check_layout(self, layout: ParamLayout) -> None:
+        """Raise a ValueError unless this space was built for ``layout`` (same names, shapes)."""
+        if self.layout.names != layout.names:
+            raise ValueError(
+                "subspace was built for a different model: its parameters are "
+                f"{list(self.layout.names)}, the model's are {list(layout.names)}"
+            )
+        for mine, theirs in zip(self.layout.entries, layout.entries, strict=True):
+            if tuple(mine.shape) != tuple(theirs.shape):
+                raise ValueError(
+                    f"subspace was built for parameter {mine.name!r} of shape "
+                    f"{tuple(mine.shape)}, but the model's {theirs.name!r} has shape "
+                    f"{tuple(theirs.shape)}"
+                )
+
+    def signature(self) -> dict[str, Any]:
+        """What fixes this space apart from its state ``(seed, draw)``: kind, every plain
+        setting (block size, rank, dimension, ...) and the layout's names and shapes."""
+        settings = {
+            k: v
+            for k, v in sorted(vars(self).items())
+            if k not in ("seed", "draw")
+            and not k.startswith("_")
+            and (v is None or isinstance(v, bool | int | float | str))
+        }
+        return {"kind": self.kind, **settings, "layout": self.layout.describe()}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "seed": self.seed, "draw": self.draw, "dim": self.dim}
+        """``(seed, draw)`` and the :meth:`signature` they are only valid for."""
+        return {"seed": self.seed, "draw": self.draw, "signature": self.signature()}
+
+    def check_state_dict(self, state: Any) -> None:
+        """Raise a ValueError naming the first mismatch unless ``state`` fits this space."""
+        if not isinstance(state, dict) or not {"seed", "draw", "signature"} <= set(state):
+            raise ValueError("subspace state must be a dict with 'seed', 'draw' and 'signature'")
+        theirs, mine = state["signature"], self.signature()
+        if theirs != mine:
+            keys = [k for k in mine if not isinstance(theirs, dict) or theirs.get(k) != mine[k]]
+            key = keys[0] if keys else sorted(set(theirs) - set(mine))[0]
+            got = theirs.get(key) if isinstance(theirs, dict) else theirs
+            raise ValueError(
+                f"subspace state is for a different space: its {key} is {reprlib.repr(got)}, "
+                f"this {self.kind} space has {reprlib.repr(mine.get(key))}"
+            )
+        seed, draw = state["seed"], state["draw"]
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"subspace state seed must be an int or None, got {seed!r}")
+        if isinstance(draw, bool) or not isinstance(draw, int) or draw < 0:
+            raise ValueError(f"subspace state draw must be an int >= 0, got {draw!r}")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("dim", self.dim) != self.dim or state.get("kind", self.kind) != self.kind:
-            raise ValueError(
-                f"subspace state is for a {state.get('kind')} space of dim {state.get('dim')}, "
-                f"this is a {self.kind} space of dim {self.dim}"
-            )
+        """Restore :meth:`state_dict` output; nothing changes unless all of it fits."""
+        self.check_state_dict(state)
         self.seed, self.draw = state["seed"], int(state["draw"])
         self._segments = None
 
