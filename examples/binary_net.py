@@ -59,7 +59,7 @@ def adam_ste(model: nn.Module, loaders, seconds: float, seed: int) -> nn.Module:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0 if SMALL else 40.0)
+    parser.add_argument("--seconds", type=float, default=2.0 if SMALL else 40.0)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/examples"))

@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
 
     path = args.instance
     if path is None:
-        path = args.out / "random-3sat-n80-m480.cnf"
+        num_vars = 40 if SMALL else 80
+        path = args.out / f"random-3sat-n{num_vars}-m{6 * num_vars}.cnf"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_dimacs(random_ksat(80, num_clauses=480, seed=args.seed), path)
+        write_dimacs(random_ksat(num_vars, num_clauses=6 * num_vars, seed=args.seed), path)
     instance = read_dimacs(path)
     print(
         f"{path}: {instance.num_vars} variables, {instance.num_clauses} clauses "

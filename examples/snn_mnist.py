@@ -38,7 +38,7 @@ INIT_GAIN = 3.0  # neurons must fire at the start: a silent net gives nothing to
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="MNIST IDX folder")
-    parser.add_argument("--seconds", type=float, default=5.0 if SMALL else 90.0)
+    parser.add_argument("--seconds", type=float, default=2.0 if SMALL else 90.0)
     parser.add_argument("--train-images", type=int, default=2_000 if SMALL else 20_000)
     parser.add_argument("--test-images", type=int, default=1_000 if SMALL else None)
     parser.add_argument("--hidden", type=int, default=32 if SMALL else 64)

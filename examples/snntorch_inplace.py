@@ -68,7 +68,7 @@ def snntorch_accuracy(net: nn.Sequential, x: torch.Tensor, y: torch.Tensor, step
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=4.0 if SMALL else 60.0)
+    parser.add_argument("--seconds", type=float, default=2.0 if SMALL else 60.0)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--num-steps", type=int, default=10, help="simulation length T")
     parser.add_argument("--seed", type=int, default=0)
