@@ -110,7 +110,6 @@ def plot(history: list[tuple[int, float, float]], optimum: float | None, png: Pa
     if optimum is not None:
         ax.axhline(optimum, color="black", ls="--", label=f"RC2 optimum {optimum:g}")
     ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=10)
     ax.set_xlabel("objective evaluations")
     ax.set_ylabel("unsatisfied weight")
     ax.set_title("MAX-SAT with PolyStep")
