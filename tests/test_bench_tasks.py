@@ -163,7 +163,8 @@ def test_rl_bench_twice_keeps_every_record(tmp_path, capsys):
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
     assert (tmp_path / "runs.jsonl").read_text().startswith(first)
     assert [json.loads(line)["policy"] for line in lines] == ["tanh", "binary"]
-    assert "skip cartpole tanh polystep seed 1 (done, same configuration)" in capsys.readouterr().out
+    skipped = "skip cartpole tanh polystep seed 1 (done, same configuration)"
+    assert skipped in capsys.readouterr().out
     with pytest.raises(SystemExit):
         rl.main([*base, "--policy", "tanh", "--budget", "48", *out])
     assert "budget: 96 -> 48" in capsys.readouterr().err
