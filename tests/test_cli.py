@@ -83,6 +83,8 @@ BAD_OPTIONS = [
     (["bench", "mlp_mnist", "--threads", "-2"], "argument --threads: must be a positive"),
     (["bench", "mlp_mnist", "--methods", "bogus"], "polystep, openai_es, spsa, cmaes, adam"),
     (["bench", "mlp_mnist", "--seeds", "a,b"], "argument --seeds"),
+    (["bench", "mlp_mnist", "--device", "gpu"], "argument --device: must be a torch device"),
+    (["bench", "maxsat", "--vars", "10", "--device", "tpu0"], "argument --device"),
     (["bench", "nope"], "argument tasks: task must be 'all' or one of"),
     (["bench", "mlp_mnist", "--mnist-dir", "/no/such/dir"], "argument --mnist-dir: no such"),
     (["bench", "report", "/no/such/dir"], "argument dir: no such folder"),

@@ -113,3 +113,18 @@ def existing_dir(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"no such folder: {text!r}")
     return path
+
+
+def torch_device(text: str) -> str:
+    """Type for a torch device that exists here (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    import torch  # only the commands that run something parse a device
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a torch device such as cpu or cuda, got {text!r}"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine")
+    return text

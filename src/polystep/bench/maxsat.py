@@ -50,6 +50,7 @@ from polystep.cliargs import (
     parser,
     positive_float,
     positive_int,
+    torch_device,
 )
 from polystep.problems.maxsat import (
     ClauseTensors,
@@ -108,7 +109,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="wall cap for probSAT (default: PolyStep's wall time of the same seed)",
     )
     ap.add_argument("--ratio", type=positive_float, default=4.27, help="clauses per variable")
-    ap.add_argument("--device", default="cpu", help="torch device")
+    ap.add_argument("--device", type=torch_device, default="cpu", help="torch device")
     ap.add_argument("--threads", type=positive_int, default=1, help="torch.set_num_threads")
     ap.add_argument("--out", type=Path, default=None, help="output folder (runs.jsonl, table.md)")
     ap.add_argument(

@@ -27,6 +27,7 @@ from polystep.cliargs import (
     parser,
     positive_float,
     positive_int,
+    torch_device,
 )
 from polystep.data import has_idx_files
 
@@ -64,7 +65,7 @@ def main(argv: list[str]) -> int:
         "--scale", choices=SCALES, default="smoke",
         help="smoke: digits, small budgets; cpu: 20k MNIST images; full: the paper's budgets",
     )  # fmt: skip
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device")
+    ap.add_argument("--device", type=torch_device, default="cpu", help="torch device")
     ap.add_argument("--mnist-dir", type=existing_dir, default=None, help="MNIST IDX folder")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"), help="output folder")
     ap.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
