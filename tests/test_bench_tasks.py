@@ -169,6 +169,16 @@ def test_rl_bench_twice_keeps_every_record(tmp_path, capsys):
         rl.main([*base, "--policy", "tanh", "--budget", "48", *out])
     assert "budget: 96 -> 48" in capsys.readouterr().err
     assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
+    # Records written before run_config existed are matched on budget, episodes and preset.
+    legacy = [json.loads(line) for line in lines]
+    for rec in legacy:
+        del rec["run_config"]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in legacy))
+    assert rl.main([*base, "--policy", "tanh", *out]) == 0
+    assert "seed 1 (done, same configuration)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        rl.main([*base, "--policy", "tanh", "--episodes", "9", "--scale", "full", *out])
+    assert "budget: 96 -> 3216" in capsys.readouterr().err
 
 
 @pytest.mark.bad_input(

@@ -270,6 +270,16 @@ def collect(root: Path) -> str:
     return text
 
 
+def stored_run_config(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record's :func:`run_config`; records written before it existed give their budget,
+    episodes and preset (read from ``config``), enough to tell a stale run from a finished one."""
+    if "run_config" in rec:
+        return rec["run_config"]
+    config = rec.get("config", {})
+    preset = {"name": config.get("preset"), **{k: v for k, v in config.items() if k != "preset"}}
+    return {"budget": rec.get("budget"), "episodes": rec.get("episodes"), "preset": preset}
+
+
 def _stored(path: Path) -> dict[tuple[str, str, str, int], dict[str, Any]]:
     """``(env, policy, method, seed) -> record`` of an existing ``runs.jsonl`` (last wins)."""
     out = {}
@@ -308,11 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             for env, pol, method, seed in plan:
                 if (env, pol, method, seed) in stored:
                     wanted = run_config(env, pol, method, budgets[env], episodes, smoke)
-                    have = stored[(env, pol, method, seed)].get("run_config", {})
+                    have = stored_run_config(stored[(env, pol, method, seed)])
                     refuse_stale(
                         str(args.out / "runs.jsonl"),
                         f"{env}/{pol}/{method} seed {seed}",
-                        config_mismatch(have, wanted),
+                        config_mismatch(have, {k: wanted[k] for k in have}),
                     )
         except (ValueError, StaleRecordError) as err:
             ap.error(f"argument --out: {err}")
