@@ -11,8 +11,8 @@ Appends to ``runs.jsonl`` in ``--out`` (one JSON line per run, with the exact co
 never truncated) and writes ``table.md`` (mean +- std over seeds of the held-out mean return, wall
 time, evaluations), and prints the table. A run already in ``runs.jsonl`` under the same
 configuration is skipped (its record joins the table); one under another configuration (budget,
-episodes, scale, preset) stops the bench before anything runs. The SB3 PPO baseline is run only
-if ``stable_baselines3`` imports; otherwise the table says it was skipped.
+episodes, scale, preset) stops the bench before anything runs. This bench runs no SB3 PPO
+baseline (the table notes when ``stable_baselines3`` is not installed).
 
 Example (the committed results)::
 
