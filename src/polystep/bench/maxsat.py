@@ -73,7 +73,7 @@ METHODS = ("polystep", "openai-es", "probsat")
 PROGRESS_EVERY = 10.0  # seconds between progress lines of one method
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     ap = parser("polystep bench maxsat", __doc__)
     src = ap.add_mutually_exclusive_group()
     src.add_argument(
@@ -119,6 +119,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="runs.jsonl whose openai-es / probsat records are reused (same instance and seed)",
     )
     ap.add_argument("--scale", choices=["smoke", "full"], default="full", help="smoke: seconds")
+    return ap
+
+
+def parse_args(ap: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parsed options with the smoke-scale defaults applied; ``--out`` checked writable."""
     args = ap.parse_args(argv)
     if args.scale == "smoke":
         args.vars = args.vars if (args.vars or args.cnf) else _ints(SMOKE["vars"])
@@ -135,7 +140,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             ensure_writable(args.out)
         except ValueError as err:
             ap.error(f"argument --out: {err}")
-    args.error = ap.error
     return args
 
 
@@ -404,7 +408,8 @@ def _describe(rec: dict[str, Any], key: str, violated_key: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    ap = build_parser()
+    args = parse_args(ap, list(sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(args.threads)
     out = args.out
     records: list[dict[str, Any]] = []
@@ -464,9 +469,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 inst = read_dimacs(path)
             except ValueError as err:
-                args.error(f"argument --cnf: {err}")
+                ap.error(f"argument --cnf: {err}")
             if inst.num_clauses == 0:
-                args.error(f"argument --cnf: {path}: the instance has no clauses")
+                ap.error(f"argument --cnf: {path}: the instance has no clauses")
             parse_s = time.perf_counter() - t0
             known = {"parse_s": round(parse_s, 3), "path": str(path), **_known_values(Path(path))}
             for seed in args.seeds:
