@@ -59,7 +59,7 @@ def test_bench_cli_smoke_all_methods_resumes_and_reports(tmp_path, capsys):
 
 def _fixture(task, method, seed, acc):
     return {
-        "task": task, "method": method, "seed": seed, "test_acc_selected": acc,
+        "task": task, "method": method, "seed": seed, "scale": "cpu", "test_acc_selected": acc,
         "test_acc_last": acc - 0.01, "evaluations": 1000, "wall_seconds": 2.0,
         "curve": [{"evaluations": 0, "seconds": 0.0, "val_acc": 0.1},
                   {"evaluations": 1000, "seconds": 2.0, "val_acc": acc}],
@@ -74,8 +74,8 @@ def test_report_aggregates_fixture_json(tmp_path):
         json.dumps(_fixture("snn_mnist", "spsa", 1, 0.5))
     )
     report = write_report(tmp_path).read_text()
-    assert "| snn_mnist | polystep | 3 | 92.0 ± 2.0 | 91.0 ± 2.0 | 1,000 | 2.0 |" in report
-    assert "| snn_mnist | spsa | 1 | 50.0 ± 0.0 |" in report
+    assert "| snn_mnist | MNIST | polystep | 3 | 92.0 ± 2.0 | 91.0 ± 2.0 | 1,000 | 2.0 |" in report
+    assert "| snn_mnist | MNIST | spsa | 1 | 50.0 ± 0.0 |" in report
     assert (tmp_path / "snn_mnist.png").stat().st_size > 1000
     assert markdown_table([]).count("\n") == 4
 
@@ -99,3 +99,97 @@ def test_atomic_json_write_leaves_no_partial_file(tmp_path):
         runner.write_json_atomic(path, {"x": object()})
     assert json.loads(path.read_text()) == {"x": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+# ----- hardening: no lost or stale records, truthful data labels --------------------------------
+
+SMOKE_ARGS = ["bench", "mlp_mnist", "--scale", "smoke", "--seeds", "0", "--methods", "spsa"]
+
+
+@pytest.mark.bad_input(
+    "`polystep bench TASK --out DIR` again with another budget",
+    "refused before training, naming the file and the differing settings (was: old runs 'done')",
+)
+def test_rerun_with_another_budget_is_refused_not_reported_done(tmp_path, capsys):
+    out = str(tmp_path / "bench")
+    assert cli_main([*SMOKE_ARGS, "--budget-fwd", "600", "--out", out]) == 0
+    record = tmp_path / "bench" / "mlp_mnist__spsa__seed0.json"
+    before = record.read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([*SMOKE_ARGS, "--budget-fwd", "900", "--out", out])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --out" in err and "mlp_mnist__spsa__seed0.json" in err
+    assert "budget_fwd: 600 -> 900" in err
+    assert record.read_text() == before  # the old record is untouched
+    assert cli_main([*SMOKE_ARGS, "--budget-fwd", "600", "--out", out]) == 0  # same: skipped
+    assert "skip mlp_mnist__spsa__seed0.json (done, same configuration)" in capsys.readouterr().out
+
+
+@pytest.mark.bad_input(
+    "`--out` that cannot be written",
+    "argparse error naming --out before any training (was: failure after training)",
+)
+def test_unwritable_out_fails_before_training(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    trained = []
+    monkeypatch.setattr(runner, "run_one", lambda *a, **k: trained.append(1))
+    for argv in (
+        [*SMOKE_ARGS, "--out", str(blocker / "sub")],
+        ["bench", "rl", "--scale", "smoke", "--out", str(blocker / "sub")],
+        ["bench", "maxsat", "--scale", "smoke", "--out", str(blocker / "sub")],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(argv)
+        assert exit_info.value.code == 2
+        assert f"argument --out: cannot write to {blocker / 'sub'}" in capsys.readouterr().err
+    assert trained == []
+
+
+@pytest.mark.bad_input(
+    "`polystep bench rl --out DIR` run twice",
+    "records appended, finished runs skipped, another config refused (was: runs.jsonl truncated)",
+)
+def test_rl_bench_twice_keeps_every_record(tmp_path, capsys):
+    from polystep.bench import rl
+
+    base = ["--env", "cartpole", "--method", "polystep", "--seeds", "1", "--scale", "smoke"]
+    out = ["--out", str(tmp_path)]
+    assert rl.main([*base, "--policy", "tanh", *out]) == 0
+    first = (tmp_path / "runs.jsonl").read_text()
+    assert rl.main([*base, "--policy", "tanh,binary", *out]) == 0
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert (tmp_path / "runs.jsonl").read_text().startswith(first)
+    assert [json.loads(line)["policy"] for line in lines] == ["tanh", "binary"]
+    skipped = "skip cartpole tanh polystep seed 1 (done, same configuration)"
+    assert skipped in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        rl.main([*base, "--policy", "tanh", "--budget", "48", *out])
+    assert "budget: 96 -> 48" in capsys.readouterr().err
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 2
+    # Records written before run_config existed are matched on budget, episodes and preset.
+    legacy = [json.loads(line) for line in lines]
+    for rec in legacy:
+        del rec["run_config"]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in legacy))
+    assert rl.main([*base, "--policy", "tanh", *out]) == 0
+    assert "seed 1 (done, same configuration)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        rl.main([*base, "--policy", "tanh", "--episodes", "9", "--scale", "full", *out])
+    assert "budget: 96 -> 3216" in capsys.readouterr().err
+
+
+@pytest.mark.bad_input(
+    "`polystep bench snn_mnist` at the default scale (smoke)",
+    "log, JSON and table say it trains on sklearn digits, not MNIST",
+)
+def test_smoke_scale_says_it_trains_on_digits(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert cli_main([*SMOKE_ARGS, "--budget-fwd", "600", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "sklearn digits 8x8 (stand-in at scale smoke, not MNIST)" in text
+    record = json.loads((out / "mlp_mnist__spsa__seed0.json").read_text())
+    assert record["data"].startswith("sklearn digits")
+    assert "| mlp_mnist | sklearn digits 8x8" in (out / "report.md").read_text()

@@ -1,8 +1,13 @@
-"""Command line: ``polystep demo [snn|synthetic]`` and ``polystep bench ...``.
+"""Command line: ``polystep demo [NAME] [options]`` and ``polystep bench ...``.
 
-``polystep bench maxsat|rl ...`` run those suites; ``polystep bench TASK...`` runs the NN task
-table and ``polystep bench report DIR`` aggregates it. Each suite exposes ``main(argv) -> int``
-and is imported only when asked, so start-up stays light.
+  polystep demo [snn|synthetic] [options]    a demo (default: snn); NAME --help for its options
+  polystep bench TASK... [options]           the NN task table (TASK: all, snn_mnist, ...)
+  polystep bench report DIR                  aggregate a task table folder into report.md
+  polystep bench maxsat [options]            PolyStep on MAX-SAT (random 3-SAT, DIMACS/WCNF)
+  polystep bench rl [options]                PolyStep on CartPole / Acrobot policies
+
+Each command takes --help. A suite is imported only when it runs, so the help stays light (no
+torch import).
 """
 
 from __future__ import annotations
@@ -17,28 +22,71 @@ BENCH_SUITES = {
 }
 NN_TASKS_SUITE = "polystep.bench.nn_tasks"
 DEMOS = {
-    "synthetic": "polystep.demos.synthetic",
-    "snn": "polystep.demos.snn",
+    "snn": ("polystep.demos.snn", "hard-threshold spiking net on digits, forward passes only"),
+    "synthetic": ("polystep.demos.synthetic", "PolyStep on Ackley-10 and Rastrigin-10"),
 }
 DEFAULT_DEMO = "snn"
+HELP = ("-h", "--help")
+
+
+def _usage(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def _demo(argv: list[str]) -> int:
+    lines = "\n".join(f"  {name:10s} {text}" for name, (_, text) in DEMOS.items())
+    parser = _usage(
+        "polystep demo",
+        f"Run a demo (default: {DEFAULT_DEMO}); `polystep demo NAME --help` lists its options."
+        f"\n\ndemos:\n{lines}",
+    )
+    parser.usage = "polystep demo [NAME] [options]"
+    if argv[:1] and argv[0] in HELP:
+        parser.print_help()
+        return 0
+    if argv[:1] and not argv[0].startswith("-"):
+        name, rest = argv[0], argv[1:]
+    else:
+        name, rest = DEFAULT_DEMO, argv
+    if name not in DEMOS:
+        parser.error(f"argument NAME: invalid choice: {name!r} (choose from {', '.join(DEMOS)})")
+    return int(importlib.import_module(DEMOS[name][0]).main(rest) or 0)
+
+
+def _bench(argv: list[str]) -> int:
+    suites = [line for line in __doc__.splitlines() if line.startswith("  polystep bench")]
+    parser = _usage(
+        "polystep bench",
+        "\n".join(suites) + "\n\n`polystep bench all --help`, `... maxsat --help` and `... rl "
+        "--help` list the options of each.",
+    )
+    parser.usage = "polystep bench {TASK... | report DIR | maxsat | rl} [options]"
+    if not argv:
+        parser.error("give a suite (maxsat, rl), task names, 'all' or 'report DIR'")
+    if argv[0] in HELP:
+        parser.print_help()
+        return 0
+    if argv[0] in BENCH_SUITES:
+        return int(importlib.import_module(BENCH_SUITES[argv[0]]).main(argv[1:]) or 0)
+    return int(importlib.import_module(NN_TASKS_SUITE).main(argv) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="polystep", description=__doc__)
-    parser.add_argument("command", choices=["demo", "bench"])
-    parser.add_argument("target", nargs="?", help="demo name, or bench suite")
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "demo":
-        name = args.target or DEFAULT_DEMO
-        if name not in DEMOS:
-            parser.error(f"demo must be one of {sorted(DEMOS)}, got {name!r}")
-        return int(importlib.import_module(DEMOS[name]).main(rest) or 0)
-    if args.target is None:
-        parser.error("bench needs a suite (maxsat, rl), task names, 'all' or 'report DIR'")
-    if args.target in BENCH_SUITES:
-        return int(importlib.import_module(BENCH_SUITES[args.target]).main(rest) or 0)
-    return int(importlib.import_module(NN_TASKS_SUITE).main([args.target, *rest]) or 0)
+    parser = _usage("polystep", __doc__.split("\n\n", 1)[1])
+    parser.usage = "polystep {demo,bench} ..."
+    if not argv:
+        parser.error("give a command: demo or bench")
+    if argv[0] in HELP:
+        parser.print_help()
+        return 0
+    if argv[0] == "demo":
+        return _demo(argv[1:])
+    if argv[0] == "bench":
+        return _bench(argv[1:])
+    return parser.error(f"invalid command: {argv[0]!r} (choose from demo, bench)")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,58 +1,96 @@
-"""``polystep bench TASK... [options]`` and ``polystep bench report DIR``: the NN task table."""
+"""``polystep bench TASK... [options]`` and ``polystep bench report DIR``: the NN task table.
+
+Runs every task x method x seed under one protocol (validation-selected model, test split scored
+once) and writes one JSON file per run plus report.md and accuracy curves to --out. A run already
+in --out under the same configuration is skipped; one under another configuration stops the bench
+before any training (use another --out).
+
+At scale smoke (the default) every task trains on scikit-learn's bundled 8x8 digits, whatever its
+name says; scales cpu and full read MNIST / Fashion-MNIST IDX files (--mnist-dir).
+"""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
 from polystep.bench.methods import METHODS
+from polystep.bench.outdir import StaleRecordError, ensure_writable
 from polystep.bench.report import write_report
 from polystep.bench.runner import run_bench
 from polystep.bench.tasks import SCALES, TASKS, resolve_tasks
+from polystep.cliargs import (
+    choice_list,
+    existing_dir,
+    int_list,
+    parser,
+    positive_float,
+    positive_int,
+    torch_device,
+)
+from polystep.data import has_idx_files
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v]
+def _report(argv: list[str]) -> int:
+    ap = parser("polystep bench report", "Aggregate a task-table folder into report.md.")
+    ap.add_argument("dir", type=existing_dir, help="folder of run JSON files")
+    args = ap.parse_args(argv)
+    try:
+        print(write_report(args.dir).read_text())
+    except FileNotFoundError as err:
+        ap.error(str(err))
+    return 0
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["report"]:
-        if len(argv) != 2:
-            raise SystemExit("usage: polystep bench report DIR")
-        print(write_report(Path(argv[1])).read_text())
-        return 0
-    parser = argparse.ArgumentParser(
-        prog="polystep bench", description=f"tasks: all, {', '.join(TASKS)}"
+        return _report(argv[1:])
+    ap = parser("polystep bench", __doc__)
+    ap.add_argument("tasks", nargs="+", help=f"task names, or 'all': {', '.join(TASKS)}")
+    ap.add_argument(
+        "--methods", type=choice_list(METHODS), default=",".join(METHODS),
+        help=f"comma list of {', '.join(METHODS)}",
+    )  # fmt: skip
+    ap.add_argument("--seeds", type=int_list(), default="42,123,456", help="comma list")
+    limit = ap.add_mutually_exclusive_group()
+    limit.add_argument(
+        "--budget-fwd", type=positive_int, default=None,
+        help="forward passes per run (default: the scale's budget of each task)",
+    )  # fmt: skip
+    limit.add_argument(
+        "--budget-seconds", type=positive_float, default=None, help="wall seconds per run"
     )
-    parser.add_argument("tasks", nargs="+", help="task names, or 'all'")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--seeds", type=_ints, default=[42, 123, 456])
-    limit = parser.add_mutually_exclusive_group()
-    limit.add_argument("--budget-fwd", type=int, default=None, help="forward passes per run")
-    limit.add_argument("--budget-seconds", type=float, default=None, help="wall seconds per run")
-    parser.add_argument("--scale", choices=SCALES, default="smoke")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--mnist-dir", default=None, help="MNIST IDX folder")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    methods = [m for m in args.methods.split(",") if m]
-    for m in methods:
-        if m not in METHODS:
-            parser.error(f"--methods must be a comma list of {METHODS}, got {m!r}")
+    ap.add_argument(
+        "--scale", choices=SCALES, default="smoke",
+        help="smoke: digits, small budgets; cpu: 20k MNIST images; full: the paper's budgets",
+    )  # fmt: skip
+    ap.add_argument("--device", type=torch_device, default="cpu", help="torch device")
+    ap.add_argument("--mnist-dir", type=existing_dir, default=None, help="MNIST IDX folder")
+    ap.add_argument("--out", type=Path, default=Path("runs/bench"), help="output folder")
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    args = ap.parse_args(argv)
     try:
         tasks = resolve_tasks(args.tasks)
     except ValueError as err:
-        parser.error(str(err))
+        ap.error(f"argument tasks: {err}")
+    if args.mnist_dir is not None and not has_idx_files(args.mnist_dir):
+        ap.error(f"argument --mnist-dir: no MNIST IDX files in {str(args.mnist_dir)!r}")
+    try:
+        ensure_writable(args.out)
+    except ValueError as err:
+        ap.error(f"argument --out: {err}")
     torch.set_num_threads(args.threads)
     budget_fwd = args.budget_fwd
     if args.budget_seconds is not None:  # a wall limit alone: forward passes unbounded
         budget_fwd = 10**15
-    run_bench(
-        tasks, methods, args.seeds, scale=args.scale, out_dir=args.out, budget_fwd=budget_fwd,
-        budget_seconds=args.budget_seconds, device=args.device, mnist_dir=args.mnist_dir,
-    )  # fmt: skip
+    try:
+        run_bench(
+            tasks, args.methods, args.seeds, scale=args.scale, out_dir=args.out,
+            budget_fwd=budget_fwd, budget_seconds=args.budget_seconds, device=args.device,
+            mnist_dir=args.mnist_dir,
+        )  # fmt: skip
+    except StaleRecordError as err:
+        ap.error(f"argument --out: {err}")
     print(write_report(args.out).read_text())
     return 0

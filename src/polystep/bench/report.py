@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from polystep.bench.runner import PROTOCOL
+from polystep.bench.tasks import TASKS, data_label
 
 
 def load_runs(directory: Path) -> list[dict[str, Any]]:
@@ -26,21 +27,30 @@ def _mean_std(values: list[float], scale: float = 1.0) -> str:
     return f"{mean:.1f} ± {std:.1f}"
 
 
+def _data(run: dict[str, Any]) -> str:
+    """The data a run trained on (older records: derived from its task and scale)."""
+    if "data" in run:
+        return str(run["data"])
+    task = TASKS.get(run["task"])
+    return data_label(task, str(run["scale"])) if task and "scale" in run else "?"
+
+
 def markdown_table(runs: list[dict[str, Any]]) -> str:
-    """One row per (task, method): test accuracy (selected, last), forward passes, wall time."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    """One row per (task, data, method): test accuracy (selected, last), forward passes, wall
+    time. The data column says what was really trained on (digits at scale smoke)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        groups[(run["task"], run["method"])].append(run)
+        groups[(run["task"], _data(run), run["method"])].append(run)
     lines = [
         PROTOCOL,
         "",
-        "| task | method | seeds | test acc % (val-selected) | test acc % (last) "
+        "| task | data | method | seeds | test acc % (val-selected) | test acc % (last) "
         "| forward passes | wall s |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for (task, method), group in sorted(groups.items()):
+    for (task, data, method), group in sorted(groups.items()):
         lines.append(
-            f"| {task} | {method} | {len(group)} "
+            f"| {task} | {data} | {method} | {len(group)} "
             f"| {_mean_std([r['test_acc_selected'] for r in group], 100)} "
             f"| {_mean_std([r['test_acc_last'] for r in group], 100)} "
             f"| {statistics.fmean(r['evaluations'] for r in group):,.0f} "

@@ -7,10 +7,12 @@ best incumbent by search score) on ``--episodes`` fresh held-out episodes (a see
 used during search). Both methods get the same budget of candidate evaluations (one
 evaluation = one parameter vector played on ``rollouts`` episodes).
 
-Writes ``runs.jsonl`` (one JSON line per run, with the exact configuration) and ``table.md``
-(mean +- std over seeds of the held-out mean return, wall time, evaluations) to ``--out`` and
-prints the table. The SB3 PPO baseline is run only if ``stable_baselines3`` imports; otherwise
-the table says it was skipped.
+Appends to ``runs.jsonl`` in ``--out`` (one JSON line per run, with the exact configuration;
+never truncated) and writes ``table.md`` (mean +- std over seeds of the held-out mean return, wall
+time, evaluations), and prints the table. A run already in ``runs.jsonl`` under the same
+configuration is skipped (its record joins the table); one under another configuration (budget,
+episodes, scale, preset) stops the bench before anything runs. This bench runs no SB3 PPO
+baseline (the table notes when ``stable_baselines3`` is not installed).
 
 Example (the committed results)::
 
@@ -34,7 +36,9 @@ from typing import Any
 
 import torch
 
-from polystep.problems.rl.envs import make_env
+from polystep.bench.outdir import StaleRecordError, config_mismatch, ensure_writable, refuse_stale
+from polystep.cliargs import choice_list, existing_dir, int_list, parser, positive_int
+from polystep.problems.rl.envs import ENVS, make_env
 from polystep.problems.rl.policies import POLICIES, make_policy
 from polystep.problems.rl.search import (
     OpenAIESPreset,
@@ -52,41 +56,42 @@ TARGETS = {"cartpole": 500.0, "acrobot": -80.0}
 SMOKE = {"budget": 96, "rollouts": 4, "horizon": 100, "episodes": 8}
 
 
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="polystep bench rl", description=__doc__.split("\n")[0])
-    parser.add_argument("--env", default="cartpole,acrobot", help="comma list: cartpole,acrobot")
-    parser.add_argument("--policy", default="tanh,binary,int8,int8w", help="comma list")
-    parser.add_argument("--method", default=",".join(METHODS), help="comma list")
-    parser.add_argument("--seeds", default="42,123,456", help="comma list of search seeds")
-    parser.add_argument(
+    ap = parser("polystep bench rl", __doc__)
+    envs = choice_list(tuple(ENVS))
+    ap.add_argument("--env", type=envs, default=",".join(ENVS), help="comma list")
+    ap.add_argument(
+        "--policy", type=choice_list(tuple(POLICIES)), default="tanh,binary,int8,int8w",
+        help=f"comma list of {', '.join(POLICIES)}",
+    )  # fmt: skip
+    ap.add_argument(
+        "--method", type=choice_list(METHODS), default=",".join(METHODS), help="comma list"
+    )
+    ap.add_argument("--seeds", type=int_list(), default="42,123,456", help="search seeds")
+    ap.add_argument(
         "--budget",
-        type=int,
+        type=positive_int,
         default=None,
         help="candidate evaluations per run (default: 3216 for CartPole, 9600 for Acrobot)",
     )
-    parser.add_argument("--episodes", type=int, default=100, help="held-out episodes per run")
-    parser.add_argument("--out", default=None, help="directory for runs.jsonl and table.md")
-    parser.add_argument("--scale", choices=("full", "smoke"), default="full")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument(
+    ap.add_argument("--episodes", type=positive_int, default=100, help="held-out episodes per run")
+    ap.add_argument("--out", type=Path, default=None, help="folder for runs.jsonl and table.md")
+    ap.add_argument("--scale", choices=("full", "smoke"), default="full", help="smoke: plumbing")
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    ap.add_argument(
         "--collect",
+        type=existing_dir,
         default=None,
         metavar="DIR",
         help="run nothing: merge every runs.jsonl under DIR into DIR/table.md",
     )
-    return parser
+    return ap
 
 
-def run_one(
-    env_name: str, policy_name: str, method: str, seed: int, budget: int, episodes: int, smoke: bool
-) -> dict[str, Any]:
-    """One search + held-out evaluation; returns the JSON record."""
-    env = make_env(env_name)
-    policy = make_policy(policy_name, env)
+def make_preset(
+    env_name: str, policy_name: str, method: str, smoke: bool
+) -> PolicySearchPreset | OpenAIESPreset:
+    """The method's preset for this env and policy (shrunk to a plumbing check at smoke)."""
     preset: PolicySearchPreset | OpenAIESPreset
     if method == "polystep":
         preset = polystep_preset(env_name, policy_name)
@@ -99,6 +104,30 @@ def run_one(
             preset = replace(preset, subspace_dim=24, block_dim=4)
         else:
             preset = replace(preset, popsize=48)
+    return preset
+
+
+def run_config(
+    env_name: str, policy_name: str, method: str, budget: int, episodes: int, smoke: bool
+) -> dict[str, Any]:
+    """What defines a run (a stored run counts as done only under an equal one), as JSON."""
+    preset = make_preset(env_name, policy_name, method, smoke)
+    config = {
+        "budget": budget,
+        "episodes": episodes,
+        "scale": "smoke" if smoke else "full",
+        "preset": {"name": type(preset).__name__, **asdict(preset)},
+    }
+    return json.loads(json.dumps(config))
+
+
+def run_one(
+    env_name: str, policy_name: str, method: str, seed: int, budget: int, episodes: int, smoke: bool
+) -> dict[str, Any]:
+    """One search + held-out evaluation; returns the JSON record."""
+    env = make_env(env_name)
+    policy = make_policy(policy_name, env)
+    preset = make_preset(env_name, policy_name, method, smoke)
     cpu_start = time.process_time()
     result = search_policy(
         env, policy, budget_evals=budget, seed=seed, method=method, preset=preset
@@ -128,6 +157,7 @@ def run_one(
         "search_best_return": max(result.history),
         "num_params": policy.dim,
         "config": {"preset": type(preset).__name__, **asdict(preset), **result.config},
+        "run_config": run_config(env_name, policy_name, method, budget, episodes, smoke),
         "params": [round(float(v), 6) for v in result.params],
     }
 
@@ -240,28 +270,62 @@ def collect(root: Path) -> str:
     return text
 
 
+def stored_run_config(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record's :func:`run_config`; records written before it existed give their budget,
+    episodes and preset (read from ``config``), enough to tell a stale run from a finished one."""
+    if "run_config" in rec:
+        return rec["run_config"]
+    config = rec.get("config", {})
+    preset = {"name": config.get("preset"), **{k: v for k, v in config.items() if k != "preset"}}
+    return {"budget": rec.get("budget"), "episodes": rec.get("episodes"), "preset": preset}
+
+
+def _stored(path: Path) -> dict[tuple[str, str, str, int], dict[str, Any]]:
+    """``(env, policy, method, seed) -> record`` of an existing ``runs.jsonl`` (last wins)."""
+    out = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                out[(rec["env"], rec["policy"], rec["method"], int(rec["seed"]))] = rec
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    ap = build_parser()
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
     if args.collect is not None:
-        print(collect(Path(args.collect)))
+        print(collect(args.collect))
         return 0
-    torch.set_num_threads(max(1, args.threads))
-    envs, policies, methods = _csv(args.env), _csv(args.policy), _csv(args.method)
-    for name in envs:
-        make_env(name)
-    for name in policies:
-        if name not in POLICIES:
-            raise SystemExit(f"--policy: unknown {name!r}; choose from {sorted(POLICIES)}")
-    for name in methods:
-        if name not in METHODS:
-            raise SystemExit(f"--method: unknown {name!r}; choose from {METHODS}")
-    seeds = [int(s) for s in _csv(args.seeds)]
+    torch.set_num_threads(args.threads)
     smoke = args.scale == "smoke"
     episodes = SMOKE["episodes"] if smoke else args.episodes
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "runs.jsonl").write_text("")
+    budgets = {
+        env: args.budget or (SMOKE["budget"] if smoke else DEFAULT_BUDGET[env]) for env in args.env
+    }
+    plan = [
+        (env, pol, method, seed)
+        for env in args.env
+        for pol in args.policy
+        for method in args.method
+        for seed in args.seeds
+    ]
+    stored: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    if args.out is not None:
+        try:
+            ensure_writable(args.out)
+            stored = _stored(args.out / "runs.jsonl")
+            for env, pol, method, seed in plan:
+                if (env, pol, method, seed) in stored:
+                    wanted = run_config(env, pol, method, budgets[env], episodes, smoke)
+                    have = stored_run_config(stored[(env, pol, method, seed)])
+                    refuse_stale(
+                        str(args.out / "runs.jsonl"),
+                        f"{env}/{pol}/{method} seed {seed}",
+                        config_mismatch(have, {k: wanted[k] for k in have}),
+                    )
+        except (ValueError, StaleRecordError) as err:
+            ap.error(f"argument --out: {err}")
     header = {
         "command": "polystep bench rl " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": platform.platform(),
@@ -270,28 +334,27 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
     }
     records = []
-    for env_name in envs:
-        default = SMOKE["budget"] if smoke else DEFAULT_BUDGET[make_env(env_name).name]
-        budget = args.budget or default
-        for policy_name in policies:
-            for method in methods:
-                for seed in seeds:
-                    rec = run_one(env_name, policy_name, method, seed, budget, episodes, smoke)
-                    rec.update(header)
-                    records.append(rec)
-                    print(
-                        f"{rec['env']:8s} {rec['policy']:6s} {rec['method']:9s} seed {seed:4d}: "
-                        f"held-out {rec['heldout_mean']:7.1f}  evals {rec['evaluations']:5d}  "
-                        f"{rec['wall_s']:6.1f} s",
-                        flush=True,
-                    )
-                    if out is not None:
-                        with (out / "runs.jsonl").open("a") as fh:
-                            fh.write(json.dumps(rec) + "\n")
+    for env_name, policy_name, method, seed in plan:
+        if (env_name, policy_name, method, seed) in stored:
+            records.append(stored[(env_name, policy_name, method, seed)])
+            print(f"skip {env_name} {policy_name} {method} seed {seed} (done, same configuration)")
+            continue
+        rec = run_one(env_name, policy_name, method, seed, budgets[env_name], episodes, smoke)
+        rec.update(header)
+        records.append(rec)
+        print(
+            f"{rec['env']:8s} {rec['policy']:6s} {rec['method']:9s} seed {seed:4d}: "
+            f"held-out {rec['heldout_mean']:7.1f}  evals {rec['evaluations']:5d}  "
+            f"{rec['wall_s']:6.1f} s",
+            flush=True,
+        )
+        if args.out is not None:
+            with (args.out / "runs.jsonl").open("a") as fh:
+                fh.write(json.dumps(rec) + "\n")
     text = table(records)
     print(text)
-    if out is not None:
-        (out / "table.md").write_text(
+    if args.out is not None:
+        (args.out / "table.md").write_text(
             f"Command: `{header['command']}`\n\nMachine: {header['machine']}, "
             f"torch {header['torch']}, {header['threads']} thread(s)\n\n{text}\n"
         )

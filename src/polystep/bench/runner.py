@@ -4,7 +4,8 @@ Protocol (printed with every bench): a seeded 10 % validation split is carved fr
 model is selected on validation only; the test split is scored once, after training, for the
 selected and the last weights. Every method gets the same forward-pass budget (and optional wall
 limit) and the same seeded batch stream. A finished run's JSON is never recomputed, so an
-interrupted bench resumes where it stopped.
+interrupted bench resumes where it stopped; a run file written under another configuration
+(budget, scale, preset, ...) is never reported as done: the bench refuses to start.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import torch
 from polystep import __version__
 from polystep.baselines import NN_PRESETS, Budget
 from polystep.bench import methods
+from polystep.bench.outdir import config_mismatch, refuse_stale
 from polystep.bench.selection import Selector
-from polystep.bench.tasks import TaskSpec, load_task_data
+from polystep.bench.tasks import TaskSpec, data_label, load_task_data
 from polystep.data import Splits, make_loaders
 
 PROTOCOL = (
@@ -63,6 +65,33 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
+def run_config(
+    task: TaskSpec,
+    method: str,
+    *,
+    scale: str,
+    budget_fwd: int,
+    budget_seconds: float | None,
+    device: str,
+) -> dict[str, Any]:
+    """The settings that define a run (stored in its JSON; a stored run counts as done only when
+    these are equal). JSON-normalised, so it compares equal to what was read back."""
+    spec = task.scales[scale]
+    config = {
+        "scale": scale,
+        "data": data_label(task, scale),
+        "budget_fwd": budget_fwd,
+        "budget_seconds": budget_seconds,
+        "batch_size": spec.batch_size,
+        "hidden": spec.hidden,
+        "train_limit": spec.train_limit,
+        "preset": task.preset if method == "polystep" else None,
+        "baseline_settings": NN_PRESETS.get(method),
+        "device": device,
+    }
+    return json.loads(json.dumps(config))
+
+
 def run_one(
     task: TaskSpec,
     method: str,
@@ -78,6 +107,10 @@ def run_one(
     if method not in methods.METHODS:
         raise ValueError(f"method must be one of {methods.METHODS}, got {method!r}")
     spec = task.scales[scale]
+    config = run_config(
+        task, method, scale=scale, budget_fwd=budget_fwd, budget_seconds=budget_seconds,
+        device=device,
+    )  # fmt: skip
     torch.manual_seed(seed)
     model = task.model(splits.num_features, splits.num_classes, scale).to(device)
     loaders = make_loaders(splits.to(device), spec.batch_size, seed=seed, fast=True)
@@ -107,17 +140,8 @@ def run_one(
         "method": method,
         "seed": seed,
         "scale": scale,
-        "config": {
-            "budget_fwd": budget_fwd,
-            "budget_seconds": budget_seconds,
-            "batch_size": spec.batch_size,
-            "hidden": spec.hidden,
-            "train_limit": spec.train_limit,
-            "preset": task.preset if method == "polystep" else None,
-            "baseline_settings": NN_PRESETS.get(method),
-            "splits": splits.sizes(),
-            "device": device,
-        },
+        "data": data_label(task, scale),
+        "config": {**config, "splits": splits.sizes()},
         "protocol": PROTOCOL,
         "versions": {"polystep": __version__, "torch": torch.__version__},
         "machine": machine_info(),
@@ -142,8 +166,29 @@ def run_bench(
     mnist_dir: str | None = None,
     log: Any = print,
 ) -> list[Path]:
-    """Every (task, method, seed) not already in ``out_dir``; returns the JSON paths."""
+    """Every (task, method, seed) not already in ``out_dir``; returns the JSON paths.
+
+    Raises :class:`~polystep.bench.outdir.StaleRecordError` before any training if a run file in
+    ``out_dir`` holds the same run under another configuration."""
     log(PROTOCOL)
+    for label in sorted({data_label(task, scale) for task in tasks}):
+        log(f"data at scale {scale}: {label}")
+    done = set()
+    for task in tasks:
+        for seed in seeds:
+            for method in method_names:
+                path = run_path(out_dir, task.name, method, seed)
+                if path.exists():
+                    wanted = run_config(
+                        task, method, scale=scale,
+                        budget_fwd=budget_fwd or task.scales[scale].budget_fwd,
+                        budget_seconds=budget_seconds, device=device,
+                    )  # fmt: skip
+                    stored = json.loads(path.read_text())
+                    stored_config = {"scale": stored.get("scale"), **stored.get("config", {})}
+                    stored_config.setdefault("data", data_label(task, str(stored.get("scale"))))
+                    refuse_stale(str(path), path.stem, config_mismatch(stored_config, wanted))
+                    done.add(path)
     paths = []
     for task in tasks:
         for seed in seeds:
@@ -151,8 +196,8 @@ def run_bench(
             for method in method_names:
                 path = run_path(out_dir, task.name, method, seed)
                 paths.append(path)
-                if path.exists():
-                    log(f"skip {path.name} (done)")
+                if path in done:
+                    log(f"skip {path.name} (done, same configuration)")
                     continue
                 if splits is None:
                     splits = load_task_data(task, scale, seed, mnist_dir=mnist_dir)

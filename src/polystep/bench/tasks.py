@@ -138,6 +138,20 @@ def resolve_tasks(names: list[str]) -> list[TaskSpec]:
     return out
 
 
+DATASET_NAMES = {
+    "mnist": "MNIST",
+    "fashion": "Fashion-MNIST",
+    "mnist+fashion": "MNIST + Fashion-MNIST",
+}
+SMOKE_DATA = "sklearn digits 8x8 (stand-in at scale smoke, not {dataset})"
+
+
+def data_label(task: TaskSpec, scale: str) -> str:
+    """What a run of ``task`` at ``scale`` really trains on (the name says the full-scale data)."""
+    dataset = DATASET_NAMES[task.dataset]
+    return SMOKE_DATA.format(dataset=dataset) if scale == "smoke" else dataset
+
+
 def load_task_data(
     task: TaskSpec, scale: str, seed: int, *, mnist_dir: str | Path | None = None
 ) -> data.Splits:

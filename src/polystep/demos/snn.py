@@ -15,13 +15,14 @@ Selection uses the validation split only; the test split is scored once, at the 
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from polystep.bench.outdir import ensure_writable
+from polystep.cliargs import nonneg_int, parser, positive_float, positive_int
 from polystep.data import load_digits_splits, make_loaders
 from polystep.nn import SpikingMLP
 from polystep.optimizer import PolyStepOptimizer
@@ -64,16 +65,20 @@ def plot(history: list[dict], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="polystep demo snn", description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=90.0, help="training time budget")
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--num-steps", type=int, default=10, help="simulation length T")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"))
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    ap = parser("polystep demo snn", __doc__)
+    ap.add_argument("--seconds", type=positive_float, default=90.0, help="training time budget")
+    ap.add_argument("--hidden", type=positive_int, default=64, help="hidden LIF neurons")
+    ap.add_argument("--num-steps", type=positive_int, default=10, help="simulation length T")
+    ap.add_argument("--batch-size", type=positive_int, default=32, help="training batch size")
+    ap.add_argument("--seed", type=nonneg_int, default=0, help="seed of data split, init, search")
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    ap.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for PNG and CSV")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    try:
+        ensure_writable(args.out)
+    except ValueError as err:
+        ap.error(f"argument --out: {err}")
     torch.set_num_threads(args.threads)
 
     splits = load_digits_splits(seed=args.seed)

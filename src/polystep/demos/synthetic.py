@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 from tqdm import tqdm
 
+from polystep.cliargs import nonneg_int, parser, positive_int
 from polystep.epsilon import CosineEpsilon
 from polystep.objectives import Ackley, Objective, Rastrigin
 from polystep.solver import PolyStep
@@ -48,11 +48,11 @@ def solve(objective: Objective, iterations: int, particles: int, seed: int) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="polystep demo synthetic", description=__doc__)
-    parser.add_argument("--iterations", type=int, default=200)
-    parser.add_argument("--particles", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    ap = parser("polystep demo synthetic", __doc__)
+    ap.add_argument("--iterations", type=positive_int, default=200, help="PolyStep steps")
+    ap.add_argument("--particles", type=positive_int, default=100, help="particles per run")
+    ap.add_argument("--seed", type=nonneg_int, default=0, help="seed of start and search")
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     rows = [
         (type(obj).__name__, obj.dim, solve(obj, args.iterations, args.particles, args.seed))

@@ -10,15 +10,25 @@ Parsing is vectorised with numpy over the whole byte buffer (no Python loop per 
   weight ``>= top`` marks a hard clause.
 * WCNF, 2022 MaxSAT Evaluation format: no ``p`` line, a clause starts with ``h`` (hard) or its
   weight.
-* plain, gzip or xz files (detected from the magic bytes, not the file name).
+* Weights are positive integers of any size (2^62 is fine; stored as float64, so exact up to
+  2^53) or decimals (``0.5``, ``1e-3``), as python-sat reads them. A WCNF clause ends on its own
+  line: a clause running onto the next line means a missing ``0`` and is an error.
+* Lines end with LF, CR LF or a lone CR.
+* plain, gzip, bzip2 or xz files (detected from the magic bytes, not the file name).
 
-Malformed input raises :class:`ValueError` naming the 1-based line number.
+Malformed input raises :class:`ValueError` naming the 1-based line number (and, from
+:func:`read_dimacs`, the file): also a header whose clause count disagrees with a clause that runs
+across lines (a missing ``0`` merging two clauses), input with no header and no clause, and, with
+no header, a variable index far above the number of literals (the solvers' memory grows with the
+largest index; give a ``p`` header to ask for that many variables).
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import lzma
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +38,10 @@ _WS = np.zeros(256, dtype=bool)
 _WS[[9, 10, 11, 12, 13, 32]] = True
 _DIGIT = np.zeros(256, dtype=bool)
 _DIGIT[48:58] = True
-_MAX_DIGITS = 18
+_WIDE = np.zeros(256, dtype=bool)  # bytes of a decimal weight: '1.5', '2e3', '1E+3'
+_WIDE[[ord("."), ord("e"), ord("E"), ord("+")]] = True
+_MAX_DIGITS = 18  # longer integers (weights up to 2^63 and beyond) are read one by one
+_SPARSE_LIMIT = 2**20  # with no header, larger indices must be backed by as many literals
 
 
 @dataclass
@@ -83,11 +96,27 @@ def _line_of(newlines: np.ndarray, position: int) -> int:
     return int(np.searchsorted(newlines, position, side="left")) + 1
 
 
+def _line_breaks(buf: np.ndarray) -> np.ndarray:
+    """Positions of the bytes that end a line: every LF, and every CR not followed by LF."""
+    cr = buf == 13
+    cr[:-1] &= buf[1:] != 10
+    return np.flatnonzero((buf == 10) | cr)
+
+
+_CODECS = (
+    (b"\x1f\x8b", "gzip", gzip.decompress),
+    (b"BZh", "bzip2", bz2.decompress),
+    (b"\xfd7zXZ\x00", "xz", lzma.decompress),
+)
+
+
 def _decompress(data: bytes) -> bytes:
-    if data[:2] == b"\x1f\x8b":
-        return gzip.decompress(data)
-    if data[:6] == b"\xfd7zXZ\x00":
-        return lzma.decompress(data)
+    for magic, kind, decompress in _CODECS:
+        if data.startswith(magic):
+            try:
+                return decompress(data)
+            except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as err:
+                raise ValueError(f"corrupt or truncated {kind} data ({err})") from None
     return data
 
 
@@ -171,13 +200,54 @@ def _drop_ranges(num: int, first: np.ndarray, last: np.ndarray) -> np.ndarray:
     return np.cumsum(marks[:num]) == 0
 
 
+def _wide_tokens(
+    buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, newlines: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and float values of the tokens the fast integer path cannot read: decimals
+    (``0.5``, ``1e3``) and integers of more than ``_MAX_DIGITS`` digits. Few in practice."""
+    marks = np.flatnonzero(_WIDE[buf])
+    tok = np.searchsorted(starts, marks, side="right") - 1
+    inside = (tok >= 0) & (marks < starts[np.maximum(tok, 0)] + lengths[np.maximum(tok, 0)])
+    digits = lengths - (buf[starts] == ord("-"))
+    index = np.union1d(tok[inside], np.flatnonzero(digits > _MAX_DIGITS))
+    values = np.empty(index.shape[0], dtype=np.float64)
+    for j, i in enumerate(index.tolist()):
+        text = bytes(buf[starts[i] : starts[i] + lengths[i]]).decode("latin-1")
+        try:
+            values[j] = int(text) if text.lstrip("-").isdigit() else float(text)
+        except (ValueError, OverflowError):
+            raise _bad_token(buf, newlines, int(starts[i]), int(lengths[i])) from None
+        if not np.isfinite(values[j]):
+            raise _bad_token(buf, newlines, int(starts[i]), int(lengths[i]))
+    return index, values
+
+
+def _header(fields: list[str], line: int) -> tuple[str, int, int, float | None]:
+    """``(kind, vars, clauses, top)`` of a ``p cnf|wcnf`` line; ``top`` may be a decimal."""
+    error = ValueError(f"line {line}: malformed header {' '.join(fields)!r}")
+    kind = fields[1] if len(fields) > 1 else ""
+    if fields[0] != "p" or kind not in ("cnf", "wcnf") or len(fields) not in (4, 5):
+        raise error
+    if len(fields) == 5 and kind == "cnf":
+        raise error
+    try:
+        num_vars, num_clauses = int(fields[2]), int(fields[3])
+        top = float(fields[4]) if len(fields) == 5 else None
+    except ValueError:
+        raise error from None
+    if min(num_vars, num_clauses) < 0 or (top is not None and not 0 < top < float("inf")):
+        raise error
+    return kind, num_vars, num_clauses, top
+
+
 def parse_dimacs(data: bytes | str, *, name: str = "") -> MaxSATInstance:
-    """Parse DIMACS CNF or WCNF text (bytes may be gzip/xz compressed). See the module docstring."""
+    """Parse DIMACS CNF or WCNF text (bytes may be gzip/bzip2/xz compressed); see the module
+    docstring for what is accepted and refused."""
     if isinstance(data, str):
         data = data.encode()
     data = _decompress(data)
     buf = np.frombuffer(data, dtype=np.uint8)
-    newlines = np.flatnonzero(buf == 10)
+    newlines = _line_breaks(buf)
     ws = _WS[buf]
     # Token boundaries: a token is a maximal run of non-whitespace bytes.
     padded = np.ones(buf.shape[0] + 2, dtype=np.int8)
@@ -215,27 +285,15 @@ def parse_dimacs(data: bytes | str, *, name: str = "") -> MaxSATInstance:
     header_lines = np.unique(s_line[s_first & (s_head == ord("p")) & (special < num_tokens)])
     if header_lines.size > 1:
         raise ValueError(f"line {int(header_lines[1]) + 1}: a second 'p' header line")
-    kind, declared_vars, top = None, None, None
+    kind, declared_vars, declared_clauses, top = None, None, None, None
     if header_lines.size == 1:
-        hl = int(header_lines[0])
         lo, hi = (int(v[0]) for v in tokens_of_lines(header_lines))
         fields = [
             bytes(buf[st : st + ln]).decode("latin-1")
             for st, ln in zip(starts[lo:hi], lengths[lo:hi], strict=True)
         ]
         keep[lo:hi] = False
-        if len(fields) < 4 or fields[0] != "p" or fields[1] not in ("cnf", "wcnf"):
-            raise ValueError(f"line {hl + 1}: malformed header {' '.join(fields)!r}")
-        try:
-            numbers = [int(f) for f in fields[2:]]
-        except ValueError:
-            raise ValueError(f"line {hl + 1}: malformed header {' '.join(fields)!r}") from None
-        kind = fields[1]
-        if len(numbers) not in ((2, 3) if kind == "wcnf" else (2,)) or min(numbers) < 0:
-            raise ValueError(f"line {hl + 1}: malformed header {' '.join(fields)!r}")
-        declared_vars = numbers[0]
-        if kind == "wcnf" and len(numbers) == 3:
-            top = float(numbers[2])
+        kind, declared_vars, declared_clauses, top = _header(fields, int(header_lines[0]) + 1)
     if num_tokens < starts.shape[0]:
         starts, lengths, head = starts[:num_tokens], lengths[:num_tokens], head[:num_tokens]
     if not keep.all():
@@ -247,12 +305,18 @@ def parse_dimacs(data: bytes | str, *, name: str = "") -> MaxSATInstance:
             i = int(np.flatnonzero(is_h)[0])
             raise ValueError(f"line {_line_of(newlines, int(starts[i]))}: 'h' in a cnf file")
         kind = "wcnf"
-    if kind is None and name.endswith((".wcnf", ".wcnf.gz", ".wcnf.xz")):
+    if kind is None and name.endswith((".wcnf", ".wcnf.gz", ".wcnf.xz", ".wcnf.bz2")):
         kind = "wcnf"
     kind = kind or "cnf"
+    if declared_vars is None and not starts.shape[0]:
+        raise ValueError("empty input: no 'p' header and no clauses")
     values = np.zeros(starts.shape[0], dtype=np.int64)
     numeric = ~is_h
-    values[numeric] = _parse_ints(buf, starts[numeric], lengths[numeric], newlines)
+    wide_index, wide_values = _wide_tokens(buf, starts, lengths, newlines)
+    fast = numeric.copy()
+    fast[wide_index] = False
+    values[fast] = _parse_ints(buf, starts[fast], lengths[fast], newlines)
+    values[wide_index] = 1  # never a clause terminator; only a weight may be wide
     zero = values == 0
     zero &= numeric
     # Clause structure: a clause ends at each 0; the last one must be terminated.
@@ -260,11 +324,14 @@ def parse_dimacs(data: bytes | str, *, name: str = "") -> MaxSATInstance:
         raise ValueError(
             f"line {_line_of(newlines, int(starts[-1]))}: last clause is not terminated by 0"
         )
+    clause_first = np.concatenate(([0], np.flatnonzero(zero)[:-1] + 1))
+    clause_first = clause_first[clause_first < starts.shape[0]]
+    clause_last = np.flatnonzero(zero)
     if kind == "wcnf":
-        clause_first = np.concatenate(([0], np.flatnonzero(zero)[:-1] + 1))
-        clause_first = clause_first[clause_first < starts.shape[0]]
+        exact = values.astype(np.float64)
+        exact[wide_index] = wide_values
         if clause_first.size:
-            wt = values[clause_first]
+            wt = exact[clause_first]
             hard = is_h[clause_first]
             bad = (~hard) & ((wt <= 0) | zero[clause_first])
             if bad.any():
@@ -274,34 +341,62 @@ def parse_dimacs(data: bytes | str, *, name: str = "") -> MaxSATInstance:
                     "a positive weight or 'h'"
                 )
         else:
-            wt, hard = np.zeros(0, np.int64), np.zeros(0, bool)
+            wt, hard = np.zeros(0, np.float64), np.zeros(0, bool)
         stray_h = is_h.copy()
         stray_h[clause_first] = False
         if stray_h.any():
             i = int(np.flatnonzero(stray_h)[0])
             raise ValueError(f"line {_line_of(newlines, int(starts[i]))}: misplaced 'h'")
+        _refuse_spanning(starts, clause_first, clause_last, newlines, "a WCNF clause")
         is_weight = np.zeros(starts.shape[0], dtype=bool)
         is_weight[clause_first] = True
-        weights = wt.astype(np.float64)
+        weights = wt
         if top is not None:
             hard = hard | (weights >= top)
         lit_mask = ~is_weight
     else:
         lit_mask = np.ones(starts.shape[0], dtype=bool)
+    wide_literal = wide_index[lit_mask[wide_index]]
+    if wide_literal.size:
+        i = int(wide_literal[0])
+        token = bytes(buf[starts[i] : starts[i] + lengths[i]]).decode("latin-1")
+        raise ValueError(
+            f"line {_line_of(newlines, int(starts[i]))}: literal {token!r} is not a variable "
+            f"index (an integer of at most {np.iinfo(np.int32).max})"
+        )
     lits = values[lit_mask]
     lit_starts = starts[lit_mask]
     lit_zero = lits == 0
     num_clauses = int(lit_zero.sum())
+    if declared_clauses is not None and num_clauses != declared_clauses:
+        _refuse_spanning(
+            starts, clause_first, clause_last, newlines,
+            f"the header declares {declared_clauses} clauses, {num_clauses} were read, and a "
+            "clause",
+        )  # fmt: skip
     ends_at = np.flatnonzero(lit_zero)
     clause_len = np.diff(np.concatenate(([-1], ends_at))) - 1
-    if lits.size and int(np.abs(lits).max()) > np.iinfo(np.int32).max:
-        raise ValueError("variable index too large")
     max_var = int(np.abs(lits).max(initial=0))
+    if max_var > np.iinfo(np.int32).max:
+        i = int(np.flatnonzero(np.abs(lits) > np.iinfo(np.int32).max)[0])
+        raise ValueError(
+            f"line {_line_of(newlines, int(lit_starts[i]))}: literal {int(lits[i])} is out of "
+            f"range (variable indices go up to {np.iinfo(np.int32).max})"
+        )
     if declared_vars is not None and max_var > declared_vars:
         i = int(np.flatnonzero(np.abs(lits) > declared_vars)[0])
         raise ValueError(
             f"line {_line_of(newlines, int(lit_starts[i]))}: literal {int(lits[i])} exceeds the "
             f"declared {declared_vars} variables"
+        )
+    num_literals = lits.shape[0] - num_clauses
+    if declared_vars is None and max_var > max(_SPARSE_LIMIT, 2 * num_literals):
+        i = int(np.argmax(np.abs(lits)))
+        raise ValueError(
+            f"line {_line_of(newlines, int(lit_starts[i]))}: variable index {max_var} with no "
+            f"'p' header and only {num_literals} literals: the instance would have {max_var} "
+            "variables, nearly all unused (memory grows with the largest index); renumber the "
+            "variables, or add a 'p' header to ask for that many"
         )
     num_vars = declared_vars if declared_vars is not None else max_var
     kmax = int(clause_len.max(initial=0))
@@ -312,8 +407,8 @@ def parse_dimacs(data: bytes | str, *, name: str = "") -> MaxSATInstance:
     literals[row, col] = nonzero
     if kind == "wcnf":
         soft_total = float(weights[~hard].sum())
-        if top is None:
-            top = soft_total + 1.0
+        if top is None:  # above any soft cost, also where + 1 is lost to float64 rounding
+            top = max(soft_total + 1.0, float(np.nextafter(soft_total, np.inf)))
         weights = np.where(hard, top, weights)
     else:
         weights = np.ones(num_clauses, dtype=np.float64)
@@ -321,20 +416,45 @@ def parse_dimacs(data: bytes | str, *, name: str = "") -> MaxSATInstance:
     return MaxSATInstance(num_vars, literals, weights, hard, top=top, name=name)
 
 
+def _refuse_spanning(
+    starts: np.ndarray,
+    clause_first: np.ndarray,
+    clause_last: np.ndarray,
+    newlines: np.ndarray,
+    what: str,
+) -> None:
+    """Raise if a clause (tokens ``clause_first[i] .. clause_last[i]``) runs across a line end:
+    the sign of a missing ``0`` that merged two clauses."""
+    first_line = np.searchsorted(newlines, starts[clause_first])
+    last_line = np.searchsorted(newlines, starts[clause_last])
+    spans = np.flatnonzero(first_line != last_line)
+    if spans.size:
+        i = int(spans[0])
+        raise ValueError(
+            f"line {int(first_line[i]) + 1}: {what} runs on to line {int(last_line[i]) + 1} "
+            "(a missing 0 at the end of the line?)"
+        )
+
+
 def read_dimacs(path: str | Path) -> MaxSATInstance:
-    """Read a CNF or WCNF file (plain, .gz or .xz)."""
+    """Read a CNF or WCNF file (plain, .gz, .bz2 or .xz); errors name the file."""
     path = Path(path)
     name = path.name
-    if name.endswith((".gz", ".xz")):
-        name = name[:-3]
-    return parse_dimacs(path.read_bytes(), name=name)
+    for suffix in (".gz", ".xz", ".bz2"):
+        name = name.removesuffix(suffix)
+    data = path.read_bytes()
+    try:
+        return parse_dimacs(data, name=name)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def write_dimacs(instance: MaxSATInstance, path: str | Path | None = None) -> str:
     """Write ``instance`` as DIMACS CNF (all-soft, unit weights) or 2022 WCNF; returns the text.
 
-    Vectorised enough for millions of clauses (one string join, no per-literal formatting loop in
-    Python beyond numpy's).
+    Weights are written exactly: integers as integers, others in the shortest decimal form that
+    reads back to the same float64. Vectorised enough for millions of clauses (one string join,
+    no per-literal formatting loop in Python beyond numpy's).
     """
     lits = instance.literals
     unweighted = not instance.hard.any() and bool(np.all(instance.weights == 1.0))
@@ -350,12 +470,10 @@ def write_dimacs(instance: MaxSATInstance, path: str | Path | None = None) -> st
     if unweighted:
         header = f"p cnf {instance.num_vars} {instance.num_clauses}\n"
     else:
-        w = np.where(
-            instance.hard,
-            "h",
-            np.char.mod("%d", instance.weights.astype(np.int64)),
-        )
-        body = np.char.add(np.char.add(w, " "), body)
+        w = instance.weights
+        integral = np.char.mod("%d", np.where(w == np.floor(w), w, 0))
+        text = np.where(w == np.floor(w), integral, np.char.mod("%s", w))
+        body = np.char.add(np.char.add(np.where(instance.hard, "h", text), " "), body)
         header = ""
     text = header + "\n".join(body.tolist()) + "\n"
     if path is not None:

@@ -386,11 +386,13 @@ def solve_maxsat_openai_es(
     device: torch.device | str = "cpu",
     max_seconds: float | None = None,
     clauses: ClauseTensors | None = None,
+    callback: Callable[[dict[str, float]], None] | None = None,
 ) -> MaxSATResult:
     """OpenAI-ES (``polystep.baselines.openai_es.OpenAIES``) at a candidate-evaluation budget.
 
     Each generation evaluates ``popsize`` candidates with the batched full objective; the mean is
-    also evaluated (counted) every generation so the incumbent is reported like PolyStep's."""
+    also evaluated (counted) every generation so the incumbent is reported like PolyStep's.
+    ``callback`` gets the same dict as :func:`solve_maxsat`'s after every generation."""
     from polystep.baselines.openai_es import OpenAIES
 
     t0 = time.perf_counter()
@@ -416,7 +418,7 @@ def solve_maxsat_openai_es(
     per_gen = config.popsize + 1
     gens = max(0, (int(budget_evals) - 1) // per_gen)
     done = 0
-    for _ in range(gens):
+    for gen_index in range(gens):
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             break
         population = es.ask()
@@ -430,6 +432,9 @@ def solve_maxsat_openai_es(
         if mean_cost < best_cost:
             best_cost, best_x = mean_cost, (es.mean > 0).clone()
         history.append((evaluations, best_cost, mean_cost))
+        if callback is not None:
+            info = {"step": gen_index, "evaluations": evaluations, "cost": mean_cost}
+            callback({**info, "best": best_cost})
     return MaxSATResult(
         method="openai-es",
         best_cost=best_cost,
