@@ -43,6 +43,10 @@ class FlakyLoss:
 
 
 @pytest.mark.parametrize("error", [RuntimeError("flaky loss"), ValueError("flaky loss")])
+@pytest.mark.bad_input(
+    "loss_fn raises inside the vmap evaluator",
+    "the error propagates (hint: evaluator='reference'); no silent one-by-one re-run",
+)
 def test_loss_raising_once_inside_vmap_propagates_without_fallback(error: Exception) -> None:
     x, y = blobs()
     model = mlp()
@@ -71,6 +75,10 @@ class NeedsItem(nn.Module):
         return out * (1.0 + 0.0 * out.sum().item())
 
 
+@pytest.mark.bad_input(
+    "a model that torch.vmap cannot batch",
+    "one RuntimeWarning naming the reason, then the per-candidate evaluator",
+)
 def test_vmap_incompatibility_still_falls_back_once_with_the_reason() -> None:
     x, y = blobs()
     model = NeedsItem()
@@ -114,6 +122,10 @@ def test_vmap_incompatibility_is_recognised_only_for_vmap_errors() -> None:
 
 
 @pytest.mark.parametrize("path", ["closure", "step_batch"])
+@pytest.mark.bad_input(
+    "a closure or step_batch that raises mid-step",
+    "weights and the generator are restored: the next good step equals a fresh optimizer's",
+)
 def test_a_step_that_raises_rewinds_the_generator(path: str) -> None:
     """After the exception, the next good step equals the first step of a fresh optimizer."""
     x, y = blobs()

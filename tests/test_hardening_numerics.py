@@ -31,6 +31,10 @@ def test_prepare_costs_stays_finite_for_a_span_beyond_float32(scale: str | float
 
 
 @pytest.mark.parametrize("solver", ["softmax", "sinkhorn", "greedy"])
+@pytest.mark.bad_input(
+    "float32 costs spanning more than the float32 range",
+    "costs are shaped in float64; positions stay finite",
+)
 def test_ask_tell_positions_stay_finite_for_float32_costs_beyond_the_range(solver: str) -> None:
     es = PolyStepES(3, num_particles=2, solver=solver, x0=torch.ones(3), seed=1)
     for _ in range(3):
@@ -68,6 +72,10 @@ def test_all_nan_solver_step_leaves_particles_exactly_where_they_were() -> None:
     assert torch.equal(state.positions, x)
 
 
+@pytest.mark.bad_input(
+    "one particle sees only NaN/inf costs",
+    "that particle stays exactly where it was; the others move",
+)
 def test_a_particle_with_no_finite_cost_stays_while_the_others_move() -> None:
     es = PolyStepES(4, num_particles=2, x0=torch.ones(4), seed=3)
     points = es.ask()
@@ -78,6 +86,10 @@ def test_a_particle_with_no_finite_cost_stays_while_the_others_move() -> None:
     assert not torch.equal(es.positions[1], torch.ones(4))
 
 
+@pytest.mark.bad_input(
+    "a step where every loss is NaN",
+    "the weights stay bit-identical",
+)
 def test_all_nan_optimizer_step_leaves_weights_bit_identical() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -90,6 +102,10 @@ def test_all_nan_optimizer_step_leaves_weights_bit_identical() -> None:
             assert torch.equal(p, q)
 
 
+@pytest.mark.bad_input(
+    "load_state_dict with a state of another size",
+    "clear error; nothing is changed",
+)
 def test_ask_tell_and_solver_states_that_do_not_fit_change_nothing() -> None:
     es = PolyStepES(3, num_particles=2, seed=1)
     es.ask()

@@ -95,6 +95,10 @@ def test_checkpoints_written_by_train_load_with_weights_only(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("with_header", [False, True])
+@pytest.mark.bad_input(
+    "a crafted pickle as a checkpoint",
+    "CheckpointError naming the path; nothing in it runs (weights_only=True)",
+)
 def test_crafted_pickle_checkpoint_is_refused_without_running_it(
     tmp_path: Path, with_header: bool
 ) -> None:
@@ -131,6 +135,10 @@ def corruptions(data: bytes) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.bad_input(
+    "a checkpoint with a flipped byte, truncated, empty or garbage",
+    "CheckpointError naming the path and saying corrupted (SHA-256), truncated or not a checkpoint",
+)
 def test_corrupted_checkpoints_raise_naming_the_path(tmp_path: Path) -> None:
     good = tmp_path / "good.pt"
     trained_checkpoint(good)
@@ -157,6 +165,10 @@ def test_resume_from_a_flipped_checkpoint_changes_nothing(tmp_path: Path) -> Non
 
 
 # -- 3. a checkpoint that does not fit is refused before anything is touched ------------------
+@pytest.mark.bad_input(
+    "resume into an optimizer with another subspace",
+    "CheckpointError naming what differs; model and optimizer untouched",
+)
 def test_resume_into_another_subspace_changes_neither_model_nor_optimizer(tmp_path: Path) -> None:
     path = tmp_path / "ckpt.pt"
     trained_checkpoint(path, subspace="factored")
@@ -179,6 +191,10 @@ def test_resume_into_a_model_of_other_shapes_is_refused(tmp_path: Path) -> None:
     assert same(weights(net), before)
 
 
+@pytest.mark.bad_input(
+    "a checkpoint of another format version",
+    "CheckpointError naming both versions",
+)
 def test_resume_with_another_format_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ckpt.pt"
     trained_checkpoint(path)
@@ -220,6 +236,10 @@ def test_optimizer_load_state_dict_checks_everything_first() -> None:
 
 
 # -- 4. a run that reached max_steps takes no extra step when resumed -------------------------
+@pytest.mark.bad_input(
+    "resuming a run that already reached max_steps",
+    "no extra step is taken",
+)
 def test_resuming_a_finished_run_takes_no_extra_step(tmp_path: Path) -> None:
     path = tmp_path / "ckpt.pt"
     final = trained_checkpoint(path)
@@ -232,6 +252,10 @@ def test_resuming_a_finished_run_takes_no_extra_step(tmp_path: Path) -> None:
 
 
 # -- 5. the optimizer must belong to the model being trained --------------------------------
+@pytest.mark.bad_input(
+    "train(model_b, ..., PolyStepOptimizer(model_a))",
+    "ValueError: optimizer was built for another model",
+)
 def test_train_refuses_an_optimizer_built_for_another_model() -> None:
     model_a, model_b = mlp(), mlp(seed=1)
     before = weights(model_a)
@@ -257,6 +281,10 @@ def test_train_refuses_an_optimizer_built_for_another_model() -> None:
     ],
     ids=["list", "no-samples", "drop-last"],
 )
+@pytest.mark.bad_input(
+    "an empty train or validation loader",
+    "ValueError naming loader / val_loader",
+)
 def test_empty_train_or_validation_loader_is_an_error(empty: object) -> None:
     net = mlp()
     loader = DataLoader(dataset(), batch_size=16)
@@ -278,6 +306,10 @@ def test_unsized_empty_loaders_are_errors_too() -> None:
 
 
 # -- 7. a subspace built for other shapes is refused when the optimizer is built --------------
+@pytest.mark.bad_input(
+    "a subspace built for a model with other shapes",
+    "ValueError at construction naming the parameter and both shapes",
+)
 def test_subspace_for_other_shapes_is_refused_at_construction() -> None:
     space = FactoredSubspace.from_layout(ParamLayout.from_module(mlp(hidden=8)), rank=2)
     with pytest.raises(ValueError, match=r"'0\.weight' of shape \(8, 6\).*shape \(16, 6\)"):
@@ -347,6 +379,10 @@ def run_and_kill(script: Path, args: list[str], at: str, count: int) -> None:
     pytest.fail(f"the run ended (rc {proc.returncode}) before the kill point")
 
 
+@pytest.mark.bad_input(
+    "training killed (SIGKILL) while writing a checkpoint",
+    "the previous checkpoint stays whole; the resumed run ends bit-identical",
+)
 def test_sigkill_between_write_and_rename_leaves_the_old_checkpoint_and_resumes(
     tmp_path: Path,
 ) -> None:
