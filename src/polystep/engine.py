@@ -1,0 +1,345 @@
+"""The one place a PolyStep step happens: ``ask(state)``, ``tell(state, losses)``.
+
+:class:`EngineState` holds everything a run needs to continue exactly (its fields are the
+checkpoint); :class:`Engine` holds configuration only: a :class:`~polystep.step.StepRule`, a
+*space* (what the particles are), a cost *shaping*, optional *projections*, a stopping rule.
+Every part is a small callable; :func:`resolve` turns a string alias from :data:`REGISTRY` into
+one. A front end is an engine configuration plus what is truly its own. A whole MAX-SAT front
+end (blocks of ``theta``, assignment ``theta > 0``, clipped to a box, best incumbent kept)::
+
+    import torch
+    from polystep.engine import Engine, resolve
+    from polystep.problems.maxsat.objective import DeltaEvaluator
+    from polystep.step import StepRule
+
+    def solve(instance, steps=50, seed=0, box=0.2):
+        evaluator = DeltaEvaluator(instance, 2)
+        engine = Engine(
+            StepRule.build(epsilon=0.5, step_radius=1.0, probe_radius=5.0),
+            space=resolve("space", "blocks", dim=instance.num_vars, block_dim=2),
+            projection=resolve("projection", "clip", bounds=(-box, box)),
+            max_iterations=steps,
+        )
+        generator = torch.Generator().manual_seed(seed)
+        state = engine.start(0.1 * torch.randn(instance.num_vars, generator=generator), generator)
+        while True:
+            engine.record(state, state.x > 0, evaluator.set_assignment(state.x > 0))
+            if engine.should_stop(state):
+                return state.best_x, state.best
+            candidates = engine.ask(state)
+            state, metrics = engine.tell(state, evaluator.costs(state.x, candidates))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import torch
+
+from polystep.blocks import block_candidates, from_blocks, num_blocks, to_blocks
+from polystep.geometry import num_vertices
+from polystep.parts import (
+    FORMAT_VERSION,
+    SHAPINGS,
+    Clip,
+    Repair,
+    SubspaceDraw,
+    check_state,
+    orthonormal,
+)
+from polystep.step import WEIGHT_RULES, Duals, Proposal, StepRule
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+# The one set of defaults every front end starts from (radii are each front end's own).
+DEFAULTS: dict[str, Any] = {
+    "epsilon": 0.5,
+    "polytope": "orthoplex",
+    "num_probe": 1,
+    "solver": "softmax",
+    "scale_cost": "mean",
+}
+
+
+@dataclass
+class Asked:
+    """One step's proposal: the particles ``(P, p)`` it moves, and what the caller scores
+    (``candidates``: dense points ``(N, dim)``, :class:`BlockCandidates`, or the space's own)."""
+
+    particles: torch.Tensor
+    proposal: Proposal
+    candidates: Any
+    context: Any = None
+
+
+@dataclass
+class EngineState:
+    """Search point ``x`` (particles ``(P, p)`` or a vector ``(D,)``), generator, duals, counters,
+    best so far (``best``, ``best_x``) and the subspace draw; ``pending`` is never saved."""
+
+    x: torch.Tensor
+    generator: torch.Generator
+    duals: Duals = field(default_factory=Duals)
+    iteration: int = 0
+    evaluations: int = 0
+    best: float = math.inf
+    best_x: torch.Tensor | None = None
+    draw: SubspaceDraw | None = None
+    pending: Asked | None = field(default=None, repr=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.pending is not None:
+            raise RuntimeError("state_dict() between ask() and tell(): tell first")
+        draw = self.draw
+        return {
+            "format": FORMAT_VERSION,
+            "x": self.x.clone(),
+            "generator": self.generator.get_state(),
+            "duals": {"f": self.duals.f, "g": self.duals.g},
+            "iteration": self.iteration,
+            "evaluations": self.evaluations,
+            "best": self.best,
+            "best_x": None if self.best_x is None else self.best_x.clone(),
+            "draw": None if draw is None else draw.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; every field is checked before anything changes."""
+        fields = check_state(state, self.x, self.draw)
+        self.generator.set_state(fields.pop("generator"))
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.pending = None
+
+
+class Space(Protocol):
+    """What the particles are: ``propose`` draws a step around ``state``; ``write`` puts the
+    moved particles ``(P, p)`` back into a new ``x``."""
+
+    num_particles: int
+    particle_dim: int
+
+    def propose(self, rule: StepRule, state: EngineState) -> Asked: ...
+
+    def write(self, state: EngineState, asked: Asked, moved: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Particles:
+    """``x (P, p)``: every row a particle; the candidates are its probes ``(P * V * K, p)``."""
+
+    num_particles: int
+    particle_dim: int
+
+    def propose(self, rule: StepRule, state: EngineState) -> Asked:
+        proposal = rule.propose(state.x, state.iteration, state.generator)
+        return Asked(state.x, proposal, proposal.probes.reshape(-1, self.particle_dim))
+
+    def write(self, state: EngineState, asked: Asked, moved: torch.Tensor) -> torch.Tensor:
+        return moved
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """``x (D,)`` cut into blocks of ``block_dim``; ``active`` random blocks a step (None: all).
+    The candidates are :class:`~polystep.blocks.BlockCandidates`."""
+
+    dim: int
+    block_dim: int
+    active: int | None = None
+
+    @property
+    def num_particles(self) -> int:
+        total = num_blocks(self.dim, self.block_dim)
+        return total if self.active is None else min(self.active, total)
+
+    @property
+    def particle_dim(self) -> int:
+        return self.block_dim
+
+    def propose(self, rule: StepRule, state: EngineState) -> Asked:
+        blocks, chosen = to_blocks(state.x, self.block_dim), None
+        if self.num_particles < blocks.shape[0]:
+            chosen = torch.randperm(
+                blocks.shape[0], generator=state.generator, device=blocks.device
+            )
+            chosen = chosen[: self.num_particles]
+            blocks = blocks[chosen]
+        proposal = rule.propose(blocks, state.iteration, state.generator)
+        return Asked(blocks, proposal, block_candidates(proposal, blocks, chosen, self.dim), chosen)
+
+    def write(self, state: EngineState, asked: Asked, moved: torch.Tensor) -> torch.Tensor:
+        if asked.context is None:
+            return from_blocks(moved, self.dim)
+        blocks = to_blocks(state.x, self.block_dim)
+        blocks[asked.context] = moved
+        return from_blocks(blocks, self.dim)
+
+
+@dataclass(frozen=True)
+class Subspace:
+    """``theta = base + scale * B z``: blocks of ``z (k,)``, the draw ``B (D, k)`` (orthonormal,
+    redrawn every ``redraw_every`` steps after folding ``B z`` into ``base``; None: ``B = I``).
+    The candidates are dense parameter vectors ``(N, D)``."""
+
+    dim: int
+    k: int
+    block_dim: int
+    redraw_every: int | None = 1
+
+    @property
+    def num_particles(self) -> int:
+        return num_blocks(self.k, self.block_dim)
+
+    @property
+    def particle_dim(self) -> int:
+        return self.block_dim
+
+    def start(self, theta: torch.Tensor, generator: torch.Generator) -> SubspaceDraw:
+        """The first draw around ``theta (D,)`` (consumes ``generator`` when redrawing)."""
+        basis = None if self.redraw_every is None else self._basis(generator, theta.dtype)
+        return SubspaceDraw(base=theta.clone(), basis=basis)
+
+    def _basis(self, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+        return orthonormal(self.dim, self.k, generator, dtype)
+
+    def propose(self, rule: StepRule, state: EngineState) -> Asked:
+        draw = state.draw
+        assert draw is not None, "a Subspace state starts from Engine.start(theta, ...)"
+        t, every = state.iteration, self.redraw_every
+        if every is not None and t > 0 and t % every == 0:
+            state.draw = replace(
+                draw.fold(state.x), basis=self._basis(state.generator, draw.base.dtype)
+            )
+            state.x = torch.zeros_like(state.x)
+        asked = Blocks(self.k, self.block_dim).propose(rule, state)
+        asked.candidates = state.draw.lift(asked.candidates.dense(state.x))
+        return asked
+
+    def write(self, state: EngineState, asked: Asked, moved: torch.Tensor) -> torch.Tensor:
+        return from_blocks(moved, self.k)
+
+
+def shaping(value: str | float | Transform | None, name: str = "shaping") -> Transform:
+    """A cost shaping from an alias (``"mean"``, ``"max"``, ``"row"``, ``"rank"``; None: raw
+    units), a cost unit (float > 0) or a callable ``(P, V) -> (P, V)``."""
+    return resolve("shaping", value, name=name)
+
+
+REGISTRY: dict[str, dict[Any, Callable[..., Any]]] = {
+    "shaping": SHAPINGS,
+    "projection": {"clip": Clip.build, "repair": Repair.build},
+    "space": {"particles": Particles, "blocks": Blocks, "subspace": Subspace},
+    "weights": {name: (lambda fn=fn: fn) for name, fn in WEIGHT_RULES.items()},
+}
+
+
+def resolve(kind: str, value: Any, /, *, name: str | None = None, **config: Any) -> Any:
+    """``REGISTRY[kind][value](**config)``; a callable passes through. Errors name ``name``."""
+    if kind not in REGISTRY:
+        raise ValueError(f"kind must be one of {sorted(REGISTRY)}, got {kind!r}")
+    table = REGISTRY[kind]
+    if callable(value) and not isinstance(value, str):
+        return value
+    if kind == "shaping" and isinstance(value, int | float) and not isinstance(value, bool):
+        return table["unit"](unit=value)
+    if not isinstance(value, str | None) or value not in table:
+        allowed = sorted(str(k) for k in table if k != "unit")
+        raise ValueError(f"{name or kind} must be one of {allowed}, got {value!r}")
+    return table[value](**config)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Configuration of a run: the step rule, the space, the cost shaping, ``projection``
+    (applied to dense candidates and to every new ``x``), ``repair`` (dense candidates only),
+    and ``max_iterations`` (None: the caller decides when to stop)."""
+
+    rule: StepRule
+    space: Space
+    shaping: Transform = field(default_factory=lambda: shaping("mean"))
+    projection: Transform | None = None
+    repair: Transform | None = None
+    max_iterations: int | None = None
+
+    @property
+    def popsize(self) -> int:
+        """Candidates per ask: ``P * V * num_probe``."""
+        per = num_vertices(self.rule.polytope, self.space.particle_dim) * self.rule.num_probe
+        return self.space.num_particles * per
+
+    def should_stop(self, state: EngineState) -> bool:
+        return self.max_iterations is not None and state.iteration >= self.max_iterations
+
+    def start(self, x: torch.Tensor, generator: torch.Generator) -> EngineState:
+        """A fresh state at ``x`` (particles, a vector, or ``theta`` for a subspace), as given
+        (not projected): the generator goes on from where the caller left it."""
+        if isinstance(self.space, Subspace):
+            draw = self.space.start(x, generator)
+            return EngineState(x=x.new_zeros(self.space.k), generator=generator, draw=draw)
+        return EngineState(x=x.detach().clone(), generator=generator)
+
+    def ask(self, state: EngineState) -> Any:
+        """Draw the next candidates (dense ones projected, then repaired)."""
+        if state.pending is not None:
+            raise RuntimeError("ask() called twice: tell(losses) the previous population first")
+        asked = self.space.propose(self.rule, state)
+        if isinstance(asked.candidates, torch.Tensor):
+            for transform in (self.projection, self.repair):
+                if transform is not None:
+                    asked.candidates = transform(asked.candidates)
+        state.pending = asked
+        dense = isinstance(asked.candidates, torch.Tensor)
+        return asked.candidates.clone() if dense else asked.candidates
+
+    def tell(
+        self, state: EngineState, losses: torch.Tensor, *, counted: int | None = None
+    ) -> tuple[EngineState, dict[str, float]]:
+        """Move to the barycentres from ``losses (N,)`` (NaN/inf allowed); ``counted``
+        evaluations are added (default ``N``). Dense candidates also update the best so far."""
+        asked = state.pending
+        if asked is None:
+            raise RuntimeError("tell() called before ask()")
+        losses = torch.as_tensor(losses).reshape(-1)
+        if losses.shape[0] != self.popsize:
+            raise ValueError(f"losses must have {self.popsize} entries, got {losses.shape[0]}")
+        state.pending = None
+        if isinstance(asked.candidates, torch.Tensor):
+            self.record(state, asked.candidates, losses)
+        moved, state.duals = self.rule.update(
+            asked.particles,
+            asked.proposal,
+            losses.to(asked.particles.device),
+            state.iteration,
+            state.duals,
+            shaping=self.shaping,
+        )
+        x = self.space.write(state, asked, moved)
+        state.x = x if self.projection is None else self.projection(x)
+        state.iteration += 1
+        state.evaluations += losses.shape[0] if counted is None else counted
+        finite = losses[torch.isfinite(losses)]
+        step_best = float(finite.min()) if finite.numel() else math.inf
+        return state, {
+            "iteration": state.iteration,
+            "evaluations": state.evaluations,
+            "best": state.best,
+            "step_best": step_best,
+        }
+
+    @staticmethod
+    def record(
+        state: EngineState, x: torch.Tensor, value: Any, *, later_ties: bool = False
+    ) -> None:
+        """Keep the best of ``x`` (one point, value a float; or rows ``(N, ...)``, values
+        ``(N,)``); NaN and +-inf never count. ``later_ties``: an equal value replaces the best."""
+        values = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+        rows = x.reshape(1, *x.shape) if values.shape[0] == 1 and x.ndim < 2 else x
+        clean = torch.where(torch.isfinite(values), values, math.inf)
+        index = int(clean.argmin())
+        best = float(clean[index])
+        if best < state.best or (later_ties and best == state.best and best < math.inf):
+            state.best, state.best_x = best, rows[index].clone()
