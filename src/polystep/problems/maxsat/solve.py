@@ -138,19 +138,19 @@ class MaxSATResult:
     """
 
     method: str
-    best: float
+    best_cost: float
     best_assignment: np.ndarray
     incumbent_cost: float
     incumbent_assignment: np.ndarray
     evaluations: int
     steps: int
-    seconds: float
+    wall_s: float
     history: list[tuple[int, float, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
-    # The old names, read by the bench until it moves onto the engine's vocabulary.
-    best_cost = property(lambda self: self.best)
-    wall_s = property(lambda self: self.seconds)
+    # The engine's names; the fields keep theirs while the bench builds results with them.
+    best = property(lambda self: self.best_cost)
+    seconds = property(lambda self: self.wall_s)
 
     def best_at(self, evaluations: int) -> float:
         """Best cost reached within ``evaluations`` (inf if no step finished by then)."""
@@ -357,13 +357,13 @@ class MaxSATRun:
         assert state.best_x is not None
         return MaxSATResult(
             method="polystep",
-            best=state.best,
+            best_cost=state.best,
             best_assignment=state.best_x.cpu().numpy(),
             incumbent_cost=self.cost,
             incumbent_assignment=(state.x > 0).cpu().numpy(),
             evaluations=state.evaluations,
             steps=len(self.history) - 1,
-            seconds=self.seconds,
+            wall_s=self.seconds,
             history=list(self.history),
             config={"preset": asdict(self.preset), "seed": self.seed, "budget_evals": self.budget},
         )
@@ -492,13 +492,13 @@ def solve_maxsat_openai_es(
         history.append((evaluations, best_cost, mean_cost))
     return MaxSATResult(
         method="openai-es",
-        best=best_cost,
+        best_cost=best_cost,
         best_assignment=best_x.cpu().numpy(),
         incumbent_cost=mean_cost,
         incumbent_assignment=(es.mean > 0).cpu().numpy(),
         evaluations=evaluations,
         steps=done,
-        seconds=time.perf_counter() - t0,
+        wall_s=time.perf_counter() - t0,
         history=history,
         config={"es": asdict(config), "seed": seed, "budget_evals": int(budget_evals)},
     )
