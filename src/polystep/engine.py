@@ -34,23 +34,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from polystep.blocks import block_candidates, from_blocks, num_blocks, to_blocks
 from polystep.geometry import num_vertices
-from polystep.parts import (
-    FORMAT_VERSION,
-    SHAPINGS,
-    Clip,
-    Repair,
-    SubspaceDraw,
-    check_state,
-    orthonormal,
-)
-from polystep.step import WEIGHT_RULES, Duals, Proposal, StepRule
+from polystep.parts import FORMAT_VERSION, SHAPINGS, Clip, Repair, SubspaceDraw, check_state
+from polystep.spaces import Asked, Blocks, Particles, Space, Subspace
+from polystep.step import WEIGHT_RULES, Duals, StepRule
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -62,17 +54,6 @@ DEFAULTS: dict[str, Any] = {
     "solver": "softmax",
     "scale_cost": "mean",
 }
-
-
-@dataclass
-class Asked:
-    """One step's proposal: the particles ``(P, p)`` it moves, and what the caller scores
-    (``candidates``: dense points ``(N, dim)``, :class:`BlockCandidates`, or the space's own)."""
-
-    particles: torch.Tensor
-    proposal: Proposal
-    candidates: Any
-    context: Any = None
 
 
 @dataclass
@@ -115,114 +96,6 @@ class EngineState:
         self.pending = None
 
 
-class Space(Protocol):
-    """What the particles are: ``propose`` draws a step around ``state``; ``write`` puts the
-    moved particles ``(P, p)`` back into a new ``x``."""
-
-    num_particles: int
-    particle_dim: int
-
-    def propose(self, rule: StepRule, state: EngineState) -> Asked: ...
-
-    def write(self, state: EngineState, asked: Asked, moved: torch.Tensor) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class Particles:
-    """``x (P, p)``: every row a particle; the candidates are its probes ``(P * V * K, p)``."""
-
-    num_particles: int
-    particle_dim: int
-
-    def propose(self, rule: StepRule, state: EngineState) -> Asked:
-        proposal = rule.propose(state.x, state.iteration, state.generator)
-        return Asked(state.x, proposal, proposal.probes.reshape(-1, self.particle_dim))
-
-    def write(self, state: EngineState, asked: Asked, moved: torch.Tensor) -> torch.Tensor:
-        return moved
-
-
-@dataclass(frozen=True)
-class Blocks:
-    """``x (D,)`` cut into blocks of ``block_dim``; ``active`` random blocks a step (None: all).
-    The candidates are :class:`~polystep.blocks.BlockCandidates`."""
-
-    dim: int
-    block_dim: int
-    active: int | None = None
-
-    @property
-    def num_particles(self) -> int:
-        total = num_blocks(self.dim, self.block_dim)
-        return total if self.active is None else min(self.active, total)
-
-    @property
-    def particle_dim(self) -> int:
-        return self.block_dim
-
-    def propose(self, rule: StepRule, state: EngineState) -> Asked:
-        blocks, chosen = to_blocks(state.x, self.block_dim), None
-        if self.num_particles < blocks.shape[0]:
-            chosen = torch.randperm(
-                blocks.shape[0], generator=state.generator, device=blocks.device
-            )
-            chosen = chosen[: self.num_particles]
-            blocks = blocks[chosen]
-        proposal = rule.propose(blocks, state.iteration, state.generator)
-        return Asked(blocks, proposal, block_candidates(proposal, blocks, chosen, self.dim), chosen)
-
-    def write(self, state: EngineState, asked: Asked, moved: torch.Tensor) -> torch.Tensor:
-        if asked.context is None:
-            return from_blocks(moved, self.dim)
-        blocks = to_blocks(state.x, self.block_dim)
-        blocks[asked.context] = moved
-        return from_blocks(blocks, self.dim)
-
-
-@dataclass(frozen=True)
-class Subspace:
-    """``theta = base + scale * B z``: blocks of ``z (k,)``, the draw ``B (D, k)`` (orthonormal,
-    redrawn every ``redraw_every`` steps after folding ``B z`` into ``base``; None: ``B = I``).
-    The candidates are dense parameter vectors ``(N, D)``."""
-
-    dim: int
-    k: int
-    block_dim: int
-    redraw_every: int | None = 1
-
-    @property
-    def num_particles(self) -> int:
-        return num_blocks(self.k, self.block_dim)
-
-    @property
-    def particle_dim(self) -> int:
-        return self.block_dim
-
-    def start(self, theta: torch.Tensor, generator: torch.Generator) -> SubspaceDraw:
-        """The first draw around ``theta (D,)`` (consumes ``generator`` when redrawing)."""
-        basis = None if self.redraw_every is None else self._basis(generator, theta.dtype)
-        return SubspaceDraw(base=theta.clone(), basis=basis)
-
-    def _basis(self, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-        return orthonormal(self.dim, self.k, generator, dtype)
-
-    def propose(self, rule: StepRule, state: EngineState) -> Asked:
-        draw = state.draw
-        assert draw is not None, "a Subspace state starts from Engine.start(theta, ...)"
-        t, every = state.iteration, self.redraw_every
-        if every is not None and t > 0 and t % every == 0:
-            state.draw = replace(
-                draw.fold(state.x), basis=self._basis(state.generator, draw.base.dtype)
-            )
-            state.x = torch.zeros_like(state.x)
-        asked = Blocks(self.k, self.block_dim).propose(rule, state)
-        asked.candidates = state.draw.lift(asked.candidates.dense(state.x))
-        return asked
-
-    def write(self, state: EngineState, asked: Asked, moved: torch.Tensor) -> torch.Tensor:
-        return from_blocks(moved, self.k)
-
-
 def shaping(value: str | float | Transform | None, name: str = "shaping") -> Transform:
     """A cost shaping from an alias (``"mean"``, ``"max"``, ``"row"``, ``"rank"``; None: raw
     units), a cost unit (float > 0) or a callable ``(P, V) -> (P, V)``."""
@@ -244,11 +117,17 @@ def resolve(kind: str, value: Any, /, *, name: str | None = None, **config: Any)
     table = REGISTRY[kind]
     if callable(value) and not isinstance(value, str):
         return value
-    if kind == "shaping" and isinstance(value, int | float) and not isinstance(value, bool):
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "shaping" and number:
+        if not 0 < value < math.inf:
+            raise ValueError(
+                f"{name or kind} as a cost unit must be positive and finite, got {value!r}"
+            )
         return table["unit"](unit=value)
     if not isinstance(value, str | None) or value not in table:
-        allowed = sorted(str(k) for k in table if k != "unit")
-        raise ValueError(f"{name or kind} must be one of {allowed}, got {value!r}")
+        allowed = ", ".join(repr(k) for k in table if k != "unit")
+        unit = " or a positive cost unit" if kind == "shaping" else ""
+        raise ValueError(f"{name or kind} must be one of {allowed}{unit}, got {value!r}")
     return table[value](**config)
 
 

@@ -333,20 +333,25 @@ class MaxSATRun:
         }
 
     def state_dict(self) -> dict[str, Any]:
+        history, seconds = list(self.history), self.seconds
         return {
             "engine": self.state.state_dict(),
-            "history": list(self.history),
-            "seconds": self.seconds,
+            "history": history,
+            "seconds": seconds,
+            "seed": self.seed,
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output of a run with the same instance, budget and preset."""
-        history, seconds = saved.get("history"), saved.get("seconds")
+        history, seconds, seed = saved.get("history"), saved.get("seconds"), saved.get("seed")
         if not isinstance(history, list) or not all(len(h) == 3 for h in history):
             raise ValueError("history in state must be a list of (evaluations, best, cost) rows")
         if not isinstance(seconds, int | float) or seconds < 0:
             raise ValueError(f"seconds in state must be a number >= 0, got {seconds!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed in state must be an int, got {seed!r}")
         self.state.load_state_dict(saved.get("engine"))
+        self.seed = seed
         self.evaluator.x = None
         self.cost = self.evaluator.set_assignment(self.state.x > 0)
         self.history = [tuple(h) for h in history]

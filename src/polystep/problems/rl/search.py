@@ -309,19 +309,23 @@ class PolicySearch:
             "history": list(self.history),
             "informed": self.informed,
             "seconds": self.seconds,
+            "seed": self.seed,
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output of a search with the same policy, budget and preset."""
-        history, informed, seconds = (saved.get(k) for k in ("history", "informed", "seconds"))
+        keys = ("history", "informed", "seconds", "seed")
+        history, informed, seconds, seed = (saved.get(k) for k in keys)
         if not isinstance(history, list) or not all(isinstance(h, float) for h in history):
             raise ValueError("history in state must be a list of floats")
         if not isinstance(informed, bool):
             raise ValueError(f"informed in state must be a bool, got {informed!r}")
         if not isinstance(seconds, int | float) or seconds < 0:
             raise ValueError(f"seconds in state must be a number >= 0, got {seconds!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed in state must be an int (it seeds the episodes), got {seed!r}")
         self.state.load_state_dict(saved.get("engine"))
-        self.history, self.informed = list(history), informed
+        self.history, self.informed, self.seed = list(history), informed, seed
         self.seconds_before, self.started = float(seconds), time.perf_counter()
 
     def result(self) -> PolicySearchResult:
