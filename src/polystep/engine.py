@@ -200,8 +200,7 @@ class Engine:
         state.x = x if self.projection is None else self.projection(x)
         state.iteration += 1
         state.evaluations += losses.shape[0] if counted is None else counted
-        finite = losses[torch.isfinite(losses)]
-        step_best = float(finite.min()) if finite.numel() else math.inf
+        step_best = float(torch.where(torch.isfinite(losses), losses, math.inf).min())
         return state, {
             "iteration": state.iteration,
             "evaluations": state.evaluations,

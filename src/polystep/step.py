@@ -174,15 +174,18 @@ class StepRule:
     ) -> tuple[torch.Tensor, Duals]:
         """Move every particle; ``losses`` has one entry per probe, ``(P, V, K)`` or flat.
 
-        ``shaping`` maps the per-vertex costs ``(P, V)`` (float64) before the weights (see
-        :mod:`polystep.engine`); None leaves them to ``scale_cost``."""
+        ``shaping`` maps the per-vertex costs ``(P, V)`` (float64) to finite, recentred costs
+        for the weights in place of ``scale_cost`` (see :mod:`polystep.parts`)."""
         num, num_vertices = proposal.directions.shape[:2]
         costs = losses.reshape(num, num_vertices, self.num_probe)
         # Mean over probes in float64 (a float32 sum of huge costs overflows); a non-finite
         # probe makes its vertex non-finite (then penalised).
         costs = costs.to(torch.float64).mean(dim=-1)
-        shaped = costs if shaping is None else shaping(costs)
-        weights, duals = self.weights(shaped, iteration, duals)
+        if shaping is None:
+            weights, duals = self.weights(costs, iteration, duals)
+        else:  # the shaping replaces scale_cost: its costs are already finite and recentred
+            rule = WEIGHT_RULES[self.solver]
+            weights, duals = rule(self, shaping(costs), self.epsilon(iteration), duals)
         weights = weights.to(positions.dtype)
         moved = barycentric_move(
             positions, proposal.directions, weights, self.step_radius(iteration)
