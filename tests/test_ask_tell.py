@@ -121,3 +121,17 @@ def test_minimize_validation():
         minimize(Sphere(dim=2), torch.zeros(2), budget=2)
     with pytest.raises(ValueError, match="x0"):
         minimize(Sphere(dim=2), torch.zeros(2, 2), budget=100)
+
+
+def test_states_that_do_not_fit_change_nothing():
+    # Moved from test_hardening_numerics: the checkpoint keys are the engine's (``x``) and a bad
+    # generator is a ValueError naming it (it was torch's RuntimeError).
+    es = PolyStepES(3, num_particles=2, seed=1)
+    es.ask()
+    es.tell(torch.arange(es.popsize, dtype=torch.float32))
+    good, before = es.state_dict(), es.state_dict()
+    with pytest.raises(ValueError, match="generator"):
+        es.load_state_dict(
+            {**good, "x": good["x"] + 1, "generator": torch.ones(3, dtype=torch.uint8)}
+        )
+    assert torch.equal(es.positions, before["x"])
