@@ -203,6 +203,20 @@ def test_bad_checkpoints_are_named_errors_and_change_nothing(front, field, value
     assert same(front.fingerprint(run), before)
 
 
+@pytest.mark.parametrize("front", FRONT_ENDS[2:], ids=IDS[2:])
+def test_problem_checkpoints_of_another_configuration_are_refused(front):
+    run = advance(front.build(4), SPLIT)
+    saved, before = front.save(run), front.fingerprint(run)
+    saved["config"] = {**saved["config"], "budget_evals": 1}
+    with pytest.raises(ValueError, match="config in state"):
+        front.load(run, saved)
+    saved = front.save(run)
+    saved["seconds"] = -1.0
+    with pytest.raises(ValueError, match="seconds in state"):
+        front.load(run, saved)
+    assert same(front.fingerprint(run), before)
+
+
 def test_protocol_errors_are_named():
     engine = Engine(StepRule.build(epsilon=0.5, step_radius=0.5, probe_radius=1.0), Particles(2, 3))
     state = engine.start(torch.zeros(2, 3), torch.Generator().manual_seed(0))
@@ -270,7 +284,7 @@ def test_schedules_names_and_old_import_path():
 def _resume_all(folder: Path) -> None:
     for front in FRONT_ENDS:
         run = front.build(9)
-        front.load(run, torch.load(folder / f"{front.name}.pt", weights_only=False))
+        front.load(run, torch.load(folder / f"{front.name}.pt", weights_only=True))
         torch.save(front.fingerprint(advance(run, STEPS - SPLIT)), folder / f"{front.name}.out.pt")
 
 

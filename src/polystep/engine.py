@@ -200,13 +200,8 @@ class Engine:
         state.x = x if self.projection is None else self.projection(x)
         state.iteration += 1
         state.evaluations += losses.shape[0] if counted is None else counted
-        step_best = float(torch.where(torch.isfinite(losses), losses, math.inf).min())
-        return state, {
-            "iteration": state.iteration,
-            "evaluations": state.evaluations,
-            "best": state.best,
-            "step_best": step_best,
-        }
+        metrics = {"iteration": state.iteration, "evaluations": state.evaluations}
+        return state, {**metrics, "best": state.best}
 
     @staticmethod
     def record(
@@ -214,10 +209,14 @@ class Engine:
     ) -> None:
         """Keep the best of ``x`` (one point, value a float; or rows ``(N, ...)``, values
         ``(N,)``); NaN and +-inf never count. ``later_ties``: an equal value replaces the best."""
-        values = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
-        rows = x.reshape(1, *x.shape) if values.shape[0] == 1 and x.ndim < 2 else x
-        clean = torch.where(torch.isfinite(values), values, math.inf)
-        index = int(clean.argmin())
-        best = float(clean[index])
-        if best < state.best or (later_ties and best == state.best and best < math.inf):
-            state.best, state.best_x = best, rows[index].clone()
+        if isinstance(value, int | float):  # one point
+            best, point = float(value), x
+        else:
+            values = value.to(torch.float64).reshape(-1)
+            clean = torch.where(torch.isfinite(values), values, math.inf)
+            index = int(clean.argmin())
+            best, point = float(clean[index]), x[index]
+        if not math.isfinite(best):
+            return
+        if best < state.best or (later_ties and best == state.best):
+            state.best, state.best_x = best, point.clone()

@@ -209,3 +209,20 @@ def upgrade(state: Any) -> Any:
     new = {k: v for k, v in state.items() if k not in ("positions", "best_cost", "best_fitness")}
     best = state.get("best_cost", state.get("best_fitness"))
     return {**new, "format": FORMAT_VERSION, "x": state["positions"], "best": best, "draw": None}
+
+
+def check_run(saved: Any, config: dict[str, Any]) -> tuple[list[Any], float, int]:
+    """A problem run's checkpoint around the engine's (``engine``): the run's ``config`` must
+    equal ``config``; returns its ``history``, ``seconds`` and ``seed`` (errors name the field)."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"state must be a dict from state_dict(), got {type(saved).__name__}")
+    if saved.get("config") != config:
+        raise ValueError(f"config in state {saved.get('config')!r} is not this run's {config!r}")
+    history, seconds, seed = saved.get("history"), saved.get("seconds"), saved.get("seed")
+    if not isinstance(history, list):
+        raise ValueError(f"history in state must be a list, got {type(history).__name__}")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+        raise ValueError(f"seconds in state must be a number >= 0, got {seconds!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed in state must be an int, got {seed!r}")
+    return list(history), float(seconds), seed

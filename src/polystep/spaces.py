@@ -77,22 +77,22 @@ class Blocks:
         return self.block_dim
 
     def propose(self, rule: StepRule, state: EngineState) -> Asked:
-        blocks, chosen = to_blocks(state.x, self.block_dim), None
-        if self.num_particles < blocks.shape[0]:
-            chosen = torch.randperm(
-                blocks.shape[0], generator=state.generator, device=blocks.device
-            )
+        every = blocks = to_blocks(state.x, self.block_dim)
+        chosen = None
+        if self.num_particles < every.shape[0]:
+            chosen = torch.randperm(every.shape[0], generator=state.generator, device=every.device)
             chosen = chosen[: self.num_particles]
-            blocks = blocks[chosen]
+            blocks = every[chosen]
         proposal = rule.propose(blocks, state.iteration, state.generator)
-        return Asked(blocks, proposal, block_candidates(proposal, blocks, chosen, self.dim), chosen)
+        candidates = block_candidates(proposal, blocks, chosen, self.dim)
+        return Asked(blocks, proposal, candidates, None if chosen is None else (chosen, every))
 
     def write(self, state: EngineState, asked: Asked, moved: torch.Tensor) -> torch.Tensor:
         if asked.context is None:
             return from_blocks(moved, self.dim)
-        blocks = to_blocks(state.x, self.block_dim)
-        blocks[asked.context] = moved
-        return from_blocks(blocks, self.dim)
+        chosen, every = asked.context  # every block of x, as proposed (a copy of x)
+        every[chosen] = moved
+        return from_blocks(every, self.dim)
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,10 @@ class Subspace:
     k: int
     block_dim: int
     redraw_every: int | None = 1
+
+    def __post_init__(self) -> None:
+        if self.redraw_every is None and self.k != self.dim:
+            raise ValueError(f"k must equal dim ({self.dim}) without a redraw, got {self.k}")
 
     @property
     def num_particles(self) -> int:

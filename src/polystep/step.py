@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from polystep.epsilon import Schedule, as_schedule
 from polystep.geometry import POLYTOPES, polytope, probe_fractions, random_rotations
+from polystep.schedules import Schedule, as_schedule
 from polystep.transport import (
     greedy_weights,
     prepare_costs,
@@ -98,7 +98,7 @@ class Duals:
 
 @dataclass(frozen=True)
 class StepRule:
-    """Configuration of one step. Radii are distances in search coordinates (see ``epsilon``).
+    """Configuration of one step. Radii are distances in search coordinates (see ``schedules``).
 
     ``epsilon`` is the temperature of the weights, in the units ``scale_cost`` leaves the
     costs in (raw loss units when ``scale_cost`` is None).

@@ -34,6 +34,7 @@ import torch
 from polystep.blocks import BlockCandidates, num_blocks
 from polystep.engine import Asked, Blocks, Engine, EngineState, resolve, shaping
 from polystep.geometry import num_vertices
+from polystep.parts import check_run
 from polystep.problems.maxsat.io import MaxSATInstance
 from polystep.problems.maxsat.objective import ClauseTensors, DeltaEvaluator, unsat_weight
 from polystep.schedules import Cosine, PowerDecay, Schedule
@@ -301,6 +302,7 @@ class MaxSATRun:
         Engine.record(self.state, z > 0, self.cost)
         self.history = [(1, self.state.best, self.cost)]
         self.seconds_before = 0.0  # wall time of the run before its last resume
+        self.config = {"num_vars": n, "budget_evals": self.budget, "preset": asdict(preset)}
 
     @property
     def seconds(self) -> float:
@@ -321,8 +323,9 @@ class MaxSATRun:
         else:
             counted, losses = asked.counted, evaluator.flip_costs(asked.var, asked.cand, asked.num)
         self.engine.tell(state, losses, counted=counted + 1)  # + 1: the new incumbent
-        self.cost = evaluator.set_assignment(state.x > 0)
-        Engine.record(state, state.x > 0, self.cost)
+        assignment = state.x > 0
+        self.cost = evaluator.set_assignment(assignment)
+        Engine.record(state, assignment, self.cost)
         self.history.append((state.evaluations, state.best, self.cost))
         step = state.iteration - 1
         return {
@@ -333,29 +336,26 @@ class MaxSATRun:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        history, seconds = list(self.history), self.seconds
         return {
             "engine": self.state.state_dict(),
-            "history": history,
-            "seconds": seconds,
+            "config": self.config,
+            "history": list(self.history),
+            "seconds": self.seconds,
             "seed": self.seed,
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output of a run with the same instance, budget and preset."""
-        history, seconds, seed = saved.get("history"), saved.get("seconds"), saved.get("seed")
-        if not isinstance(history, list) or not all(len(h) == 3 for h in history):
-            raise ValueError("history in state must be a list of (evaluations, best, cost) rows")
-        if not isinstance(seconds, int | float) or seconds < 0:
-            raise ValueError(f"seconds in state must be a number >= 0, got {seconds!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed in state must be an int, got {seed!r}")
+        """Restore :meth:`state_dict` output of a run with the same instance size, budget and
+        preset. The evaluator's incumbent is rebuilt from ``theta``: bit-exact when clause
+        weights are integers (plain CNF, integer WCNF), whose float64 sums are exact."""
+        history, seconds, seed = check_run(saved, self.config)
+        if not all(isinstance(h, tuple | list) and len(h) == 3 for h in history):
+            raise ValueError("history in state must hold (evaluations, best, cost) rows")
         self.state.load_state_dict(saved.get("engine"))
-        self.seed = seed
         self.evaluator.x = None
         self.cost = self.evaluator.set_assignment(self.state.x > 0)
-        self.history = [tuple(h) for h in history]
-        self.seconds_before, self.started = float(seconds), time.perf_counter()
+        self.history, self.seed = [tuple(h) for h in history], seed
+        self.seconds_before, self.started = seconds, time.perf_counter()
 
     def result(self) -> MaxSATResult:
         state = self.state

@@ -26,6 +26,7 @@ import torch
 from polystep.blocks import num_blocks
 from polystep.engine import Engine, Subspace, shaping
 from polystep.geometry import num_vertices
+from polystep.parts import check_run
 from polystep.problems.rl.envs import (
     HELDOUT_STREAM,
     SEARCH_STREAM,
@@ -266,6 +267,7 @@ class PolicySearch:
         self.history: list[float] = []
         self.informed = False  # some step's costs differed (ends the flat-start growth)
         self.seconds_before = 0.0
+        self.config = {"dim": dim, "budget_evals": budget_evals, "preset": asdict(preset)}
 
     @property
     def finished(self) -> bool:
@@ -288,7 +290,7 @@ class PolicySearch:
         if preset.keep_best:
             incumbent = state.draw.lift(state.x)
             losses = self._losses(torch.cat([params, incumbent.unsqueeze(0)]), step)
-            Engine.record(state, incumbent, losses[-1], later_ties=True)
+            Engine.record(state, incumbent, float(losses[-1]), later_ties=True)
             losses = losses[:-1]
         else:
             losses = self._losses(params, step)
@@ -306,6 +308,7 @@ class PolicySearch:
     def state_dict(self) -> dict[str, Any]:
         return {
             "engine": self.state.state_dict(),
+            "config": self.config,
             "history": list(self.history),
             "informed": self.informed,
             "seconds": self.seconds,
@@ -313,20 +316,17 @@ class PolicySearch:
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output of a search with the same policy, budget and preset."""
-        keys = ("history", "informed", "seconds", "seed")
-        history, informed, seconds, seed = (saved.get(k) for k in keys)
-        if not isinstance(history, list) or not all(isinstance(h, float) for h in history):
+        """Restore :meth:`state_dict` output of a search with the same policy size, budget and
+        preset; the seed (it seeds the episodes) comes from the checkpoint."""
+        history, seconds, seed = check_run(saved, self.config)
+        informed = saved.get("informed")
+        if not all(isinstance(h, float) for h in history):
             raise ValueError("history in state must be a list of floats")
         if not isinstance(informed, bool):
             raise ValueError(f"informed in state must be a bool, got {informed!r}")
-        if not isinstance(seconds, int | float) or seconds < 0:
-            raise ValueError(f"seconds in state must be a number >= 0, got {seconds!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed in state must be an int (it seeds the episodes), got {seed!r}")
         self.state.load_state_dict(saved.get("engine"))
-        self.history, self.informed, self.seed = list(history), informed, seed
-        self.seconds_before, self.started = float(seconds), time.perf_counter()
+        self.history, self.informed, self.seed = history, informed, seed
+        self.seconds_before, self.started = seconds, time.perf_counter()
 
     def result(self) -> PolicySearchResult:
         """The final incumbent; with ``keep_best``, it is scored once more (one evaluation) and
