@@ -89,10 +89,11 @@ def maxsat(seed: int, poison: bool = False, subspace: bool = False) -> MaxSATRun
     return run
 
 
-def policy_search(seed: int, poison: bool = False) -> PolicySearch:
+def policy_search(seed: int, poison: bool = False, subspace_dim: int | None = 8) -> PolicySearch:
     env = make_env("cartpole")
-    preset = PolicySearchPreset(rollouts=2, horizon=30, subspace_dim=8, keep_best=True)
-    run = PolicySearch(env, make_policy("tanh", env), budget_evals=200, seed=seed, preset=preset)
+    preset = PolicySearchPreset(rollouts=2, horizon=30, subspace_dim=subspace_dim, keep_best=True)
+    policy = make_policy("tanh", env, hidden=16 if subspace_dim else 4)  # full space: 30 params
+    run = PolicySearch(env, policy, budget_evals=600, seed=seed, preset=preset)
     if poison:
         losses = run._losses
         run._losses = lambda params, draw: poisoned(losses(params, draw))  # type: ignore[method-assign]
@@ -124,6 +125,7 @@ FRONT_ENDS = [
     FrontEnd("maxsat_blocks", maxsat),
     FrontEnd("maxsat_flip_groups", lambda seed, poison=False: maxsat(seed, poison, True)),
     FrontEnd("rl", policy_search),
+    FrontEnd("rl_full_space", lambda seed, poison=False: policy_search(seed, poison, None)),
 ]
 IDS = [f.name for f in FRONT_ENDS]
 

@@ -6,7 +6,8 @@ probes every block of ``block_dim`` consecutive variables at the ``V`` vertices 
 polytope (``N = P * V`` candidates, each differing from the incumbent in one block), scores them
 exactly with :class:`~polystep.problems.maxsat.objective.DeltaEvaluator` (time proportional to
 the clauses touched), then moves every block to its softmax barycentre
-(:func:`polystep.blocks.propose_blocks` / :func:`polystep.blocks.update_blocks`).
+(the engine, :mod:`polystep.engine`, with its ``"blocks"`` space and a box projection; the
+run and its checkpoint are :class:`MaxSATRun`).
 
 Why the preset works: ``theta`` is clipped to a box ``[-0.2, 0.2]^n`` and the probe radius exceeds
 the box diameter, so the four vertices of a randomly rotated 2-D orthoplex fall in the four sign

@@ -4,7 +4,8 @@ The search vector is the policy's flat parameter vector (about 100-170 numbers h
 either directly or through a random ``k``-dimensional subspace around the current parameters:
 ``theta = theta0 + B z`` with ``B (D, k)`` orthonormal columns, redrawn (after folding ``B z``
 into ``theta0``) every ``redraw_every`` steps. One step is the core's block-coordinate PolyStep
-step (:func:`~polystep.blocks.propose_blocks` / :func:`~polystep.blocks.update_blocks`) on ``z``.
+step on ``z``: the engine (:mod:`polystep.engine`) with its ``"subspace"`` space; the run and
+its checkpoint are :class:`PolicySearch`.
 
 Loss of a candidate = -(mean return over ``rollouts`` episodes); all candidates of a step share
 the same initial states (common random numbers), drawn from the search stream of ``seed``.
@@ -210,29 +211,18 @@ def search_policy(
         preset = preset if preset is not None else PolicySearchPreset()
         if not isinstance(preset, PolicySearchPreset):
             raise ValueError("method='polystep' needs a PolicySearchPreset")
-        return _search_polystep(env, policy, budget_evals, seed, preset, callback)
+        search = PolicySearch(env, policy, budget_evals=budget_evals, seed=seed, preset=preset)
+        while not search.finished:
+            step, evaluations, best_return = search.step()
+            if callback is not None:
+                callback(step, evaluations, best_return)
+        return search.result()
     if method == "openai_es":
         preset = preset if preset is not None else OpenAIESPreset()
         if not isinstance(preset, OpenAIESPreset):
             raise ValueError("method='openai_es' needs an OpenAIESPreset")
         return _search_openai_es(env, policy, budget_evals, seed, preset, callback)
     raise ValueError(f"method must be 'polystep' or 'openai_es', got {method!r}")
-
-
-def _search_polystep(
-    env: Any,
-    policy: MLPPolicy,
-    budget: int,
-    seed: int,
-    preset: PolicySearchPreset,
-    callback: Callback | None,
-) -> PolicySearchResult:
-    search = PolicySearch(env, policy, budget_evals=budget, seed=seed, preset=preset)
-    while not search.finished:
-        step, evaluations, best_return = search.step()
-        if callback is not None:
-            callback(step, evaluations, best_return)
-    return search.result()
 
 
 class PolicySearch:
