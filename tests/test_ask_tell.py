@@ -135,3 +135,16 @@ def test_states_that_do_not_fit_change_nothing():
             {**good, "x": good["x"] + 1, "generator": torch.ones(3, dtype=torch.uint8)}
         )
     assert torch.equal(es.positions, before["x"])
+
+
+def test_checkpoints_written_before_the_engine_still_load():
+    es = PolyStepES(3, num_particles=2, seed=4, x0=torch.ones(3))
+    run(es, Sphere(dim=3), 3)
+    new = es.state_dict()
+    old = {k: v for k, v in new.items() if k not in ("format", "x", "best", "draw")}
+    old.update(positions=new["x"], best_fitness=new["best"])
+    other = PolyStepES(3, num_particles=2, seed=0)
+    other.load_state_dict(old)
+    run(es, Sphere(dim=3), 2)
+    run(other, Sphere(dim=3), 2)
+    assert torch.equal(other.positions, es.positions) and other.best == es.best
