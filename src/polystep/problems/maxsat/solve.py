@@ -119,13 +119,13 @@ class MaxSATPreset:
             "probe_radius": radius(self.probe_radius_init, self.probe_radius_final),
         }
 
-    def rule(self, total_steps: int, cost_unit: float = 1.0) -> StepRule:
+    def rule(self, total_steps: int) -> StepRule:
+        """The step rule of a run of ``total_steps`` (costs are shaped by the engine)."""
         return StepRule.build(
             **self.schedules(total_steps),
             polytope=self.polytope,
             num_probe=self.num_probe,
             solver="softmax",
-            scale_cost=None if cost_unit == 1.0 else float(cost_unit),
         )
 
 
