@@ -156,10 +156,8 @@ class Engine:
     def start(self, x: torch.Tensor, generator: torch.Generator) -> EngineState:
         """A fresh state at ``x`` (particles, a vector, or ``theta`` for a subspace), as given
         (not projected): the generator goes on from where the caller left it."""
-        if isinstance(self.space, Subspace):
-            draw = self.space.start(x, generator)
-            return EngineState(x=x.new_zeros(self.space.k), generator=generator, draw=draw)
-        return EngineState(x=x.detach().clone(), generator=generator)
+        x, draw = self.space.start(x, generator)
+        return EngineState(x=x, generator=generator, draw=draw)
 
     def ask(self, state: EngineState) -> Any:
         """Draw the next candidates (dense ones projected, then repaired)."""

@@ -38,13 +38,24 @@ class Space(Protocol):
     num_particles: int
     particle_dim: int
 
+    def start(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, Any]:
+        """The first ``x`` and subspace draw (or None) from the caller's start ``x``."""
+        ...
+
     def propose(self, rule: StepRule, state: EngineState) -> Asked: ...
 
     def write(self, state: EngineState, asked: Asked, moved: torch.Tensor) -> torch.Tensor: ...
 
 
+class Direct:
+    """A space searched in its own coordinates: the state starts at ``x`` itself."""
+
+    def start(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, None]:
+        return x.detach().clone(), None
+
+
 @dataclass(frozen=True)
-class Particles:
+class Particles(Direct):
     """``x (P, p)``: every row a particle; the candidates are its probes ``(P * V * K, p)``."""
 
     num_particles: int
@@ -59,7 +70,7 @@ class Particles:
 
 
 @dataclass(frozen=True)
-class Blocks:
+class Blocks(Direct):
     """``x (D,)`` cut into blocks of ``block_dim``; ``active`` random blocks a step (None: all).
     The candidates are :class:`~polystep.blocks.BlockCandidates`."""
 
@@ -118,10 +129,12 @@ class Subspace:
     def particle_dim(self) -> int:
         return self.block_dim
 
-    def start(self, theta: torch.Tensor, generator: torch.Generator) -> SubspaceDraw:
-        """The first draw around ``theta (D,)`` (consumes ``generator`` when redrawing)."""
+    def start(
+        self, theta: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, SubspaceDraw]:
+        """``z = 0`` and the first draw around ``theta (D,)`` (a basis consumes ``generator``)."""
         basis = None if self.redraw_every is None else self._basis(generator, theta.dtype)
-        return SubspaceDraw(base=theta.clone(), basis=basis)
+        return theta.new_zeros(self.k), SubspaceDraw(base=theta.clone(), basis=basis)
 
     def _basis(self, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
         return orthonormal(self.dim, self.k, generator, dtype)

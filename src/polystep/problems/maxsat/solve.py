@@ -39,6 +39,7 @@ from polystep.parts import check_run
 from polystep.problems.maxsat.io import MaxSATInstance
 from polystep.problems.maxsat.objective import ClauseTensors, DeltaEvaluator, unsat_weight
 from polystep.schedules import Cosine, PowerDecay, Schedule
+from polystep.spaces import Direct
 from polystep.step import StepRule
 
 
@@ -387,7 +388,7 @@ class FlipCandidates:
 
 
 @dataclass(frozen=True)
-class FlipGroups:
+class FlipGroups(Direct):
     """The subspace space of MAX-SAT: coordinate ``(b, j)`` of particle ``b`` moves ``group``
     fresh random variables, each toward its flip (``theta_i -= sign(theta_i) * u_bj``), so a
     probe far outside the box flips the whole group or none of it."""
