@@ -121,3 +121,34 @@ def test_minimize_validation():
         minimize(Sphere(dim=2), torch.zeros(2), budget=2)
     with pytest.raises(ValueError, match="x0"):
         minimize(Sphere(dim=2), torch.zeros(2, 2), budget=100)
+
+
+@pytest.mark.bad_input(
+    "PolyStepES.load_state_dict with a state of another size or a broken generator",
+    "ValueError naming the field; nothing is changed",
+)
+def test_states_that_do_not_fit_change_nothing():
+    # Moved from test_hardening_numerics: the checkpoint keys are the engine's (``x``) and a bad
+    # generator is a ValueError naming it (it was torch's RuntimeError).
+    es = PolyStepES(3, num_particles=2, seed=1)
+    es.ask()
+    es.tell(torch.arange(es.popsize, dtype=torch.float32))
+    good, before = es.state_dict(), es.state_dict()
+    with pytest.raises(ValueError, match="generator"):
+        es.load_state_dict(
+            {**good, "x": good["x"] + 1, "generator": torch.ones(3, dtype=torch.uint8)}
+        )
+    assert torch.equal(es.positions, before["x"])
+
+
+def test_checkpoints_written_before_the_engine_still_load():
+    es = PolyStepES(3, num_particles=2, seed=4, x0=torch.ones(3))
+    run(es, Sphere(dim=3), 3)
+    new = es.state_dict()
+    old = {k: v for k, v in new.items() if k not in ("format", "x", "best", "draw")}
+    old.update(positions=new["x"], best_fitness=new["best"])
+    other = PolyStepES(3, num_particles=2, seed=0)
+    other.load_state_dict(old)
+    run(es, Sphere(dim=3), 2)
+    run(other, Sphere(dim=3), 2)
+    assert torch.equal(other.positions, es.positions) and other.best == es.best

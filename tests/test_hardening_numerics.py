@@ -100,31 +100,3 @@ def test_all_nan_optimizer_step_leaves_weights_bit_identical() -> None:
             opt.step(lambda: float("nan"))
         for p, q in zip(model.parameters(), before, strict=True):
             assert torch.equal(p, q)
-
-
-@pytest.mark.bad_input(
-    "load_state_dict with a state of another size",
-    "clear error; nothing is changed",
-)
-def test_ask_tell_and_solver_states_that_do_not_fit_change_nothing() -> None:
-    es = PolyStepES(3, num_particles=2, seed=1)
-    es.ask()
-    es.tell(torch.arange(es.popsize, dtype=torch.float32))
-    good, before = es.state_dict(), es.state_dict()
-    with pytest.raises(RuntimeError):
-        es.load_state_dict(
-            {
-                **good,
-                "positions": good["positions"] + 1,
-                "generator": torch.ones(3, dtype=torch.uint8),
-            }
-        )
-    assert torch.equal(es.positions, before["positions"])
-    solver = PolyStep.create(lambda x: (x**2).sum(1), dim=3, max_iterations=2)
-    state = solver.init_state(torch.ones(2, 3))
-    saved = state.state_dict()
-    with pytest.raises(RuntimeError):
-        state.load_state_dict(
-            {**saved, "positions": torch.zeros(2, 3), "generator": torch.ones(3, dtype=torch.uint8)}
-        )
-    assert torch.equal(state.positions, torch.ones(2, 3))

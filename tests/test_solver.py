@@ -167,3 +167,27 @@ def test_step_rule_move_is_bounded_by_step_radius():
     losses = torch.rand(proposal.probes.shape[:3], generator=g, dtype=torch.float64)
     moved, _ = rule.update(x, proposal, losses, 0, Duals())
     assert (moved.norm(dim=1) <= 0.3 + 1e-12).all()
+
+
+def test_states_that_do_not_fit_change_nothing():
+    # Moved from test_hardening_numerics (engine keys; a named ValueError, was RuntimeError).
+    solver = PolyStep.create(lambda x: (x**2).sum(1), dim=3, max_iterations=2)
+    state = solver.init_state(torch.ones(2, 3))
+    saved = state.state_dict()
+    bad = {**saved, "x": torch.zeros(2, 3), "generator": torch.ones(3, dtype=torch.uint8)}
+    with pytest.raises(ValueError, match="generator"):
+        state.load_state_dict(bad)
+    assert torch.equal(state.positions, torch.ones(2, 3))
+    with pytest.raises(ValueError, match="costs"):
+        state.load_state_dict({**saved, "costs": None})
+
+
+def test_checkpoints_written_before_the_engine_still_load():
+    solver = PolyStep.create(Sphere(dim=2), max_iterations=4, seed=2)
+    state = solver.run(start(0, n=3, dim=2))
+    new = state.state_dict()
+    old = {k: v for k, v in new.items() if k not in ("format", "x", "best", "draw")}
+    old.update(positions=new["x"], best_cost=new["best"])
+    fresh = solver.init_state(start(5, n=3, dim=2))
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.positions, state.positions) and fresh.best == state.best

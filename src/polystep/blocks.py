@@ -68,11 +68,20 @@ def propose_blocks(
     """Draw one step's candidates around ``z (D,)``; returns the proposal and its candidates."""
     blocks = to_blocks(z, block_dim)
     proposal = rule.propose(blocks, iteration, generator)
-    num, num_vertices, num_probe, _ = proposal.probes.shape
+    return proposal, block_candidates(proposal, blocks, None, z.shape[0])
+
+
+def block_candidates(
+    proposal: Proposal, blocks: torch.Tensor, chosen: torch.Tensor | None, dim: int
+) -> BlockCandidates:
+    """The candidates of a proposal drawn around ``blocks (P, p)``: block ``i`` is block
+    ``chosen[i]`` of ``z (dim,)`` (``chosen=None``: block ``i`` itself)."""
+    num, num_vertices, num_probe, block_dim = proposal.probes.shape
     offsets = proposal.probes - blocks[:, None, None, :]
-    index = torch.arange(num, device=z.device).repeat_interleave(num_vertices * num_probe)
-    candidates = BlockCandidates(block=index, offset=offsets.reshape(-1, block_dim), dim=z.shape[0])
-    return proposal, candidates
+    index = torch.arange(num, device=blocks.device).repeat_interleave(num_vertices * num_probe)
+    if chosen is not None:
+        index = chosen[index]
+    return BlockCandidates(block=index, offset=offsets.reshape(-1, block_dim), dim=dim)
 
 
 def update_blocks(

@@ -1,6 +1,7 @@
 """Low-level front end: PolyStep over a particle array ``X (N, dim)`` and an objective.
 
-Each row of ``X`` is an independent point of ``R^dim``. One iteration scores ``N * V * K`` probe
+Each row of ``X`` is an independent point of ``R^dim`` (a particle of :mod:`polystep.engine`,
+space ``"particles"``). One iteration scores ``N * V * K`` probe
 points (in chunks of at most ``chunk_size`` rows), moves every particle, then scores the moved
 particles, so ``state.costs[t]`` is the best objective value among the particles after
 iteration ``t`` and ``min(state.costs)`` is the best particle value found.
@@ -8,14 +9,16 @@ iteration ``t`` and ``min(state.costs)`` is the best particle value found.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from polystep.epsilon import CosineEpsilon, Schedule
-from polystep.step import Duals, StepRule
+from polystep.engine import DEFAULTS, Engine, EngineState, Particles, shaping
+from polystep.schedules import Cosine, Schedule
+from polystep.step import StepRule
 from polystep.validation import check_positive_int
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -35,57 +38,37 @@ def evaluate_in_chunks(
     return out
 
 
-def best_of(points: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """The row with the smallest finite value and that value (NaN and +-inf count as +inf)."""
-    clean = torch.where(torch.isfinite(values), values, torch.full_like(values, float("inf")))
-    index = int(clean.argmin())
-    return points[index].clone(), float(clean[index])
+class SolverState(EngineState):
+    """The engine state (``x`` is the particles ``(N, dim)``) plus ``costs``: the best particle
+    value after each iteration. ``positions`` and ``best_cost`` name ``x`` and ``best``."""
 
+    def __init__(self, *args: Any, costs: list[float] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.costs: list[float] = [] if costs is None else costs
 
-@dataclass
-class SolverState:
-    """Everything a run needs to continue exactly: positions, history, best point, RNG, duals."""
+    @property
+    def positions(self) -> torch.Tensor:
+        return self.x
 
-    positions: torch.Tensor
-    generator: torch.Generator
-    costs: list[float] = field(default_factory=list)
-    best_x: torch.Tensor | None = None
-    best_cost: float = float("inf")
-    iteration: int = 0
-    evaluations: int = 0
-    duals: Duals = field(default_factory=Duals)
+    @property
+    def best_cost(self) -> float:
+        return self.best
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "positions": self.positions.clone(),
-            "generator": self.generator.get_state(),
-            "costs": list(self.costs),
-            "best_x": None if self.best_x is None else self.best_x.clone(),
-            "best_cost": self.best_cost,
-            "iteration": self.iteration,
-            "evaluations": self.evaluations,
-            "duals": {"f": self.duals.f, "g": self.duals.g},
-        }
+        return {**super().state_dict(), "costs": list(self.costs)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output; every field is read before anything changes."""
-        positions = state["positions"]
-        if not isinstance(positions, torch.Tensor) or positions.ndim != 2:
-            raise ValueError(f"positions in state must be an (N, dim) tensor, got {positions!r}")
-        torch.Generator(device=self.generator.device).set_state(state["generator"])
-        costs, best_cost = [float(c) for c in state["costs"]], float(state["best_cost"])
-        counts = int(state["iteration"]), int(state["evaluations"])
-        best_x = None if state["best_x"] is None else state["best_x"].clone()
-        duals = Duals(f=state["duals"]["f"], g=state["duals"]["g"])
-        self.positions = positions.clone()
-        self.generator.set_state(state["generator"])
-        self.costs, self.best_x, self.best_cost, self.duals = costs, best_x, best_cost, duals
-        self.iteration, self.evaluations = counts
+        """Restore :meth:`state_dict` output; every field is checked before anything changes."""
+        costs = state.get("costs") if isinstance(state, dict) else None
+        if not isinstance(costs, list) or not all(isinstance(c, int | float) for c in costs):
+            raise ValueError("costs in state must be a list of numbers")
+        super().load_state_dict(state)
+        self.costs = [float(c) for c in costs]
 
 
 @dataclass(frozen=True)
 class PolyStep:
-    """PolyStep over independent particles. Build it with :meth:`create`."""
+    """PolyStep over independent particles: a loop over the engine. Build it with :meth:`create`."""
 
     objective: Objective
     dim: int
@@ -93,6 +76,7 @@ class PolyStep:
     max_iterations: int = 100
     chunk_size: int | None = None
     seed: int = 0
+    shaping: Callable[[torch.Tensor], torch.Tensor] = field(default_factory=lambda: shaping("mean"))
 
     @classmethod
     def create(
@@ -100,13 +84,13 @@ class PolyStep:
         objective: Objective,
         *,
         dim: int | None = None,
-        epsilon: float | Schedule = 0.5,
+        epsilon: float | Schedule = DEFAULTS["epsilon"],
         step_radius: float | Schedule | None = None,
         probe_radius: float | Schedule | None = None,
-        polytope: str = "orthoplex",
-        num_probe: int = 1,
-        solver: str = "softmax",
-        scale_cost: str | float | None = "mean",
+        polytope: str = DEFAULTS["polytope"],
+        num_probe: int = DEFAULTS["num_probe"],
+        solver: str = DEFAULTS["solver"],
+        scale_cost: str | float | None = DEFAULTS["scale_cost"],
         max_iterations: int = 100,
         chunk_size: int | None = None,
         seed: int = 0,
@@ -116,7 +100,8 @@ class PolyStep:
 
         ``dim`` defaults to ``objective.dim``. Both radii default to a cosine decay from 4.0 to
         4e-3 over ``max_iterations`` (with one probe, it sits at half the step radius).
-        ``epsilon`` is in units of the step's mean cost spread (``scale_cost="mean"``).
+        ``epsilon`` is in units of the step's cost spread (``scale_cost``: ``"mean"``, ``"max"``,
+        ``"row"``, ``"rank"``, a cost unit, or None for raw units; see :mod:`polystep.parts`).
         ``max_iteration`` is accepted as an alias of ``max_iterations``.
         """
         if "max_iteration" in aliases:
@@ -131,27 +116,26 @@ class PolyStep:
         check_positive_int("chunk_size", chunk_size, allow_none=True)
         if not callable(objective):
             raise ValueError("objective must be callable: (N, dim) -> (N,)")
-        if step_radius is None:
-            step_radius = CosineEpsilon(init=4.0, target=4e-3, total_steps=max_iterations)
-        if probe_radius is None:
-            probe_radius = CosineEpsilon(init=4.0, target=4e-3, total_steps=max_iterations)
+        default = Cosine(init=4.0, target=4e-3, total_steps=max_iterations)
         rule = StepRule.build(
             epsilon=epsilon,
-            step_radius=step_radius,
-            probe_radius=probe_radius,
+            step_radius=default if step_radius is None else step_radius,
+            probe_radius=default if probe_radius is None else probe_radius,
             polytope=polytope,
             num_probe=num_probe,
             solver=solver,
-            scale_cost=scale_cost,
         )
-        return cls(objective, dim, rule, max_iterations, chunk_size, int(seed))
+        shape = shaping(scale_cost, "scale_cost")
+        return cls(objective, dim, rule, max_iterations, chunk_size, int(seed), shape)
+
+    def engine(self, num_particles: int) -> Engine:
+        space = Particles(num_particles, self.dim)
+        return Engine(self.rule, space, self.shaping, max_iterations=self.max_iterations)
 
     def _score(self, state: SolverState, points: torch.Tensor) -> torch.Tensor:
         values = evaluate_in_chunks(self.objective, points, self.chunk_size)
         state.evaluations += points.shape[0]
-        x, value = best_of(points, values)
-        if value < state.best_cost:
-            state.best_x, state.best_cost = x, value
+        Engine.record(state, points, values)
         return values
 
     def init_state(self, x: torch.Tensor) -> SolverState:
@@ -163,27 +147,23 @@ class PolyStep:
             raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
         generator = torch.Generator(device=x.device)
         generator.manual_seed(self.seed)
-        state = SolverState(positions=x.detach().clone(), generator=generator)
-        self._score(state, state.positions)
+        state = SolverState(x=x.detach().clone(), generator=generator)
+        self._score(state, state.x)
         return state
 
     def step(self, state: SolverState) -> SolverState:
-        """One iteration in place; returns ``state`` for chaining."""
-        t = state.iteration
-        proposal = self.rule.propose(state.positions, t, state.generator)
-        probes = proposal.probes.reshape(-1, self.dim)
-        losses = self._score(state, probes)
-        state.positions, state.duals = self.rule.update(
-            state.positions, proposal, losses.to(state.positions.device), t, state.duals
-        )
-        particle_values = self._score(state, state.positions)
-        state.costs.append(best_of(state.positions, particle_values)[1])
-        state.iteration += 1
+        """One iteration in place (ask, score the probes, tell, score the moved particles)."""
+        engine = self.engine(state.x.shape[0])
+        probes = engine.ask(state)
+        engine.tell(state, evaluate_in_chunks(self.objective, probes, self.chunk_size))
+        values = self._score(state, state.x)
+        clean = torch.where(torch.isfinite(values), values, torch.full_like(values, math.inf))
+        state.costs.append(float(clean.min()))
         return state
 
     def run(self, x: torch.Tensor) -> SolverState:
         """``max_iterations`` iterations from particles ``x (N, dim)``."""
         state = self.init_state(x)
-        while state.iteration < self.max_iterations:
+        while not self.engine(state.x.shape[0]).should_stop(state):
             self.step(state)
         return state

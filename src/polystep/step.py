@@ -9,12 +9,13 @@ particle to ``x_i + r_s * sum_v w_iv d_iv``. ``StepRule`` holds configuration on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from polystep.epsilon import Schedule, as_schedule
 from polystep.geometry import POLYTOPES, polytope, probe_fractions, random_rotations
+from polystep.schedules import Schedule, as_schedule
 from polystep.transport import (
     greedy_weights,
     prepare_costs,
@@ -24,7 +25,39 @@ from polystep.transport import (
 )
 from polystep.validation import check_positive_int
 
-SOLVERS = ("softmax", "sinkhorn", "greedy")
+WeightsOut = tuple[torch.Tensor, "Duals"]
+
+
+def _greedy(rule: StepRule, costs: torch.Tensor, epsilon: float, duals: Duals) -> WeightsOut:
+    return greedy_weights(costs), duals
+
+
+def _softmax(rule: StepRule, costs: torch.Tensor, epsilon: float, duals: Duals) -> WeightsOut:
+    return softmax_weights(costs, epsilon), duals
+
+
+def _sinkhorn(rule: StepRule, costs: torch.Tensor, epsilon: float, duals: Duals) -> WeightsOut:
+    if costs.shape[0] == 1:
+        # One particle: the balanced plan is uniform and would never move; use softmax.
+        return softmax_weights(costs, epsilon), duals
+    result = sinkhorn_weights(
+        costs,
+        epsilon,
+        f=duals.f,
+        g=duals.g,
+        tolerance=rule.sinkhorn_tolerance,
+        max_iterations=rule.sinkhorn_max_iterations,
+    )
+    return result.weights, Duals(f=result.f, g=result.g)
+
+
+# The weight rules, by name: ``(rule, prepared costs (P, V), epsilon, duals) -> (W (P, V), duals)``.
+WEIGHT_RULES: dict[str, Callable[[StepRule, torch.Tensor, float, Duals], WeightsOut]] = {
+    "softmax": _softmax,
+    "sinkhorn": _sinkhorn,
+    "greedy": _greedy,
+}
+SOLVERS = tuple(WEIGHT_RULES)
 
 
 def vertex_directions(rotations: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
@@ -65,7 +98,7 @@ class Duals:
 
 @dataclass(frozen=True)
 class StepRule:
-    """Configuration of one step. Radii are distances in search coordinates (see ``epsilon``).
+    """Configuration of one step. Radii are distances in search coordinates (see ``schedules``).
 
     ``epsilon`` is the temperature of the weights, in the units ``scale_cost`` leaves the
     costs in (raw loss units when ``scale_cost`` is None).
@@ -128,21 +161,7 @@ class StepRule:
     ) -> tuple[torch.Tensor, Duals]:
         """Weights ``(P, V)`` from raw costs ``(P, V)``; non-finite costs are penalised."""
         prepared = prepare_costs(costs, self.scale_cost)
-        epsilon = self.epsilon(iteration)
-        if self.solver == "greedy":
-            return greedy_weights(prepared), duals
-        if self.solver == "softmax" or prepared.shape[0] == 1:
-            # One particle: the balanced plan is uniform and would never move; use softmax.
-            return softmax_weights(prepared, epsilon), duals
-        result = sinkhorn_weights(
-            prepared,
-            epsilon,
-            f=duals.f,
-            g=duals.g,
-            tolerance=self.sinkhorn_tolerance,
-            max_iterations=self.sinkhorn_max_iterations,
-        )
-        return result.weights, Duals(f=result.f, g=result.g)
+        return WEIGHT_RULES[self.solver](self, prepared, self.epsilon(iteration), duals)
 
     def update(
         self,
@@ -151,14 +170,22 @@ class StepRule:
         losses: torch.Tensor,
         iteration: int,
         duals: Duals,
+        shaping: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, Duals]:
-        """Move every particle; ``losses`` has one entry per probe, ``(P, V, K)`` or flat."""
+        """Move every particle; ``losses`` has one entry per probe, ``(P, V, K)`` or flat.
+
+        ``shaping`` maps the per-vertex costs ``(P, V)`` (float64) to finite, recentred costs
+        for the weights in place of ``scale_cost`` (see :mod:`polystep.parts`)."""
         num, num_vertices = proposal.directions.shape[:2]
         costs = losses.reshape(num, num_vertices, self.num_probe)
         # Mean over probes in float64 (a float32 sum of huge costs overflows); a non-finite
         # probe makes its vertex non-finite (then penalised).
         costs = costs.to(torch.float64).mean(dim=-1)
-        weights, duals = self.weights(costs, iteration, duals)
+        if shaping is None:
+            weights, duals = self.weights(costs, iteration, duals)
+        else:  # the shaping replaces scale_cost: its costs are already finite and recentred
+            rule = WEIGHT_RULES[self.solver]
+            weights, duals = rule(self, shaping(costs), self.epsilon(iteration), duals)
         weights = weights.to(positions.dtype)
         moved = barycentric_move(
             positions, proposal.directions, weights, self.step_radius(iteration)

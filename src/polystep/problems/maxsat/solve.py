@@ -6,7 +6,8 @@ probes every block of ``block_dim`` consecutive variables at the ``V`` vertices 
 polytope (``N = P * V`` candidates, each differing from the incumbent in one block), scores them
 exactly with :class:`~polystep.problems.maxsat.objective.DeltaEvaluator` (time proportional to
 the clauses touched), then moves every block to its softmax barycentre
-(:func:`polystep.blocks.propose_blocks` / :func:`polystep.blocks.update_blocks`).
+(the engine, :mod:`polystep.engine`, with its ``"blocks"`` space and a box projection; the
+run and its checkpoint are :class:`MaxSATRun`).
 
 Why the preset works: ``theta`` is clipped to a box ``[-0.2, 0.2]^n`` and the probe radius exceeds
 the box diameter, so the four vertices of a randomly rotated 2-D orthoplex fall in the four sign
@@ -23,7 +24,6 @@ their flip, so one evaluation decides many variables.
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -32,19 +32,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from polystep.blocks import (
-    BlockCandidates,
-    from_blocks,
-    num_blocks,
-    propose_blocks,
-    to_blocks,
-    update_blocks,
-)
-from polystep.epsilon import CosineEpsilon, PowerDecay, Schedule
+from polystep.blocks import BlockCandidates, num_blocks
+from polystep.engine import Asked, Blocks, Engine, EngineState, resolve, shaping
 from polystep.geometry import num_vertices
+from polystep.parts import check_run
 from polystep.problems.maxsat.io import MaxSATInstance
 from polystep.problems.maxsat.objective import ClauseTensors, DeltaEvaluator, unsat_weight
-from polystep.step import Duals, StepRule
+from polystep.schedules import Cosine, PowerDecay, Schedule
+from polystep.spaces import Direct
+from polystep.step import StepRule
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,8 +50,8 @@ class MaxSATPreset:
     ``epsilon_*`` are in units of the mean soft-clause weight (costs are divided by it), so for
     plain CNF they count clauses. Radii are distances in ``theta`` coordinates; ``theta`` starts
     at ``init_scale * N(0, 1)``. ``epsilon`` decays with a half cosine over the run, the radii with
-    :class:`~polystep.epsilon.CosineEpsilon` as well (``radius_schedule="cosine"``) or with
-    :class:`~polystep.epsilon.PowerDecay` (``"power"``, floored at the final value).
+    :class:`~polystep.schedules.Cosine` as well (``radius_schedule="cosine"``) or with
+    :class:`~polystep.schedules.PowerDecay` (``"power"``, floored at the final value).
     ``blocks_per_step``: probe and move only a random subset of blocks per step (None: all).
     ``box``: after each move ``theta`` is clipped to ``[-box, box]`` (None: no clipping). Only
     signs matter, so this loses nothing, and it keeps every variable within ``box`` of a flip:
@@ -114,23 +110,23 @@ class MaxSATPreset:
                 raise ValueError(
                     f"radius_schedule must be 'cosine' or 'power', got {self.radius_schedule!r}"
                 )
-            return CosineEpsilon(init=init, target=final, total_steps=total_steps)
+            return Cosine(init=init, target=final, total_steps=total_steps)
 
         return {
-            "epsilon": CosineEpsilon(
+            "epsilon": Cosine(
                 init=self.epsilon_init, target=self.epsilon_final, total_steps=total_steps
             ),
             "step_radius": radius(self.step_radius_init, self.step_radius_final),
             "probe_radius": radius(self.probe_radius_init, self.probe_radius_final),
         }
 
-    def rule(self, total_steps: int, cost_unit: float = 1.0) -> StepRule:
+    def rule(self, total_steps: int) -> StepRule:
+        """The step rule of a run of ``total_steps`` (costs are shaped by the engine)."""
         return StepRule.build(
             **self.schedules(total_steps),
             polytope=self.polytope,
             num_probe=self.num_probe,
             solver="softmax",
-            scale_cost=None if cost_unit == 1.0 else float(cost_unit),
         )
 
 
@@ -154,6 +150,10 @@ class MaxSATResult:
     wall_s: float
     history: list[tuple[int, float, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+
+    # The engine's names; the fields keep theirs while the bench builds results with them.
+    best = property(lambda self: self.best_cost)
+    seconds = property(lambda self: self.wall_s)
 
     def best_at(self, evaluations: int) -> float:
         """Best cost reached within ``evaluations`` (inf if no step finished by then)."""
@@ -234,134 +234,201 @@ def solve_maxsat(
     counted; every other candidate and each step's new incumbent count one evaluation.
     Returns the best assignment seen and the final incumbent. ``max_seconds`` stops early
     (between steps). Pass a prebuilt ``evaluator`` to reuse its index across seeds.
+    ``callback`` gets ``{"step", "evaluations", "cost", "best"}`` after every step.
     """
-    t0 = time.perf_counter()
-    n = instance.num_vars
-    if preset is None:
-        preset = preset_for_budget(n, budget_evals)
-    p = preset.block_dim
-    subspace = preset.subspace
-    device = torch.device(device)
-    if evaluator is None or (evaluator.block_dim != p and not subspace):
-        evaluator = DeltaEvaluator(instance, p, device=device)
-    evaluator.x = None  # fresh incumbent
-    num_blk = num_blocks(num_blocks(n, preset.group_size) if subspace else n, p)
-    per_block = num_vertices(preset.polytope, p) * preset.num_probe
-    active = num_blk if preset.blocks_per_step is None else min(num_blk, preset.blocks_per_step)
-    worst_step = active * per_block + 1
-    steps = max(0, (int(budget_evals) - 1) // (active * (per_block - 1) + 1))
-    rule = preset.rule(max(steps, 1), _cost_unit(instance))
-    gen = torch.Generator(device=device).manual_seed(int(seed))
-    z = preset.init_scale * torch.randn(n, generator=gen, dtype=torch.float32, device=device)
-    cost = evaluator.set_assignment(z > 0)
-    evaluations = 1
-    best_cost, best_x = cost, (z > 0).clone()
-    history = [(evaluations, best_cost, cost)]
-    duals = Duals()
-    done = 0
-    for it in itertools.count():  # schedules run over ``steps``; leftover budget at the end
-        if evaluations + worst_step > budget_evals:
-            break
-        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-            break
-        if subspace:
-            group = preset.group_at(it, steps)
-            z, duals, counted = _subspace_step(rule, z, evaluator, group, p, active, it, gen, duals)
-        else:
-            z, duals, counted = _block_step(rule, z, evaluator, p, active, num_blk, it, gen, duals)
-        if preset.box is not None:
-            z = z.clamp(-preset.box, preset.box)
-        cost = evaluator.set_assignment(z > 0)
-        evaluations += counted + 1
-        done += 1
-        if cost < best_cost:
-            best_cost, best_x = cost, (z > 0).clone()
-        history.append((evaluations, best_cost, cost))
-        if callback is not None:
-            callback({"step": it, "evaluations": evaluations, "cost": cost, "best": best_cost})
-    return MaxSATResult(
-        method="polystep",
-        best_cost=best_cost,
-        best_assignment=best_x.cpu().numpy(),
-        incumbent_cost=cost,
-        incumbent_assignment=(z > 0).cpu().numpy(),
-        evaluations=evaluations,
-        steps=done,
-        wall_s=time.perf_counter() - t0,
-        history=history,
-        config={"preset": asdict(preset), "seed": seed, "budget_evals": int(budget_evals)},
+    run = MaxSATRun(
+        instance,
+        budget_evals=budget_evals,
+        seed=seed,
+        preset=preset,
+        device=device,
+        evaluator=evaluator,
     )
+    while not run.finished and (max_seconds is None or run.seconds <= max_seconds):
+        metrics = run.step()
+        if callback is not None:
+            callback(metrics)
+    return run.result()
 
 
-def _block_step(
-    rule: StepRule,
-    z: torch.Tensor,
-    evaluator: DeltaEvaluator,
-    p: int,
-    active: int,
-    num_blk: int,
-    it: int,
-    gen: torch.Generator,
-    duals: Duals,
-) -> tuple[torch.Tensor, Duals, int]:
-    """One full-space step over ``active`` random blocks of ``p`` consecutive variables (all
-    when ``active == num_blk``). Returns ``z``, the duals and the candidates that count."""
-    if active == num_blk:
-        proposal, candidates = propose_blocks(rule, z, p, it, gen)
-        counted = int(evaluator.flips(z, candidates).any(dim=1).sum())
-        losses = evaluator.costs(z, candidates)
-        z, duals = update_blocks(rule, z, p, proposal, losses, it, duals)
-        return z, duals, counted
-    blocks = to_blocks(z, p)
-    chosen = torch.randperm(num_blk, generator=gen, device=z.device)[:active]
-    sub = blocks[chosen].reshape(-1)
-    proposal, local = propose_blocks(rule, sub, p, it, gen)
-    candidates = BlockCandidates(block=chosen[local.block], offset=local.offset, dim=z.shape[0])
-    counted = int(evaluator.flips(z, candidates).any(dim=1).sum())
-    losses = evaluator.costs(z, candidates)
-    moved, duals = update_blocks(rule, sub, p, proposal, losses, it, duals)
-    blocks[chosen] = moved.reshape(active, p)
-    return from_blocks(blocks, z.shape[0]), duals, counted
+class MaxSATRun:
+    """One PolyStep run on MAX-SAT as an engine configuration: ``step()`` until ``finished``;
+    ``state_dict()`` / ``load_state_dict()`` resume it exactly (the evaluator's incumbent is
+    rebuilt from ``theta``). The engine's best so far is the best *incumbent* assignment."""
+
+    def __init__(
+        self,
+        instance: MaxSATInstance,
+        *,
+        budget_evals: int,
+        seed: int = 0,
+        preset: MaxSATPreset | None = None,
+        device: torch.device | str = "cpu",
+        evaluator: DeltaEvaluator | None = None,
+    ) -> None:
+        self.started = time.perf_counter()
+        self.instance, self.budget, self.seed = instance, int(budget_evals), int(seed)
+        n = instance.num_vars
+        self.preset = preset = preset_for_budget(n, budget_evals) if preset is None else preset
+        p, device = preset.block_dim, torch.device(device)
+        if evaluator is None or (evaluator.block_dim != p and not preset.subspace):
+            evaluator = DeltaEvaluator(instance, p, device=device)
+        evaluator.x = None  # fresh incumbent
+        self.evaluator = evaluator
+        num_blk = num_blocks(num_blocks(n, preset.group_size) if preset.subspace else n, p)
+        per_block = num_vertices(preset.polytope, p) * preset.num_probe
+        active = num_blk if preset.blocks_per_step is None else min(num_blk, preset.blocks_per_step)
+        self.worst_step = active * per_block + 1
+        self.steps = max(0, (self.budget - 1) // (active * (per_block - 1) + 1))
+        if preset.subspace:
+            space: Any = FlipGroups(evaluator, preset, active, p, max(self.steps, 1))
+        else:
+            space = Blocks(n, p, None if active == num_blk else active)
+        unit = _cost_unit(instance)
+        box = (
+            None
+            if preset.box is None
+            else resolve("projection", "clip", bounds=(-preset.box, preset.box))
+        )
+        self.engine = Engine(
+            preset.rule(max(self.steps, 1)),
+            space,
+            shaping(None if unit == 1.0 else unit),
+            projection=box,
+        )
+        gen = torch.Generator(device=device).manual_seed(self.seed)
+        z = preset.init_scale * torch.randn(n, generator=gen, dtype=torch.float32, device=device)
+        self.state = self.engine.start(z, gen)
+        self.cost = evaluator.set_assignment(z > 0)
+        self.state.evaluations = 1
+        Engine.record(self.state, z > 0, self.cost)
+        self.history = [(1, self.state.best, self.cost)]
+        self.seconds_before = 0.0  # wall time of the run before its last resume
+        self.config = {"num_vars": n, "budget_evals": self.budget, "preset": asdict(preset)}
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    @property
+    def finished(self) -> bool:
+        """The budget cannot pay for another step (schedules run over ``steps``)."""
+        return self.state.evaluations + self.worst_step > self.budget
+
+    def step(self) -> dict[str, float]:
+        """Ask, score the candidates exactly, tell, clip, score and keep the new incumbent."""
+        state, evaluator = self.state, self.evaluator
+        z, asked = state.x, self.engine.ask(state)
+        if isinstance(asked, BlockCandidates):
+            counted = int(evaluator.flips(z, asked).any(dim=1).sum())
+            losses = evaluator.costs(z, asked)
+        else:
+            counted, losses = asked.counted, evaluator.flip_costs(asked.var, asked.cand, asked.num)
+        self.engine.tell(state, losses, counted=counted + 1)  # + 1: the new incumbent
+        assignment = state.x > 0
+        self.cost = evaluator.set_assignment(assignment)
+        Engine.record(state, assignment, self.cost)
+        self.history.append((state.evaluations, state.best, self.cost))
+        step = state.iteration - 1
+        return {
+            "step": step,
+            "evaluations": state.evaluations,
+            "cost": self.cost,
+            "best": state.best,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "engine": self.state.state_dict(),
+            "config": self.config,
+            "history": list(self.history),
+            "seconds": self.seconds,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output of a run with the same instance size, budget and
+        preset. The evaluator's incumbent is rebuilt from ``theta``: bit-exact when clause
+        weights are integers (plain CNF, integer WCNF), whose float64 sums are exact."""
+        history, seconds, seed = check_run(saved, self.config)
+        if not all(isinstance(h, tuple | list) and len(h) == 3 for h in history):
+            raise ValueError("history in state must hold (evaluations, best, cost) rows")
+        self.state.load_state_dict(saved.get("engine"))
+        self.evaluator.x = None
+        self.cost = self.evaluator.set_assignment(self.state.x > 0)
+        self.history, self.seed = [tuple(h) for h in history], seed
+        self.seconds_before, self.started = seconds, time.perf_counter()
+
+    def result(self) -> MaxSATResult:
+        state = self.state
+        assert state.best_x is not None
+        return MaxSATResult(
+            method="polystep",
+            best_cost=state.best,
+            best_assignment=state.best_x.cpu().numpy(),
+            incumbent_cost=self.cost,
+            incumbent_assignment=(state.x > 0).cpu().numpy(),
+            evaluations=state.evaluations,
+            steps=len(self.history) - 1,
+            wall_s=self.seconds,
+            history=list(self.history),
+            config={"preset": asdict(self.preset), "seed": self.seed, "budget_evals": self.budget},
+        )
 
 
-def _subspace_step(
-    rule: StepRule,
-    z: torch.Tensor,
-    evaluator: DeltaEvaluator,
-    group: int,
-    p: int,
-    active: int,
-    it: int,
-    gen: torch.Generator,
-    duals: Duals,
-) -> tuple[torch.Tensor, Duals, int]:
-    """One step in a random subspace: coordinate ``(b, j)`` of particle ``b`` moves ``group``
+@dataclass
+class FlipCandidates:
+    """A flip-group step's candidates: variable ``var[j]`` flips in candidate ``cand[j]`` (of
+    ``num``); ``counted`` candidates flip something."""
+
+    var: torch.Tensor
+    cand: torch.Tensor
+    num: int
+    counted: int
+
+
+@dataclass(frozen=True)
+class FlipGroups(Direct):
+    """The subspace space of MAX-SAT: coordinate ``(b, j)`` of particle ``b`` moves ``group``
     fresh random variables, each toward its flip (``theta_i -= sign(theta_i) * u_bj``), so a
-    probe far outside the box flips the whole group or none of it. Returns ``z``, the duals and
-    the candidates that count (those that flip something)."""
-    n, device = z.shape[0], z.device
-    need = active * p * group
-    perm = torch.randperm(n, generator=gen, device=device)
-    if need > n:
-        perm = torch.cat([perm, torch.full((need - n,), n, dtype=perm.dtype, device=device)])
-    members = perm[:need].reshape(active, p, group)
-    valid = members < n
-    safe = torch.where(valid, members, torch.zeros_like(members))
-    x = evaluator.x
-    toward = torch.where(x[safe], -1.0, 1.0).to(z.dtype)
-    origin = torch.zeros(active, p, dtype=z.dtype, device=device)
-    proposal = rule.propose(origin, it, gen)
-    offsets = proposal.probes.reshape(active, -1, p)  # (active, V*K, p)
-    num = offsets.shape[0] * offsets.shape[1]
-    moved_theta = z[safe][:, None] + toward[:, None] * offsets[..., None]
-    flip = ((moved_theta > 0) != x[safe][:, None]) & valid[:, None]
-    cand = torch.arange(num, device=device).reshape(active, -1, 1, 1).expand_as(flip)
-    var = safe[:, None].expand_as(flip)
-    losses = evaluator.flip_costs(var[flip], cand[flip], num)
-    moved, duals = rule.update(origin, proposal, losses, it, duals)
-    z = z.clone()
-    z[safe[valid]] += (toward * moved[..., None])[valid]
-    return z, duals, int(flip.reshape(num, -1).any(dim=1).sum())
+    probe far outside the box flips the whole group or none of it."""
+
+    evaluator: DeltaEvaluator
+    preset: MaxSATPreset
+    num_particles: int
+    particle_dim: int
+    total_steps: int
+
+    def propose(self, rule: StepRule, state: EngineState) -> Asked:
+        z, gen, active, p = state.x, state.generator, self.num_particles, self.particle_dim
+        n, device = z.shape[0], z.device
+        group = self.preset.group_at(state.iteration, self.total_steps)
+        need = active * p * group
+        perm = torch.randperm(n, generator=gen, device=device)
+        if need > n:
+            perm = torch.cat([perm, torch.full((need - n,), n, dtype=perm.dtype, device=device)])
+        members = perm[:need].reshape(active, p, group)
+        valid = members < n
+        safe = torch.where(valid, members, torch.zeros_like(members))
+        x = self.evaluator.x
+        toward = torch.where(x[safe], -1.0, 1.0).to(z.dtype)
+        origin = torch.zeros(active, p, dtype=z.dtype, device=device)
+        proposal = rule.propose(origin, state.iteration, gen)
+        offsets = proposal.probes.reshape(active, -1, p)  # (active, V*K, p)
+        num = offsets.shape[0] * offsets.shape[1]
+        moved_theta = z[safe][:, None] + toward[:, None] * offsets[..., None]
+        flip = ((moved_theta > 0) != x[safe][:, None]) & valid[:, None]
+        cand = torch.arange(num, device=device).reshape(active, -1, 1, 1).expand_as(flip)
+        var = safe[:, None].expand_as(flip)
+        counted = int(flip.reshape(num, -1).any(dim=1).sum())
+        candidates = FlipCandidates(var[flip], cand[flip], num, counted)
+        return Asked(origin, proposal, candidates, context=(safe, valid, toward))
+
+    def write(self, state: EngineState, asked: Asked, moved: torch.Tensor) -> torch.Tensor:
+        safe, valid, toward = asked.context
+        z = state.x.clone()
+        z[safe[valid]] += (toward * moved[..., None])[valid]
+        return z
 
 
 @dataclass(frozen=True, kw_only=True)

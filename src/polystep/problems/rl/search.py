@@ -4,7 +4,8 @@ The search vector is the policy's flat parameter vector (about 100-170 numbers h
 either directly or through a random ``k``-dimensional subspace around the current parameters:
 ``theta = theta0 + B z`` with ``B (D, k)`` orthonormal columns, redrawn (after folding ``B z``
 into ``theta0``) every ``redraw_every`` steps. One step is the core's block-coordinate PolyStep
-step (:func:`~polystep.blocks.propose_blocks` / :func:`~polystep.blocks.update_blocks`) on ``z``.
+step on ``z``: the engine (:mod:`polystep.engine`) with its ``"subspace"`` space; the run and
+its checkpoint are :class:`PolicySearch`.
 
 Loss of a candidate = -(mean return over ``rollouts`` episodes); all candidates of a step share
 the same initial states (common random numbers), drawn from the search stream of ``seed``.
@@ -15,16 +16,18 @@ a search episode.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
-from polystep.blocks import num_blocks, propose_blocks, update_blocks
-from polystep.epsilon import CosineEpsilon
+from polystep.blocks import num_blocks
+from polystep.engine import Engine, Subspace, shaping
 from polystep.geometry import num_vertices
+from polystep.parts import check_run
 from polystep.problems.rl.envs import (
     HELDOUT_STREAM,
     SEARCH_STREAM,
@@ -34,7 +37,8 @@ from polystep.problems.rl.envs import (
 )
 from polystep.problems.rl.gym_adapter import gym_vector_returns
 from polystep.problems.rl.policies import MLPPolicy
-from polystep.step import Duals, StepRule
+from polystep.schedules import Cosine
+from polystep.step import StepRule
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,15 +92,14 @@ class PolicySearchPreset:
         return budget // self.popsize(dim)
 
     def rule(self, steps: int) -> StepRule:
-        def cosine(pair: tuple[float, float]) -> CosineEpsilon:
-            return CosineEpsilon(init=pair[0], target=pair[1], total_steps=max(1, steps))
+        def cosine(pair: tuple[float, float]) -> Cosine:
+            return Cosine(init=pair[0], target=pair[1], total_steps=max(1, steps))
 
         return StepRule.build(
             epsilon=cosine(self.epsilon),
             step_radius=cosine(self.step_radius),
             probe_radius=cosine(self.probe_radius),
             polytope=self.polytope,
-            scale_cost="mean",
         )
 
 
@@ -151,15 +154,11 @@ class PolicySearchResult:
     method: str
     evaluations: int
     steps: int
-    wall_s: float
+    seconds: float
     history: list[float] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
-
-def _orthonormal(dim: int, k: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-    gauss = torch.randn(dim, k, generator=generator, dtype=torch.float64)
-    q, r = torch.linalg.qr(gauss)
-    return (q * torch.sign(torch.diagonal(r))).to(dtype)
+    wall_s = property(lambda self: self.seconds)  # the old name, read by the bench
 
 
 def _is_gym_vector(env: Any) -> bool:
@@ -212,7 +211,12 @@ def search_policy(
         preset = preset if preset is not None else PolicySearchPreset()
         if not isinstance(preset, PolicySearchPreset):
             raise ValueError("method='polystep' needs a PolicySearchPreset")
-        return _search_polystep(env, policy, budget_evals, seed, preset, callback)
+        search = PolicySearch(env, policy, budget_evals=budget_evals, seed=seed, preset=preset)
+        while not search.finished:
+            step, evaluations, best_return = search.step()
+            if callback is not None:
+                callback(step, evaluations, best_return)
+        return search.result()
     if method == "openai_es":
         preset = preset if preset is not None else OpenAIESPreset()
         if not isinstance(preset, OpenAIESPreset):
@@ -221,80 +225,119 @@ def search_policy(
     raise ValueError(f"method must be 'polystep' or 'openai_es', got {method!r}")
 
 
-def _search_polystep(
-    env: Any,
-    policy: MLPPolicy,
-    budget: int,
-    seed: int,
-    preset: PolicySearchPreset,
-    callback: Callback | None,
-) -> PolicySearchResult:
-    start = time.perf_counter()
-    dim = policy.dim
-    popsize = preset.popsize(dim)
-    per_step = popsize + int(preset.keep_best)  # the incumbent is one more evaluation a step
-    steps = preset.steps(dim, budget)
-    if steps < 1:
-        need = per_step + int(preset.keep_best)
-        raise ValueError(f"budget_evals must be at least one step ({need}), got {budget}")
-    rule = preset.rule(steps)
-    generator = torch.Generator().manual_seed(int(seed))
-    theta = policy.init(generator) * preset.init_scale
-    k = dim if preset.subspace_dim is None else min(preset.subspace_dim, dim)
-    basis: torch.Tensor | None = None
-    z = torch.zeros(k)
-    duals = Duals()
-    history: list[float] = []
-    scale = 1.0  # grows while every candidate has scored the same so far (flat start)
-    informed = False
-    best_loss, best = float("inf"), theta  # best incumbent by its search score (keep_best)
+class PolicySearch:
+    """A PolyStep policy search as an engine configuration (space ``"subspace"``: ``theta =
+    base + scale * B z``) plus what is its own: the flat-start scale and keep-best (the engine's
+    best so far is the best incumbent by search score). ``step()`` until ``finished``;
+    ``state_dict()`` / ``load_state_dict()`` resume it exactly."""
 
-    def lift(v: torch.Tensor) -> torch.Tensor:
-        return v if basis is None else v @ basis.T
+    def __init__(
+        self,
+        env: Any,
+        policy: MLPPolicy,
+        *,
+        budget_evals: int,
+        seed: int,
+        preset: PolicySearchPreset,
+    ) -> None:
+        self.started = time.perf_counter()
+        self.env, self.policy, self.seed, self.preset = env, policy, int(seed), preset
+        dim = policy.dim
+        self.per_step = preset.popsize(dim) + int(preset.keep_best)  # the incumbent: one more
+        steps = preset.steps(dim, budget_evals)
+        if steps < 1:
+            need = self.per_step + int(preset.keep_best)
+            raise ValueError(f"budget_evals must be at least one step ({need}), got {budget_evals}")
+        k = dim if preset.subspace_dim is None else min(preset.subspace_dim, dim)
+        every = None if preset.subspace_dim is None else preset.redraw_every
+        space = Subspace(dim, k, preset.block_dim, every)
+        self.engine = Engine(preset.rule(steps), space, shaping("mean"), max_iterations=steps)
+        generator = torch.Generator().manual_seed(self.seed)
+        self.state = self.engine.start(policy.init(generator) * preset.init_scale, generator)
+        self.history: list[float] = []
+        self.informed = False  # some step's costs differed (ends the flat-start growth)
+        self.seconds_before = 0.0
+        self.config = {"dim": dim, "budget_evals": budget_evals, "preset": asdict(preset)}
 
-    for step in range(steps):
-        if preset.subspace_dim is not None and step % preset.redraw_every == 0:
-            if basis is not None:
-                theta = theta + scale * lift(z)
-            basis, z = _orthonormal(dim, k, generator, theta.dtype), torch.zeros(k)
-        proposal, candidates = propose_blocks(rule, z, preset.block_dim, step, generator)
-        params = theta + scale * lift(candidates.dense(z))
-        if preset.keep_best:
-            incumbent = theta + scale * lift(z)
-            params = torch.cat([params, incumbent.unsqueeze(0)])
-        losses = _losses(env, policy, params, seed, step, preset.rollouts, preset.horizon)
-        if preset.keep_best:
-            if float(losses[-1]) <= best_loss:  # ties: the later incumbent
-                best_loss, best = float(losses[-1]), incumbent
-            losses = losses[:-1]
-        z, duals = update_blocks(rule, z, preset.block_dim, proposal, losses, step, duals)
-        history.append(-float(losses.min()))
-        flat = bool(torch.isfinite(losses).all()) and float(losses.max() - losses.min()) == 0.0
-        informed = informed or not flat
-        new_scale = 1.0 if informed else min(scale * preset.stall_growth, preset.stall_max)
-        if new_scale != scale:
-            theta, z, scale = theta + scale * lift(z), torch.zeros(k), new_scale
-        if callback is not None:
-            callback(step, (step + 1) * per_step, history[-1])
-    final = theta + scale * lift(z)
-    evaluations = steps * per_step
-    if preset.keep_best:
-        loss = _losses(
-            env, policy, final.unsqueeze(0), seed, steps, preset.rollouts, preset.horizon
+    @property
+    def finished(self) -> bool:
+        return self.engine.should_stop(self.state)
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def _losses(self, params: torch.Tensor, draw: int) -> torch.Tensor:
+        preset = self.preset
+        return _losses(
+            self.env, self.policy, params, self.seed, draw, preset.rollouts, preset.horizon
         )
-        evaluations += 1
-        if float(loss[0]) <= best_loss:
-            best_loss, best = float(loss[0]), final
-        final = best
-    return PolicySearchResult(
-        params=final,
-        method="polystep",
-        evaluations=evaluations,
-        steps=steps,
-        wall_s=time.perf_counter() - start,
-        history=history,
-        config={"popsize": popsize, **asdict(preset)},
-    )
+
+    def step(self) -> tuple[int, int, float]:
+        """One step; returns ``(step, evaluations, best return among its candidates)``."""
+        state, preset, step = self.state, self.preset, self.state.iteration
+        params = self.engine.ask(state)
+        if preset.keep_best:
+            incumbent = state.draw.lift(state.x)
+            losses = self._losses(torch.cat([params, incumbent.unsqueeze(0)]), step)
+            Engine.record(state, incumbent, float(losses[-1]), later_ties=True)
+            losses = losses[:-1]
+        else:
+            losses = self._losses(params, step)
+        self.engine.tell(state, losses, counted=self.per_step)
+        self.history.append(-float(losses.min()))
+        flat = bool(torch.isfinite(losses).all()) and float(losses.max() - losses.min()) == 0.0
+        self.informed = self.informed or not flat
+        scale = state.draw.scale
+        new_scale = 1.0 if self.informed else min(scale * preset.stall_growth, preset.stall_max)
+        if new_scale != scale:
+            state.draw = replace(state.draw.fold(state.x), scale=new_scale)
+            state.x = torch.zeros_like(state.x)
+        return step, state.evaluations, self.history[-1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "engine": self.state.state_dict(),
+            "config": self.config,
+            "history": list(self.history),
+            "informed": self.informed,
+            "seconds": self.seconds,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output of a search with the same policy size, budget and
+        preset; the seed (it seeds the episodes) comes from the checkpoint."""
+        history, seconds, seed = check_run(saved, self.config)
+        informed = saved.get("informed")
+        if not all(isinstance(h, float) for h in history):
+            raise ValueError("history in state must be a list of floats")
+        if not isinstance(informed, bool):
+            raise ValueError(f"informed in state must be a bool, got {informed!r}")
+        self.state.load_state_dict(saved.get("engine"))
+        self.history, self.informed, self.seed = history, informed, seed
+        self.seconds_before, self.started = seconds, time.perf_counter()
+
+    def result(self) -> PolicySearchResult:
+        """The final incumbent; with ``keep_best``, it is scored once more (one evaluation) and
+        the incumbent with the best search score (ties: the later one) is returned."""
+        state = self.state
+        final, evaluations = state.draw.lift(state.x), state.evaluations
+        if self.preset.keep_best:
+            loss = self._losses(final.unsqueeze(0), state.iteration)
+            evaluations += 1
+            best = float(loss[0])
+            if state.best_x is not None and not (math.isfinite(best) and best <= state.best):
+                final = state.best_x
+        return PolicySearchResult(
+            params=final,
+            method="polystep",
+            evaluations=evaluations,
+            steps=state.iteration,
+            seconds=self.seconds,
+            history=list(self.history),
+            config={"popsize": self.preset.popsize(self.policy.dim), **asdict(self.preset)},
+        )
 
 
 def _search_openai_es(
@@ -323,7 +366,7 @@ def _search_openai_es(
     )
     sigma = None
     if preset.sigma_final is not None:
-        sigma = CosineEpsilon(init=preset.sigma, target=preset.sigma_final, total_steps=generations)
+        sigma = Cosine(init=preset.sigma, target=preset.sigma_final, total_steps=generations)
     history: list[float] = []
     for gen in range(generations):
         if sigma is not None:
@@ -339,7 +382,7 @@ def _search_openai_es(
         method="openai_es",
         evaluations=generations * preset.popsize,
         steps=generations,
-        wall_s=time.perf_counter() - start,
+        seconds=time.perf_counter() - start,
         history=history,
         config=asdict(preset),
     )
