@@ -32,8 +32,10 @@ from polystep.evaluate.base import (
     evaluation_mode,
     local_coords,
     per_candidate_loss,
+    _plain_cross_entropy,
     segment_groups,
 )
+from polystep.evaluate.events import per_sample_cross_entropy, sparse_unit_losses
 from polystep.evaluate.batched import VmapEvaluator
 from polystep.evaluate.units import is_unitwise, propagate_units, run_layer
 from polystep.subspace.base import Subspace
@@ -113,6 +115,8 @@ class LayeredEvaluator(Evaluator):
         self._batch_dims: dict[tuple[int, ...], list[int]] = {}
         self.fallback_reason: str | None = None
         self._fallback: Evaluator | None = None
+        self.pairs_run = 0  # (candidate, sample) pairs the event-driven suffix re-ran ...
+        self.pairs_dense = 0  # ... out of this many that a dense suffix would have run
 
     @classmethod
     def supports(cls, model: nn.Module, subspace: Subspace) -> str | None:
@@ -187,20 +191,30 @@ class LayeredEvaluator(Evaluator):
             acts = [inputs]
             for layer in self.layers:
                 acts.append(run_layer(layer, acts[-1]))
+            base_losses = self._per_sample_losses(acts, dims, targets)
             for s, rows in segment_groups(self.subspace, candidates):
                 seg = self.subspace.segments[s]
                 i, local = self.sites[seg.name]
                 shared: dict[str, torch.Tensor] = {}
-                j = self._next_linear(i, seg, local)
+                j = self._next_linear(i, seg, local, to_output=base_losses is not None)
                 sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
                 if j is not None:
                     sparse = self._unit_sparse(seg, local, candidates, rows)
                     per = self.subspace.block_dim * max(
                         a.numel() // a.shape[-1] for a in acts[i + 1 : j + 1]
                     )
-                    size = self._chunk(max(per, *(a.numel() for a in acts[j + 1 :])), device)
+                    size = self._chunk(max([per, *(a.numel() for a in acts[j + 1 :])]), device)
                     for chunk in chunks(rows[sparse], size):
-                        units, change = self._unit_change(seg, local, candidates, chunk, acts[i])
+                        units, change = self._unit_change(
+                            seg, local, candidates, chunk, acts[i], shared
+                        )
+                        if base_losses is not None:
+                            losses[chunk], pairs = sparse_unit_losses(
+                                self.layers, acts, dims, i, j, units, change, targets, base_losses
+                            )
+                            self.pairs_run += pairs
+                            self.pairs_dense += len(chunk) * len(base_losses)
+                            continue
                         h = propagate_units(self.layers, acts, dims, i, j, units, change)
                         losses[chunk] = self._finish(h, j + 1, dims, targets)
                 size = self._chunk(max(a.numel() for a in acts[i + 1 :]), device)
@@ -223,8 +237,20 @@ class LayeredEvaluator(Evaluator):
         h = h.unflatten(dims[-1], (n, -1)).movedim(dims[-1], 0)
         return per_candidate_loss(self.loss_fn, h, targets).double()
 
-    def _next_linear(self, i: int, seg: Segment, local: str) -> int | None:
-        """Index of the Linear layer reached from layer ``i`` through unit-wise layers, if any."""
+    def _per_sample_losses(
+        self, acts: list[torch.Tensor], dims: list[int], targets: object
+    ) -> torch.Tensor | None:
+        """The incumbent's per-sample losses ``(B,)`` when the loss is their mean, else None."""
+        out = acts[-1]
+        if dims[-1] != 0 or out.ndim != 2 or not _plain_cross_entropy(
+            self.loss_fn, out[None], targets
+        ):
+            return None
+        return per_sample_cross_entropy(out, targets)  # type: ignore[arg-type]
+
+    def _next_linear(self, i: int, seg: Segment, local: str, to_output: bool) -> int | None:
+        """Index of the Linear layer reached from layer ``i`` through unit-wise layers, if any;
+        ``len(layers)`` when ``to_output`` and the unit-wise chain runs to the output."""
         if type(self.layers[i]) is not nn.Linear or not isinstance(
             seg, DirectSegment | LowRankSegment
         ):
@@ -234,7 +260,9 @@ class LayeredEvaluator(Evaluator):
         k = i + 1
         while k < len(self.layers) and is_unitwise(self.layers[k]):
             k += 1
-        return k if k < len(self.layers) and type(self.layers[k]) is nn.Linear else None
+        if k == len(self.layers):
+            return k if to_output else None
+        return k if type(self.layers[k]) is nn.Linear else None
 
     def _cols_vals(
         self, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor, like: torch.Tensor
@@ -257,7 +285,7 @@ class LayeredEvaluator(Evaluator):
 
     def _unit_change(
         self, seg: Segment, local: str, candidates: BlockCandidates, rows: torch.Tensor,
-        x: torch.Tensor,
+        x: torch.Tensor, shared: dict[str, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Touched units ``(n, p)`` and their pre-activation change ``(n, M, p)``."""
         cols, vals = self._cols_vals(seg, candidates, rows, x)
@@ -274,7 +302,9 @@ class LayeredEvaluator(Evaluator):
             valid = cols < seg.a_size
             c = torch.where(valid, cols, 0)
             r = seg.right.shape[0]
-            src, units, inner = xf @ seg.right.T.to(xf), c // r, c % r
+            if "xb" not in shared:
+                shared["xb"] = xf @ seg.right.T.to(xf)
+            src, units, inner = shared["xb"], c // r, c % r
         change = src[:, inner].permute(1, 0, 2) * (vals * valid)[:, None, :]
         return units, change
 
