@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -49,14 +48,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from polystep.blocks import propose_blocks
 from polystep.bench.tasks import TASKS
+from polystep.blocks import propose_blocks
 from polystep.data import find_idx_file, has_idx_files, read_idx
 from polystep.evaluate import LayeredEvaluator
 from polystep.evaluate.layered import sequential_layers
 from polystep.evaluate.units import is_unitwise
-from polystep.nn import LIF, ArgmaxAttention, BinaryLinear, HardMoE, QuantLinear, SpikeCount
-from polystep.nn import Staircase
+from polystep.nn import (
+    LIF,
+    ArgmaxAttention,
+    BinaryLinear,
+    HardMoE,
+    QuantLinear,
+    SpikeCount,
+    Staircase,
+)
 from polystep.optimizer import PRESETS, build_subspace
 from polystep.step import StepRule
 from polystep.subspace.segments import DirectSegment, LowRankSegment

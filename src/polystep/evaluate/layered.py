@@ -28,15 +28,15 @@ from polystep.evaluate.base import (
     DEFAULT_BUDGET,
     Batch,
     Evaluator,
+    _plain_cross_entropy,
     chunks,
     evaluation_mode,
     local_coords,
     per_candidate_loss,
-    _plain_cross_entropy,
     segment_groups,
 )
-from polystep.evaluate.events import per_sample_cross_entropy, sparse_unit_losses
 from polystep.evaluate.batched import VmapEvaluator
+from polystep.evaluate.events import per_sample_cross_entropy, sparse_unit_losses
 from polystep.evaluate.units import is_unitwise, propagate_units, run_layer
 from polystep.subspace.base import Subspace
 from polystep.subspace.segments import DirectSegment, LowRankSegment, Segment
@@ -242,8 +242,10 @@ class LayeredEvaluator(Evaluator):
     ) -> torch.Tensor | None:
         """The incumbent's per-sample losses ``(B,)`` when the loss is their mean, else None."""
         out = acts[-1]
-        if dims[-1] != 0 or out.ndim != 2 or not _plain_cross_entropy(
-            self.loss_fn, out[None], targets
+        if (
+            dims[-1] != 0
+            or out.ndim != 2
+            or not _plain_cross_entropy(self.loss_fn, out[None], targets)
         ):
             return None
         return per_sample_cross_entropy(out, targets)  # type: ignore[arg-type]
