@@ -53,7 +53,7 @@ from polystep.blocks import propose_blocks
 from polystep.data import find_idx_file, has_idx_files, read_idx
 from polystep.evaluate import LayeredEvaluator
 from polystep.evaluate.layered import sequential_layers
-from polystep.evaluate.units import is_unitwise
+from polystep.evaluate.traits import is_unitwise
 from polystep.nn import (
     LIF,
     ArgmaxAttention,

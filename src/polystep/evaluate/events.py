@@ -9,7 +9,7 @@ per-sample losses (plain cross-entropy) the candidate's loss is therefore
     loss_n = (sum_b l_b + sum_{b changed by n} (l'_nb - l_b)) / B
 
 and only the changed ``(candidate, sample)`` pairs are pushed through the rest of the network:
-the next Linear layer ``j`` gets the rank-``k`` update ``a_j[b] + (a'_S - a_S) W_j[:, S]ᵀ`` on
+the next linear layer ``j`` gets the rank-``k`` update ``a_j[b] + (a'_S - a_S) W_j[:, S]ᵀ`` on
 those pairs only, or, when no Linear follows (the perturbed layer is the last one), the
 network's output gets the change of its columns ``S`` directly.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from polystep.evaluate.units import dedupe_slots, run_layer
+from polystep.evaluate.units import dedupe_slots, linear_weight
 
 
 def per_sample_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -56,7 +56,7 @@ def unit_trains(
     h = (base.unflatten(1, units.shape).permute(1, 0, 2) + change).reshape(n, *y.shape[:-1], k)
     h = h.movedim(0, dims[i + 1]).flatten(dims[i + 1], dims[i + 1] + 1)
     for layer in layers[i + 1 : j]:
-        h = run_layer(layer, h)
+        h = layer(h)
     h = h.unflatten(dims[j], (n, -1)).movedim(dims[j], 0)  # (n, *acts[j].shape[:-1], k)
     new = h.movedim(1 + dims[j], 1)
     new = new.reshape(n, new.shape[1], -1, k)
@@ -96,18 +96,18 @@ def sparse_unit_losses(
     diff = (new - old).reshape(n * batch, -1)  # (n B, R k)
     pair = torch.nonzero(diff.ne(0).any(dim=1)).flatten()  # flat (candidate, sample) index
     c, b = pair // batch, pair % batch
-    d = diff.index_select(0, pair).reshape(len(pair), -1, k)  # (m, R, k)
+    d = diff.index_select(0, pair).reshape(len(pair), diff.shape[1] // k, k)  # (m, R, k)
     if j == len(layers):  # the chain ends at the output: its columns S change directly
         out = acts[-1].index_select(0, b)
         out.scatter_add_(1, units.index_select(0, c), d[:, 0, :])
     else:
-        weight = layers[j].weight.detach().T[units]  # (n, k, d_out)
+        weight = linear_weight(layers[j]).T[units]  # (n, k, d_out)
         a = acts[j + 1].movedim(dims[j + 1], 0)
         rows = a.reshape(a.shape[0], -1, a.shape[-1]).index_select(0, b)  # (m, R, d_out)
         h = rank_update(rows, d, weight.index_select(0, c)).reshape(len(b), *a.shape[1:])
         h = h.movedim(0, dims[j + 1])
         for layer in layers[j + 1 :]:
-            h = run_layer(layer, h)
+            h = layer(h)
         out = h
     moved = per_sample_cross_entropy(out, targets.index_select(0, b)) - base_losses[b]
     total = torch.zeros(n, dtype=torch.float64, device=out.device)
