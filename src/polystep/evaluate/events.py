@@ -64,12 +64,15 @@ def unit_trains(
 
 
 def rank_update(rows: torch.Tensor, d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``rows + d @ w`` for ``rows (m, R, o)``, ``d (m, R, k)``, ``w (m, k, o)`` with small ``k``
-    (``k`` broadcast multiply-adds beat ``m`` tiny matrix products)."""
-    out = rows.clone()
-    for s in range(d.shape[2]):
-        out.addcmul_(d[:, :, s : s + 1], w[:, s : s + 1, :])
+    """``rows + d @ w`` for ``rows (..., R, o)``, ``d (..., R, k)``, ``w (..., k, o)`` (leading
+    dims broadcast) with small ``k``: ``k`` broadcast multiply-adds beat many tiny matmuls."""
+    out = torch.addcmul(rows, d[..., 0:1], w[..., 0:1, :])
+    for s in range(1, d.shape[-1]):
+        out.addcmul_(d[..., s : s + 1], w[..., s : s + 1, :])
     return out
+
+
+DENSE_ABOVE = 0.5  # re-run every sample when more than this fraction of pairs changed
 
 
 def sparse_unit_losses(
@@ -93,23 +96,50 @@ def sparse_unit_losses(
     n, k = units.shape
     new, old = unit_trains(layers, acts, dims, i, j, units, change)
     batch = new.shape[1]
-    diff = (new - old).reshape(n * batch, -1)  # (n B, R k)
-    pair = torch.nonzero(diff.ne(0).any(dim=1)).flatten()  # flat (candidate, sample) index
+    diff = (new - old).reshape(n, batch, -1, k)  # (n, B, R, k)
+    changed = diff.flatten(2).ne(0).any(dim=2)  # (n, B)
+    if float(changed.float().mean()) > DENSE_ABOVE:  # gathering pairs would cost more
+        out = _outputs(layers, acts, dims, j, units[:, None], diff, n, batch)
+        ce = per_sample_cross_entropy(out, targets.repeat(n)).view(n, batch)
+        return ce.double().mean(dim=1), n * batch
+    pair = torch.nonzero(changed.flatten()).flatten()  # flat (candidate, sample) index
     c, b = pair // batch, pair % batch
-    d = diff.index_select(0, pair).reshape(len(pair), diff.shape[1] // k, k)  # (m, R, k)
-    if j == len(layers):  # the chain ends at the output: its columns S change directly
-        out = acts[-1].index_select(0, b)
-        out.scatter_add_(1, units.index_select(0, c), d[:, 0, :])
-    else:
-        weight = linear_weight(layers[j]).T[units]  # (n, k, d_out)
-        a = acts[j + 1].movedim(dims[j + 1], 0)
-        rows = a.reshape(a.shape[0], -1, a.shape[-1]).index_select(0, b)  # (m, R, d_out)
-        h = rank_update(rows, d, weight.index_select(0, c)).reshape(len(b), *a.shape[1:])
-        h = h.movedim(0, dims[j + 1])
-        for layer in layers[j + 1 :]:
-            h = layer(h)
-        out = h
+    d = diff.reshape(n * batch, -1, k).index_select(0, pair)  # (m, R, k)
+    out = _outputs(layers, acts, dims, j, units.index_select(0, c), d, len(pair), b)
     moved = per_sample_cross_entropy(out, targets.index_select(0, b)) - base_losses[b]
     total = torch.zeros(n, dtype=torch.float64, device=out.device)
     total.index_add_(0, c, moved.double())
     return (total + base_losses.double().sum()) / base_losses.shape[0], len(b)
+
+
+def _outputs(
+    layers: list[nn.Module],
+    acts: list[torch.Tensor],
+    dims: list[int],
+    j: int,
+    units: torch.Tensor,
+    d: torch.Tensor,
+    m: int,
+    b: torch.Tensor | int,
+) -> torch.Tensor:
+    """Network outputs ``(m·|b|, C)`` of samples ``b`` (an index ``(m,)``, or all ``B`` of them
+    for each of ``m`` candidates) whose units ``units (m, [1,] k)`` moved by ``d`` at layer
+    ``j``'s input (``(m, R, k)``, or ``(m, B, R, k)`` for all samples)."""
+    every = isinstance(b, int)
+    if j == len(layers):  # the chain ends at the output: its columns S change directly
+        base = acts[-1] if every else acts[-1].index_select(0, b)
+        out = base.expand(m, *acts[-1].shape).clone() if every else base
+        idx = units.expand(m, b, -1) if every else units
+        out.scatter_add_(-1, idx, d[..., 0, :])
+        return out.reshape(-1, out.shape[-1])
+    weight = linear_weight(layers[j]).T[units.reshape(len(units), units.shape[-1])]  # (m, k, o)
+    a = acts[j + 1].movedim(dims[j + 1], 0)
+    rows = a.reshape(a.shape[0], -1, a.shape[-1])  # (B, R, d_out)
+    if every:
+        h = rank_update(rows, d, weight[:, None])  # (m, B, R, d_out)
+    else:
+        h = rank_update(rows.index_select(0, b), d, weight)  # (m, R, d_out)
+    h = h.reshape(-1, *a.shape[1:]).movedim(0, dims[j + 1])
+    for layer in layers[j + 1 :]:
+        h = layer(h)
+    return h
