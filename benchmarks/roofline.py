@@ -169,44 +169,51 @@ def candidate_ops(model: nn.Module, space: object, x: torch.Tensor) -> dict[str,
 
 
 # -- calibration -----------------------------------------------------------------------------
-def timed(fn: Callable[[], object], min_time: float) -> float:
+def timed(fn: Callable[[], object], min_time: float, device: torch.device) -> float:
     """Seconds per call of ``fn`` (one warm-up, then repeated for at least ``min_time``)."""
     fn()
     calls, start = 0, time.perf_counter()
     while True:
         fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         calls += 1
         elapsed = time.perf_counter() - start
         if elapsed >= min_time:
             return elapsed / calls
 
 
-def calibrate(model: nn.Module, batch: int, min_time: float) -> dict[str, float]:
+def calibrate(
+    model: nn.Module, batch: int, min_time: float, device: torch.device
+) -> dict[str, float]:
     """Elementwise ops/s (fused multiply-add) and GEMM flop/s of the model's widest layer."""
-    n = 1 << 16
-    a, b, c, out = (torch.rand(n) for _ in range(4))
-    elem = 2.0 * n / timed(lambda: torch.addcmul(a, b, c, out=out), min_time)
+    n = 1 << 16 if device.type == "cpu" else 1 << 24  # cache-sized on CPU, saturating on GPU
+    a, b, c, out = (torch.rand(n, device=device) for _ in range(4))
+    elem = 2.0 * n / timed(lambda: torch.addcmul(a, b, c, out=out), min_time, device)
     widest = max(
         (m for m in model.modules() if isinstance(m, nn.Linear)),
         key=lambda m: m.in_features * m.out_features,
     )
-    x = torch.rand(batch, widest.in_features)
-    w = torch.rand(widest.in_features, widest.out_features)
-    res = torch.empty(batch, widest.out_features)
+    x = torch.rand(batch, widest.in_features, device=device)
+    w = torch.rand(widest.in_features, widest.out_features, device=device)
+    res = torch.empty(batch, widest.out_features, device=device)
     flops = 2.0 * batch * widest.in_features * widest.out_features
-    gemm = flops / timed(lambda: torch.mm(x, w, out=res), min_time)
+    gemm = flops / timed(lambda: torch.mm(x, w, out=res), min_time, device)
     return {"elem_rate": elem, "gemm_rate": gemm}
 
 
 # -- measurement -----------------------------------------------------------------------------
-def measure(name: str, batch: int, threads: int, min_time: float) -> dict[str, object]:
+def measure(
+    name: str, batch: int, threads: int, min_time: float, device: torch.device
+) -> dict[str, object]:
     task = TASKS[name]
     classes = CLASSES.get(name, 10)
     torch.manual_seed(0)
-    model = task.build(784, 128, classes, False)
+    model = task.build(784, 128, classes, False).to(device)
     x, y, source = load_inputs(batch, classes)
+    x, y = x.to(device), y.to(device)
     preset = PRESETS[task.preset]
-    space = build_subspace("auto", ParamLayout.from_module(model), preset, seed=0)
+    space = build_subspace("auto", ParamLayout.from_module(model), preset, seed=0).to(device)
     rule = StepRule.build(
         epsilon=preset["epsilon"],
         step_radius=preset["step_radius"],
@@ -215,11 +222,12 @@ def measure(name: str, batch: int, threads: int, min_time: float) -> dict[str, o
         num_probe=preset["num_probe"],
     )
     gen = torch.Generator().manual_seed(0)
-    cands = propose_blocks(rule, torch.zeros(space.dim), space.block_dim, 0, gen)[1]
-    ev = LayeredEvaluator(model, nn.CrossEntropyLoss(), space)
+    z = torch.zeros(space.dim, device=device)
+    cands = propose_blocks(rule, z, space.block_dim, 0, gen)[1]
+    ev = LayeredEvaluator(model, nn.CrossEntropyLoss(), space, strict=True)
     torch.set_num_threads(threads)
-    per_s = len(cands) / timed(lambda: ev.evaluate(cands, (x, y)), min_time)
-    cal = calibrate(model, batch, min_time)
+    per_s = len(cands) / timed(lambda: ev.evaluate(cands, (x, y)), min_time, device)
+    cal = calibrate(model, batch, min_time, device)
     work = candidate_ops(model, space, x)
     limit = 1.0 / (work["elem_ops"] / cal["elem_rate"] + work["gemm_flops"] / cal["gemm_rate"])
     return {
@@ -239,7 +247,7 @@ def measure(name: str, batch: int, threads: int, min_time: float) -> dict[str, o
         "elem_rate_per_s": round(cal["elem_rate"]),
         "gemm_flop_per_s": round(cal["gemm_rate"]),
         "pairs_rerun_fraction": round(ev.pairs_run / ev.pairs_dense, 4) if ev.pairs_dense else None,
-        "fallback": ev.fallback_reason,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
     }
@@ -273,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--models", default=",".join(TASKS))
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--report", metavar="JSONL", help="print the table of a results file")
     args = parser.parse_args(argv)
     if args.report:
@@ -282,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in TASKS:
             raise SystemExit(f"--models: {name!r} is not one of {sorted(TASKS)}")
         for threads in (int(t) for t in args.threads.split(",")):
-            rec = measure(name, args.batch, threads, args.min_time)
+            rec = measure(name, args.batch, threads, args.min_time, torch.device(args.device))
             print(json.dumps(rec), flush=True)
     return 0
 

@@ -212,3 +212,23 @@ def test_float64_training_trajectory_is_the_reference_one(name: str, preset: str
     assert runs["layered"][0] == pytest.approx(runs["reference"][0], abs=1e-10)
     assert torch.allclose(runs["layered"][1], runs["reference"][1], atol=1e-10, rtol=0)
     assert not torch.equal(runs["layered"][1], start)  # the run did move
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_on_cpu(tmp_path) -> None:
+    """benchmarks/gpu_check.sh --device cpu: both benchmarks run and the table is printed."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    env = {**os.environ, "RESULTS_DIR": str(tmp_path), "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(script), "--device", "cpu"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = (tmp_path / "roofline_cpu.jsonl").read_text().splitlines()
+    assert {json.loads(line)["model"] for line in lines} >= {"snn_mnist", "mlp_mnist"}
+    assert "% of limit" in done.stdout
