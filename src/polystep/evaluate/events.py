@@ -64,11 +64,12 @@ def unit_trains(
 
 
 def rank_update(rows: torch.Tensor, d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``rows + d @ w`` for ``rows (..., R, o)``, ``d (..., R, k)``, ``w (..., k, o)`` (leading
-    dims broadcast) with small ``k``: ``k`` broadcast multiply-adds beat many tiny matmuls."""
-    out = torch.addcmul(rows, d[..., 0:1], w[..., 0:1, :])
+    """``rows + Σ_s d[..., s] w[..., s, :]`` for ``rows (..., o)``, ``d (..., k)``,
+    ``w (..., k, o)`` (broadcasting) with small ``k``: ``k`` broadcast multiply-adds beat many
+    tiny matmuls."""
+    out = torch.addcmul(rows, d[..., 0:1], w[..., 0, :])
     for s in range(1, d.shape[-1]):
-        out.addcmul_(d[..., s : s + 1], w[..., s : s + 1, :])
+        out.addcmul_(d[..., s : s + 1], w[..., s, :])
     return out
 
 
@@ -133,13 +134,18 @@ def _outputs(
         out.scatter_add_(-1, idx, d[..., 0, :])
         return out.reshape(-1, out.shape[-1])
     weight = linear_weight(layers[j]).T[units.reshape(len(units), units.shape[-1])]  # (m, k, o)
-    a = acts[j + 1].movedim(dims[j + 1], 0)
-    rows = a.reshape(a.shape[0], -1, a.shape[-1])  # (B, R, d_out)
+    a, bd = acts[j + 1], dims[j + 1]
     if every:
-        h = rank_update(rows, d, weight[:, None])  # (m, B, R, d_out)
-    else:
-        h = rank_update(rows.index_select(0, b), d, weight)  # (m, R, d_out)
-    h = h.reshape(-1, *a.shape[1:]).movedim(0, dims[j + 1])
+        moved = a.movedim(bd, 0)
+        rows = moved.reshape(moved.shape[0], -1, moved.shape[-1])  # (B, R, d_out)
+        h = rank_update(rows, d, weight[:, None, None])  # (m, B, R, d_out)
+        h = h.reshape(-1, *moved.shape[1:]).movedim(0, bd)
+    else:  # in the layer's own layout (time-major spike trains stay contiguous per step)
+        other = [size for q, size in enumerate(a.shape[:-1]) if q != bd]
+        k = d.shape[-1]
+        d_native = d.reshape(m, *other, k).movedim(0, bd)
+        w_native = weight.reshape(m, *[1] * (a.ndim - 2 - bd), k, weight.shape[-1])
+        h = rank_update(a.index_select(bd, b), d_native, w_native)
     for layer in layers[j + 1 :]:
         h = layer(h)
     return h
