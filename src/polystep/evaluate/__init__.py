@@ -7,6 +7,8 @@ picks one; ``"auto"`` prefers layered, then vmap.
 
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 
 from polystep.evaluate.base import Evaluator, LossFn, evaluation_mode, per_candidate_loss
@@ -34,8 +36,10 @@ def make_evaluator(
     """
     if kind == "auto":
         why = LayeredEvaluator.supports(model, subspace)
-        if why is not None and strict:
-            raise NotLayerable(why)
+        if why is not None:
+            if strict:
+                raise NotLayerable(why)
+            warnings.warn(f"evaluator 'auto' uses vmap, not the layered path: {why}", stacklevel=2)
         kind = "layered" if why is None else "vmap"
     if kind not in EVALUATORS:
         raise ValueError(f"evaluator must be 'auto' or one of {sorted(EVALUATORS)}, got {kind!r}")
