@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -254,6 +255,8 @@ def measure(
         "pairs_rerun_fraction": round(ev.pairs_run / ev.pairs_dense, 4) if ev.pairs_dense else None,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "cpu": platform.processor() or platform.machine(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
     }
 

@@ -97,7 +97,8 @@ def test_auto_prefers_layered_then_vmap() -> None:
 
     wrapped = Wrapped()
     space = FullSpace.from_layout(ParamLayout.from_module(wrapped))
-    assert isinstance(make_evaluator("auto", wrapped, nn.MSELoss(), space), VmapEvaluator)
+    with pytest.warns(UserWarning, match="not an nn.Sequential"):
+        assert isinstance(make_evaluator("auto", wrapped, nn.MSELoss(), space), VmapEvaluator)
     with pytest.raises(ValueError, match="evaluator"):
         make_evaluator("fast", wrapped, nn.MSELoss(), space)
 

@@ -191,6 +191,21 @@ def test_event_driven_suffix_skips_unchanged_samples_and_handles_none_changed() 
     assert torch.allclose(got, ref, atol=1e-10, rtol=0)
 
 
+def test_chunks_on_two_threads_give_the_one_thread_losses() -> None:
+    model, space, batch, cands = setup("snn", "factored", torch.float64)
+    loss_fn = nn.CrossEntropyLoss()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = LayeredEvaluator(model, loss_fn, space, chunk_size=16).evaluate(cands, batch)
+        torch.set_num_threads(2)
+        two = LayeredEvaluator(model, loss_fn, space, chunk_size=16).evaluate(cands, batch)
+        assert torch.get_num_threads() == 2  # restored after the pool
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
 def test_traits_default_to_none() -> None:
     assert traits_of(nn.Module()) == Traits()
     assert traits_of(nn.Flatten(0)) == Traits() and traits_of(nn.Flatten()).batchwise

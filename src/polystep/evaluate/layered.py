@@ -25,6 +25,9 @@ A slower path taken for want of a fast one is announced once (:attr:`fallback_re
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import torch
 from torch import nn
@@ -51,6 +54,9 @@ from polystep.subspace.base import Subspace
 from polystep.subspace.segments import Segment
 
 CPU_CHUNK_ELEMENTS = 2**22  # about 1 MiB of float32: elementwise time loops stay in cache
+
+
+ChunkResult = tuple[torch.Tensor, int | None]  # losses of a chunk, pairs re-run (None: no events)
 
 
 class NotLayerable(ValueError):
@@ -177,6 +183,8 @@ class LayeredEvaluator(Evaluator):
             for layer in self.layers:
                 acts.append(layer(acts[-1]))
             base_losses = self._per_sample_losses(acts, dims, targets)
+            tasks: list[Callable[[], ChunkResult]] = []
+            rows_of: list[torch.Tensor] = []
             for s, rows in segment_groups(self.subspace, candidates):
                 seg = self.subspace.segments[s]
                 i, local = self.sites[seg.name]
@@ -191,23 +199,61 @@ class LayeredEvaluator(Evaluator):
                     )
                     size = self._chunk(max([per, *(a.numel() for a in acts[j + 1 :])]), device)
                     for chunk in chunks(rows[sparse], size):
-                        units, change = self._unit_change(
-                            i, local, seg, candidates, chunk, acts[i], shared
-                        )
-                        if base_losses is not None:
-                            losses[chunk], pairs = sparse_unit_losses(
-                                self.layers, acts, dims, i, j, units, change, targets, base_losses
-                            )
-                            self.pairs_run += pairs
-                            self.pairs_dense += len(chunk) * len(base_losses)
-                        else:
-                            h = propagate_units(self.layers, acts, dims, i, j, units, change)
-                            losses[chunk] = self._finish(h, j + 1, dims, targets)
+                        args = (i, j, local, seg, candidates, chunk, acts, dims, shared)
+                        tasks.append(partial(self._unit_task, *args, targets, base_losses))
+                        rows_of.append(chunk)
                 size = self._chunk(max(a.numel() for a in acts[i + 1 :]), device)
                 for chunk in chunks(rows[~sparse], size):
-                    h = self._perturbed(i, local, s, seg, candidates, chunk, acts, shared)
-                    losses[chunk] = self._finish(h, i + 1, dims, targets)
+                    args = (i, local, s, seg, candidates, chunk, acts, dims, shared)
+                    tasks.append(partial(self._dense_task, *args, targets))
+                    rows_of.append(chunk)
+            for chunk, (value, pairs) in zip(rows_of, self._run(tasks, device), strict=True):
+                losses[chunk] = value
+                if pairs is not None:
+                    self.pairs_run += pairs
+                    self.pairs_dense += len(chunk) * acts[0].shape[dims[0]]
         return losses
+
+    @staticmethod
+    def _run(tasks: list[Callable[[], ChunkResult]], device: torch.device) -> list[ChunkResult]:
+        """Run the chunk tasks; on a CPU with ``n > 1`` torch threads, ``n`` chunks at a time
+        (one thread each: chunks scale better than splitting every small op)."""
+        threads = torch.get_num_threads()
+        if device.type != "cpu" or threads == 1 or len(tasks) < 2:
+            return [task() for task in tasks]
+
+        def run(task: Callable[[], ChunkResult]) -> ChunkResult:
+            with torch.no_grad():  # grad mode is per thread
+                return task()
+
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(threads) as pool:
+                return list(pool.map(run, tasks))
+        finally:
+            torch.set_num_threads(threads)
+
+    def _unit_task(
+        self, i: int, j: int, local: str, seg: Segment, candidates: BlockCandidates,
+        chunk: torch.Tensor, acts: list[torch.Tensor], dims: list[int],
+        shared: dict[str, torch.Tensor], targets: object, base_losses: torch.Tensor | None,
+    ) -> ChunkResult:  # fmt: skip
+        """Losses of unit-sparse candidates ``chunk`` and the pairs re-run (None: no events)."""
+        units, change = self._unit_change(i, local, seg, candidates, chunk, acts[i], shared)
+        if base_losses is not None:
+            return sparse_unit_losses(
+                self.layers, acts, dims, i, j, units, change, targets, base_losses
+            )
+        h = propagate_units(self.layers, acts, dims, i, j, units, change)
+        return self._finish(h, j + 1, dims, targets), None
+
+    def _dense_task(
+        self, i: int, local: str, s: int, seg: Segment, candidates: BlockCandidates,
+        chunk: torch.Tensor, acts: list[torch.Tensor], dims: list[int],
+        shared: dict[str, torch.Tensor], targets: object,
+    ) -> ChunkResult:  # fmt: skip
+        h = self._perturbed(i, local, s, seg, candidates, chunk, acts, shared)
+        return self._finish(h, i + 1, dims, targets), None
 
     def _chunk(self, widest: int, device: torch.device) -> int:
         """Candidates per chunk: the widest activation of a chunk stays cache-sized on CPU."""
