@@ -191,8 +191,11 @@ def test_event_driven_suffix_skips_unchanged_samples_and_handles_none_changed() 
     assert torch.allclose(got, ref, atol=1e-10, rtol=0)
 
 
-def test_chunks_on_two_threads_give_the_one_thread_losses() -> None:
-    model, space, batch, cands = setup("snn", "factored", torch.float64)
+@pytest.mark.parametrize("name", ["snn", "argmax"])
+def test_chunks_on_two_threads_give_the_one_thread_losses(name: str) -> None:
+    """argmax: unit-sparse chunks in the pool while other chunks swap the attention layer's
+    parameters through functional_call (those must not overlap)."""
+    model, space, batch, cands = setup(name, "factored", torch.float64)
     loss_fn = nn.CrossEntropyLoss()
     before = torch.get_num_threads()
     try:

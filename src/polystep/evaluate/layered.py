@@ -185,6 +185,7 @@ class LayeredEvaluator(Evaluator):
             base_losses = self._per_sample_losses(acts, dims, targets)
             tasks: list[Callable[[], ChunkResult]] = []
             rows_of: list[torch.Tensor] = []
+            pooled: list[bool] = []
             for s, rows in segment_groups(self.subspace, candidates):
                 seg = self.subspace.segments[s]
                 i, local = self.sites[seg.name]
@@ -202,12 +203,16 @@ class LayeredEvaluator(Evaluator):
                         args = (i, j, local, seg, candidates, chunk, acts, dims, shared)
                         tasks.append(partial(self._unit_task, *args, targets, base_losses))
                         rows_of.append(chunk)
+                        pooled.append(True)
                 size = self._chunk(max(a.numel() for a in acts[i + 1 :]), device)
                 for chunk in chunks(rows[~sparse], size):
                     args = (i, local, s, seg, candidates, chunk, acts, dims, shared)
                     tasks.append(partial(self._dense_task, *args, targets))
                     rows_of.append(chunk)
-            for chunk, (value, pairs) in zip(rows_of, self._run(tasks, device), strict=True):
+                    pooled.append(False)
+            for chunk, (value, pairs) in zip(
+                rows_of, self._run(tasks, pooled, device), strict=True
+            ):
                 losses[chunk] = value
                 if pairs is not None:
                     self.pairs_run += pairs
@@ -215,23 +220,32 @@ class LayeredEvaluator(Evaluator):
         return losses
 
     @staticmethod
-    def _run(tasks: list[Callable[[], ChunkResult]], device: torch.device) -> list[ChunkResult]:
-        """Run the chunk tasks; on a CPU with ``n > 1`` torch threads, ``n`` chunks at a time
-        (one thread each: chunks scale better than splitting every small op)."""
+    def _run(
+        tasks: list[Callable[[], ChunkResult]], pooled: list[bool], device: torch.device
+    ) -> list[ChunkResult]:
+        """Run the chunk tasks. On a CPU with ``n > 1`` torch threads the ``pooled`` ones (which
+        only read the model) run ``n`` at a time, one thread each: chunks scale better than
+        splitting every small op. The others (``functional_call`` swaps a layer's parameters
+        while it runs) run alone, first."""
         threads = torch.get_num_threads()
-        if device.type != "cpu" or threads == 1 or len(tasks) < 2:
+        if device.type != "cpu" or threads == 1 or sum(pooled) < 2:
             return [task() for task in tasks]
+        out: list[ChunkResult | None] = [None] * len(tasks)
+        for k, task in enumerate(tasks):
+            if not pooled[k]:
+                out[k] = task()
 
-        def run(task: Callable[[], ChunkResult]) -> ChunkResult:
+        def run(k: int) -> None:
             with torch.no_grad():  # grad mode is per thread
-                return task()
+                out[k] = tasks[k]()
 
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(threads) as pool:
-                return list(pool.map(run, tasks))
+                list(pool.map(run, [k for k in range(len(tasks)) if pooled[k]]))
         finally:
             torch.set_num_threads(threads)
+        return out  # type: ignore[return-value]
 
     def _unit_task(
         self, i: int, j: int, local: str, seg: Segment, candidates: BlockCandidates,
