@@ -6,7 +6,8 @@
 #
 # Writes roofline_<device>.jsonl and throughput_<device>.jsonl into $RESULTS_DIR (default
 # benchmarks/results; one JSON line per measurement, exact configuration inside) and prints the
-# roofline table. $PYTHON picks the interpreter (default: the project's .venv).
+# roofline table. $PYTHON picks the interpreter (default: the project's .venv); $MODELS the
+# roofline's table models (default: all six).
 set -euo pipefail
 device="cuda"
 if [[ "${1:-}" == "--device" ]]; then device="${2:?--device needs a value: cuda or cpu}"; fi
@@ -22,8 +23,9 @@ mkdir -p "$out"
   || { echo "no CUDA device visible to $python" >&2; exit 3; }
 batch=128
 [[ "$device" == "cuda" ]] && batch=512
+models="${MODELS:-snn_mnist,int8_mnist,argmax_fmnist,staircase_mnist,moe_20,mlp_mnist}"
 timeout 180 "$python" "$here/roofline.py" --device "$device" --batch "$batch" --threads 1 \
-  --min-time 0.5 | tee "$out/roofline_$device.jsonl"
+  --min-time 0.5 --models "$models" | tee "$out/roofline_$device.jsonl"
 timeout 100 "$python" "$here/throughput.py" --device "$device" --batch "$batch" \
   --evaluators layered --min-time 0.5 | tee "$out/throughput_$device.jsonl"
 "$python" "$here/roofline.py" --report "$out/roofline_$device.jsonl"
