@@ -1,23 +1,33 @@
 """Layered fast path for sequential models: shared prefix, cheap perturbed layer, batched suffix.
 
 The model must be an ``nn.Sequential`` (nested ones are flattened) whose layers each treat every
-sample independently: Linear/Conv, pooling, Flatten, standard activations, the polystep.nn blocks
-(LIF, SpikeCount, QuantLinear, BinaryLinear, Staircase), or any module that sets
-``polystep_batchwise = True``. The batch dim of each activation may move (a LIF layer emits
-time-major ``(T, B, F)``): it is found once per input shape by probing with 1 and 2 samples.
+sample independently, as each layer says through its :class:`~polystep.evaluate.traits.Traits`
+(declared on the layer; torch's own layers are in one registry). The batch dim of each
+activation may move (a LIF layer emits time-major ``(T, B, F)``): it is found once per input
+shape by probing with 1 and 2 samples.
 
 A candidate moves one block of coordinates, hence one parameter of one layer ``i``, so:
 
 1. one plain forward gives the input ``x_i`` and output ``y_i`` of every layer, shared by all;
-2. for a Linear layer the candidate's output is ``y_i + x dWᵀ`` computed sparsely: a direct
-   block adds ``p`` products, a low-rank block adds ``(x Bᵀ) dAᵀ`` (``x Bᵀ`` shared) or
-   ``(x dEᵀ) Cᵀ``; other layers run ``vmap(functional_call)`` of that layer alone;
-3. the layers above ``i`` run once on all candidates of a chunk stacked into the batch dim.
+2. when layer ``i`` is linear-like and the block touches a few output units (a row of a direct
+   weight or of the factor ``A``, a bias block: the segment says), those units' change goes
+   through the unit-wise layers above ``i`` alone and reaches the next linear layer ``j`` as a
+   rank-``k`` update; with a per-sample loss only the samples it changes are run further
+   (:mod:`polystep.evaluate.events`);
+3. otherwise layer ``i``'s output is ``y_i + x dWᵀ`` from the segment's sparse delta (plain
+   linear layers) or ``vmap(functional_call)`` of that layer alone, and the layers above run
+   once on all candidates of a chunk stacked into the batch dim.
+
+A slower path taken for want of a fast one is announced once (:attr:`fallback_reason`); with
+``strict=True`` it is an error instead.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import torch
 from torch import nn
@@ -28,6 +38,8 @@ from polystep.evaluate.base import (
     DEFAULT_BUDGET,
     Batch,
     Evaluator,
+    LossFn,
+    _plain_cross_entropy,
     chunks,
     evaluation_mode,
     local_coords,
@@ -35,44 +47,24 @@ from polystep.evaluate.base import (
     segment_groups,
 )
 from polystep.evaluate.batched import VmapEvaluator
-from polystep.evaluate.units import is_unitwise, propagate_units, run_layer
+from polystep.evaluate.events import per_sample_cross_entropy, sparse_unit_losses
+from polystep.evaluate.traits import is_batchwise, is_unitwise, traits_of
+from polystep.evaluate.units import dedupe_slots, propagate_units
 from polystep.subspace.base import Subspace
-from polystep.subspace.segments import DirectSegment, LowRankSegment, Segment
-
-BATCHWISE = (
-    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Identity, nn.Dropout,
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish,
-    nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.Softplus, nn.Softsign,
-    nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-)  # fmt: skip
-
+from polystep.subspace.segments import Segment
 
 CPU_CHUNK_ELEMENTS = 2**22  # about 1 MiB of float32: elementwise time loops stay in cache
+
+
+ChunkResult = tuple[torch.Tensor, int | None]  # losses of a chunk, pairs re-run (None: no events)
 
 
 class NotLayerable(ValueError):
     """The model does not fit the layered fast path (the message says why)."""
 
 
-def _known_batchwise() -> tuple[type, ...]:
-    """polystep.nn blocks that treat samples independently (time-major spike trains included)."""
-    try:
-        from polystep.nn import LIF, BinaryLinear, QuantLinear, SpikeCount, Staircase
-    except ImportError:  # pragma: no cover - polystep.nn is optional here
-        return ()
-    return (LIF, SpikeCount, QuantLinear, BinaryLinear, Staircase)
-
-
-def is_batchwise(module: nn.Module) -> bool:
-    """True when ``module`` processes each sample independently (along its batch dim)."""
-    if getattr(module, "polystep_batchwise", False) or type(module) in _known_batchwise():
-        return True
-    if isinstance(module, nn.Flatten):
-        return module.start_dim >= 1 or module.start_dim < -1
-    if isinstance(module, nn.Softmax | nn.LogSoftmax):
-        return module.dim is not None and module.dim != 0
-    return type(module) in BATCHWISE
+class FallbackError(RuntimeError):
+    """Strict mode: the layered evaluator would have taken a slower path (the message says why)."""
 
 
 def sequential_layers(model: nn.Module) -> list[nn.Module]:
@@ -85,34 +77,34 @@ def sequential_layers(model: nn.Module) -> list[nn.Module]:
     for m in layers:
         if not is_batchwise(m):
             raise NotLayerable(
-                f"layer {type(m).__name__} is not known to be batch-wise "
-                "(set polystep_batchwise = True on it if each sample is processed independently)"
+                f"layer {type(m).__name__} declares no batch-wise traits (give it "
+                "polystep_traits = polystep.evaluate.traits.BATCHWISE if each sample is "
+                "processed independently)"
             )
     return layers
-
-
-def scatter_products(
-    out: torch.Tensor, src: torch.Tensor, src_col: torch.Tensor, out_col: torch.Tensor,
-    values: torch.Tensor,
-) -> None:  # fmt: skip
-    """``out[n, :, out_col[n, j]] += src[:, src_col[n, j]] * values[n, j]`` in place.
-
-    Shapes: ``out (n, M, R)``, ``src (M, C)``, index and values ``(n, p)``.
-    """
-    contrib = src[:, src_col].permute(1, 0, 2) * values[:, None, :]
-    out.scatter_add_(2, out_col[:, None, :].expand(-1, src.shape[0], -1), contrib)
 
 
 class LayeredEvaluator(Evaluator):
     name = "layered"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        subspace: Subspace,
+        *,
+        chunk_size: int | None = None,
+        strict: bool = False,
+    ) -> None:
+        super().__init__(model, loss_fn, subspace, chunk_size=chunk_size)
         self.layers = sequential_layers(self.model)
         self.sites = self._sites(self.subspace)
+        self.strict = bool(strict)
         self._batch_dims: dict[tuple[int, ...], list[int]] = {}
         self.fallback_reason: str | None = None
         self._fallback: Evaluator | None = None
+        self.pairs_run = 0  # (candidate, sample) pairs the event-driven suffix re-ran ...
+        self.pairs_dense = 0  # ... out of this many that a dense suffix would have run
 
     @classmethod
     def supports(cls, model: nn.Module, subspace: Subspace) -> str | None:
@@ -138,6 +130,15 @@ class LayeredEvaluator(Evaluator):
             raise NotLayerable(f"parameters outside the layer chain: {missing}")
         return sites
 
+    def _fall_back(self, reason: str) -> None:
+        """Record and announce (once) a slower path; an error in strict mode."""
+        reason = reason.splitlines()[0][:300]
+        if self.strict:
+            raise FallbackError(f"layered evaluator: {reason}")
+        if self.fallback_reason is None:
+            self.fallback_reason = reason
+            warnings.warn(f"layered evaluator: {reason}", RuntimeWarning, stacklevel=3)
+
     def batch_dims(self, inputs: torch.Tensor) -> list[int]:
         """Batch dim of the input and of every layer's output (probed with 1 and 2 samples)."""
         key = tuple(inputs.shape[1:])
@@ -147,7 +148,7 @@ class LayeredEvaluator(Evaluator):
             for probe in (one, torch.cat([one, one])):
                 acts = [probe]
                 for layer in self.layers:
-                    acts.append(run_layer(layer, acts[-1]))
+                    acts.append(layer(acts[-1]))
                 shapes.append([a.shape for a in acts])
             dims = []
             for a, b in zip(*shapes):
@@ -159,22 +160,16 @@ class LayeredEvaluator(Evaluator):
         return self._batch_dims[key]
 
     def evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
-        if self.fallback_reason is None:
+        if self._fallback is None:
             try:
                 with evaluation_mode(self.model):
                     self.batch_dims(batch[0])
             except (NotLayerable, RuntimeError) as exc:
-                self.fallback_reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-                warnings.warn(
-                    f"layered evaluator fell back to vmap: {self.fallback_reason}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        if self.fallback_reason is not None:
-            if self._fallback is None:
+                self._fall_back(f"fell back to vmap: {type(exc).__name__}: {exc}")
                 self._fallback = VmapEvaluator(
                     self.model, self.loss_fn, self.subspace, chunk_size=self.chunk_size
                 )
+        if self._fallback is not None:
             return self._fallback.evaluate(candidates, batch)
         return self._evaluate(candidates, batch)
 
@@ -186,28 +181,93 @@ class LayeredEvaluator(Evaluator):
             dims = self.batch_dims(inputs)
             acts = [inputs]
             for layer in self.layers:
-                acts.append(run_layer(layer, acts[-1]))
+                acts.append(layer(acts[-1]))
+            base_losses = self._per_sample_losses(acts, dims, targets)
+            tasks: list[Callable[[], ChunkResult]] = []
+            rows_of: list[torch.Tensor] = []
+            pooled: list[bool] = []
             for s, rows in segment_groups(self.subspace, candidates):
                 seg = self.subspace.segments[s]
                 i, local = self.sites[seg.name]
                 shared: dict[str, torch.Tensor] = {}
-                j = self._next_linear(i, seg, local)
+                j = self._unit_target(i, local, to_output=base_losses is not None)
                 sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
                 if j is not None:
-                    sparse = self._unit_sparse(seg, local, candidates, rows)
+                    cols, _ = self._cols_vals(seg, candidates, rows, candidates.offset)
+                    sparse = seg.unit_sparse(cols).to(rows.device)
                     per = self.subspace.block_dim * max(
                         a.numel() // a.shape[-1] for a in acts[i + 1 : j + 1]
                     )
-                    size = self._chunk(max(per, *(a.numel() for a in acts[j + 1 :])), device)
+                    size = self._chunk(max([per, *(a.numel() for a in acts[j + 1 :])]), device)
                     for chunk in chunks(rows[sparse], size):
-                        units, change = self._unit_change(seg, local, candidates, chunk, acts[i])
-                        h = propagate_units(self.layers, acts, dims, i, j, units, change)
-                        losses[chunk] = self._finish(h, j + 1, dims, targets)
+                        args = (i, j, local, seg, candidates, chunk, acts, dims, shared)
+                        tasks.append(partial(self._unit_task, *args, targets, base_losses))
+                        rows_of.append(chunk)
+                        pooled.append(True)
                 size = self._chunk(max(a.numel() for a in acts[i + 1 :]), device)
                 for chunk in chunks(rows[~sparse], size):
-                    h = self._perturbed(i, local, s, seg, candidates, chunk, acts, shared)
-                    losses[chunk] = self._finish(h, i + 1, dims, targets)
+                    args = (i, local, s, seg, candidates, chunk, acts, dims, shared)
+                    tasks.append(partial(self._dense_task, *args, targets))
+                    rows_of.append(chunk)
+                    pooled.append(False)
+            for chunk, (value, pairs) in zip(
+                rows_of, self._run(tasks, pooled, device), strict=True
+            ):
+                losses[chunk] = value
+                if pairs is not None:
+                    self.pairs_run += pairs
+                    self.pairs_dense += len(chunk) * acts[0].shape[dims[0]]
         return losses
+
+    @staticmethod
+    def _run(
+        tasks: list[Callable[[], ChunkResult]], pooled: list[bool], device: torch.device
+    ) -> list[ChunkResult]:
+        """Run the chunk tasks. On a CPU with ``n > 1`` torch threads the ``pooled`` ones (which
+        only read the model) run ``n`` at a time, one thread each: chunks scale better than
+        splitting every small op. The others (``functional_call`` swaps a layer's parameters
+        while it runs) run alone, first."""
+        threads = torch.get_num_threads()
+        if device.type != "cpu" or threads == 1 or sum(pooled) < 2:
+            return [task() for task in tasks]
+        out: list[ChunkResult | None] = [None] * len(tasks)
+        for k, task in enumerate(tasks):
+            if not pooled[k]:
+                out[k] = task()
+
+        def run(k: int) -> None:
+            with torch.no_grad():  # grad mode is per thread
+                out[k] = tasks[k]()
+
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(run, [k for k in range(len(tasks)) if pooled[k]]))
+        finally:
+            torch.set_num_threads(threads)
+        return out  # type: ignore[return-value]
+
+    def _unit_task(
+        self, i: int, j: int, local: str, seg: Segment, candidates: BlockCandidates,
+        chunk: torch.Tensor, acts: list[torch.Tensor], dims: list[int],
+        shared: dict[str, torch.Tensor], targets: object, base_losses: torch.Tensor | None,
+    ) -> ChunkResult:  # fmt: skip
+        """Losses of unit-sparse candidates ``chunk`` and the pairs re-run (None: no events)."""
+        units, change = self._unit_change(i, local, seg, candidates, chunk, acts[i], shared)
+        if base_losses is not None:
+            return sparse_unit_losses(
+                self.layers, acts, dims, i, j, units, change, targets, base_losses
+            )
+        h = propagate_units(self.layers, acts, dims, i, j, units, change)
+        return self._finish(h, j + 1, dims, targets), None
+
+    def _dense_task(
+        self, i: int, local: str, s: int, seg: Segment, candidates: BlockCandidates,
+        chunk: torch.Tensor, acts: list[torch.Tensor], dims: list[int],
+        shared: dict[str, torch.Tensor], targets: object,
+    ) -> ChunkResult:  # fmt: skip
+        h = self._perturbed(i, local, s, seg, candidates, chunk, acts, shared)
+        return self._finish(h, i + 1, dims, targets), None
 
     def _chunk(self, widest: int, device: torch.device) -> int:
         """Candidates per chunk: the widest activation of a chunk stays cache-sized on CPU."""
@@ -219,22 +279,35 @@ class LayeredEvaluator(Evaluator):
         n = h.shape[0]
         h = h.movedim(0, dims[k]).flatten(dims[k], dims[k] + 1)
         for layer in self.layers[k:]:
-            h = run_layer(layer, h)
+            h = layer(h)
         h = h.unflatten(dims[-1], (n, -1)).movedim(dims[-1], 0)
         return per_candidate_loss(self.loss_fn, h, targets).double()
 
-    def _next_linear(self, i: int, seg: Segment, local: str) -> int | None:
-        """Index of the Linear layer reached from layer ``i`` through unit-wise layers, if any."""
-        if type(self.layers[i]) is not nn.Linear or not isinstance(
-            seg, DirectSegment | LowRankSegment
+    def _per_sample_losses(
+        self, acts: list[torch.Tensor], dims: list[int], targets: object
+    ) -> torch.Tensor | None:
+        """The incumbent's per-sample losses ``(B,)`` when the loss is their mean, else None."""
+        out = acts[-1]
+        if (
+            dims[-1] != 0
+            or out.ndim != 2
+            or not _plain_cross_entropy(self.loss_fn, out[None], targets)
         ):
             return None
-        if local not in ("weight", "bias"):
+        return per_sample_cross_entropy(out, targets)  # type: ignore[arg-type]
+
+    def _unit_target(self, i: int, local: str, to_output: bool) -> int | None:
+        """For a linear-like layer ``i``'s weight or bias: the next linear-like layer reached
+        through unit-wise layers, or ``len(layers)`` when ``to_output`` and the unit-wise
+        chain runs to the output; None otherwise."""
+        if not traits_of(self.layers[i]).linear or local not in ("weight", "bias"):
             return None
         k = i + 1
         while k < len(self.layers) and is_unitwise(self.layers[k]):
             k += 1
-        return k if k < len(self.layers) and type(self.layers[k]) is nn.Linear else None
+        if k == len(self.layers):
+            return k if to_output else None
+        return k if traits_of(self.layers[k]).linear else None
 
     def _cols_vals(
         self, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor, like: torch.Tensor
@@ -245,38 +318,27 @@ class LayeredEvaluator(Evaluator):
         cols = (cols + torch.arange(p, device=cols.device)).to(like.device)
         return cols, candidates.offset[rows].to(like)
 
-    def _unit_sparse(
-        self, seg: Segment, local: str, candidates: BlockCandidates, rows: torch.Tensor
-    ) -> torch.Tensor:
-        """Which candidates change only the units they touch (no ``E``-factor coordinate)."""
-        if not isinstance(seg, LowRankSegment) or local == "bias":
-            return torch.ones(len(rows), dtype=torch.bool, device=rows.device)
-        cols, _ = self._cols_vals(seg, candidates, rows, candidates.offset)
-        in_e = (cols >= seg.a_size) & (cols < seg.a_size + seg.e_size)
-        return ~in_e.any(dim=1).to(rows.device)
-
     def _unit_change(
-        self, seg: Segment, local: str, candidates: BlockCandidates, rows: torch.Tensor,
-        x: torch.Tensor,
+        self, i: int, local: str, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor,
+        x: torch.Tensor, shared: dict[str, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        """Touched units ``(n, p)`` and their pre-activation change ``(n, M, p)``."""
+        """Touched units ``(n, k)`` of layer ``i`` and their output change ``(n, M, k)``."""
         cols, vals = self._cols_vals(seg, candidates, rows, x)
         xf = x.reshape(-1, x.shape[-1])
+        layer = self.layers[i]
+        traits = traits_of(layer)
+        if traits.plain_linear:
+            return seg.unit_change(xf, cols, vals, shared)
+        units, rows_delta = seg.unit_rows(cols, vals)  # mapped weights: f(W_u + dW_u) - f(W_u)
+        units, rows_delta = dedupe_slots(units, rows_delta.transpose(1, 2))
+        param = layer.get_parameter(local).detach()
         if local == "bias":
-            valid = cols < seg.numel
-            units = torch.where(valid, cols, 0)
-            return units, (vals * valid)[:, None, :].expand(-1, xf.shape[0], -1)
-        if isinstance(seg, DirectSegment):
-            valid = cols < seg.numel
-            c = torch.where(valid, cols, 0)
-            src, units, inner = xf, c // xf.shape[1], c % xf.shape[1]
-        else:
-            valid = cols < seg.a_size
-            c = torch.where(valid, cols, 0)
-            r = seg.right.shape[0]
-            src, units, inner = xf @ seg.right.T.to(xf), c // r, c % r
-        change = src[:, inner].permute(1, 0, 2) * (vals * valid)[:, None, :]
-        return units, change
+            old = param[units]
+            moved = traits.bias_map(old + rows_delta[:, 0, :]) - traits.bias_map(old)
+            return units, moved[:, None, :].expand(-1, xf.shape[0], -1)
+        old = param[units]  # (n, k, d_in)
+        moved = traits.weight_map(old + rows_delta.transpose(1, 2)) - traits.weight_map(old)
+        return units, torch.einsum("md,nkd->nmk", xf, moved)
 
     def _perturbed(
         self, i: int, local: str, s: int, seg: Segment, candidates: BlockCandidates,
@@ -284,9 +346,13 @@ class LayeredEvaluator(Evaluator):
     ) -> torch.Tensor:  # fmt: skip
         """Output of layer ``i`` for candidates ``rows``: ``(n, B, ...)``."""
         layer = self.layers[i]
-        fast = isinstance(seg, DirectSegment | LowRankSegment) and local in ("weight", "bias")
-        if type(layer) is nn.Linear and fast:
-            return self._linear(seg, local, candidates, rows, acts[i], acts[i + 1], shared)
+        if traits_of(layer).plain_linear and local in ("weight", "bias"):
+            x, y = acts[i], acts[i + 1]
+            cols, vals = self._cols_vals(seg, candidates, rows, y)
+            xf = x.reshape(-1, x.shape[-1])
+            out = y.reshape(1, -1, y.shape[-1]).repeat(len(rows), 1, 1)
+            if seg.output_delta(out, xf, cols, vals, shared):
+                return out.reshape(len(rows), *y.shape)
         base = layer.get_parameter(local).detach()
         delta = seg.delta(local_coords(self.subspace, s, candidates, rows)).to(base)
 
@@ -295,50 +361,6 @@ class LayeredEvaluator(Evaluator):
 
         try:
             return torch.vmap(run)(delta)
-        except Exception:
+        except RuntimeError as exc:  # a layer vmap cannot batch: one candidate at a time
+            self._fall_back(f"{type(layer).__name__} runs one candidate at a time: {exc}")
             return torch.stack([run(d) for d in delta])
-
-    def _linear(
-        self, seg: Segment, local: str, candidates: BlockCandidates, rows: torch.Tensor,
-        x: torch.Tensor, y: torch.Tensor, shared: dict[str, torch.Tensor],
-    ) -> torch.Tensor:  # fmt: skip
-        p = self.subspace.block_dim
-        d_out = y.shape[-1]
-        xf, yf = x.reshape(-1, x.shape[-1]), y.reshape(-1, d_out)
-        cols = (candidates.block[rows] * p - seg.start)[:, None]
-        cols = (cols + torch.arange(p, device=cols.device)).to(y.device)
-        vals = candidates.offset[rows].to(y)
-        out = yf.unsqueeze(0).repeat(len(rows), 1, 1)
-        if local == "bias":
-            valid = cols < d_out
-            delta = torch.zeros(len(rows), d_out, dtype=y.dtype, device=y.device)
-            delta.scatter_add_(1, torch.where(valid, cols, 0), vals * valid)
-            out += delta[:, None, :]
-        elif isinstance(seg, DirectSegment):
-            valid = cols < seg.numel
-            c = torch.where(valid, cols, 0)
-            scatter_products(out, xf, c % xf.shape[1], c // xf.shape[1], vals * valid)
-        else:
-            self._low_rank(seg, out, xf, cols, vals, shared)
-        return out.reshape(len(rows), *y.shape)
-
-    @staticmethod
-    def _low_rank(
-        seg: LowRankSegment, out: torch.Tensor, xf: torch.Tensor, cols: torch.Tensor,
-        vals: torch.Tensor, shared: dict[str, torch.Tensor],
-    ) -> None:  # fmt: skip
-        a, e = seg.a_size, seg.e_size
-        in_a = cols < a
-        if a and bool(in_a.any()):
-            if "xb" not in shared:
-                shared["xb"] = xf @ seg.right.T.to(xf)
-            r = seg.right.shape[0]
-            c = torch.where(in_a, cols, 0)
-            scatter_products(out, shared["xb"], c % r, c // r, vals * in_a)
-        in_e = (cols >= a) & (cols < a + e)
-        if e and bool(in_e.any()):
-            hit = torch.nonzero(in_e.any(dim=1)).flatten()
-            c = torch.where(in_e, cols - a, 0)[hit]
-            u = xf.new_zeros(len(hit), xf.shape[0], seg.left.shape[1])
-            scatter_products(u, xf, c % seg.d_in, c // seg.d_in, (vals * in_e)[hit])
-            out.index_add_(0, hit, u @ seg.left.T.to(xf))

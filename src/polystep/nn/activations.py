@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from polystep.evaluate.traits import UNITWISE
+
 
 class Staircase(nn.Module):
     """``floor(levels·sigmoid(x)) / levels``, capped at ``(levels − 1) / levels``.
@@ -15,6 +17,8 @@ class Staircase(nn.Module):
 
     Shapes: elementwise, dtype preserved.
     """
+
+    polystep_traits = UNITWISE
 
     def __init__(self, levels: int = 5, *, surrogate: bool = False) -> None:
         super().__init__()

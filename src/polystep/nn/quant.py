@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from polystep.evaluate.traits import Traits, identity
+
 SURROGATES = (False, True, "ste")
 
 
@@ -77,6 +79,10 @@ class QuantLinear(nn.Linear):
         hard = fake_quantize(t, self.scale, self.bits)
         return _straight_through(t, hard) if self.surrogate == "ste" else hard
 
+    def polystep_traits(self) -> Traits:
+        """Linear-like: ``y = x·q(W)ᵀ + q(b)`` with ``q`` elementwise."""
+        return Traits(batchwise=True, weight_map=self._q, bias_map=self._q)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self._q(self.bias)
         return F.linear(x, self._q(self.weight), bias)
@@ -123,6 +129,14 @@ class BinaryLinear(nn.Linear):
             return torch.tanh(t / self.temperature)
         hard = binarize(t)
         return _straight_through(t, hard) if self.surrogate == "ste" else hard
+
+    def _weight(self, w: torch.Tensor) -> torch.Tensor:
+        return self.scale * self._b(w)
+
+    def polystep_traits(self) -> Traits:
+        """Linear-like: ``y = x·(scale·sign(W))ᵀ + b`` (bias binarized too if ``binary_bias``)."""
+        bias_map = self._weight if self.binary_bias else identity
+        return Traits(batchwise=True, weight_map=self._weight, bias_map=bias_map)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from polystep.evaluate.traits import BATCHWISE
+
 
 def one_hot_argmax(scores: torch.Tensor) -> torch.Tensor:
     """One-hot of ``argmax`` over the last dim, in ``scores``' dtype (ties: lowest index)."""
@@ -40,7 +42,7 @@ class ArgmaxAttention(nn.Module):
     Shapes: ``(*, dim) -> (*, dim)``.
     """
 
-    polystep_batchwise = True  # each sample is routed independently (layered evaluators)
+    polystep_traits = BATCHWISE  # each sample is routed independently
 
     def __init__(
         self,
@@ -78,7 +80,7 @@ class HardMoE(nn.Module):
     Shapes: ``(*, dim) -> (*, dim)``.
     """
 
-    polystep_batchwise = True  # each sample is routed independently (layered evaluators)
+    polystep_traits = BATCHWISE  # each sample is routed independently
 
     def __init__(
         self,

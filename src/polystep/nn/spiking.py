@@ -14,6 +14,7 @@ import itertools
 import torch
 from torch import nn
 
+from polystep.evaluate.traits import UNITWISE
 from polystep.validation import check_positive_int
 
 
@@ -34,6 +35,8 @@ class LIF(nn.Module):
 
     Shapes: ``(*batch, F)`` or ``(T, *batch, F)`` -> spikes ``(T, *batch, F)`` in the input dtype.
     """
+
+    polystep_traits = UNITWISE  # each neuron sees only its own current
 
     def __init__(
         self,
@@ -78,6 +81,8 @@ class LIF(nn.Module):
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         static = self.num_steps is not None
         steps = self.num_steps if static else current.shape[0]
+        if not self.surrogate and _plain(current):
+            return hard_lif(current if static else None, current, self.beta, self.threshold, steps)
         v = self.init_state(current if static else current[0])
         spikes = []
         for t in range(steps):
@@ -90,8 +95,35 @@ class LIF(nn.Module):
         return f"beta={self.beta}, threshold={self.threshold}, num_steps={self.num_steps}, {mode}"
 
 
+def _plain(t: torch.Tensor) -> bool:
+    """True when ``t`` may go through in-place kernels: no autograd, no vmap/grad transform."""
+    if torch.is_grad_enabled() and t.requires_grad:
+        return False
+    return not torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def hard_lif(
+    static: torch.Tensor | None, current: torch.Tensor, beta: float, threshold: float, steps: int
+) -> torch.Tensor:
+    """The hard LIF loop in place, one buffer: ``(T, *batch, F)`` spikes.
+
+    Same arithmetic as :meth:`LIF.step` (``β·v + I``, then ``v − v·s``, which is exactly ``0``
+    where ``s = 1`` and ``v`` where ``s = 0``), so results are bit-identical.
+    """
+    shape = current.shape if static is not None else current.shape[1:]
+    out = current.new_empty(steps, *shape)
+    v = torch.zeros(shape, dtype=current.dtype, device=current.device)
+    for t in range(steps):
+        v.mul_(beta).add_(static if static is not None else current[t])
+        torch.ge(v, threshold, out=out[t])
+        v.addcmul_(v, out[t], value=-1.0)
+    return out
+
+
 class SpikeCount(nn.Module):
     """Sum a spike train over time: ``(T, *batch, F) -> (*batch, F)`` (spike-count logits)."""
+
+    polystep_traits = UNITWISE
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         return spikes.sum(dim=0)

@@ -4,6 +4,15 @@ A subspace is a list of segments, one per parameter, in layout order. Segment ``
 coordinates ``z[s.start : s.start + s.size]`` (``size`` is a multiple of the block size, so no
 particle straddles two parameters) and maps them linearly to a change of its parameter:
 ``delta(coords (n, size)) -> (n, *shape)``. Trailing padding coordinates map to nothing.
+
+A segment also owns the fast paths of a candidate that moves ONE block of its coordinates when
+its parameter is the weight ``(d_out, d_in)`` or bias ``(d_out,)`` of a linear map
+``y = x·Wᵀ + b``: which output units the block touches and how ``y`` changes on them
+(:meth:`Segment.unit_change`), the change of the whole output (:meth:`Segment.output_delta`),
+and the dense change of the touched weight rows (:meth:`Segment.unit_rows`). ``cols (n, p)`` are
+the block's local coordinate indices, ``vals (n, p)`` its offsets, ``x (M, d_in)`` the layer
+input, ``shared`` a per-step cache of products with the input. A segment that has no such path
+returns None (or False) and the evaluator runs the layer instead.
 """
 
 from __future__ import annotations
@@ -54,6 +63,48 @@ class Segment:
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Segment:
         return self
 
+    def unit_sparse(self, cols: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` bool: which blocks change only a few output units (see :meth:`unit_change`)."""
+        return torch.zeros(cols.shape[0], dtype=torch.bool, device=cols.device)
+
+    def unit_change(
+        self, x: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shared: dict
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Touched units ``(n, k)`` and the change of ``y`` on them ``(n, M, k)``."""
+        return None
+
+    def output_delta(
+        self, out: torch.Tensor, x: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
+        shared: dict,
+    ) -> bool:  # fmt: skip
+        """Add each block's change of ``y`` to ``out (n, M, d_out)`` in place; False if none."""
+        return False
+
+    def unit_rows(
+        self, cols: torch.Tensor, vals: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Touched units ``(n, p)`` and the change of their rows ``(n, p, d_in)`` (bias:
+        ``(n, p, 1)``); slots may repeat a unit (their changes add up)."""
+        return None
+
+
+def _valid(cols: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padding columns (``>= size``) mapped to 0, and the mask of real ones."""
+    valid = cols < size
+    return torch.where(valid, cols, 0), valid
+
+
+def scatter_products(
+    out: torch.Tensor, src: torch.Tensor, src_col: torch.Tensor, out_col: torch.Tensor,
+    values: torch.Tensor,
+) -> None:  # fmt: skip
+    """``out[n, :, out_col[n, j]] += src[:, src_col[n, j]] * values[n, j]`` in place.
+
+    Shapes: ``out (n, M, R)``, ``src (M, C)``, index and values ``(n, p)``.
+    """
+    contrib = src[:, src_col].permute(1, 0, 2) * values[:, None, :]
+    out.scatter_add_(2, out_col[:, None, :].expand(-1, src.shape[0], -1), contrib)
+
 
 @dataclass
 class DirectSegment(Segment):
@@ -61,6 +112,46 @@ class DirectSegment(Segment):
 
     def delta(self, coords: torch.Tensor) -> torch.Tensor:
         return coords[:, : self.numel].reshape(-1, *self.shape)
+
+    @property
+    def _d_in(self) -> int:
+        return self.numel // int(self.shape[0]) if len(self.shape) > 1 else 1
+
+    def unit_sparse(self, cols: torch.Tensor) -> torch.Tensor:
+        return torch.ones(cols.shape[0], dtype=torch.bool, device=cols.device)
+
+    def unit_change(
+        self, x: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shared: dict
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c, valid = _valid(cols, self.numel)
+        vals = vals * valid
+        if len(self.shape) == 1:  # bias: unit c moves by its value on every row
+            return c, vals[:, None, :].expand(-1, x.shape[0], -1)
+        units, inner = c // self._d_in, c % self._d_in
+        return units, x[:, inner].permute(1, 0, 2) * vals[:, None, :]
+
+    def output_delta(
+        self, out: torch.Tensor, x: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
+        shared: dict,
+    ) -> bool:  # fmt: skip
+        c, valid = _valid(cols, self.numel)
+        vals = vals * valid
+        if len(self.shape) == 1:
+            delta = out.new_zeros(out.shape[0], out.shape[2]).scatter_add_(1, c, vals)
+            out += delta[:, None, :]
+        else:
+            scatter_products(out, x, c % self._d_in, c // self._d_in, vals)
+        return True
+
+    def unit_rows(
+        self, cols: torch.Tensor, vals: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c, valid = _valid(cols, self.numel)
+        vals = vals * valid
+        if len(self.shape) == 1:
+            return c, vals[:, :, None]
+        rows = vals.new_zeros(*c.shape, self._d_in)
+        return c // self._d_in, rows.scatter_(2, (c % self._d_in)[:, :, None], vals[:, :, None])
 
 
 @dataclass
@@ -109,6 +200,55 @@ class LowRankSegment(Segment):
         if self.left is not None:
             self.left = self.left.to(device=device, dtype=dtype)
         return self
+
+    def unit_sparse(self, cols: torch.Tensor) -> torch.Tensor:
+        """Blocks with no ``E``-factor coordinate (a row of ``A`` moves one output unit)."""
+        in_e = (cols >= self.a_size) & (cols < self.a_size + self.e_size)
+        return ~in_e.any(dim=1)
+
+    def _xb(self, x: torch.Tensor, shared: dict) -> torch.Tensor:
+        if "xb" not in shared:
+            shared["xb"] = x @ self.right.T.to(x)
+        return shared["xb"]
+
+    def unit_change(
+        self, x: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shared: dict
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c, valid = _valid(cols, self.a_size)
+        vals = vals * valid
+        r = self.right.shape[0]
+        units, inner = c // r, c % r
+        xb = self._xb(x, shared)
+        if bool((units == units[:, :1]).all()):  # each block is (part of) one row of A
+            coef = vals.new_zeros(len(c), r).scatter_add_(1, inner, vals)
+            return units[:, :1], (coef @ xb.T)[:, :, None]
+        return units, xb[:, inner].permute(1, 0, 2) * vals[:, None, :]
+
+    def output_delta(
+        self, out: torch.Tensor, x: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
+        shared: dict,
+    ) -> bool:  # fmt: skip
+        a, e = self.a_size, self.e_size
+        in_a = cols < a
+        if a and bool(in_a.any()):
+            r = self.right.shape[0]
+            c = torch.where(in_a, cols, 0)
+            scatter_products(out, self._xb(x, shared), c % r, c // r, vals * in_a)
+        in_e = (cols >= a) & (cols < a + e)
+        if e and bool(in_e.any()):
+            hit = torch.nonzero(in_e.any(dim=1)).flatten()
+            c = torch.where(in_e, cols - a, 0)[hit]
+            u = x.new_zeros(len(hit), x.shape[0], self.left.shape[1])
+            scatter_products(u, x, c % self.d_in, c // self.d_in, (vals * in_e)[hit])
+            out.index_add_(0, hit, u @ self.left.T.to(x))
+        return True
+
+    def unit_rows(
+        self, cols: torch.Tensor, vals: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c, valid = _valid(cols, self.a_size)
+        r = self.right.shape[0]
+        return c // r, (vals * valid)[:, :, None] * self.right[c % r].to(vals)
 
 
 @dataclass
