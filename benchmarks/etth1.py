@@ -170,7 +170,7 @@ def run_adam(
             out = loss_fn(model(x), y)
             out.backward()
             opt.step()
-            step, loss = step + 1, float(out)
+            step, loss = step + 1, float(out.detach())
             if step in marks:
                 sel.check(step, loss)
     return {**sel.finish(), "steps": step, "lstm_passes": step, "config": {**ADAM}}

@@ -111,6 +111,6 @@ def load_etth1(
 
 
 def persistence(x: torch.Tensor, horizon: int) -> torch.Tensor:
-    """Last-value forecast: ``x (N, lookback) -> (N, horizon)``, every step equal to ``x[:, -1]``."""
+    """Last-value forecast: ``x (N, lookback) -> (N, horizon)``, every step is ``x[:, -1]``."""
     check_positive_int("horizon", horizon)
     return x[:, -1:].expand(-1, horizon)

@@ -68,8 +68,7 @@ class LSTM(nn.Module):
         if x.ndim != 3 or x.shape[-1] != self.input_size:
             raise ValueError(f"x must be (batch, time, {self.input_size}), got {tuple(x.shape)}")
         out, h, c = self.run(x, state, keep_outputs=True)
-        assert out is not None
-        return out, (h.unsqueeze(0), c.unsqueeze(0))
+        return out, (h.unsqueeze(0), c.unsqueeze(0))  # type: ignore[return-value]
 
     def run(
         self,
