@@ -214,7 +214,9 @@ def table(records: list[dict[str, Any]]) -> str:
                 return "—" if v is None else f"{v:,.1f}"
 
             def ratio(num: float | None, den: float | None) -> str:
-                return "—" if num is None or not den else f"{num / den:.1f}×"
+                if num is None or not den:
+                    return "—"
+                return f"{num / den:.2f}×" if num < den else f"{num / den:.1f}×"
 
             lines.append(
                 f"| {model} | {t} | {cell(p)} | {cell(b)} | {ratio(b, p)} | {cell(f)} "
