@@ -321,6 +321,17 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def budget(r: dict[str, Any]) -> str:
+    """What one run of ``r`` cost, in the units of its method."""
+    batch = r["config"]["batch"]
+    if r["method"].startswith("adam"):
+        return f"{r['steps']:,} Adam steps × {batch} windows"
+    passes = f"{r['lstm_passes']:,} LSTM passes × {batch} windows"
+    if r["method"].startswith("polystep"):
+        return f"{r['steps']} steps, {passes}, {r['candidates'] / 1e6:.2f} M candidates"
+    return f"{r['steps']} generations × {r['config']['popsize']}, {passes}"
+
+
 def report(path: Path) -> str:
     """Markdown table (mean ± std over seeds) from the records at ``path``."""
     recs = load_records(path)
@@ -334,28 +345,28 @@ def report(path: Path) -> str:
     }
     lines = [
         "| method | seeds | test MSE (val-selected) | test MAE | last-iterate test MSE "
-        "| val MSE | LSTM passes | wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| val MSE | budget per run | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method in METHODS:
         rows = [r for r in recs if r["method"] == method]
         if not rows:
             continue
-        seeds = ",".join(str(r["seed"]) for r in rows)
         if method == "persistence":
             r = rows[0]
             lines.append(
                 f"| {label[method]} | — | {r['test_mse']:.3f} | {r['test_mae']:.3f} | — "
-                f"| {r['val_mse']:.3f} | 0 | 0 |"
+                f"| {r['val_mse']:.3f} | none | 0 | 0 |"
             )
             continue
         col = {k: [r[k] for r in rows] for k in ("test_mse", "test_mae", "last_test_mse")}
+        seeds = ",".join(str(r["seed"]) for r in rows)
         lines.append(
             f"| {label[method]} | {seeds} | {mean_std(col['test_mse'])} "
             f"| {mean_std(col['test_mae'])} | {mean_std(col['last_test_mse'])} "
-            f"| {mean_std([r['val_mse'] for r in rows])} "
-            f"| {statistics.mean(r['lstm_passes'] for r in rows):,.0f} "
-            f"| {statistics.mean(r['wall_s'] for r in rows):,.0f} |"
+            f"| {mean_std([r['val_mse'] for r in rows])} | {budget(rows[0])} "
+            f"| {statistics.mean(r['wall_s'] for r in rows):,.0f} "
+            f"| {statistics.mean(r['cpu_s'] for r in rows):,.0f} |"
         )
     return "\n".join(lines)
 

@@ -98,7 +98,8 @@ def test_bench_report_and_search_space(tmp_path: Path) -> None:
         {"method": "persistence", "seed": 0, "val_mse": 0.2, "test_mse": 0.1, "test_mae": 0.3},
         *[
             {"method": "polystep", "seed": s, "val_mse": 0.2, "test_mse": m, "test_mae": 0.4,
-             "last_test_mse": m, "lstm_passes": 100, "wall_s": 5.0}
+             "last_test_mse": m, "lstm_passes": 970, "wall_s": 5.0, "cpu_s": 2.0, "steps": 10,
+             "candidates": 125_760, "config": {"batch": 16}}
             for s, m in ((0, 0.2), (1, 0.4))
         ],
     ]  # fmt: skip
@@ -107,6 +108,7 @@ def test_bench_report_and_search_space(tmp_path: Path) -> None:
     table = bench.report(path)
     assert "| persistence (last value) | — | 0.100 |" in table
     assert "| PolyStep (sigmoid gates) | 0,1 | 0.300 ± 0.141 |" in table
+    assert "| 10 steps, 970 LSTM passes × 16 windows, 0.13 M candidates | 5 | 2 |" in table
     model = bench.lstm_forecaster()
     space = bench.ForecastSpace(
         bench.ParamLayout.from_module(model), block_dim=8, seed=0, redraw_every=1
