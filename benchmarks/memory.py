@@ -1,0 +1,301 @@
+"""Peak memory of one PolyStep training step against one BPTT step, for T = 25 ... 400.
+
+Two hard-LIF networks (direct-current input, spike-count logits, cross-entropy, random data):
+
+* ``snn_mlp``: ``polystep.nn.spiking_mlp((784, 128, 10))`` (101,770 parameters);
+* ``snn_conv``: :func:`spiking_conv_net`, conv 1->8 -> LIF -> pool -> conv 8->16 -> LIF -> pool
+  -> Linear(784 -> 4096) -> LIF -> Linear(4096 -> 10) -> LIF -> counts (3.26 M parameters).
+
+Three modes, each measured once per (model, T) in a FRESH subprocess on the same batch:
+
+* ``polystep``: one whole ``PolyStepOptimizer(model, preset="snn").step_batch`` (every candidate,
+  the evaluator ``auto`` picks and its own chunking, as in training);
+* ``bptt``: one Adam step (lr 1e-3) on the smooth twin (sigmoid surrogate spikes), backprop
+  through all T steps;
+* ``forward``: one plain forward pass without grad (the authors' "forward-only" figure).
+
+Memory on CPU is the growth of the process's peak resident set during the step: the peak
+(``VmHWM``) is reset through ``/proc/self/clear_refs`` right before the step and read after it,
+minus the resident set before it. Everything built before the step (model, batch, optimizer
+object) is excluded; what the step allocates (activations, candidates, gradients, Adam moments,
+subspace bases) is included. ``tracemalloc`` would see only Python's heap, not torch's tensors,
+hence the RSS. On CUDA (``--device cuda``) it is ``torch.cuda.max_memory_allocated`` after
+``reset_peak_memory_stats``, minus the memory allocated before the step.
+
+    .venv/bin/python benchmarks/memory.py --batch 4 --steps 25,50,100,200,400
+    .venv/bin/python benchmarks/memory.py --report
+
+Each case appends one JSON line to ``benchmarks/results/memory/runs.jsonl`` (finished cases are
+skipped); ``--report`` prints the table and writes ``memory.png`` beside the records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from polystep import PolyStepOptimizer
+from polystep.bench.runner import machine_info
+from polystep.nn import LIF, SpikeCount, smooth_twin, spiking_mlp
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "results" / "memory" / "runs.jsonl"
+MODELS = ("snn_mlp", "snn_conv")
+MODES = ("polystep", "bptt", "forward")
+MIB = 2**20
+
+
+class OverTime(nn.Module):
+    """Apply ``inner`` to every step of a time-major tensor ``(T, B, ...)`` at once."""
+
+    polystep_batchwise = True
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
+
+def spiking_conv_net(num_steps: int, *, surrogate: bool = False) -> nn.Sequential:
+    """Hard-LIF conv net on ``(B, 1, 28, 28)`` -> spike counts ``(B, 10)``; 3.26 M parameters."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        LIF(num_steps=num_steps, surrogate=surrogate),
+        OverTime(nn.AvgPool2d(2)),
+        OverTime(nn.Conv2d(8, 16, 3, padding=1)),
+        LIF(surrogate=surrogate),
+        OverTime(nn.AvgPool2d(2)),
+        nn.Flatten(2),
+        nn.Linear(16 * 7 * 7, 4096),
+        LIF(surrogate=surrogate),
+        nn.Linear(4096, 10),
+        LIF(surrogate=surrogate),
+        SpikeCount(),
+    )
+
+
+def build(model_name: str, num_steps: int, batch: int) -> tuple[nn.Module, torch.Tensor]:
+    """The hard model and a random input batch (seeded)."""
+    torch.manual_seed(0)
+    if model_name == "snn_mlp":
+        return spiking_mlp((784, 128, 10), num_steps=num_steps), 3 * torch.rand(batch, 784)
+    return spiking_conv_net(num_steps), 3 * torch.rand(batch, 1, 28, 28)
+
+
+def _status(key: str) -> int:
+    """``key`` of ``/proc/self/status`` in bytes."""
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"{key}:\s+(\d+)", text).group(1)) * 1024
+
+
+def make_step(
+    model_name: str, mode: str, num_steps: int, batch: int, device: str
+) -> tuple[Callable[[], None], Callable[[], dict[str, Any]]]:
+    """A closure running one ``mode`` step, and one describing it afterwards."""
+    model, x = build(model_name, num_steps, batch)
+    y = torch.randint(0, 10, (batch,))
+    model, x, y = model.to(device), x.to(device), y.to(device)
+    loss_fn = nn.CrossEntropyLoss()
+    params = sum(p.numel() for p in model.parameters())
+
+    def describe() -> dict[str, Any]:
+        return {"params": params}
+
+    if mode == "polystep":
+        opt = PolyStepOptimizer(model, preset="snn", seed=0)
+
+        def step() -> None:
+            opt.step_batch(x, y, loss_fn)
+
+        def describe() -> dict[str, Any]:
+            ev = opt.evaluator(loss_fn)
+            return {
+                "params": params,
+                "evaluator": type(ev).__name__,
+                "fallback": getattr(ev, "fallback_reason", None),
+                "candidates": opt.evaluations,
+            }
+
+    elif mode == "bptt":
+        model = smooth_twin(model)
+        adam = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step() -> None:
+            adam.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            adam.step()
+
+    else:
+
+        def step() -> None:
+            with torch.no_grad():
+                model(x)
+
+    return step, describe
+
+
+def measure(model_name: str, mode: str, num_steps: int, batch: int, device: str) -> dict:
+    """Peak memory growth of one ``mode`` step (run in a fresh process; see the docstring).
+
+    A warm-up step of the same mode at ``T = 2`` first loads code and thread buffers; freed
+    heap memory is then handed back to the system (``malloc_trim``), so the measured step pays
+    for every page it touches.
+    """
+    warm, _ = make_step(model_name, mode, 2, batch, device)
+    warm()
+    step, describe = make_step(model_name, mode, num_steps, batch, device)
+    del warm
+    gc.collect()
+    cuda = device.startswith("cuda")
+    if not cuda:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set
+        before = _status("VmRSS")
+    start = time.perf_counter()
+    step()
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = _status("VmHWM")
+    seconds = round(time.perf_counter() - start, 2)
+    return {
+        "model": model_name,
+        "mode": mode,
+        "T": num_steps,
+        "batch": batch,
+        "device": device,
+        "peak_mib": round((peak - before) / MIB, 2),
+        "method": "cuda max_memory_allocated" if cuda else "peak RSS growth (VmHWM reset)",
+        "step_s": seconds,
+        **describe(),
+    }
+
+
+def load_records(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    """Markdown table: one row per (model, T); ratios are BPTT over PolyStep / forward."""
+    peak = {(r["model"], r["T"], r["mode"]): r["peak_mib"] for r in records}
+    lines = [
+        "| model | T | PolyStep step MiB | BPTT step MiB | BPTT / PolyStep "
+        "| forward-only MiB | BPTT / forward |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model in MODELS:
+        for t in sorted({r["T"] for r in records if r["model"] == model}):
+            p, b, f = (peak.get((model, t, m)) for m in MODES)
+
+            def cell(v: float | None) -> str:
+                return "—" if v is None else f"{v:,.1f}"
+
+            def ratio(num: float | None, den: float | None) -> str:
+                if num is None or not den:
+                    return "—"
+                return f"{num / den:.2f}×" if num < den else f"{num / den:.1f}×"
+
+            lines.append(
+                f"| {model} | {t} | {cell(p)} | {cell(b)} | {ratio(b, p)} | {cell(f)} "
+                f"| {ratio(b, f)} |"
+            )
+    return "\n".join(lines)
+
+
+def plot(records: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(MODELS), figsize=(10, 4))
+    styles = {"polystep": "o-", "bptt": "s-", "forward": "^--"}
+    for ax, model in zip(axes, MODELS, strict=True):
+        for mode in MODES:
+            pts = sorted(
+                (r["T"], r["peak_mib"]) for r in records if (r["model"], r["mode"]) == (model, mode)
+            )
+            if pts:
+                ax.plot(*zip(*pts, strict=True), styles[mode], label=mode)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("time steps T")
+        ax.set_ylabel("peak memory growth of one step (MiB)")
+        ax.set_title(model)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--steps", default="25,50,100,200,400")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--report", action="store_true", help="print the table, write the plot")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # model,mode,T: measure one case
+    args = parser.parse_args()
+    out = Path(args.out)
+    if args.child:
+        torch.set_num_threads(args.threads)
+        model, mode, t = args.child.split(",")
+        print(json.dumps(measure(model, mode, int(t), args.batch, args.device)))
+        return
+    if args.report:
+        records = load_records(out)
+        print(table(records))
+        plot(records, out.parent / "memory.png")
+        return
+    models, modes = args.models.split(","), args.modes.split(",")
+    for name, values, allowed in (("--models", models, MODELS), ("--modes", modes, MODES)):
+        if any(v not in allowed for v in values):
+            raise SystemExit(f"{name} must be among {allowed}, got {values}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for model in models:
+        for t in (int(s) for s in args.steps.split(",")):
+            for mode in modes:
+                done = {(r["model"], r["mode"], r["T"], r["batch"]) for r in load_records(out)}
+                if (model, mode, t, args.batch) in done:
+                    continue
+                cmd = [sys.executable, __file__, "--child", f"{model},{mode},{t}"]
+                cmd += ["--batch", str(args.batch), "--device", args.device]
+                cmd += ["--threads", str(args.threads)]
+                child = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                record = json.loads(child.stdout.strip().splitlines()[-1])
+                record["load_avg_1min"] = os.getloadavg()[0]
+                record["machine"] = machine_info()
+                with out.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""benchmarks/memory.py: the spiking conv net, the measurement, the table and the plot."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from polystep.evaluate import LayeredEvaluator
+from polystep.nn import hard_blocks, smooth_twin
+from polystep.subspace import FactoredSubspace
+from polystep.transform import ParamLayout
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("memory_bench", ROOT / "benchmarks" / "memory.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["memory_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_conv_net_is_spiking_layerable_and_millions(bench) -> None:
+    model = bench.spiking_conv_net(3)
+    assert sum(p.numel() for p in model.parameters()) == 3_257_578
+    assert len(hard_blocks(model)) == 4 and not hard_blocks(smooth_twin(model))
+    out = model(3 * torch.rand(2, 1, 28, 28))
+    assert out.shape == (2, 10) and set(out.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0}
+    space = FactoredSubspace.from_layout(ParamLayout.from_module(model), rank=2, seed=0)
+    assert LayeredEvaluator.supports(model, space) is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("mode", ["forward", "bptt", "polystep"])
+def test_measure_one_small_case(bench, mode: str) -> None:
+    record = bench.measure("snn_mlp", mode, 3, 2, "cpu")
+    assert record["mode"] == mode and record["T"] == 3 and record["params"] == 101_770
+    assert record["peak_mib"] >= 0
+    if mode == "polystep":
+        assert record["evaluator"] == "LayeredEvaluator" and record["fallback"] is None
+        assert record["candidates"] > 0
+
+
+def test_table_and_plot(bench, tmp_path: Path) -> None:
+    recs = [
+        {"model": "snn_mlp", "T": 25, "mode": "polystep", "peak_mib": 10.0},
+        {"model": "snn_mlp", "T": 25, "mode": "bptt", "peak_mib": 40.0},
+        {"model": "snn_mlp", "T": 25, "mode": "forward", "peak_mib": 2.0},
+        {"model": "snn_conv", "T": 50, "mode": "bptt", "peak_mib": 80.0},
+    ]
+    text = bench.table(recs)
+    assert "| snn_mlp | 25 | 10.0 | 40.0 | 4.0× | 2.0 | 20.0× |" in text
+    assert "| snn_conv | 50 | — | 80.0 | — | — | — |" in text
+    bench.plot(recs, tmp_path / "m.png")
+    assert (tmp_path / "m.png").stat().st_size > 0
