@@ -49,6 +49,7 @@ from torch import nn
 
 from polystep import PolyStepOptimizer
 from polystep.bench.runner import machine_info
+from polystep.evaluate.traits import BATCHWISE
 from polystep.nn import LIF, SpikeCount, smooth_twin, spiking_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +62,7 @@ MIB = 2**20
 class OverTime(nn.Module):
     """Apply ``inner`` to every step of a time-major tensor ``(T, B, ...)`` at once."""
 
-    polystep_batchwise = True
+    polystep_traits = BATCHWISE
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()

@@ -21,6 +21,7 @@ import math
 import torch
 from torch import nn
 
+from polystep.evaluate.traits import BATCHWISE
 from polystep.validation import check_positive_int
 
 
@@ -108,7 +109,7 @@ class LastHidden(LSTM):
     own, so the layered evaluator may treat it as one batch-wise layer.
     """
 
-    polystep_batchwise = True
+    polystep_traits = BATCHWISE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         if x.ndim == 2:
