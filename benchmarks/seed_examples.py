@@ -48,12 +48,14 @@ EXAMPLES = ("nn", "ackley", "ask_tell")
 N_TRAIN, N_TEST, BATCH, EPOCHS = 2560, 2000, 256, 5
 
 # Variants of the network snippet used to find the cause of issue 15 (our package only).
-# "optimizer" entries are extra PolyStepOptimizer keywords, "subspace" extra from_layout ones.
+# "optimizer" entries are extra PolyStepOptimizer keywords, "subspace" extra from_layout ones,
+# "train" extra TrainConfig ones; a "theirs_" probe runs under the --against venv instead.
 PROBES: dict[str, dict[str, dict[str, Any]]] = {
     "snippet": {},
     "row_scaled": {"optimizer": {"scale_cost": "row"}},
     "raw_units": {"optimizer": {"scale_cost": None}},
     "raw_units_simplex": {"optimizer": {"scale_cost": None, "polytope": "simplex"}},
+    "theirs_no_restore_best": {"train": {"restore_best": False}},
 }
 # Not a training run: the snippet's three schedules evaluated at the steps a 50-step run uses,
 # by each package (run with --against to see both).
@@ -63,6 +65,7 @@ SCHEDULE_STEPS = (0, 1, 10, 25, 49, 50, 495, 500)
 # g (at the snippet's initial weights) that HybridSubspace.from_layout(rank=8) can see, per
 # weight; the first-order progress of a step is proportional to it.
 CAPTURE_PROBE = "capture"
+CAPTURE_COLUMNS = ("0.weight", "2.weight")
 
 
 # -- data (no polystep import: the same code runs under both packages) --------------------------
@@ -141,7 +144,8 @@ def run_nn(seed: int, data: Path, variant: dict[str, dict[str, Any]]) -> dict[st
         probe_radius=CosineEpsilon(init=10.0, target=2.0, decay=0.016),
         **variant.get("optimizer", {}),
     )
-    train(model, train_loader, nn.CrossEntropyLoss(), optimizer, TrainConfig(epochs=EPOCHS))
+    config = TrainConfig(epochs=EPOCHS, **variant.get("train", {}))
+    train(model, train_loader, nn.CrossEntropyLoss(), optimizer, config)
     # ---- end of the snippet ----
     wall = time.perf_counter() - start
     with torch.no_grad():
@@ -389,7 +393,12 @@ def run_probes(args: argparse.Namespace) -> None:
                 continue
             log = args.out / "logs" / f"probe_{name}_seed{seed}.log"
             load0, commit = load_average(), git_commit()
-            proc = start_worker(sys.executable, "nn", seed, args.data, PROBES[name], log)
+            python = sys.executable
+            if name.startswith("theirs_"):
+                if not args.against:
+                    raise SystemExit(f"--probe {name} needs --against VENV")
+                python = str(Path(args.against) / "bin" / "python")
+            proc = start_worker(python, "nn", seed, args.data, PROBES[name], log)
             record = {
                 "probe": name,
                 "seed": seed,
@@ -459,21 +468,50 @@ def report(out: Path) -> str:
             "",
         ]
     probes = read_records(out / "probes.jsonl")
-    if probes:
+    runs_of_nn = [r for r in probes if r["probe"] in PROBES]
+    if runs_of_nn:
         lines += [
-            "### Probes of the network snippet (our package only)",
+            "### Probes of the network snippet (MNIST, 50 steps; ours unless the name says)",
             "",
             "| probe | extra keywords | seed | test accuracy | wall_s | steps | "
             "candidate evals | load average (start/end) | commit |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for r in probes:
+        for r in runs_of_nn:
             o = r["ours"]
             lines.append(
                 f"| {r['probe']} | `{json.dumps(r['variant'])}` | {r['seed']} | "
                 f"{o['test_accuracy']} | {o['wall_s']} | {o['steps']} | {o['candidate_evals']} | "
                 f"{r['load_average_start']} / {r['load_average_end']} | {r['commit']} |"
             )
+        lines.append("")
+    for r in probes:
+        if r["probe"] == SCHEDULE_PROBE:
+            lines += [f"### The snippet's schedules at step t (commit {r['commit']})", ""]
+            steps = [str(t) for t in SCHEDULE_STEPS]
+            lines += ["| package | schedule | " + " | ".join(f"t={t}" for t in steps) + " |"]
+            lines += ["|---|---|" + "---|" * len(steps)]
+            for side in ("ours", "theirs"):
+                for name, values in r.get(side, {}).items():
+                    if isinstance(values, dict):
+                        cells = " | ".join(str(values[t]) for t in steps)
+                        lines.append(f"| {side} | {name} | {cells} |")
+            lines.append("")
+    captured = [r for r in probes if r["probe"] == CAPTURE_PROBE]
+    if captured:
+        lines += [
+            "### Share of the first batch's gradient the rank-8 hybrid space sees, per weight",
+            "",
+            "| seed | package | commit | " + " | ".join(CAPTURE_COLUMNS) + " |",
+            "|---|---|---|" + "---|" * len(CAPTURE_COLUMNS),
+        ]
+        for r in captured:
+            for side in ("ours", "theirs"):
+                if side in r:
+                    cells = " | ".join(
+                        f"{r[side][k]} ({r[side][k + ' coords']} coords)" for k in CAPTURE_COLUMNS
+                    )
+                    lines.append(f"| {r['seed']} | {side} | {r['commit']} | {cells} |")
         lines.append("")
     return "\n".join(lines)
 
