@@ -473,14 +473,15 @@ def report(out: Path) -> str:
         lines += [
             "### Probes of the network snippet (MNIST, 50 steps; ours unless the name says)",
             "",
-            "| probe | extra keywords | seed | test accuracy | wall_s | steps | "
+            "| probe | package | extra keywords | seed | test accuracy | wall_s | steps | "
             "candidate evals | load average (start/end) | commit |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in runs_of_nn:
             o = r["ours"]
             lines.append(
-                f"| {r['probe']} | `{json.dumps(r['variant'])}` | {r['seed']} | "
+                f"| {r['probe']} | {o['package'].split(' (')[0]} | "
+                f"`{json.dumps(r['variant'])}` | {r['seed']} | "
                 f"{o['test_accuracy']} | {o['wall_s']} | {o['steps']} | {o['candidate_evals']} | "
                 f"{r['load_average_start']} / {r['load_average_end']} | {r['commit']} |"
             )
