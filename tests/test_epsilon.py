@@ -78,3 +78,23 @@ def test_state_round_trip():
         assert from_state(s.state_dict()) == s
     with pytest.raises(ValueError, match="schedule type"):
         from_state({"type": "Nope"})
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        Constant(value=0.3),
+        CosineEpsilon(init=10.0, target=0.1, decay=0.02),
+        LinearEpsilon(init=1.0, target=0.5, total_steps=7),
+        PowerDecay(init=2.0, gamma=0.2, target=0.1),
+    ],
+)
+def test_scaled_is_the_same_kind_and_equal_at_every_step(schedule) -> None:
+    from polystep.epsilon import scaled
+
+    out = scaled(schedule, 2.5)
+    assert type(out) is type(schedule)
+    for t in (0, 1, 3, 7, 50, 495, 600, 10**6):
+        assert out(t) == pytest.approx(2.5 * schedule(t))
+    with pytest.raises(ValueError, match="factor"):
+        scaled(schedule, 0.0)

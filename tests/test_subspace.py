@@ -52,14 +52,24 @@ def test_segments_tile_the_coordinates_and_map_linearly(build) -> None:
 def test_hybrid_allocation_and_isometry() -> None:
     space = HybridSubspace.from_layout(layout(), rank=4, seed=0)
     kinds = [type(s) for s in space.segments]
-    assert kinds == [LowRankSegment, DirectSegment, DirectSegment, DirectSegment]
-    assert space.segments[0].size == 4 * (24 + 40)  # the rank-4 LoRA count
+    assert kinds == [LowRankSegment, DirectSegment, LowRankSegment, DirectSegment]
+    # at least the rank-4 LoRA count, in whole rows of E: ceil(4 * (24 + 40) / 40) = 7 rows
     seg = space.segments[0]
-    assert torch.allclose(seg.right @ seg.right.T, torch.eye(4), atol=1e-5)
-    assert torch.allclose(seg.left.T @ seg.left, torch.eye(4), atol=1e-5)
-    a = torch.zeros(1, seg.size)
-    a[0, : seg.a_size] = torch.randn(seg.a_size)
-    assert torch.allclose(seg.delta(a).norm(), a.norm(), rtol=1e-5)
+    assert seg.size == 7 * 40 >= 4 * (24 + 40) and seg.right is None
+    assert space.segments[2].size == 3 * 24  # capped at d_out rows: a rotation of the weight
+    assert torch.allclose(seg.left.T @ seg.left, torch.eye(7), atol=1e-5)
+    e = torch.randn(1, seg.size)
+    assert torch.allclose(seg.delta(e).norm(), e.norm(), rtol=1e-5)
+
+
+def test_hybrid_coordinates_move_every_unit() -> None:
+    # No coordinate may put its whole length on one unit (issue 15): each moves a whole column
+    # of the weight along a random direction of the output units.
+    seg = HybridSubspace.from_layout(layout(), rank=4, seed=0).segments[0]
+    moves = seg.delta(torch.eye(seg.size)).reshape(seg.size, 24, 40)
+    per_unit = moves.norm(dim=2)  # (coordinate, unit)
+    assert (per_unit.max(dim=1).values < 0.9).all()
+    assert ((moves != 0).sum(dim=(1, 2)) == 24).all()
 
 
 def test_factored_has_only_a_coordinates_and_redraws_by_seed() -> None:
@@ -79,8 +89,8 @@ def test_factored_has_only_a_coordinates_and_redraws_by_seed() -> None:
 
 
 def test_seed_changes_bases() -> None:
-    a = HybridSubspace.from_layout(layout(), rank=4, seed=0).segments[0].right
-    b = HybridSubspace.from_layout(layout(), rank=4, seed=1).segments[0].right
+    a = HybridSubspace.from_layout(layout(), rank=4, seed=0).segments[0].left
+    b = HybridSubspace.from_layout(layout(), rank=4, seed=1).segments[0].left
     assert not torch.allclose(a, b)
 
 

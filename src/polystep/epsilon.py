@@ -11,7 +11,7 @@ never be swapped by position. ``schedule(t)`` gives the value at iteration ``t >
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from polystep.validation import check_positive_int
@@ -138,6 +138,25 @@ def as_schedule(value: float | Schedule, name: str) -> Schedule:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite float, got {value!r}")
     return Constant(value=float(value))
+
+
+def scaled(schedule: Schedule, factor: float) -> Schedule:
+    """``factor * schedule`` as a schedule of the same kind: equal at every ``t``.
+
+    Used to translate the paper's package's convention (a float radius is a multiple of
+    epsilon) into ours (a radius is a distance): ``scaled(epsilon, r)``.
+    """
+    _positive("factor", factor)
+    if isinstance(schedule, Constant):
+        return Constant(value=schedule.value * factor)
+    if isinstance(schedule, _Anneal):
+        decay = None if schedule.decay is None else schedule.decay * factor
+        return replace(
+            schedule, init=schedule.init * factor, target=schedule.target * factor, decay=decay
+        )
+    if isinstance(schedule, PowerDecay):
+        return replace(schedule, init=schedule.init * factor, target=schedule.target * factor)
+    raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
 
 
 def from_state(state: dict[str, Any]) -> Schedule:

@@ -22,6 +22,8 @@ Both return the incumbent's loss on the batch BEFORE the move (a float).
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +31,7 @@ import torch
 from torch import nn
 
 from polystep.blocks import BlockCandidates, propose_blocks, update_blocks
-from polystep.epsilon import Schedule, from_state
+from polystep.epsilon import Schedule, from_state, scaled
 from polystep.evaluate import Evaluator, make_evaluator
 from polystep.evaluate.base import LossFn, local_coords, segment_groups
 from polystep.geometry import num_vertices
@@ -48,8 +50,10 @@ SPARSE_MIN_PARAMS = 10_000_000
 SUBSPACES = ("auto", "full", "hybrid", "factored", "sparse")
 
 # Task knowledge lives here, not in the constructor. Radii are distances in search coordinates
-# (weight units: every projection is an isometry per factor); epsilon is in units of the step's
-# mean recentred cost (scale_cost="mean"), so the same values transfer across loss scales.
+# (weight units: every projection is an isometry per factor); each preset's epsilon is in the
+# units of its own cost scaling ("mean": the step's mean recentred cost; "row": each particle's),
+# so the same values transfer across loss scales. An epsilon passed by the caller comes without
+# that scaling (raw loss units), as in the paper's package.
 PRESETS: dict[str, dict[str, Any]] = {
     # Generic non-differentiable nets (ReLU, staircase, argmax routing). A factored space
     # redrawn every step gives each hidden unit a fresh random direction per step; "row"
@@ -138,6 +142,30 @@ def row_scale(losses: torch.Tensor, num_particles: int) -> torch.Tensor:
     return torch.where(finite, scaled, rows).reshape(-1)
 
 
+_WARNED: set[str] = set()
+
+
+def warn_radius_convention(epsilon: Schedule, radii: dict[str, object]) -> None:
+    """Warn once per argument when a float radius comes with an explicit ``epsilon``.
+
+    The paper's package reads a float radius as a multiple of epsilon; polystep reads every
+    radius as a distance (schedule objects mean the same in both). The warning gives the exact
+    schedule that reproduces the paper's meaning.
+    """
+    for name, value in radii.items():
+        plain = isinstance(value, int | float) and not isinstance(value, bool)
+        if not plain or name in _WARNED or not (math.isfinite(value) and value > 0):
+            continue
+        _WARNED.add(name)
+        warnings.warn(
+            f"{name}={value!r} is a distance in search coordinates in polystep; the paper's "
+            f"package multiplies a float {name} by epsilon. For that meaning pass "
+            f"{name}={scaled(epsilon, float(value))!r}.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 class PolyStepOptimizer(torch.optim.Optimizer):
     """Forward-only optimizer (see the module docstring for the closure contract).
 
@@ -149,12 +177,16 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             ``"hybrid"``, ``"factored"`` or ``"sparse"``.
         solver: ``"softmax"`` (default), ``"sinkhorn"`` or ``"greedy"``.
         epsilon, step_radius, probe_radius: floats or schedules (indexed by step); None takes
-            the preset's value. Radii are distances in search coordinates.
+            the preset's value. Radii are distances in search coordinates (a float radius given
+            with an explicit epsilon warns once with its translation from the paper's package,
+            where it would be a multiple of epsilon).
         preset: ``"default"``, ``"snn"`` or ``"quantized"``: radii, epsilon, cost scaling,
             polytope, probes, rank and redraw interval tuned per task family.
         polytope, scale_cost: override the preset's. ``scale_cost`` is None (raw loss units),
             ``"mean"`` (divide by the step's mean cost spread), ``"max"``, a float, or
-            ``"row"`` (each particle's costs divided by their own mean spread).
+            ``"row"`` (each particle's costs divided by their own mean spread). By default
+            it is the preset's when epsilon is the preset's, and None when you pass epsilon:
+            an explicit epsilon is a temperature in loss units, as in the paper's package.
         evaluator: ``"auto"`` (layered where the model allows, else vmap), ``"layered"``,
             ``"vmap"`` or ``"reference"``; used by :meth:`step_batch`.
         chunk_size: candidates per evaluator call (None: sized to memory).
@@ -190,7 +222,8 @@ class PolyStepOptimizer(torch.optim.Optimizer):
                 f"evaluator must be 'auto', 'layered', 'vmap' or 'reference', got {evaluator!r}"
             )
         cfg = PRESETS[preset]
-        scale_cost = cfg["scale_cost"] if scale_cost == "preset" else scale_cost
+        if isinstance(scale_cost, str) and scale_cost == "preset":
+            scale_cost = cfg["scale_cost"] if epsilon is None else None
         self.row_scaled = scale_cost == "row"
         self.model = model
         self.preset = preset
@@ -206,6 +239,10 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             solver=solver,
             scale_cost=None if self.row_scaled else scale_cost,
         )
+        if epsilon is not None:
+            warn_radius_convention(
+                self.rule.epsilon, {"step_radius": step_radius, "probe_radius": probe_radius}
+            )
         self.subspace = build_subspace(subspace, self.layout, cfg, seed)
         self.subspace.to(params[0].device, params[0].dtype)
         self.evaluator_kind = evaluator

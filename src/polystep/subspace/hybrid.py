@@ -1,12 +1,17 @@
-"""HybridSubspace: per-layer random low-rank projections; 1-D parameters searched directly.
+"""HybridSubspace: per-layer random projections; 1-D parameters searched directly.
 
-A weight ``W`` seen as ``(d_out, d_in)`` gets ``r (d_out + d_in)`` coordinates (``r`` capped at
-``min(d_out, d_in)``), the degrees of freedom of a rank-r LoRA, through a LINEAR map:
-``dW = A @ B + C @ E`` with ``B (r, d_in)`` random orthonormal rows and ``C (d_out, r)`` random
-orthonormal columns fixed by the seed, and coordinates ``A (d_out, r)``, ``E (r, d_in)``. Each
-factor is an isometry and the two are nearly orthogonal (inner products ~ 1/sqrt(d_out d_in)).
-The structure is what makes candidates cheap to score: ``x dWᵀ = (x Bᵀ) Aᵀ + (x Eᵀ) Cᵀ``.
-Where ``r (d_out + d_in) >= d_out d_in`` the weight is searched directly instead.
+A weight ``W`` seen as ``(d_out, d_in)`` gets as many coordinates as a rank-r LoRA has degrees
+of freedom, ``r (d_out + d_in)`` (``r`` capped at ``min(d_out, d_in)``, the count capped at
+``d_out d_in``), rounded up to whole rows of ``E``, through a LINEAR isometry:
+``dW = C @ E`` with ``C (d_out, r2)`` random orthonormal columns fixed by the seed and
+coordinates ``E (r2, d_in)``, ``r2 = min(d_out, ceil(r (d_out + d_in) / d_in))``.
+
+Every coordinate moves ALL units of the layer at once, along a column of ``C``; none moves one
+unit alone. That matters at the radii the paper's README uses (probes 5 to 10 away): a probe
+that puts its whole length on one unit's weights saturates or silences that unit, and its
+finite differences stop measuring the loss's slope (issue 15; the measurements are in
+``benchmarks/results/seed_examples/probes.md``).
+Candidates stay cheap to score: ``x dWᵀ = (x Eᵀ) Cᵀ`` and a candidate changes 8 entries of E.
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ from polystep.subspace.segments import (
     seeded_generator,
 )
 from polystep.transform import ParamLayout
+
+
+def mixing_rank(rank: int, d_out: int, d_in: int) -> int:
+    """Rows of ``E`` that hold the rank-``rank`` LoRA coordinate count: ``r2`` above."""
+    r = min(rank, d_out, d_in)
+    return min(d_out, -(-r * (d_out + d_in) // d_in))
 
 
 class HybridSubspace(RankedSubspace):
@@ -39,8 +50,8 @@ class HybridSubspace(RankedSubspace):
         direct_max: int = 0,
         redraw_every: int | None = None,
     ) -> HybridSubspace:
-        """Rank-``rank`` projections per weight (direct search for weights of <= ``direct_max``
-        values); ``seed`` None lets the optimizer choose it."""
+        """Rank-``rank`` coordinate counts per weight (direct search for weights of <=
+        ``direct_max`` values); ``seed`` None lets the optimizer choose it."""
         return cls(
             layout,
             rank=rank,
@@ -55,17 +66,16 @@ class HybridSubspace(RankedSubspace):
         start = 0
         for index, e in enumerate(self.layout.entries):
             d_out, d_in = e.rows_cols
-            r = min(self.rank, d_out, d_in)
-            if not e.is_matrix or e.numel <= self.direct_max or r * (d_out + d_in) >= e.numel:
+            if not e.is_matrix or e.numel <= self.direct_max:
                 size = round_up(e.numel, self.block_dim)
                 out.append(DirectSegment(e.name, e.shape, start, size))
             else:
-                size = round_up(r * (d_out + d_in), self.block_dim)
-                right = left = None
+                r2 = mixing_rank(self.rank, d_out, d_in)
+                size = round_up(r2 * d_in, self.block_dim)
+                left = None
                 if not sizes_only:
                     gen = seeded_generator(seed, "hybrid", index, draw)
-                    right = orthonormal_rows(r, d_in, gen)
-                    left = orthonormal_rows(r, d_out, gen).T.contiguous()
-                out.append(LowRankSegment(e.name, e.shape, start, size, right=right, left=left))
+                    left = orthonormal_rows(r2, d_out, gen).T.contiguous()
+                out.append(LowRankSegment(e.name, e.shape, start, size, left=left))
             start += size
         return out

@@ -1,0 +1,247 @@
+"""A fast proxy of the README network snippet (issue 15): which search space makes it learn?
+
+The snippet's optimizer, argument for argument, on scikit-learn's 8x8 digits (standardised,
+stratified 80/20 test split, 10 % of the rest held out and unused; a 64-64-10 MLP; batch 128
+shuffled after ``torch.manual_seed(seed)``; 5 epochs = 55 steps), test accuracy on the 359 test
+images. A run takes seconds instead of the ~8 minutes of the MNIST snippet, so search spaces can
+be compared over seeds:
+
+* ``hybrid``: ``HybridSubspace.from_layout(layout, rank=8)`` of the package running it;
+* ``unit_and_mix`` / ``unit_only`` / ``dense_qr``: spaces defined HERE with our segment classes,
+  all with the rank-8 LoRA coordinate count per weight: the hybrid space polystep had before
+  issue 15 (``dW = A B + C E``: half its coordinates move one unit's weights), only
+  coordinates that move one unit (``dW = A B``), and a dense QR-orthonormal random map per
+  weight (the authors' construction for layers that fit in memory).
+
+With ``--against VENV`` the authors' package runs its own ``hybrid`` too (with its default
+``restore_best=True``, which keeps the weights of lowest loss on the first training batch, and
+with ``restore_best=False``). Records: ``results/seed_examples/proxy.jsonl``; ``--report``
+prints the table.
+
+    python benchmarks/seed_examples_proxy.py --against /work/venvs/orig
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seed_examples import (
+    OUT,
+    append_record,
+    collect,
+    git_commit,
+    load_average,
+    package_version,
+    read_records,
+)
+
+OURS_SPACES = ("hybrid", "unit_and_mix", "unit_only", "dense_qr")
+RANK, BLOCK = 8, 8
+
+
+def variant_space(name: str, layout: Any) -> Any:
+    """One of the spaces defined here (our package only; see the module docstring)."""
+    from dataclasses import dataclass
+
+    import torch
+
+    from polystep.subspace.base import Subspace
+    from polystep.subspace.segments import (
+        DirectSegment,
+        LowRankSegment,
+        Segment,
+        orthonormal_rows,
+        round_up,
+        seeded_generator,
+    )
+
+    @dataclass
+    class DenseSegment(Segment):
+        """``dW = P @ coords`` with ``P (numel, k)`` orthonormal columns."""
+
+        basis: torch.Tensor | None = None
+
+        def delta(self, coords: torch.Tensor) -> torch.Tensor:
+            k = self.basis.shape[1]
+            return (coords[:, :k] @ self.basis.T.to(coords)).reshape(-1, *self.shape)
+
+    class Variant(Subspace):
+        kind = name
+
+        def _build(self, seed: int, draw: int, *, sizes_only: bool = False) -> list[Segment]:
+            out: list[Segment] = []
+            start = 0
+            for index, e in enumerate(self.layout.entries):
+                d_out, d_in = e.rows_cols
+                r = min(RANK, d_out, d_in)
+                count = r * (d_out + d_in)
+                gen = seeded_generator(seed, name, index, draw)
+                if not e.is_matrix or count >= e.numel:
+                    size = round_up(e.numel, BLOCK)
+                    seg: Segment = DirectSegment(e.name, e.shape, start, size)
+                elif name == "unit_and_mix":
+                    size = round_up(count, BLOCK)
+                    right = orthonormal_rows(r, d_in, gen)
+                    left = orthonormal_rows(r, d_out, gen).T.contiguous()
+                    seg = LowRankSegment(e.name, e.shape, start, size, right=right, left=left)
+                elif name == "unit_only":
+                    rows = min(d_in, -(-count // d_out))
+                    size = round_up(rows * d_out, BLOCK)
+                    seg = LowRankSegment(
+                        e.name, e.shape, start, size, right=orthonormal_rows(rows, d_in, gen)
+                    )
+                else:  # dense_qr
+                    size = round_up(count, BLOCK)
+                    basis, _ = torch.linalg.qr(torch.randn(e.numel, count, generator=gen))
+                    seg = DenseSegment(e.name, e.shape, start, size, basis=basis)
+                out.append(seg)
+                start += size
+            return out
+
+    return Variant(layout, block_dim=BLOCK)
+
+
+def run_digits(seed: int, space: str, data_file: Path, restore_best: bool | None) -> dict:
+    import torch
+    import torch.nn as nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from polystep import PolyStepOptimizer, TrainConfig, train
+    from polystep.epsilon import CosineEpsilon
+    from polystep.hybrid_subspace import HybridSubspace
+    from polystep.transform import ParamLayout
+
+    torch.set_num_threads(1)
+    data = torch.load(data_file)
+    torch.manual_seed(seed)
+    loader = DataLoader(TensorDataset(*data["train"]), batch_size=128, shuffle=True)
+    start = time.perf_counter()
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    layout = ParamLayout.from_module(model)
+    if space == "hybrid":
+        subspace = HybridSubspace.from_layout(layout, rank=RANK)
+    else:
+        subspace = variant_space(space, layout)
+    optimizer = PolyStepOptimizer(
+        model,
+        subspace=subspace,
+        solver="softmax",
+        epsilon=CosineEpsilon(init=10.0, target=0.1, decay=0.02),
+        step_radius=CosineEpsilon(init=5.0, target=1.0, decay=0.008),
+        probe_radius=CosineEpsilon(init=10.0, target=2.0, decay=0.016),
+    )
+    extra = {} if restore_best is None else {"restore_best": restore_best}
+    train(model, loader, nn.CrossEntropyLoss(), optimizer, TrainConfig(epochs=5, **extra))
+    wall = time.perf_counter() - start
+    x_test, y_test = data["test"]
+    with torch.no_grad():
+        accuracy = float((model(x_test).argmax(1) == y_test).float().mean())
+    return {"test_accuracy": round(accuracy, 4), "wall_s": round(wall, 2)}
+
+
+def save_digits(path: Path) -> None:
+    """The digits splits of ``polystep.data`` as plain tensors (no sklearn in the other venv)."""
+    import torch
+
+    from polystep.data import load_digits_splits
+
+    splits = load_digits_splits(val_fraction=0.1, seed=0, normalize="standard")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"train": splits.train.tensors, "test": splits.test.tensors}, path)
+
+
+def start(python: str, seed: int, space: str, data: Path, restore: bool | None, log: Path) -> Any:
+    import os
+    import subprocess
+
+    cmd = [python, str(Path(__file__).resolve()), "--worker", space, "--seed", str(seed)]
+    cmd += ["--data", str(data), "--restore-best", json.dumps(restore)]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, cwd="/", env=env
+    )
+
+
+def run_all(args: argparse.Namespace) -> None:
+    path = args.out / "proxy.jsonl"
+    data = args.out / "logs" / "digits.pt"
+    save_digits(data)
+    done = {(r["package"], r["space"], r["restore_best"], r["seed"]) for r in read_records(path)}
+    runs: list[tuple[str, str, str, bool | None]] = [
+        ("ours", sys.executable, space, None) for space in OURS_SPACES
+    ]
+    if args.against:
+        theirs = str(Path(args.against) / "bin" / "python")
+        runs += [("theirs", theirs, "hybrid", None), ("theirs", theirs, "hybrid", False)]
+    for seed in args.seeds:
+        for side, python, space, restore in runs:
+            if (side, space, restore, seed) in done:
+                continue
+            log = args.out / "logs" / f"proxy_{side}_{space}_{restore}_seed{seed}.log"
+            load0, commit = load_average(), git_commit()
+            result = collect(start(python, seed, space, data, restore, log), log)
+            record = {
+                "package": side,
+                "space": space,
+                "restore_best": restore,
+                "seed": seed,
+                **result,
+                "load_average_start": load0,
+                "commit": commit,
+            }
+            append_record(path, record)
+            print(json.dumps(record), flush=True)
+
+
+def report(out: Path) -> str:
+    rows = read_records(out / "proxy.jsonl")
+    groups: dict[tuple[str, str, Any], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["package"], r["space"], r["restore_best"]), []).append(r)
+    lines = [
+        "| package | space | restore_best | test accuracy by seed | mean | wall_s mean |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (side, space, restore), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        accs = [r["test_accuracy"] for r in rs]
+        by_seed = " / ".join(f"{a:.3f} (s{r['seed']})" for a, r in zip(accs, rs, strict=True))
+        wall = statistics.mean(r["wall_s"] for r in rs)
+        restore_text = "default" if restore is None else str(restore)
+        lines.append(
+            f"| {side} | {space} | {restore_text} | {by_seed} | "
+            f"{statistics.mean(accs):.3f} | {wall:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--against", help="a venv holding the authors' polystep==1.1.0")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--report", action="store_true")
+    parser.add_argument("--worker", choices=OURS_SPACES, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--restore-best", default="null", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        result = run_digits(args.seed, args.worker, args.data, json.loads(args.restore_best))
+        print(json.dumps({**result, "package_path": package_version()}))
+    elif args.report:
+        print(report(args.out))
+    else:
+        run_all(args)
+
+
+if __name__ == "__main__":
+    main()
