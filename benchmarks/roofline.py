@@ -44,6 +44,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -265,24 +266,32 @@ def measure(
 
 
 def report(path: str) -> str:
-    """Markdown table of a roofline JSONL file (the newest line per model and thread count)."""
-    rows: dict[tuple[str, int], dict[str, object]] = {}
+    """Markdown table of a roofline JSONL file: one row per model and thread count, the median
+    of its repeated runs (with the range of measured candidates/s and the number of runs)."""
+    groups: dict[tuple[str, int], list[dict[str, object]]] = {}
     for line in Path(path).read_text().splitlines():
         if line.strip():
             rec = json.loads(line)
-            rows[(rec["model"], rec["threads"])] = rec
+            groups.setdefault((rec["model"], rec["threads"]), []).append(rec)
     out = [
-        "| model | preset / space | threads | measured cand/s | limit cand/s | % of limit "
-        "| samples re-run | load avg / cores |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | preset / space | threads | measured cand/s (median) | range over runs "
+        "| limit cand/s | % of limit | samples re-run | load avg / cores | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (_, _), r in sorted(rows.items()):
+    for (_, _), recs in sorted(groups.items()):
+        r = recs[0]
+        rates = sorted(float(x["candidates_per_s"]) for x in recs)
+        limits = [float(x["limit_per_s"]) for x in recs]
+        percents = [float(x["percent_of_limit"]) for x in recs]
+        loads = [x.get("load_average_1min") for x in recs if x.get("load_average_1min") is not None]
         frac = r["pairs_rerun_fraction"]
+        load = f"{statistics.median(loads):.2f}" if loads else "?"
         out.append(
             f"| {r['model']} | {r['preset']} / {r['subspace']} | {r['threads']} "
-            f"| {r['candidates_per_s']:,.0f} | {r['limit_per_s']:,.0f} | {r['percent_of_limit']} "
+            f"| {statistics.median(rates):,.0f} | {rates[0]:,.0f}-{rates[-1]:,.0f} "
+            f"| {statistics.median(limits):,.0f} | {statistics.median(percents):.1f} "
             f"| {'-' if frac is None else f'{100 * frac:.0f} %'} "
-            f"| {r.get('load_average_1min', '?')} / {r.get('cpu_count', '?')} |"
+            f"| {load} / {r.get('cpu_count', '?')} | {len(recs)} |"
         )
     return "\n".join(out)
 
