@@ -29,6 +29,7 @@ from torch import nn
 
 from polystep import PolyStepOptimizer, TrainConfig, train
 from polystep.data import Splits, load_digits_splits, make_loaders
+from polystep.schedules import Constant
 
 SMALL = os.environ.get("POLYSTEP_EXAMPLE_SMALL") == "1"
 POSITIVE = 8
@@ -93,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     adam_test = f1_of(model, splits.test)
     # Small radii: the start is already good, and all 65 blocks of the full space move at once.
     optimizer = PolyStepOptimizer(
-        model, seed=args.seed, epsilon=0.1, step_radius=0.01, probe_radius=0.1, scale_cost="mean"
+        model,
+        seed=args.seed,
+        epsilon=0.1,
+        step_radius=Constant(value=0.01),  # distances in search coordinates
+        probe_radius=Constant(value=0.1),
+        scale_cost="mean",
     )
     config = TrainConfig(epochs=args.polystep_steps, val_every=5, select_on="loss", progress=False)
     train(model, loaders.train, f1_loss, optimizer, config, val_loader=loaders.val)
