@@ -175,3 +175,16 @@ def test_committed_records_still_load_and_report():
     assert moe and "(untrained model selected)" in moe[0]
     assert "not recorded" in table
     assert json.loads((folder / "moe_20__polystep__seed42.json").read_text())["task"] == "moe_20"
+
+
+def test_report_shows_the_seconds_counted_against_the_budget():
+    runs = [
+        _record("polystep", 1, 0.5, budget_seconds_used=44.0),
+        _record("polystep", 2, 0.5, budget_seconds_used=44.9),
+        _record("spsa", 1, 0.3),  # an older record: its wall seconds include validation
+    ]
+    rows = {
+        line.split(" | ")[2]: line for line in markdown_table(runs).splitlines() if "moe" in line
+    }
+    assert rows["polystep"].endswith("| 1.0 | 44.9 |")
+    assert rows["spsa"].endswith("| 1.0 | not recorded |")

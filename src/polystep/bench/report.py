@@ -59,6 +59,15 @@ def _untrained_note(group: list[dict[str, Any]]) -> str:
     return f" (untrained model selected in {count} of {len(group)} seeds)"
 
 
+def _budget_used(group: list[dict[str, Any]]) -> str:
+    """The most training seconds any seed counted against its budget (validation excluded);
+    ``not recorded`` for older records, whose wall seconds include validation and set-up."""
+    used = [r["budget_seconds_used"] for r in group if "budget_seconds_used" in r]
+    if not used:
+        return "not recorded"
+    return f"{max(used):.1f}" + ("" if len(used) == len(group) else f" ({len(used)} seeds)")
+
+
 def _protocol_lines(runs: list[dict[str, Any]]) -> list[str]:
     """The protocol stored in the records; each one with its run count when they differ."""
     counts = Counter(str(r.get("protocol", "protocol: not recorded")) for r in runs)
@@ -101,9 +110,10 @@ def code_labels(runs: list[dict[str, Any]]) -> tuple[dict[str | None, str], list
 
 def markdown_table(runs: list[dict[str, Any]]) -> str:
     """One row per (task, data, method): test accuracy (selected, last), forward passes, wall
-    time. The data column says what was really trained on (digits at scale smoke); rows whose
-    selected model is the untrained one say so; a ``code`` column appears when the records come
-    from more than one code version."""
+    time (all of the run) and the training seconds counted against the budget. The data column
+    says what was really trained on (digits at scale smoke); rows whose selected model is the
+    untrained one say so; a ``code`` column appears when the records come from more than one
+    code version."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         groups[(run["task"], _data(run), run["method"])].append(run)
@@ -113,8 +123,8 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
         *_protocol_lines(runs),
         "",
         "| task | data | method | seeds | test acc % (val-selected) | test acc % (last) "
-        "| forward passes | wall s |" + (" code |" if mixed else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|" if mixed else ""),
+        "| forward passes | wall s | budget s used (max) |" + (" code |" if mixed else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if mixed else ""),
     ]
     for (task, data, method), group in sorted(groups.items()):
         row = (
@@ -122,7 +132,8 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
             f"| {_mean_std([r['test_acc_selected'] for r in group], 100)}{_untrained_note(group)} "
             f"| {_mean_std([r['test_acc_last'] for r in group], 100)} "
             f"| {statistics.fmean(r['evaluations'] for r in group):,.0f} "
-            f"| {statistics.fmean(r['wall_seconds'] for r in group):.1f} |"
+            f"| {statistics.fmean(r['wall_seconds'] for r in group):.1f} "
+            f"| {_budget_used(group)} |"
         )
         if mixed:
             versions = sorted({labels[None if _code(r) is None else _code(r)[0]] for r in group})
