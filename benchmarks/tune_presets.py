@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from polystep.baselines import Budget
+from polystep.bench.deadline import StepBudget
 from polystep.bench.methods import run_polystep
 from polystep.bench.runner import machine_info
 from polystep.bench.selection import Selector
@@ -69,14 +69,14 @@ def run_config(
     model = task.model(splits.num_features, splits.num_classes, scale)
     loaders = make_loaders(splits, task.scales[scale].batch_size, seed=TUNE_SEED, fast=True)
     selector = Selector(loaders.val, eval_every=max(1, budget_fwd // 20))
-    budget = Budget(max_evals=budget_fwd)
+    budget = StepBudget(budget_fwd, None, clock=time.perf_counter)
     started = time.perf_counter()
     PRESETS["_tuning"] = {**PRESETS[base], **overrides}
     try:
         result = run_polystep(task, model, loaders, budget, selector, TUNE_SEED)
     finally:
         del PRESETS["_tuning"]
-    selector.observe(model, budget.evaluations, force=True)
+    selector.observe(model, budget.evaluations, budget.steps, force=True)
     return {
         "task": task_name,
         "scale": scale,

@@ -1,7 +1,10 @@
 """The methods of the benchmark table, all driven by one forward-pass budget and one data stream.
 
 Each runner trains ``model`` in place on ``loaders.train`` until the budget would be exceeded,
-calling ``selector.observe(model, evaluations)`` as it goes (validation only). Forward passes:
+calling ``selector.observe(model, evaluations, steps)`` as it goes (validation only). Each asks
+``budget.allows`` once at the start of every step and charges it once per step taken, so the
+wall-second rule of :mod:`polystep.bench.deadline` (a step that would end past the budget is not
+started) is the same for every method. Forward passes:
 one candidate (or population member, or SPSA probe) scored on one batch counts 1, and so does
 PolyStep's forward pass of the incumbent that each step reports as its loss; an Adam step
 on one batch counts 1 (its backward pass is not counted; the wall seconds show its cost).
@@ -19,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from polystep.baselines import NN_PRESETS, Budget, ModuleObjective, make_nn_baseline, train_adam
+from polystep.baselines import NN_PRESETS, ModuleObjective, make_nn_baseline, train_adam
+from polystep.bench.deadline import StepBudget
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TaskSpec
 from polystep.blocks import num_blocks
@@ -55,7 +59,7 @@ def run_polystep(
     task: TaskSpec,
     model: nn.Module,
     loaders: Loaders,
-    budget: Budget,
+    budget: StepBudget,
     selector: Selector,
     seed: int,
 ) -> dict[str, Any]:
@@ -64,13 +68,13 @@ def run_polystep(
     per_step = polystep_passes_per_step(optimizer)
     loss_fn = nn.CrossEntropyLoss()
     budget.start()
-    selector.observe(model, 0)
+    selector.observe(model, 0, 0)
     for x, y in _forever(loaders.train):
         if not budget.allows(per_step):
             break
         optimizer.step_batch(x, y, loss_fn)
         budget.charge(per_step)
-        selector.observe(model, budget.evaluations)
+        selector.observe(model, budget.evaluations, budget.steps)
     return {"steps": optimizer.iteration, "passes_per_step": per_step}
 
 
@@ -78,7 +82,7 @@ def run_vector_baseline(
     name: str,
     model: nn.Module,
     loaders: Loaders,
-    budget: Budget,
+    budget: StepBudget,
     selector: Selector,
     seed: int,
 ) -> dict[str, Any]:
@@ -86,7 +90,7 @@ def run_vector_baseline(
     objective = ModuleObjective(model, nn.CrossEntropyLoss(), _forever(loaders.train))
     es = make_nn_baseline(name, objective.dim, x0=objective.x0, seed=seed)
     budget.start()
-    selector.observe(model, 0)
+    selector.observe(model, 0, 0)
     generations = 0
     while True:
         population = es.ask()
@@ -96,7 +100,7 @@ def run_vector_baseline(
         budget.charge(int(population.shape[0]))
         generations += 1
         objective.load(es.mean, model)
-        selector.observe(model, budget.evaluations)
+        selector.observe(model, budget.evaluations, budget.steps)
     return {"generations": generations}
 
 
@@ -104,16 +108,16 @@ def run_adam(
     model: nn.Module,
     twin: nn.Module,
     loaders: Loaders,
-    budget: Budget,
+    budget: StepBudget,
     selector: Selector,
 ) -> dict[str, Any]:
     """Adam on the smooth twin; the HARD model (twin's weights copied in) is what is scored."""
     twin.load_state_dict(model.state_dict())
-    selector.observe(model, 0)
+    selector.observe(model, 0, 0)
 
     def sync(record: dict[str, float], trained: nn.Module) -> None:
         model.load_state_dict(trained.state_dict())
-        selector.observe(model, int(record["evaluations"]))
+        selector.observe(model, int(record["evaluations"]), int(record["step"]))
 
     result = train_adam(
         twin, loaders.train, nn.CrossEntropyLoss(), budget,

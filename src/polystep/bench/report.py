@@ -1,10 +1,17 @@
-"""Aggregate bench JSON files into a markdown table and accuracy curves (PNG per task)."""
+"""Aggregate bench JSON files into a markdown table and accuracy curves (PNG per task).
+
+The table says what each record says about itself: the protocol(s) stored in the records (not
+today's), rows whose validation-selected model is the untrained initial one, and the code version
+(:mod:`polystep.bench.codeversion`): a folder whose records come from more than one version gets a
+``code`` column and a legend, so results of different code are never mixed silently. Records
+older than these fields are shown as "not recorded".
+"""
 
 from __future__ import annotations
 
 import json
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -35,27 +42,110 @@ def _data(run: dict[str, Any]) -> str:
     return data_label(task, str(run["scale"])) if task and "scale" in run else "?"
 
 
+def untrained_selected(run: dict[str, Any]) -> bool:
+    """Whether validation selected the initial model (``selected_step`` 0; older records: no
+    forward pass spent at the selected point)."""
+    if "selected_step" in run:
+        return run["selected_step"] == 0
+    return run.get("selected_at_evaluations") == 0
+
+
+def _untrained_note(group: list[dict[str, Any]]) -> str:
+    count = sum(untrained_selected(r) for r in group)
+    if count == 0:
+        return ""
+    if count == len(group):
+        return " (untrained model selected)"
+    return f" (untrained model selected in {count} of {len(group)} seeds)"
+
+
+def _budget_used(group: list[dict[str, Any]]) -> str:
+    """The most training seconds any seed counted against its budget (validation excluded);
+    ``not recorded`` for older records, whose wall seconds include validation and set-up."""
+    used = [r["budget_seconds_used"] for r in group if "budget_seconds_used" in r]
+    if not used:
+        return "not recorded"
+    return f"{max(used):.1f}" + ("" if len(used) == len(group) else f" ({len(used)} seeds)")
+
+
+def _protocol_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """The protocol stored in the records; each one with its run count when they differ."""
+    counts = Counter(str(r.get("protocol", "protocol: not recorded")) for r in runs)
+    if len(counts) <= 1:
+        return [next(iter(counts), PROTOCOL)]
+    lines = [f"The records were made under {len(counts)} protocols:"]
+    return lines + [f"- {n} runs: {text}" for text, n in sorted(counts.items())]
+
+
+def _code(run: dict[str, Any]) -> tuple[str, str] | None:
+    """(source digest, description) of a run's code version; None for an older record."""
+    code = run.get("code")
+    if not isinstance(code, dict) or not code.get("source"):
+        return None
+    commit = code.get("commit") or "no git commit"
+    return str(code["source"]), f"source sha256 {str(code['source'])[:12]}, commit {commit}, " + (
+        f"package {code.get('package')}"
+    )
+
+
+def code_labels(runs: list[dict[str, Any]]) -> tuple[dict[str | None, str], list[str]]:
+    """A label per code version (A, B, ... in order of first appearance; ``not recorded`` for
+    older records) and the legend lines describing them."""
+    labels: dict[str | None, str] = {}
+    legend = []
+    for run in runs:
+        code = _code(run)
+        key = None if code is None else code[0]
+        if key in labels:
+            continue
+        labels[key] = (
+            "not recorded" if key is None else chr(ord("A") + sum(k is not None for k in labels))
+        )
+        if code is None:
+            legend.append("- not recorded: records older than the code-version field")
+        else:
+            legend.append(f"- {labels[key]}: {code[1]}")
+    return labels, legend
+
+
 def markdown_table(runs: list[dict[str, Any]]) -> str:
     """One row per (task, data, method): test accuracy (selected, last), forward passes, wall
-    time. The data column says what was really trained on (digits at scale smoke)."""
+    time (all of the run) and the training seconds counted against the budget. The data column
+    says what was really trained on (digits at scale smoke); rows whose selected model is the
+    untrained one say so; a ``code`` column appears when the records come from more than one
+    code version."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         groups[(run["task"], _data(run), run["method"])].append(run)
+    labels, legend = code_labels(runs)
+    mixed = len(labels) > 1
     lines = [
-        PROTOCOL,
+        *_protocol_lines(runs),
         "",
         "| task | data | method | seeds | test acc % (val-selected) | test acc % (last) "
-        "| forward passes | wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| forward passes | wall s | budget s used (max) |" + (" code |" if mixed else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if mixed else ""),
     ]
     for (task, data, method), group in sorted(groups.items()):
-        lines.append(
+        row = (
             f"| {task} | {data} | {method} | {len(group)} "
-            f"| {_mean_std([r['test_acc_selected'] for r in group], 100)} "
+            f"| {_mean_std([r['test_acc_selected'] for r in group], 100)}{_untrained_note(group)} "
             f"| {_mean_std([r['test_acc_last'] for r in group], 100)} "
             f"| {statistics.fmean(r['evaluations'] for r in group):,.0f} "
-            f"| {statistics.fmean(r['wall_seconds'] for r in group):.1f} |"
+            f"| {statistics.fmean(r['wall_seconds'] for r in group):.1f} "
+            f"| {_budget_used(group)} |"
         )
+        if mixed:
+            versions = sorted({labels[None if _code(r) is None else _code(r)[0]] for r in group})
+            row += f" {', '.join(versions)}{' (mixed)' if len(versions) > 1 else ''} |"
+        lines.append(row)
+    if runs:
+        heading = (
+            "Code versions (rows of different code are not comparable):"
+            if mixed
+            else ("Code version of every run:")
+        )
+        lines += ["", heading, *legend]
     return "\n".join(lines) + "\n"
 
 

@@ -22,8 +22,10 @@ from typing import Any
 import torch
 
 from polystep import __version__
-from polystep.baselines import NN_PRESETS, Budget
+from polystep.baselines import NN_PRESETS
 from polystep.bench import methods
+from polystep.bench.codeversion import code_version
+from polystep.bench.deadline import StepBudget
 from polystep.bench.outdir import config_mismatch, refuse_stale
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TaskSpec, data_label, load_task_data
@@ -33,7 +35,9 @@ PROTOCOL = (
     "protocol: seeded 10% validation split carved from train; model selected on validation "
     "only; test scored once after training (selected and last weights); every method gets the "
     "same budget (forward passes, and wall seconds when --budget-seconds is given: then it stops "
-    "at whichever comes first) and the same batch stream; mean +- std over seeds"
+    "at whichever comes first) and the same batch stream; wall seconds count training only "
+    "(validation excluded for every method), and a step whose estimated time (the longest of the "
+    "last 10 steps) would end past the budget is not started; mean +- std over seeds"
 )
 EVAL_POINTS = 20
 
@@ -114,11 +118,13 @@ def run_one(
     torch.manual_seed(seed)
     model = task.model(splits.num_features, splits.num_classes, scale).to(device)
     loaders = make_loaders(splits.to(device), spec.batch_size, seed=seed, fast=True)
-    budget = Budget(max_evals=budget_fwd, max_seconds=budget_seconds)
     selector = Selector(
         loaders.val,
         eval_every=max(1, budget_fwd // EVAL_POINTS),
         eval_every_seconds=None if budget_seconds is None else budget_seconds / EVAL_POINTS,
+    )
+    budget = StepBudget(
+        budget_fwd, budget_seconds, clock=lambda: time.perf_counter() - selector.eval_seconds
     )
     started = time.perf_counter()
     if method == "polystep":
@@ -132,8 +138,8 @@ def run_one(
         extra = methods.run_adam(model, twin, loaders, budget, selector)
     else:
         extra = methods.run_vector_baseline(method, model, loaders, budget, selector, seed)
-    selector.observe(model, budget.evaluations, force=True)
-    seconds = time.perf_counter() - started
+    selector.observe(model, budget.evaluations, budget.steps, force=True)
+    seconds, budget_used = time.perf_counter() - started, budget.elapsed
     figures = selector.finish(model, loaders.test)
     return {
         "task": task.name,
@@ -144,10 +150,13 @@ def run_one(
         "config": {**config, "splits": splits.sizes()},
         "protocol": PROTOCOL,
         "versions": {"polystep": __version__, "torch": torch.__version__},
+        "code": code_version(),
         "machine": machine_info(),
         "evaluations": budget.evaluations,
         "wall_seconds": seconds,
         "train_seconds": selector.train_seconds,
+        "budget_seconds_used": budget_used,
+        "longest_step_seconds": budget.longest_step,
         **extra,
         **figures,
     }

@@ -45,18 +45,27 @@ class Selector:
         self.best_val = -1.0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_evaluations = 0
+        self.best_step = 0
         self._next = 0
         self._next_second = 0.0
         self._start = time.perf_counter()
         self._eval_seconds = 0.0
 
     @property
+    def eval_seconds(self) -> float:
+        """Wall seconds spent on validation so far."""
+        return self._eval_seconds
+
+    @property
     def train_seconds(self) -> float:
         """Wall seconds since creation, minus the time spent on validation."""
         return time.perf_counter() - self._start - self._eval_seconds
 
-    def observe(self, model: nn.Module, evaluations: int, *, force: bool = False) -> None:
-        """Score ``model`` on validation when the next checkpoint (passes or seconds) is due."""
+    def observe(
+        self, model: nn.Module, evaluations: int, step: int, *, force: bool = False
+    ) -> None:
+        """Score ``model`` (after ``step`` steps: 0 is the initial model) on validation when the
+        next checkpoint (passes or seconds) is due."""
         by_time = self.eval_every_seconds is not None and self.train_seconds >= self._next_second
         if not (force or by_time or evaluations >= self._next):
             return
@@ -64,18 +73,25 @@ class Selector:
         val = accuracy(model, self.val_batches)
         self._eval_seconds += time.perf_counter() - started
         self.curve.append(
-            {"evaluations": float(evaluations), "seconds": self.train_seconds, "val_acc": val}
+            {
+                "evaluations": float(evaluations),
+                "step": step,
+                "seconds": self.train_seconds,
+                "val_acc": val,
+            }
         )
         if val > self.best_val:
             self.best_val = val
             self.best_evaluations = evaluations
+            self.best_step = step
             self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         self._next = (evaluations // self.eval_every + 1) * self.eval_every
         if self.eval_every_seconds is not None:
             self._next_second = self.train_seconds + self.eval_every_seconds
 
     def finish(self, model: nn.Module, test_batches: Iterable[Batch]) -> dict[str, Any]:
-        """Test accuracy of the last iterate and of the validation-selected weights."""
+        """Test accuracy of the last iterate and of the validation-selected weights, and the step
+        they were selected at (``selected_step`` 0: the initial, untrained model)."""
         last = accuracy(model, test_batches)
         selected_model = copy.deepcopy(model)
         if self.best_state is not None:
@@ -86,5 +102,6 @@ class Selector:
             "test_acc_last": last,
             "val_acc_selected": self.best_val,
             "selected_at_evaluations": self.best_evaluations,
+            "selected_step": self.best_step,
             "curve": self.curve,
         }
