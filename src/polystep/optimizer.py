@@ -22,15 +22,23 @@ Both return the incumbent's loss on the batch BEFORE the move (a float).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from polystep.blocks import BlockCandidates, propose_blocks, update_blocks
+from polystep.blocks import (
+    BlockCandidates,
+    block_candidates,
+    from_blocks,
+    propose_blocks,
+    to_blocks,
+    update_blocks,
+)
 from polystep.epsilon import Schedule, from_state, scaled
 from polystep.evaluate import Evaluator, make_evaluator
 from polystep.evaluate.base import LossFn, local_coords, segment_groups
@@ -46,14 +54,22 @@ from polystep.subspace import (
 from polystep.transform import ParamLayout
 
 FULL_MAX_PARAMS = 2_000
-SPARSE_MIN_PARAMS = 10_000_000
+LARGE_MIN_PARAMS = 10_000_000  # from here a step searches a random subset of the blocks
 SUBSPACES = ("auto", "full", "hybrid", "factored", "sparse")
+PROGRESS_DELAY_S = 5.0  # a step's progress bar appears once the step has run this long
 
 # Task knowledge lives here, not in the constructor. Radii are distances in search coordinates
 # (weight units: every projection is an isometry per factor); each preset's epsilon is in the
 # units of its own cost scaling ("mean": the step's mean recentred cost; "row": each particle's),
 # so the same values transfer across loss scales. An epsilon passed by the caller comes without
 # that scaling (raw loss units), as in the paper's package.
+#
+# Large models (LARGE_MIN_PARAMS parameters and more) keep the preset's space, whose candidates
+# each touch one layer (the layered evaluator's savings apply), but each step searches only
+# "large_blocks_per_step" blocks drawn at random (without replacement) from all of them; the
+# others stay where they are. 512 blocks of 8 with the orthoplex are 8,192 candidates a step:
+# one step of a 784-4096-2048-10 MLP (6,924 blocks) at batch 256 then takes about 10 s on 2
+# shared CPU cores, where every block would be 110,784 candidates (benchmarks/large_model.py).
 PRESETS: dict[str, dict[str, Any]] = {
     # Generic non-differentiable nets (ReLU, staircase, argmax routing). A factored space
     # redrawn every step gives each hidden unit a fresh random direction per step; "row"
@@ -72,6 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "direct_max": 0,
         "redraw_every": 1,
         "sparse_dim": 4096,
+        "large_blocks_per_step": 512,
     },
     # Hard-threshold spiking nets: a wide probe sees spike-count changes; a factored space makes
     # every hidden-layer candidate touch one neuron (cheap in the layered evaluator); small
@@ -88,6 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "direct_max": 1024,
         "redraw_every": 5,
         "sparse_dim": 4096,
+        "large_blocks_per_step": 512,
     },
 }
 # Quantized weights and activations: shorter steps than "default" (same tuning script).
@@ -97,7 +115,8 @@ PRESETS["quantized"] = {**PRESETS["default"], "step_radius": 0.1, "probe_radius"
 def build_subspace(
     kind: str | Subspace, layout: ParamLayout, preset: dict[str, Any], seed: int
 ) -> Subspace:
-    """The search space ``kind`` over ``layout`` (``"auto"`` chooses from the model size)."""
+    """The search space ``kind`` over ``layout`` (``"auto"``: the full space up to
+    ``FULL_MAX_PARAMS`` parameters, the preset's space above)."""
     if isinstance(kind, Subspace):
         kind.check_layout(layout)
         if kind.seed is None:
@@ -106,9 +125,7 @@ def build_subspace(
     if kind not in SUBSPACES:
         raise ValueError(f"subspace must be a Subspace or one of {SUBSPACES}, got {kind!r}")
     if kind == "auto":
-        n = layout.numel
-        small, large = n <= FULL_MAX_PARAMS, n >= SPARSE_MIN_PARAMS
-        kind = "full" if small else "sparse" if large else preset["subspace"]
+        kind = "full" if layout.numel <= FULL_MAX_PARAMS else preset["subspace"]
     rank, redraw, direct = preset["rank"], preset["redraw_every"], preset["direct_max"]
     if kind == "full":
         return FullSpace.from_layout(layout, block_dim=2)
@@ -121,6 +138,57 @@ def build_subspace(
             layout, rank, seed=seed, direct_max=direct, redraw_every=redraw
         )
     return SparseProjection.from_layout(layout, preset["sparse_dim"], seed=seed)
+
+
+def resolve_blocks_per_step(
+    value: int | str | None, num_params: int, preset: dict[str, Any]
+) -> int | None:
+    """Blocks searched per step (None: all): ``"auto"`` is None below ``LARGE_MIN_PARAMS``
+    parameters and the preset's ``large_blocks_per_step`` from there."""
+    if isinstance(value, str) and value == "auto":
+        return None if num_params < LARGE_MIN_PARAMS else preset["large_blocks_per_step"]
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"blocks_per_step must be 'auto', None or an int >= 1, got {value!r}")
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+@contextlib.contextmanager
+def step_progress(
+    progress: bool | ProgressFn, total: int, step: int
+) -> Iterator[Callable[[int], None]]:
+    """``tick(n)``: ``n`` more of a step's ``total`` candidates are scored.
+
+    ``progress=True`` draws a tqdm bar on stderr that appears only once the step has run
+    ``PROGRESS_DELAY_S`` seconds; a callable gets ``(done, total)`` after every tick; False
+    reports nothing.
+    """
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=total, desc=f"step {step}", unit="cand", delay=PROGRESS_DELAY_S, leave=False
+        )
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if bar is not None:
+            bar.update(n)
+        elif callable(progress):
+            progress(done, total)
+
+    try:
+        yield tick
+        if done < total:  # an evaluator that reports nothing within its call
+            tick(total - done)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def row_scale(losses: torch.Tensor, num_particles: int) -> torch.Tensor:
@@ -172,8 +240,8 @@ class PolyStepOptimizer(torch.optim.Optimizer):
     Args:
         model: the ``nn.Module`` to train (its parameters are updated in place).
         subspace: a :class:`~polystep.subspace.Subspace`, or ``"auto"`` (default: full space up
-            to 2k parameters, then the preset's space: factored rank 8 for every preset;
-            sparse projection from 10M parameters), ``"full"``,
+            to 2k parameters, then the preset's space: factored rank 8 for every preset),
+            ``"full"``,
             ``"hybrid"``, ``"factored"`` or ``"sparse"``.
         solver: ``"softmax"`` (default), ``"sinkhorn"`` or ``"greedy"``.
         epsilon, step_radius, probe_radius: floats or schedules (indexed by step); None takes
@@ -191,6 +259,17 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             ``"vmap"`` or ``"reference"``; used by :meth:`step_batch`.
         chunk_size: candidates per evaluator call (None: sized to memory).
         seed: seed of the rotations (and of the subspace when it has none).
+
+    Settable attributes (checked when set):
+        blocks_per_step: blocks (particles) searched per step, drawn at random without
+            replacement; the others stay. Set ``"auto"`` (the initial rule): every block
+            below 10M parameters, the preset's ``large_blocks_per_step`` (512) from there;
+            None: every block; an int: that many (all when there are fewer). Reads back as
+            the resolved int or None.
+        progress: True (initially): a tqdm bar over a step's candidates on stderr, shown only
+            once the step has run 5 s; a callable: called ``(done, total)`` as candidate
+            chunks finish (chunk by chunk in the layered evaluator, once per call in the
+            others); False: nothing.
     """
 
     def __init__(
@@ -247,6 +326,8 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         self.subspace.to(params[0].device, params[0].dtype)
         self.evaluator_kind = evaluator
         self.chunk_size = chunk_size
+        self.blocks_per_step = "auto"
+        self.progress = True
         self.seed = seed
         self._evaluators: dict[int, Evaluator] = {}
         self.generator = torch.Generator().manual_seed(seed)
@@ -277,7 +358,17 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         ev = self.evaluator(loss_fn)
         batch = (inputs, targets)
         center = float(ev.loss(batch))
-        self._step(lambda cands: ev.evaluate(cands, batch))
+
+        def score(cands: BlockCandidates, tick: Callable[[int], None]) -> torch.Tensor:
+            if not hasattr(ev, "progress"):
+                return ev.evaluate(cands, batch)
+            ev.progress = tick  # the layered evaluator ticks chunk by chunk
+            try:
+                return ev.evaluate(cands, batch)
+            finally:
+                ev.progress = None
+
+        self._step(score)
         return center
 
     @torch.no_grad()
@@ -289,8 +380,30 @@ class PolyStepOptimizer(torch.optim.Optimizer):
                 "use step_batch(inputs, targets, loss_fn) for the fast path"
             )
         center = float(closure())
-        self._step(lambda cands: self._closure_losses(closure, cands))
+        self._step(lambda cands, tick: self._closure_losses(closure, cands, tick))
         return center
+
+    @property
+    def blocks_per_step(self) -> int | None:
+        """Blocks searched per step (None: all); set ``"auto"``, None or an int >= 1."""
+        return self._blocks_per_step
+
+    @blocks_per_step.setter
+    def blocks_per_step(self, value: int | str | None) -> None:
+        self._blocks_per_step = resolve_blocks_per_step(
+            value, self.layout.numel, PRESETS[self.preset]
+        )
+
+    @property
+    def progress(self) -> bool | ProgressFn:
+        """Progress within a step: True (a delayed tqdm bar), a callable or False."""
+        return self._progress
+
+    @progress.setter
+    def progress(self, value: bool | ProgressFn) -> None:
+        if not (isinstance(value, bool) or callable(value)):
+            raise ValueError(f"progress must be a bool or a callable, got {value!r}")
+        self._progress = value
 
     @property
     def last_step_size(self) -> float:
@@ -299,7 +412,9 @@ class PolyStepOptimizer(torch.optim.Optimizer):
 
     # -- internals ----------------------------------------------------------------------------
     @torch.no_grad()
-    def _closure_losses(self, closure: Callable[[], Any], cands: BlockCandidates) -> torch.Tensor:
+    def _closure_losses(
+        self, closure: Callable[[], Any], cands: BlockCandidates, tick: Callable[[int], None]
+    ) -> torch.Tensor:
         live = self.layout.parameters(self.model)
         losses = torch.empty(len(cands), dtype=torch.float64)
         for s, rows in segment_groups(self.subspace, cands):
@@ -311,17 +426,26 @@ class PolyStepOptimizer(torch.optim.Optimizer):
                 for row, delta in zip(rows.tolist(), deltas, strict=True):
                     param.copy_(saved + delta)
                     losses[row] = float(closure())
+                    tick(1)
             finally:
                 param.copy_(saved)
         return losses
 
     @torch.no_grad()
-    def _step(self, score: Callable[[BlockCandidates], torch.Tensor]) -> None:
+    def _step(
+        self, score: Callable[[BlockCandidates, Callable[[int], None]], torch.Tensor]
+    ) -> None:
         t, p = self.iteration, self.subspace.block_dim
         drawn_from = self.generator.get_state()
         try:
-            proposal, cands = propose_blocks(self.rule, self.z, p, t, self.generator)
-            losses = score(cands)
+            blocks, chosen = self._choose_blocks()
+            if chosen is None:
+                proposal, cands = propose_blocks(self.rule, self.z, p, t, self.generator)
+            else:
+                proposal = self.rule.propose(blocks[chosen], t, self.generator)
+                cands = block_candidates(proposal, blocks[chosen], chosen, self.z.shape[0])
+            with step_progress(self.progress, len(cands), t) as tick:
+                losses = score(cands, tick)
         except BaseException:
             # Nothing moved (the weights are restored by the scorer): rewind the generator
             # too, so the next step is the step this one would have been.
@@ -329,7 +453,12 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             raise
         if self.row_scaled:
             losses = row_scale(losses, proposal.directions.shape[0])
-        new_z, duals = update_blocks(self.rule, self.z, p, proposal, losses, t, self.duals)
+        if chosen is None:
+            new_z, duals = update_blocks(self.rule, self.z, p, proposal, losses, t, self.duals)
+        else:  # the chosen blocks move; no duals carry over, the particles change every step
+            moved, _ = self.rule.update(blocks[chosen], proposal, losses, t, Duals())
+            blocks[chosen] = moved
+            new_z, duals = from_blocks(blocks, self.z.shape[0]), Duals()
         move = new_z - self.z
         if bool(torch.isfinite(move).all()):
             delta = self.layout.unflatten(self.subspace.delta(move))
@@ -346,6 +475,16 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             self.subspace.redraw()
             self.z.zero_()
             self.duals = Duals()
+
+    def _choose_blocks(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``z`` as blocks ``(P, p)`` (a copy) and the sorted blocks this step searches ``(k,)``
+        (None: all of them; drawing them consumes the generator)."""
+        blocks = to_blocks(self.z, self.subspace.block_dim).clone()
+        k, total = self.blocks_per_step, blocks.shape[0]
+        if k is None or k >= total:
+            return blocks, None
+        chosen = torch.randperm(total, generator=self.generator)[:k].sort().values
+        return blocks, chosen.to(blocks.device)
 
     # -- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]

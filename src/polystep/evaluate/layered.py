@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import partial
 
 import torch
@@ -105,6 +105,7 @@ class LayeredEvaluator(Evaluator):
         self._fallback: Evaluator | None = None
         self.pairs_run = 0  # (candidate, sample) pairs the event-driven suffix re-ran ...
         self.pairs_dense = 0  # ... out of this many that a dense suffix would have run
+        self.progress: Callable[[int], None] | None = None  # told each chunk's size when done
 
     @classmethod
     def supports(cls, model: nn.Module, subspace: Subspace) -> str | None:
@@ -210,9 +211,9 @@ class LayeredEvaluator(Evaluator):
                     tasks.append(partial(self._dense_task, *args, targets))
                     rows_of.append(chunk)
                     pooled.append(False)
-            for chunk, (value, pairs) in zip(
-                rows_of, self._run(tasks, pooled, device), strict=True
-            ):
+            sizes = [len(rows) for rows in rows_of]
+            results = self._run(tasks, pooled, device, sizes, self.progress)
+            for chunk, (value, pairs) in zip(rows_of, results, strict=True):
                 losses[chunk] = value
                 if pairs is not None:
                     self.pairs_run += pairs
@@ -221,28 +222,39 @@ class LayeredEvaluator(Evaluator):
 
     @staticmethod
     def _run(
-        tasks: list[Callable[[], ChunkResult]], pooled: list[bool], device: torch.device
+        tasks: list[Callable[[], ChunkResult]],
+        pooled: list[bool],
+        device: torch.device,
+        sizes: list[int],
+        progress: Callable[[int], None] | None,
     ) -> list[ChunkResult]:
         """Run the chunk tasks. On a CPU with ``n > 1`` torch threads the ``pooled`` ones (which
         only read the model) run ``n`` at a time, one thread each: chunks scale better than
         splitting every small op. The others (``functional_call`` swaps a layer's parameters
-        while it runs) run alone, first."""
-        threads = torch.get_num_threads()
-        if device.type != "cpu" or threads == 1 or sum(pooled) < 2:
-            return [task() for task in tasks]
+        while it runs) run alone, first. ``progress`` (called in this thread) is told the
+        candidates of every finished chunk, ``sizes[k]`` for task ``k``."""
+        tell = progress or (lambda n: None)
         out: list[ChunkResult | None] = [None] * len(tasks)
+        threads = torch.get_num_threads()
+        alone = device.type != "cpu" or threads == 1 or sum(pooled) < 2
         for k, task in enumerate(tasks):
-            if not pooled[k]:
+            if alone or not pooled[k]:
                 out[k] = task()
+                tell(sizes[k])
+        if alone:
+            return out  # type: ignore[return-value]
 
-        def run(k: int) -> None:
+        def run(k: int) -> int:
             with torch.no_grad():  # grad mode is per thread
                 out[k] = tasks[k]()
+            return k
 
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(run, [k for k in range(len(tasks)) if pooled[k]]))
+                futures = [pool.submit(run, k) for k in range(len(tasks)) if pooled[k]]
+                for done in as_completed(futures):
+                    tell(sizes[done.result()])
         finally:
             torch.set_num_threads(threads)
         return out  # type: ignore[return-value]
