@@ -10,7 +10,7 @@ Every coordinate moves ALL units of the layer at once, along a column of ``C``; 
 unit alone. That matters at the radii the paper's README uses (probes 5 to 10 away): a probe
 that puts its whole length on one unit's weights saturates or silences that unit, and its
 finite differences stop measuring the loss's slope (issue 15; the measurements are in
-``benchmarks/results/seed_examples/probes.md``).
+``benchmarks/results/seed_examples/report.md``).
 Candidates stay cheap to score: ``x dWᵀ = (x Eᵀ) Cᵀ`` and a candidate changes 8 entries of E.
 """
 
