@@ -91,7 +91,7 @@ def test_checkpoints_written_by_train_load_with_weights_only(tmp_path: Path) -> 
     body = path.read_bytes()[HEADER.size :]
     ckpt = torch.load(io.BytesIO(body), weights_only=True)  # raises on anything but plain data
     assert set(ckpt) == {"model", "optimizer", "train"} and ckpt["train"]["step"] == 3
-    assert ckpt["optimizer"]["generator"].dtype == torch.uint8
+    assert ckpt["optimizer"]["state"]["generator"].dtype == torch.uint8
 
 
 @pytest.mark.parametrize("with_header", [False, True])
@@ -213,9 +213,10 @@ def test_optimizer_load_state_dict_checks_everything_first() -> None:
     opt = PolyStepOptimizer(mlp(), subspace="factored", solver="sinkhorn", seed=0)
     for _ in range(2):
         opt.step_batch(x, y, nn.CrossEntropyLoss())
-    good = opt.state_dict()
+    full = opt.state_dict()
+    good = full["state"]  # the run's state (format 2 nests it under "state")
     other = PolyStepOptimizer(mlp(seed=3), subspace="factored", solver="sinkhorn", seed=1)
-    snapshot = other.state_dict()
+    snapshot = other.state_dict()["state"]
     bad_cases = {
         "z": {**good, "z": torch.zeros(3)},
         "generator": {**good, "generator": torch.zeros(3, dtype=torch.uint8)},
@@ -226,12 +227,12 @@ def test_optimizer_load_state_dict_checks_everything_first() -> None:
     }
     for match, bad in bad_cases.items():
         with pytest.raises(ValueError, match=match):
-            other.load_state_dict(bad)
-        after = other.state_dict()
+            other.load_state_dict({**full, "state": bad})
+        after = other.state_dict()["state"]
         assert torch.equal(after["z"], snapshot["z"]) and after["iteration"] == 0
         assert torch.equal(after["generator"], snapshot["generator"])
         assert after["subspace"] == snapshot["subspace"]
-    other.load_state_dict(good)
+    other.load_state_dict(full)
     assert other.iteration == 2
 
 

@@ -26,6 +26,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ from polystep.blocks import (
     to_blocks,
     update_blocks,
 )
-from polystep.epsilon import Schedule, from_state, scaled
+from polystep.epsilon import Constant, Schedule, from_state, scaled
 from polystep.evaluate import Evaluator, make_evaluator
 from polystep.evaluate.base import LossFn, local_coords, segment_groups
 from polystep.geometry import num_vertices
@@ -234,6 +235,61 @@ def warn_radius_convention(epsilon: Schedule, radii: dict[str, object]) -> None:
         )
 
 
+GROUP_KEYS = ("epsilon", "step_radius", "probe_radius")  # the step's knobs in param_groups[0]
+GROUP_ALIASES = {"lr": "step_radius"}  # so torch.optim.lr_scheduler drives the step radius
+
+
+def check_group_value(key: str, value: Any) -> float:
+    """``value`` as a float; a ValueError naming ``param_groups[0][key]`` unless finite > 0."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and value > 0):
+        raise ValueError(f"param_groups[0][{key!r}] must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+class ParamGroup(dict):
+    """``param_groups[0]`` of :class:`PolyStepOptimizer`: a dict that records which of
+    ``GROUP_KEYS`` were written from outside the optimizer (``"lr"`` writes ``step_radius``:
+    both keys always hold the same value). Written values are checked at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.written: set[str] = set()
+        self.update(*args, **kwargs)
+        self.written.clear()  # the initial values are the optimizer's, not the caller's
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        name = GROUP_ALIASES.get(key, key)
+        if name not in GROUP_KEYS:
+            super().__setitem__(key, value)
+            return
+        self.put(name, check_group_value(key, value))
+        self.written.add(name)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def put(self, name: str, value: float) -> None:
+        """Set ``name`` (and its aliases) without marking it written: the optimizer's own
+        writes."""
+        super().__setitem__(name, value)
+        for alias, target in GROUP_ALIASES.items():
+            if target == name:
+                super().__setitem__(alias, value)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle and deepcopy keep the written set
+        return (_restore_group, (dict(self), sorted(self.written)))
+
+
+def _restore_group(items: dict[str, Any], written: list[str]) -> ParamGroup:
+    group = ParamGroup(items)
+    group.written.update(written)
+    return group
+
+
 class PolyStepOptimizer(torch.optim.Optimizer):
     """Forward-only optimizer (see the module docstring for the closure contract).
 
@@ -270,6 +326,21 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             once the step has run 5 s; a callable: called ``(done, total)`` as candidate
             chunks finish (chunk by chunk in the layered evaluator, once per call in the
             others); False: nothing.
+
+    ``param_groups``: one group (all of the model's parameters; :meth:`add_param_group` is
+    refused) holding the step's knobs as floats: ``"epsilon"``, ``"step_radius"`` (also as
+    ``"lr"``, the same value, so every ``torch.optim.lr_scheduler`` drives the step radius) and
+    ``"probe_radius"``. Each holds the value the NEXT step uses. Rule: the schedules given to
+    the constructor (or the preset's constants) own every key by default and write it after
+    each step; once anything else writes a key (``group["epsilon"] = 0.01``, a torch
+    scheduler writing ``"lr"``), the group owns that key for the rest of the run: every later
+    step uses the group's value and the schedule no longer writes it. Writes are checked at
+    once (finite, > 0). Ownership is saved by :meth:`state_dict`, so resume is exact.
+
+    :meth:`state_dict` has torch's shape: ``{"format": 2, "state": {...}, "param_groups":
+    [{...}]}``; ``"state"`` holds the run's state (one for the whole model, not one per
+    parameter: the search coordinates, generator, duals, counters, subspace and schedules).
+    :meth:`load_state_dict` also reads format 1 (the flat dict written before format 2).
     """
 
     def __init__(
@@ -308,7 +379,6 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         self.preset = preset
         self.layout = ParamLayout.from_module(model)
         params = list(self.layout.parameters(model).values())
-        super().__init__(params, {})
         self.rule = StepRule.build(
             epsilon=cfg["epsilon"] if epsilon is None else epsilon,
             step_radius=cfg["step_radius"] if step_radius is None else step_radius,
@@ -318,6 +388,8 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             solver=solver,
             scale_cost=None if self.row_scaled else scale_cost,
         )
+        first = self.schedule_values(0)
+        super().__init__([ParamGroup(params=params, **first)], first)
         if epsilon is not None:
             warn_radius_convention(
                 self.rule.epsilon, {"step_radius": step_radius, "probe_radius": probe_radius}
@@ -369,6 +441,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
                 ev.progress = None
 
         self._step(score)
+        self._opt_called = True  # what torch's step wrapper records, for lr_scheduler's check
         return center
 
     @torch.no_grad()
@@ -410,6 +483,44 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         """Norm of the last move in search coordinates."""
         return float(getattr(self, "_last_move", 0.0))
 
+    def schedule_values(self, iteration: int) -> dict[str, float]:
+        """The built-in schedules' values at ``iteration`` (what an unwritten key holds)."""
+        return {key: float(getattr(self.rule, key)(iteration)) for key in GROUP_KEYS}
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Refused after construction: one search covers all of the model's parameters."""
+        if getattr(self, "param_groups", None):
+            raise ValueError(
+                "PolyStepOptimizer has one parameter group (the whole model); add_param_group "
+                "is not supported"
+            )
+        super().add_param_group(param_group)
+
+    @property
+    def group(self) -> ParamGroup:
+        """``param_groups[0]``, checked to be the optimizer's own group."""
+        group = self.param_groups[0] if len(self.param_groups) == 1 else None
+        if not isinstance(group, ParamGroup):
+            raise ValueError(
+                "param_groups must stay the optimizer's single group: write its keys "
+                "(param_groups[0]['epsilon'] = ...), do not replace it"
+            )
+        return group
+
+    def step_rule(self) -> StepRule:
+        """The rule of the next step: the schedules, with the keys the group owns fixed to
+        the group's values."""
+        group = self.group
+        owned = {key: Constant(value=group[key]) for key in sorted(group.written)}
+        return replace(self.rule, **owned) if owned else self.rule
+
+    def _refresh_group(self) -> None:
+        """Write the schedules' values for the next step into the keys they still own."""
+        group = self.group
+        for key, value in self.schedule_values(self.iteration).items():
+            if key not in group.written:
+                group.put(key, value)
+
     # -- internals ----------------------------------------------------------------------------
     @torch.no_grad()
     def _closure_losses(
@@ -436,13 +547,14 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         self, score: Callable[[BlockCandidates, Callable[[int], None]], torch.Tensor]
     ) -> None:
         t, p = self.iteration, self.subspace.block_dim
+        rule = self.step_rule()
         drawn_from = self.generator.get_state()
         try:
             blocks, chosen = self._choose_blocks()
             if chosen is None:
-                proposal, cands = propose_blocks(self.rule, self.z, p, t, self.generator)
+                proposal, cands = propose_blocks(rule, self.z, p, t, self.generator)
             else:
-                proposal = self.rule.propose(blocks[chosen], t, self.generator)
+                proposal = rule.propose(blocks[chosen], t, self.generator)
                 cands = block_candidates(proposal, blocks[chosen], chosen, self.z.shape[0])
             with step_progress(self.progress, len(cands), t) as tick:
                 losses = score(cands, tick)
@@ -454,9 +566,9 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         if self.row_scaled:
             losses = row_scale(losses, proposal.directions.shape[0])
         if chosen is None:
-            new_z, duals = update_blocks(self.rule, self.z, p, proposal, losses, t, self.duals)
+            new_z, duals = update_blocks(rule, self.z, p, proposal, losses, t, self.duals)
         else:  # the chosen blocks move; no duals carry over, the particles change every step
-            moved, _ = self.rule.update(blocks[chosen], proposal, losses, t, Duals())
+            moved, _ = rule.update(blocks[chosen], proposal, losses, t, Duals())
             blocks[chosen] = moved
             new_z, duals = from_blocks(blocks, self.z.shape[0]), Duals()
         move = new_z - self.z
@@ -475,6 +587,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             self.subspace.redraw()
             self.z.zero_()
             self.duals = Duals()
+        self._refresh_group()
 
     def _choose_blocks(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``z`` as blocks ``(P, p)`` (a copy) and the sorted blocks this step searches ``(k,)``
@@ -488,13 +601,18 @@ class PolyStepOptimizer(torch.optim.Optimizer):
 
     # -- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        """Everything needed to continue the exact trajectory (the weights live in the model).
+        """Everything needed to continue the exact trajectory (the weights live in the model),
+        in torch's shape: ``{"format", "state", "param_groups"}``.
 
-        Tensors, strings, numbers and plain containers only, so it loads with
+        ``"param_groups"`` holds the group's keys (``"params"`` as indices, as torch writes
+        them; a torch scheduler's ``"initial_lr"`` too) and ``"state"["group_owns"]`` the keys
+        the group owns. Tensors, strings, numbers and plain containers only, so it loads with
         ``torch.load(..., weights_only=True)``.
         """
-        return {
-            "format": STATE_FORMAT,
+        group = self.group
+        saved_group = {key: value for key, value in group.items() if key != "params"}
+        saved_group["params"] = list(range(len(group["params"])))
+        run = {
             "layout": self.layout.describe(),
             "iteration": self.iteration,
             "evaluations": self.evaluations,
@@ -503,69 +621,121 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             "generator": self.generator.get_state(),
             "duals": {"f": self.duals.f, "g": self.duals.g},
             "subspace": self.subspace.state_dict(),
-            "rule": {
-                "epsilon": self.rule.epsilon.state_dict(),
-                "step_radius": self.rule.step_radius.state_dict(),
-                "probe_radius": self.rule.probe_radius.state_dict(),
-            },
+            "rule": {key: getattr(self.rule, key).state_dict() for key in GROUP_KEYS},
             "seed": self.seed,
+            "group_owns": sorted(group.written),
         }
+        return {"format": STATE_FORMAT, "state": run, "param_groups": [saved_group]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
-        """Restore :meth:`state_dict` output into an identically built optimizer.
+        """Restore :meth:`state_dict` output (format 2, or format 1: the flat dict of earlier
+        versions, whose keys are all schedule-owned) into an identically built optimizer.
 
         Every field is checked first: a state that does not fit (another format version, model,
         subspace or polytope) raises a ValueError naming what differs and changes nothing.
         """
-        schedules = self.check_state_dict(state)
-        self.subspace.load_state_dict(state["subspace"])
-        self.iteration = int(state["iteration"])
-        self.evaluations = int(state["evaluations"])
-        self.skipped_steps = int(state["skipped_steps"])
-        self.z = state["z"].to(self.z)
-        self.generator.set_state(state["generator"])
-        self.duals = Duals(f=state["duals"]["f"], g=state["duals"]["g"])
+        run, schedules, saved_group = self.check_state_dict(state)
+        self.subspace.load_state_dict(run["subspace"])
+        self.iteration = int(run["iteration"])
+        self.evaluations = int(run["evaluations"])
+        self.skipped_steps = int(run["skipped_steps"])
+        self.z = run["z"].to(self.z)
+        self.generator.set_state(run["generator"])
+        self.duals = Duals(f=run["duals"]["f"], g=run["duals"]["g"])
         self.rule = StepRule(**{**self.rule.__dict__, **schedules})
-        self.seed = int(state["seed"])
+        self.seed = int(run["seed"])
+        group = self.group
+        for key, value in saved_group.items():
+            if key != "params" and GROUP_ALIASES.get(key, key) not in GROUP_KEYS:
+                dict.__setitem__(group, key, value)  # e.g. a torch scheduler's "initial_lr"
+        group.written.clear()
+        for key in run.get("group_owns", []):
+            group.put(key, check_group_value(key, saved_group[key]))
+            group.written.add(key)
+        self._refresh_group()
 
-    def check_state_dict(self, state: Any) -> dict[str, Schedule]:
+    def check_state_dict(
+        self, state: Any
+    ) -> tuple[dict[str, Any], dict[str, Schedule], dict[str, Any]]:
         """Raise a ValueError naming the first field of ``state`` that does not fit this
-        optimizer; return its schedules rebuilt. Changes nothing."""
+        optimizer; return the run state, its schedules rebuilt and the saved group (empty for
+        format 1). Changes nothing."""
         if not isinstance(state, dict):
             raise ValueError(f"optimizer state must be a dict, got {type(state).__name__}")
-        if state.get("format") != STATE_FORMAT:
+        version = state.get("format")
+        if version == 1:  # the flat layout of earlier versions: no group, schedules own all
+            run, saved_group, needed = dict(state), {}, STATE_KEYS_V1
+            del run["format"]
+        elif version == STATE_FORMAT:
+            if set(state) != {"format", "state", "param_groups"}:
+                raise ValueError(
+                    "optimizer state (format 2) must have keys ['format', 'param_groups', "
+                    f"'state'], got {sorted(state)}"
+                )
+            run, needed = state["state"], STATE_KEYS
+            if not isinstance(run, dict):
+                raise ValueError(f"optimizer state 'state' must be a dict, got {run!r:.80}")
+            saved_group = self._check_saved_groups(state["param_groups"], run.get("group_owns"))
+        else:
             raise ValueError(
-                f"optimizer state has format version {state.get('format')!r}, this polystep "
-                f"reads version {STATE_FORMAT}"
+                f"optimizer state has format version {version!r}, this polystep reads versions "
+                f"1 and {STATE_FORMAT}"
             )
-        missing = sorted(STATE_KEYS - set(state))
+        missing = sorted(needed - set(run))
         if missing:
             raise ValueError(f"optimizer state lacks {missing}")
-        self.layout.check_described(state["layout"], "optimizer state")
-        self.subspace.check_state_dict(state["subspace"])
+        self.layout.check_described(run["layout"], "optimizer state")
+        self.subspace.check_state_dict(run["subspace"])
         num_blocks = -(-self.subspace.dim // self.subspace.block_dim)
         vertices = num_vertices(self.rule.polytope, self.subspace.block_dim)
-        _check_tensor("z", state["z"], tuple(self.z.shape), floating=True)
+        _check_tensor("z", run["z"], tuple(self.z.shape), floating=True)
         generator = self.generator.get_state()
-        _check_tensor("generator", state["generator"], tuple(generator.shape), generator.dtype)
-        duals = state["duals"]
+        _check_tensor("generator", run["generator"], tuple(generator.shape), generator.dtype)
+        duals = run["duals"]
         if not isinstance(duals, dict) or set(duals) != {"f", "g"}:
             raise ValueError("optimizer state duals must be a dict with keys 'f' and 'g'")
         for key, size in (("f", num_blocks), ("g", vertices)):
             if duals[key] is not None:
                 _check_tensor(f"duals {key}", duals[key], (size,), floating=True)
         for key in ("iteration", "evaluations", "skipped_steps", "seed"):
-            value = state[key]
+            value = run[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"optimizer state {key} must be an int >= 0, got {value!r}")
-        rule = state["rule"]
-        names = ("epsilon", "step_radius", "probe_radius")
-        if not isinstance(rule, dict) or set(rule) != set(names):
-            raise ValueError(f"optimizer state rule must be a dict with keys {list(names)}")
+        rule = run["rule"]
+        if not isinstance(rule, dict) or set(rule) != set(GROUP_KEYS):
+            raise ValueError(f"optimizer state rule must be a dict with keys {list(GROUP_KEYS)}")
         try:
-            return {k: from_state(rule[k]) for k in names}
+            return run, {k: from_state(rule[k]) for k in GROUP_KEYS}, saved_group
         except (TypeError, ValueError) as exc:
             raise ValueError(f"optimizer state rule holds an invalid schedule: {exc}") from exc
+
+    def _check_saved_groups(self, groups: Any, owns: Any) -> dict[str, Any]:
+        """The one saved group of a format-2 state, checked against this optimizer."""
+        if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict):
+            raise ValueError("optimizer state param_groups must be a list of one dict")
+        group = groups[0]
+        wanted = list(range(len(self.group["params"])))
+        if group.get("params") != wanted:
+            raise ValueError(
+                f"optimizer state param_groups params must be {wanted[:3]}... "
+                f"({len(wanted)} parameters), got {group.get('params')!r:.80}"
+            )
+        for key in (*GROUP_KEYS, *GROUP_ALIASES):
+            if key not in group:
+                raise ValueError(f"optimizer state param_groups lack {key!r}")
+            check_group_value(key, group[key])
+        for alias, target in GROUP_ALIASES.items():
+            if group[alias] != group[target]:
+                raise ValueError(
+                    f"optimizer state param_groups {alias!r} ({group[alias]!r}) differs from "
+                    f"its alias {target!r} ({group[target]!r})"
+                )
+        if not isinstance(owns, list) or not set(owns) <= set(GROUP_KEYS):
+            raise ValueError(
+                f"optimizer state group_owns must be a list of keys from {list(GROUP_KEYS)}, "
+                f"got {owns!r}"
+            )
+        return group
 
     def __repr__(self) -> str:
         return (
@@ -575,10 +745,9 @@ class PolyStepOptimizer(torch.optim.Optimizer):
 
 
 # -- state checks (used by load_state_dict) ------------------------------------------------
-STATE_FORMAT = 1  # version of state_dict(); load_state_dict reads this version only
-STATE_KEYS = frozenset(
+STATE_FORMAT = 2  # version of state_dict(); load_state_dict reads it and version 1
+STATE_KEYS_V1 = frozenset(
     {
-        "format",
         "layout",
         "iteration",
         "evaluations",
@@ -591,6 +760,7 @@ STATE_KEYS = frozenset(
         "seed",
     }
 )
+STATE_KEYS = STATE_KEYS_V1 | {"group_owns"}
 
 
 def _check_tensor(
