@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from polystep.evaluate.units import dedupe_slots, linear_weight
+from polystep.evaluate.units import dedupe_slots, linear_weight, unit_chain
 
 
 def per_sample_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -51,13 +51,7 @@ def unit_trains(
     Returns two ``(n, B, R, k)`` tensors (batch first, the other non-feature dims flattened).
     """
     n, k = units.shape
-    y = acts[i + 1]
-    base = y.reshape(-1, y.shape[-1]).index_select(1, units.flatten())  # (M, n k)
-    h = (base.unflatten(1, units.shape).permute(1, 0, 2) + change).reshape(n, *y.shape[:-1], k)
-    h = h.movedim(0, dims[i + 1]).flatten(dims[i + 1], dims[i + 1] + 1)
-    for layer in layers[i + 1 : j]:
-        h = layer(h)
-    h = h.unflatten(dims[j], (n, -1)).movedim(dims[j], 0)  # (n, *acts[j].shape[:-1], k)
+    h = unit_chain(layers, acts, dims, i, j, units, change)  # (n, *acts[j].shape[:-1], k)
     new = h.movedim(1 + dims[j], 1)
     new = new.reshape(n, new.shape[1], -1, k)
     return new, _gather_units(acts[j], dims[j], units)

@@ -44,6 +44,28 @@ def linear_weight(layer: nn.Module) -> torch.Tensor:
     return traits_of(layer).weight_map(layer.weight.detach())
 
 
+def unit_chain(
+    layers: list[nn.Module],
+    acts: list[torch.Tensor],
+    dims: list[int],
+    i: int,
+    j: int,
+    units: torch.Tensor,
+    change: torch.Tensor,
+) -> torch.Tensor:
+    """Units ``units (n, p)`` of layer ``i``'s output moved by ``change (n, M, p)`` and run through
+    the unit-wise layers ``i + 1 .. j - 1``: the input of layer ``j`` on those units,
+    ``(n, *acts[j].shape[:-1], p)``."""
+    n, p = units.shape
+    y = acts[i + 1]
+    base = y.reshape(-1, y.shape[-1]).index_select(1, units.flatten())  # (M, n p)
+    h = (base.unflatten(1, units.shape).permute(1, 0, 2) + change).reshape(n, *y.shape[:-1], p)
+    h = h.movedim(0, dims[i + 1]).flatten(dims[i + 1], dims[i + 1] + 1)
+    for layer in layers[i + 1 : j]:
+        h = layer(h)
+    return h.unflatten(dims[j], (n, -1)).movedim(dims[j], 0)
+
+
 def propagate_units(
     layers: list[nn.Module],
     acts: list[torch.Tensor],
@@ -61,13 +83,7 @@ def propagate_units(
     """
     units, change = dedupe_slots(units, change)
     n, p = units.shape
-    y = acts[i + 1]
-    base = y.reshape(-1, y.shape[-1])[:, units].permute(1, 0, 2)  # (n, M, p)
-    h = (base + change).reshape(n, *y.shape[:-1], p)
-    h = h.movedim(0, dims[i + 1]).flatten(dims[i + 1], dims[i + 1] + 1)
-    for layer in layers[i + 1 : j]:
-        h = layer(h)
-    h = h.unflatten(dims[j], (n, -1)).movedim(dims[j], 0)  # (n, *acts[j].shape[:-1], p)
+    h = unit_chain(layers, acts, dims, i, j, units, change)
     a = acts[j]
     old = a.reshape(-1, a.shape[-1])[:, units].permute(1, 0, 2)
     diff = h.reshape(n, -1, p) - old
