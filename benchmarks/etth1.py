@@ -60,7 +60,8 @@ from polystep.data import TensorBatches
 from polystep.epsilon import CosineEpsilon
 from polystep.nn.recurrent import lstm_forecaster
 from polystep.subspace import Subspace
-from polystep.subspace.segments import DirectSegment, Segment, SparseSegment, seeded_generator
+from polystep.subspace.segments import DirectSegment, Segment, seeded_generator
+from polystep.subspace.sparse import sparse_segment
 from polystep.timeseries import ForecastSplits, load_etth1, persistence
 from polystep.transform import ParamLayout
 
@@ -101,12 +102,8 @@ class ForecastSpace(Subspace):
             else:
                 k = LSTM_COORDS[e.name]
                 nnz = max(1, round(math.sqrt(e.numel)))
-                idx = sign = None
-                if not sizes_only:
-                    gen = seeded_generator(seed, "forecast", index, draw)
-                    idx = torch.randint(0, e.numel, (k, nnz), generator=gen)
-                    sign = (torch.randint(0, 2, (k, nnz), generator=gen) * 2 - 1) / math.sqrt(nnz)
-                out.append(SparseSegment(e.name, e.shape, start, k, index=idx, sign=sign))
+                gen = None if sizes_only else seeded_generator(seed, "forecast", index, draw)
+                out.append(sparse_segment(e, start, k, nnz, gen))
                 size = k
             start += size
         return out

@@ -21,10 +21,22 @@ from polystep.subspace.segments import (
     round_up,
     seeded_generator,
 )
-from polystep.transform import ParamLayout
+from polystep.transform import ParamEntry, ParamLayout
 from polystep.validation import check_positive_int
 
 DIRECT_MAX = 4096
+
+
+def sparse_segment(
+    entry: ParamEntry, start: int, k: int, nnz: int, generator: torch.Generator | None
+) -> SparseSegment:
+    """``k`` coordinates of one parameter, each touching ``nnz`` random positions with signs
+    ``+-1/sqrt(nnz)`` drawn from ``generator`` (None: sizes only, no index or sign tensors)."""
+    idx = sign = None
+    if generator is not None:
+        idx = torch.randint(0, entry.numel, (k, nnz), generator=generator)
+        sign = (torch.randint(0, 2, (k, nnz), generator=generator) * 2 - 1) / math.sqrt(nnz)
+    return SparseSegment(entry.name, entry.shape, start, k, index=idx, sign=sign)
 
 
 class SparseProjection(Subspace):
@@ -82,11 +94,7 @@ class SparseProjection(Subspace):
             k = min(k, round_up(e.numel, self.block_dim))
             density = self.density or 1.0 / math.sqrt(e.numel)
             nnz = max(1, round(density * e.numel))
-            idx = sign = None
-            if not sizes_only:
-                gen = seeded_generator(seed, "sparse", index, draw)
-                idx = torch.randint(0, e.numel, (k, nnz), generator=gen)
-                sign = (torch.randint(0, 2, (k, nnz), generator=gen) * 2 - 1) / math.sqrt(nnz)
-            out.append(SparseSegment(e.name, e.shape, start, k, index=idx, sign=sign))
+            gen = None if sizes_only else seeded_generator(seed, "sparse", index, draw)
+            out.append(sparse_segment(e, start, k, nnz, gen))
             start += k
         return out
