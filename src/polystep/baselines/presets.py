@@ -41,7 +41,7 @@ NN_PRESETS: dict[str, dict[str, Any]] = {
     "openai_es": {"popsize": 50, "sigma": 0.03, "learning_rate": 0.03},
     "spsa": {"a": 0.3, "c": 0.05, "num_directions": 8},
     "cmaes": {"popsize": 50, "sigma0": 0.1},
-    "adam": {"lr": 3e-3},
+    "adam": {"lr": 3e-3, "weight_decay": 0.0},
 }
 
 
