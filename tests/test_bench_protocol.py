@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from polystep.baselines import NN_PRESETS
-from polystep.bench import readme, report, runner, tuning
+from polystep.bench import equal_time, readme, report, runner, tuning
 from polystep.bench.codeversion import code_version
 from polystep.bench.methods import METHODS
 from polystep.bench.overrides import configured
@@ -217,3 +217,43 @@ def test_run_config_records_settings_threads_and_overrides():
     )  # fmt: skip
     assert config["settings"] == {**PRESETS["quantized"], "rank": 4}
     assert config["overrides"] == {"rank": 4} and config["threads"] >= 1
+
+
+def test_equal_time_long_table_takes_the_best_gradient_free_baseline_by_validation(
+    tmp_path, monkeypatch
+):
+    def record(task, method, val, test):
+        return {"task": task, "method": method, "val_acc_selected": val, "test_acc_selected": test}
+
+    short_runs = [
+        record("mlp_mnist", "openai_es", 0.8, 0.1),  # best on validation, worst on test
+        record("mlp_mnist", "spsa", 0.7, 0.9),
+        record("mlp_mnist", "cmaes", 0.6, 0.9),
+        record("mlp_mnist", "polystep", 0.99, 0.99),  # not a baseline
+        record("snn_mnist", "cmaes", 0.5, 0.5),
+    ]
+    assert equal_time.best_gradient_free(short_runs, "mlp_mnist") == "openai_es"
+    with pytest.raises(ValueError, match="int8_mnist"):
+        equal_time.best_gradient_free(short_runs, "int8_mnist")
+    calls = []
+
+    def fake_bench(tasks, methods, seeds, **kwargs):
+        calls.append(([t.name for t in tasks], methods, kwargs["budget_seconds"], kwargs))
+
+    monkeypatch.setattr(equal_time, "run_bench", fake_bench)
+    monkeypatch.setattr(equal_time, "write_report", lambda folder: None)
+    monkeypatch.setattr(equal_time, "load_runs", lambda folder: short_runs)
+    tasks = [TASKS["mlp_mnist"], TASKS["snn_mnist"]]
+    chosen = equal_time.run_protocol(tasks, [1, 2, 3], out=tmp_path, log=lambda *_: None)
+    assert chosen == {"mlp_mnist": "openai_es", "snn_mnist": "cmaes"}
+    assert [c[:3] for c in calls] == [
+        (["mlp_mnist", "snn_mnist"], list(METHODS), 60.0),
+        (["mlp_mnist"], ["polystep", "openai_es"], 300.0),
+        (["snn_mnist"], ["polystep", "cmaes"], 300.0),
+    ]
+    assert (
+        calls[0][3]["out_dir"] == tmp_path / "60s" and calls[1][3]["out_dir"] == tmp_path / "300s"
+    )
+    assert equal_time.estimate_seconds(6, 3, short=60, long=300, overhead=15) == 18 * (
+        5 * 75 + 2 * 315
+    )

@@ -1,0 +1,103 @@
+"""The equal-wall-time tables (issue 10, item 2): every method for ``--short`` seconds of
+training, then PolyStep and the best gradient-free baseline of each row (by validation) for
+``--long`` seconds; 3 seeds, one run at a time, the same ``--threads`` for every method.
+
+Records go to ``OUT/60s`` and ``OUT/300s`` as each run finishes; rerunning the command resumes
+(``--resume`` also reruns records of another configuration or code). With ``--tuned LOG`` each
+method runs the configuration a tuning log (``benchmarks/tune.py``) selected at the same scale
+and budget; every (task, method) must have been tuned at both budgets. Prints the estimated wall
+time first and one JSON line with the configuration and the long table's baselines at the end.
+
+    .venv/bin/python benchmarks/equal_time.py all --mnist-dir ../shared/data/mnist \
+        --threads 2 --out benchmarks/results/equal_time
+    .venv/bin/python benchmarks/equal_time.py mlp_mnist --scale smoke --short 2 --long 4 \
+        --seeds 0 --out /tmp/equal_time                              # a smoke check
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from polystep.bench.equal_time import (
+    LONG_SECONDS,
+    SHORT_SECONDS,
+    estimate_seconds,
+    run_protocol,
+)
+from polystep.bench.outdir import StaleRecordError, ensure_writable
+from polystep.bench.runner import UNBOUNDED_FWD, machine_info
+from polystep.bench.tasks import SCALES, TASKS, TaskSpec, resolve_tasks
+from polystep.bench.tuning import tuned_overrides
+from polystep.cliargs import (
+    existing_dir,
+    existing_file,
+    int_list,
+    parser,
+    positive_float,
+    positive_int,
+)
+
+OVERHEAD_SECONDS = 15.0  # per run: data, validation (excluded from the budget), test scoring
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser("benchmarks/equal_time.py", __doc__)
+    ap.add_argument("tasks", nargs="+", help=f"task names, or 'all': {', '.join(TASKS)}")
+    ap.add_argument("--scale", choices=SCALES, default="cpu", help="as in polystep bench")
+    ap.add_argument("--short", type=positive_float, default=SHORT_SECONDS, help="seconds")
+    ap.add_argument("--long", type=positive_float, default=LONG_SECONDS, help="seconds")
+    ap.add_argument("--seeds", type=int_list(), default="42,123,456", help="comma list")
+    ap.add_argument("--threads", type=positive_int, default=2, help="torch threads, every run")
+    ap.add_argument("--mnist-dir", type=existing_dir, default=None, help="MNIST IDX folder")
+    ap.add_argument("--tuned", type=existing_file, default=None, help="tuning log")
+    ap.add_argument("--resume", action="store_true", help="rerun records of other config/code")
+    ap.add_argument("--out", type=Path, default=Path("runs/equal_time"), help="output folder")
+    args = ap.parse_args(argv)
+    try:
+        tasks = resolve_tasks(args.tasks)
+        ensure_writable(args.out)
+    except ValueError as err:
+        ap.error(str(err))
+    torch.set_num_threads(args.threads)
+    estimate = estimate_seconds(
+        len(tasks), len(args.seeds), short=args.short, long=args.long, overhead=OVERHEAD_SECONDS
+    )
+    print(f"estimated wall time (nothing done yet): {estimate / 3600:.1f} h", flush=True)
+
+    def tuned(task_list: list[TaskSpec], methods: list[str], seconds: float) -> dict:
+        return tuned_overrides(
+            args.tuned, task_list, methods, scale=args.scale, budget_fwd=UNBOUNDED_FWD,
+            budget_seconds=seconds,
+        )  # fmt: skip
+
+    started = time.perf_counter()
+    try:
+        chosen = run_protocol(
+            tasks, args.seeds, out=args.out, scale=args.scale, short=args.short, long=args.long,
+            tuned=None if args.tuned is None else tuned, resume=args.resume,
+            mnist_dir=args.mnist_dir,
+        )  # fmt: skip
+    except (StaleRecordError, ValueError) as err:
+        ap.error(str(err))
+    config = {
+        "tasks": [t.name for t in tasks], "scale": args.scale, "short": args.short,
+        "long": args.long, "seeds": args.seeds, "threads": args.threads,
+        "tuned": None if args.tuned is None else str(args.tuned), "out": str(args.out),
+        "command": " ".join(sys.argv),
+    }  # fmt: skip
+    figures = {
+        "long_table_baselines": chosen,
+        "estimated_seconds": estimate,
+        "seconds_this_invocation": time.perf_counter() - started,
+    }
+    print(json.dumps({"config": config, "machine": machine_info(), **figures}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
