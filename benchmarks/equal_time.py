@@ -3,13 +3,15 @@ training, then PolyStep and the best gradient-free baseline of each row (by vali
 ``--long`` seconds; 3 seeds, one run at a time, the same ``--threads`` for every method.
 
 Records go to ``OUT/60s`` and ``OUT/300s`` as each run finishes; rerunning the command resumes
-(``--resume`` also reruns records of another configuration or code). With ``--tuned LOG`` each
-method runs the configuration a tuning log (``benchmarks/tune.py``) selected at the same scale
-and budget; every (task, method) must have been tuned at both budgets. Prints the estimated wall
+(``--resume`` also reruns records of another configuration or code). With ``--tune-log LOG``
+each table is preceded by the tuning protocol (``polystep.bench.tuning``: ``--k``
+configurations per task and method at that table's budget, logged to LOG, resumable) and runs
+the selections; without it every method runs its default settings. Prints the estimated wall
 time first and one JSON line with the configuration and the long table's baselines at the end.
 
     .venv/bin/python benchmarks/equal_time.py all --mnist-dir ../shared/data/mnist \
-        --threads 2 --out benchmarks/results/equal_time
+        --threads 2 --tune-log benchmarks/results/tuning/equal_time.jsonl \
+        --out benchmarks/results/equal_time
     .venv/bin/python benchmarks/equal_time.py mlp_mnist --scale smoke --short 2 --long 4 \
         --seeds 0 --out /tmp/equal_time                              # a smoke check
 """
@@ -30,12 +32,11 @@ from polystep.bench.equal_time import (
     run_protocol,
 )
 from polystep.bench.outdir import StaleRecordError, ensure_writable
-from polystep.bench.runner import UNBOUNDED_FWD, machine_info
-from polystep.bench.tasks import SCALES, TASKS, TaskSpec, resolve_tasks
-from polystep.bench.tuning import tuned_overrides
+from polystep.bench.runner import machine_info
+from polystep.bench.tasks import SCALES, TASKS, resolve_tasks
+from polystep.bench.tuning import TUNE_SEEDS, K
 from polystep.cliargs import (
     existing_dir,
-    existing_file,
     int_list,
     parser,
     positive_float,
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int_list(), default="42,123,456", help="comma list")
     ap.add_argument("--threads", type=positive_int, default=2, help="torch threads, every run")
     ap.add_argument("--mnist-dir", type=existing_dir, default=None, help="MNIST IDX folder")
-    ap.add_argument("--tuned", type=existing_file, default=None, help="tuning log")
+    ap.add_argument("--tune-log", type=Path, default=None, help="tune first, into this log")
+    ap.add_argument("--k", type=positive_int, default=K, help="configurations per task, method")
     ap.add_argument("--resume", action="store_true", help="rerun records of other config/code")
     ap.add_argument("--out", type=Path, default=Path("runs/equal_time"), help="output folder")
     args = ap.parse_args(argv)
@@ -64,22 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         ap.error(str(err))
     torch.set_num_threads(args.threads)
+    per_cell = len(args.seeds) + (0 if args.tune_log is None else args.k * len(TUNE_SEEDS))
     estimate = estimate_seconds(
-        len(tasks), len(args.seeds), short=args.short, long=args.long, overhead=OVERHEAD_SECONDS
+        len(tasks), per_cell, short=args.short, long=args.long, overhead=OVERHEAD_SECONDS
     )
     print(f"estimated wall time (nothing done yet): {estimate / 3600:.1f} h", flush=True)
-
-    def tuned(task_list: list[TaskSpec], methods: list[str], seconds: float) -> dict:
-        return tuned_overrides(
-            args.tuned, task_list, methods, scale=args.scale, budget_fwd=UNBOUNDED_FWD,
-            budget_seconds=seconds,
-        )  # fmt: skip
-
     started = time.perf_counter()
     try:
         chosen = run_protocol(
             tasks, args.seeds, out=args.out, scale=args.scale, short=args.short, long=args.long,
-            tuned=None if args.tuned is None else tuned, resume=args.resume,
+            tune_log=args.tune_log, k=args.k, resume=args.resume,
             mnist_dir=args.mnist_dir,
         )  # fmt: skip
     except (StaleRecordError, ValueError) as err:
@@ -87,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     config = {
         "tasks": [t.name for t in tasks], "scale": args.scale, "short": args.short,
         "long": args.long, "seeds": args.seeds, "threads": args.threads,
-        "tuned": None if args.tuned is None else str(args.tuned), "out": str(args.out),
+        "tune_log": None if args.tune_log is None else str(args.tune_log), "k": args.k,
+        "out": str(args.out),
         "command": " ".join(sys.argv),
     }  # fmt: skip
     figures = {

@@ -203,7 +203,7 @@ def test_readme_blocks_are_replaced_and_unknown_kinds_named(tmp_path):
     (results / "runs" / "mlp_mnist__polystep__seed1.json").write_text(json.dumps(record))
     text = "a\n<!-- table:runs -->\nSTALE TEXT\n<!-- end -->\n<!-- steps:runs -->\n<!-- end -->\n"
     new = readme.render(text, results)
-    assert "STALE TEXT" not in new and "| mlp_mnist | 90.0 ± 0.0 (5k) † |" in new
+    assert "STALE TEXT" not in new and "| mlp_mnist | 90.0 (5k) † |" in new
     assert "--budget-fwd 5000 --seeds 1 --threads 2" in new
     assert "| mlp_mnist | default | 1,250 | 4 | 3 |" in new
     with pytest.raises(ValueError, match="block kind must be"):
@@ -254,6 +254,24 @@ def test_equal_time_long_table_takes_the_best_gradient_free_baseline_by_validati
     assert (
         calls[0][3]["out_dir"] == tmp_path / "60s" and calls[1][3]["out_dir"] == tmp_path / "300s"
     )
+    # With a tuning log: each table is tuned at its own budget first, for the methods it runs.
+    tuned_calls = []
+    monkeypatch.setattr(
+        equal_time, "tune",
+        lambda tasks, methods, **kw: tuned_calls.append(([t.name for t in tasks], methods, kw)),
+    )  # fmt: skip
+    monkeypatch.setattr(
+        equal_time, "tuned_overrides",
+        lambda log, tasks, methods, **kw: {(tasks[0].name, methods[-1]): {"seconds": kw}},
+    )  # fmt: skip
+    calls.clear()
+    log = tmp_path / "tune.jsonl"
+    equal_time.run_protocol(tasks[:1], [1], out=tmp_path, tune_log=log, k=3, log=lambda *_: None)
+    assert [(c[0], c[1], c[2]["budget_seconds"], c[2]["k"]) for c in tuned_calls] == [
+        (["mlp_mnist"], list(METHODS), 60.0, 3),
+        (["mlp_mnist"], ["polystep", "openai_es"], 300.0, 3),
+    ]
+    assert calls[1][3]["overrides"][("mlp_mnist", "openai_es")]["seconds"]["budget_seconds"] == 300
     assert equal_time.estimate_seconds(6, 3, short=60, long=300, overhead=15) == 18 * (
         5 * 75 + 2 * 315
     )

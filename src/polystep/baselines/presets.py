@@ -2,10 +2,10 @@
 
 The ``nn`` settings were tuned on scikit-learn digits with validation-only selection (by a
 script since replaced by ``benchmarks/tune.py``, the one protocol for every method; grid and
-every run in ``benchmarks/results/baseline_tuning.json``): a ReLU MLP 64-32-10 and a hard-LIF SNN 64-32-10
-(T = 8), PyTorch's default initialisation, batch 128, 20,000 forward passes, one seed, 144
-validation images. For each method the setting with the best summed validation accuracy over the
-two models was kept (digits validation accuracy, MLP / SNN):
+every run in ``benchmarks/results/baseline_tuning.json``): a ReLU MLP 64-32-10 and a hard-LIF
+SNN 64-32-10 (T = 8), PyTorch's default initialisation, batch 128, 20,000 forward passes, one
+seed, 144 validation images. For each method the setting with the best summed validation
+accuracy over the two models was kept (digits validation accuracy, MLP / SNN):
 
 | method | setting | MLP | SNN |
 |---|---|---|---|

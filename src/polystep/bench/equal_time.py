@@ -6,12 +6,16 @@ it finishes; a rerun skips what is done under the same configuration and code), 
 ``OUT/<short>s`` and ``OUT/<long>s``. The baseline a long row runs is chosen from the short
 records by mean VALIDATION accuracy of the selected models (never test). Every run uses the same
 number of torch threads, one run at a time, so every method has the cores the same way.
+
+With a tuning log, each table is preceded by the tuning protocol of :mod:`polystep.bench.tuning`
+at that table's budget, for the methods the table runs (the long table's tuning therefore waits
+for the short table's choice of baseline), and the table runs the selections. Tuning and tables
+are both resumable, so one command runs the whole protocol across interruptions.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from polystep.bench.methods import METHODS
 from polystep.bench.report import load_runs, write_report
 from polystep.bench.runner import UNBOUNDED_FWD, run_bench
 from polystep.bench.tasks import TaskSpec
+from polystep.bench.tuning import K, tune, tuned_overrides
 
 GRADIENT_FREE = ("openai_es", "spsa", "cmaes")
 SHORT_SECONDS = 60.0
@@ -51,7 +56,8 @@ def run_protocol(
     scale: str = "cpu",
     short: float = SHORT_SECONDS,
     long: float = LONG_SECONDS,
-    tuned: Callable[[list[TaskSpec], list[str], float], dict[tuple[str, str], Any]] | None = None,
+    tune_log: Path | None = None,
+    k: int = K,
     resume: bool = False,
     device: str = "cpu",
     mnist_dir: str | None = None,
@@ -59,15 +65,22 @@ def run_protocol(
 ) -> dict[str, str]:
     """Run the short table, then the long one; returns ``{task: baseline run long}``.
 
-    ``tuned(tasks, methods, seconds)`` gives the tuned configurations at a budget (None: the
-    methods' default settings)."""
+    With ``tune_log``, ``k`` configurations per (task, method) are tuned at each table's budget
+    first and the table runs the selections; without, every method runs its default settings."""
 
     def bench(task_list: list[TaskSpec], methods: list[str], seconds: float) -> None:
+        overrides = None
+        if tune_log is not None:
+            budget = {"budget_fwd": UNBOUNDED_FWD, "budget_seconds": seconds}
+            tune(
+                task_list, methods, scale=scale, log_path=tune_log, k=k, device=device,
+                mnist_dir=mnist_dir, log=log, **budget,
+            )  # fmt: skip
+            overrides = tuned_overrides(tune_log, task_list, methods, scale=scale, k=k, **budget)
         run_bench(
             task_list, methods, seeds, scale=scale, out_dir=folder(out, seconds),
             budget_fwd=UNBOUNDED_FWD, budget_seconds=seconds, device=device,
-            mnist_dir=mnist_dir, resume=resume, log=log,
-            overrides=None if tuned is None else tuned(task_list, methods, seconds),
+            mnist_dir=mnist_dir, resume=resume, log=log, overrides=overrides,
         )  # fmt: skip
         write_report(folder(out, seconds))
 
@@ -81,8 +94,15 @@ def run_protocol(
 
 
 def estimate_seconds(
-    tasks: int, seeds: int, *, short: float, long: float, overhead: float, methods: int = 5
+    tasks: int,
+    runs_per_cell: int,
+    *,
+    short: float,
+    long: float,
+    overhead: float,
+    methods: int = len(METHODS),
 ) -> float:
-    """Wall seconds of the whole protocol: every run's budget plus ``overhead`` seconds
-    (data, validation, test, the last step's overrun) per run."""
-    return tasks * seeds * (methods * (short + overhead) + 2 * (long + overhead))
+    """Wall seconds of the whole protocol: ``runs_per_cell`` runs per (task, method) of each
+    table (the seeds, plus k times the tuning seeds when tuning), each its budget plus
+    ``overhead`` seconds (data, validation, test scoring)."""
+    return tasks * runs_per_cell * (methods * (short + overhead) + 2 * (long + overhead))
