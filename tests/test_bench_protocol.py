@@ -1,5 +1,6 @@
 """One tuning protocol for every method, --resume over stale records, README tables from records."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -275,3 +276,32 @@ def test_equal_time_long_table_takes_the_best_gradient_free_baseline_by_validati
     assert equal_time.estimate_seconds(6, 3, short=60, long=300, overhead=15) == 18 * (
         5 * 75 + 2 * 315
     )
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{name}", ROOT / "benchmarks" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("script", "record"),
+    [
+        ("accuracy_at_budget", "accuracy_at_budget.jsonl"),
+        ("roofline", "roofline_cpu_quiet.jsonl"),
+        ("etth1", "etth1/runs.jsonl"),
+    ],
+)
+def test_benchmarks_readme_holds_what_the_scripts_report_from_their_records(script, record):
+    """Sections of other benchmarks print their tables with ``--report``; every row they give
+    from the committed records is in the README as printed."""
+    path = ROOT / "benchmarks" / "results" / record
+    if not path.exists():
+        pytest.skip(f"no committed {record} in this checkout")
+    table = _script(script).report(path)
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows and [row for row in rows if row not in text] == []
