@@ -305,3 +305,25 @@ def test_benchmarks_readme_holds_what_the_scripts_report_from_their_records(scri
     text = (ROOT / "benchmarks" / "README.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert rows and [row for row in rows if row not in text] == []
+
+
+@pytest.mark.bad_input(
+    "`polystep bench report --readme FILE` with a block of an unknown kind or a missing folder",
+    "argparse error naming the allowed kinds or the folder; the README is not touched",
+)
+def test_report_readme_cli_regenerates_then_says_current(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    cli_main([*SPSA_ARGS, "--budget-fwd", "150", "--out", str(tmp_path / "results" / "runs")])
+    path = tmp_path / "README.md"
+    path.write_text("# t\n<!-- table:runs -->\n<!-- end -->\n")
+    capsys.readouterr()
+    assert cli_main(["bench", "report", "--readme", str(path)]) == 0
+    assert "regenerated" in capsys.readouterr().out and "| task | SPSA |" in path.read_text()
+    assert cli_main(["bench", "report", "--readme", str(path)]) == 0
+    assert "already current" in capsys.readouterr().out
+    for bad, says in [("nope:runs", "block kind must be"), ("table:none", "no run records")]:
+        path.write_text(f"<!-- {bad} -->\n<!-- end -->\n")
+        with pytest.raises(SystemExit):
+            cli_main(["bench", "report", "--readme", str(path)])
+        assert says in capsys.readouterr().err
+        assert path.read_text() == f"<!-- {bad} -->\n<!-- end -->\n"
