@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from polystep.bench.methods import METHODS
-from polystep.bench.report import _protocol_lines, code_labels, load_runs, untrained_selected
+from polystep.bench.report import code_labels, load_runs, protocol_lines, untrained_selected
 from polystep.bench.tasks import TASKS
 from polystep.bench.tuning import load_log, markdown_summary
 
@@ -147,7 +147,7 @@ def table_block(results: Path, folder: str) -> str:
         "Training seconds counted against the budget (max over runs): "
         + (f"{max(used):.1f}" if used else "not recorded (records predate the field)"),
         "",
-        *_protocol_lines(runs),
+        *protocol_lines(runs),
         "",
         "Code versions:",
         *legend,

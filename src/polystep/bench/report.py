@@ -71,7 +71,7 @@ def _budget_used(group: list[dict[str, Any]]) -> str:
     return f"{max(used):.1f}" + ("" if len(used) == len(group) else f" ({len(used)} seeds)")
 
 
-def _protocol_lines(runs: list[dict[str, Any]]) -> list[str]:
+def protocol_lines(runs: list[dict[str, Any]]) -> list[str]:
     """The protocol stored in the records; each one with its run count when they differ."""
     counts = Counter(str(r.get("protocol", "protocol: not recorded")) for r in runs)
     if len(counts) <= 1:
@@ -144,7 +144,7 @@ def markdown_table(runs: list[dict[str, Any]], current_source: str | None = None
     mixed = len(labels) > 1 or stale
     lines = [
         *([] if current_source is None else stale_note(runs, current_source)),
-        *_protocol_lines(runs),
+        *protocol_lines(runs),
         "",
         "| task | data | method | seeds | test acc % (val-selected) | test acc % (last) "
         "| forward passes | wall s | budget s used (max) |" + (" code |" if mixed else ""),

@@ -198,11 +198,12 @@ def tune(
     log: Any = print,
 ) -> list[dict[str, Any]]:
     """Run every trial of the protocol not yet in the log; returns the current-code lines."""
+    draws = {method: draw_configs(method, k) for method in method_names}  # bad k: before any run
     log(PROTOCOL)
     for task in tasks:
         fwd = budget_fwd or task.scales[scale].budget_fwd
         for method in method_names:
-            for config in draw_configs(method, k):
+            for config in draws[method]:
                 for seed in seeds:
                     probe = {
                         "method": method, "task": task.name, "seed": seed, "scale": scale,
