@@ -124,7 +124,8 @@ def test_rerun_with_another_budget_is_refused_not_reported_done(tmp_path, capsys
     assert "budget_fwd: 600 -> 900" in err
     assert record.read_text() == before  # the old record is untouched
     assert cli_main([*SMOKE_ARGS, "--budget-fwd", "600", "--out", out]) == 0  # same: skipped
-    assert "skip mlp_mnist__spsa__seed0.json (done, same configuration)" in capsys.readouterr().out
+    skipped = "skip mlp_mnist__spsa__seed0.json (done, same configuration and code)"
+    assert skipped in capsys.readouterr().out
 
 
 @pytest.mark.bad_input(

@@ -3,6 +3,7 @@
   polystep demo [snn|synthetic] [options]    a demo (default: snn); NAME --help for its options
   polystep bench TASK... [options]           the NN task table (TASK: all, snn_mnist, ...)
   polystep bench report DIR                  aggregate a task table folder into report.md
+  polystep bench report --readme FILE        regenerate a README's tables from the records
   polystep bench maxsat [options]            PolyStep on MAX-SAT (random 3-SAT, DIMACS/WCNF)
   polystep bench rl [options]                PolyStep on CartPole / Acrobot policies
 

@@ -4,7 +4,9 @@ The table says what each record says about itself: the protocol(s) stored in the
 today's), rows whose validation-selected model is the untrained initial one, and the code version
 (:mod:`polystep.bench.codeversion`): a folder whose records come from more than one version gets a
 ``code`` column and a legend, so results of different code are never mixed silently. Records
-older than these fields are shown as "not recorded".
+older than these fields are shown as "not recorded". ``report.md`` marks rows with a record made
+by code other than the running code's as stale; the README tables (:mod:`polystep.bench.readme`)
+name the git commit of each code version instead, so they depend on the records alone.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from polystep.bench.codeversion import code_version
 from polystep.bench.runner import PROTOCOL
 from polystep.bench.tasks import TASKS, data_label
 
@@ -68,7 +71,7 @@ def _budget_used(group: list[dict[str, Any]]) -> str:
     return f"{max(used):.1f}" + ("" if len(used) == len(group) else f" ({len(used)} seeds)")
 
 
-def _protocol_lines(runs: list[dict[str, Any]]) -> list[str]:
+def protocol_lines(runs: list[dict[str, Any]]) -> list[str]:
     """The protocol stored in the records; each one with its run count when they differ."""
     counts = Counter(str(r.get("protocol", "protocol: not recorded")) for r in runs)
     if len(counts) <= 1:
@@ -108,19 +111,40 @@ def code_labels(runs: list[dict[str, Any]]) -> tuple[dict[str | None, str], list
     return labels, legend
 
 
-def markdown_table(runs: list[dict[str, Any]]) -> str:
+def source_of(run: dict[str, Any]) -> str | None:
+    """The source digest of a run's code (None for a record older than the field)."""
+    code = _code(run)
+    return None if code is None else code[0]
+
+
+def stale_note(runs: list[dict[str, Any]], current_source: str) -> list[str]:
+    """A warning naming how many records were made by code other than ``current_source``."""
+    stale = sum(source_of(r) != current_source for r in runs)
+    if not stale:
+        return []
+    return [
+        f"**{stale} of {len(runs)} records were made by code other than the current source "
+        "(rows marked stale); `polystep bench ... --resume` reruns them.**",
+        "",
+    ]
+
+
+def markdown_table(runs: list[dict[str, Any]], current_source: str | None = None) -> str:
     """One row per (task, data, method): test accuracy (selected, last), forward passes, wall
     time (all of the run) and the training seconds counted against the budget. The data column
     says what was really trained on (digits at scale smoke); rows whose selected model is the
     untrained one say so; a ``code`` column appears when the records come from more than one
-    code version."""
+    code version. With ``current_source`` (the running code's digest), rows with a record of
+    other code are marked stale."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         groups[(run["task"], _data(run), run["method"])].append(run)
     labels, legend = code_labels(runs)
-    mixed = len(labels) > 1
+    stale = current_source is not None and any(source_of(r) != current_source for r in runs)
+    mixed = len(labels) > 1 or stale
     lines = [
-        *_protocol_lines(runs),
+        *([] if current_source is None else stale_note(runs, current_source)),
+        *protocol_lines(runs),
         "",
         "| task | data | method | seeds | test acc % (val-selected) | test acc % (last) "
         "| forward passes | wall s | budget s used (max) |" + (" code |" if mixed else ""),
@@ -136,8 +160,12 @@ def markdown_table(runs: list[dict[str, Any]]) -> str:
             f"| {_budget_used(group)} |"
         )
         if mixed:
-            versions = sorted({labels[None if _code(r) is None else _code(r)[0]] for r in group})
-            row += f" {', '.join(versions)}{' (mixed)' if len(versions) > 1 else ''} |"
+            versions = sorted({labels[source_of(r)] for r in group})
+            old = current_source is not None and any(source_of(r) != current_source for r in group)
+            row += (
+                f" {', '.join(versions)}{' (mixed)' if len(versions) > 1 else ''}"
+                f"{' stale' if old else ''} |"
+            )
         lines.append(row)
     if runs:
         heading = (
@@ -182,11 +210,12 @@ def plot_curves(runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 
 def write_report(directory: Path) -> Path:
-    """Write ``report.md`` and the PNG curves into ``directory``; returns the markdown path."""
+    """Write ``report.md`` and the PNG curves into ``directory``; returns the markdown path.
+    Rows with a record made by code other than the running code's are marked stale."""
     runs = load_runs(directory)
     if not runs:
         raise FileNotFoundError(f"no run JSON files (task__method__seedN.json) in {directory}")
     path = directory / "report.md"
-    path.write_text(markdown_table(runs))
+    path.write_text(markdown_table(runs, code_version()["source"]))
     plot_curves(runs, directory)
     return path

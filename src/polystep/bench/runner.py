@@ -5,7 +5,9 @@ model is selected on validation only; the test split is scored once, after train
 selected and the last weights. Every method gets the same forward-pass budget (and optional wall
 limit) and the same seeded batch stream. A finished run's JSON is never recomputed, so an
 interrupted bench resumes where it stopped; a run file written under another configuration
-(budget, scale, preset, ...) is never reported as done: the bench refuses to start.
+(budget, scale, settings, threads, ...) or by other code (source digest) is never reported as
+done: the bench refuses to start, or with ``resume`` reruns it and keeps the old file in
+``stale/``.
 """
 
 from __future__ import annotations
@@ -16,20 +18,22 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from polystep import __version__
-from polystep.baselines import NN_PRESETS
 from polystep.bench import methods
 from polystep.bench.codeversion import code_version
 from polystep.bench.deadline import StepBudget
 from polystep.bench.outdir import config_mismatch, refuse_stale
+from polystep.bench.overrides import configured, resolved_settings
 from polystep.bench.selection import Selector
-from polystep.bench.tasks import TaskSpec, data_label, load_task_data
-from polystep.data import Splits, make_loaders
+from polystep.bench.tasks import TASKS, TaskSpec, data_label, load_task_data
+from polystep.data import Loaders, Splits, make_loaders
 
 PROTOCOL = (
     "protocol: seeded 10% validation split carved from train; model selected on validation "
@@ -40,6 +44,7 @@ PROTOCOL = (
     "last 10 steps) would end past the budget is not started; mean +- std over seeds"
 )
 EVAL_POINTS = 20
+UNBOUNDED_FWD = 10**15  # the forward-pass budget of a run limited by wall seconds alone
 
 
 def run_path(out_dir: Path, task: str, method: str, seed: int) -> Path:
@@ -77,9 +82,13 @@ def run_config(
     budget_fwd: int,
     budget_seconds: float | None,
     device: str,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The settings that define a run (stored in its JSON; a stored run counts as done only when
-    these are equal). JSON-normalised, so it compares equal to what was read back."""
+    these are equal, and its code version is the current one). ``settings`` are the method's
+    settings as run (preset or baseline settings with ``overrides`` on top, e.g. a tuned
+    selection); ``threads`` the torch CPU threads. JSON-normalised, so it compares equal to what
+    was read back."""
     spec = task.scales[scale]
     config = {
         "scale": scale,
@@ -90,13 +99,28 @@ def run_config(
         "hidden": spec.hidden,
         "train_limit": spec.train_limit,
         "preset": task.preset if method == "polystep" else None,
-        "baseline_settings": NN_PRESETS.get(method),
+        "overrides": overrides or {},
+        "settings": resolved_settings(task, method, overrides or {}),
+        "threads": torch.get_num_threads(),
         "device": device,
     }
     return json.loads(json.dumps(config))
 
 
-def run_one(
+@dataclass
+class Trained:
+    """What one training run leaves: the trained model, its data, selector and budget."""
+
+    model: nn.Module
+    loaders: Loaders
+    selector: Selector
+    budget: StepBudget
+    extra: dict[str, Any]  # what the method runner returned (steps, passes per step, ...)
+    seconds: float  # wall seconds of training, validation included
+    budget_used: float  # training seconds counted against the budget (validation excluded)
+
+
+def train_one(
     task: TaskSpec,
     method: str,
     seed: int,
@@ -106,15 +130,12 @@ def run_one(
     budget_fwd: int,
     budget_seconds: float | None,
     device: str,
-) -> dict[str, Any]:
-    """One training run; returns the JSON payload (config, versions, machine, figures, curve)."""
+    overrides: dict[str, Any] | None = None,
+) -> Trained:
+    """Train ``method`` on ``task`` under the bench protocol; the test split is not touched."""
     if method not in methods.METHODS:
         raise ValueError(f"method must be one of {methods.METHODS}, got {method!r}")
     spec = task.scales[scale]
-    config = run_config(
-        task, method, scale=scale, budget_fwd=budget_fwd, budget_seconds=budget_seconds,
-        device=device,
-    )  # fmt: skip
     torch.manual_seed(seed)
     model = task.model(splits.num_features, splits.num_classes, scale).to(device)
     loaders = make_loaders(splits.to(device), spec.batch_size, seed=seed, fast=True)
@@ -127,20 +148,45 @@ def run_one(
         budget_fwd, budget_seconds, clock=lambda: time.perf_counter() - selector.eval_seconds
     )
     started = time.perf_counter()
-    if method == "polystep":
-        extra = methods.run_polystep(task, model, loaders, budget, selector, seed)
-    elif method == "adam":
-        twin = (
-            task.model(splits.num_features, splits.num_classes, scale, surrogate=True)
-            if task.has_twin
-            else copy.deepcopy(model)
-        ).to(device)
-        extra = methods.run_adam(model, twin, loaders, budget, selector)
-    else:
-        extra = methods.run_vector_baseline(method, model, loaders, budget, selector, seed)
+    with configured(task, method, overrides or {}) as (run_task, _):
+        if method == "polystep":
+            extra = methods.run_polystep(run_task, model, loaders, budget, selector, seed)
+        elif method == "adam":
+            twin = (
+                task.model(splits.num_features, splits.num_classes, scale, surrogate=True)
+                if task.has_twin
+                else copy.deepcopy(model)
+            ).to(device)
+            extra = methods.run_adam(model, twin, loaders, budget, selector)
+        else:
+            extra = methods.run_vector_baseline(method, model, loaders, budget, selector, seed)
     selector.observe(model, budget.evaluations, budget.steps, force=True)
     seconds, budget_used = time.perf_counter() - started, budget.elapsed
-    figures = selector.finish(model, loaders.test)
+    return Trained(model, loaders, selector, budget, extra, seconds, budget_used)
+
+
+def run_one(
+    task: TaskSpec,
+    method: str,
+    seed: int,
+    splits: Splits,
+    *,
+    scale: str,
+    budget_fwd: int,
+    budget_seconds: float | None,
+    device: str,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One training run; returns the JSON payload (config, versions, machine, figures, curve)."""
+    config = run_config(
+        task, method, scale=scale, budget_fwd=budget_fwd, budget_seconds=budget_seconds,
+        device=device, overrides=overrides,
+    )  # fmt: skip
+    run = train_one(
+        task, method, seed, splits, scale=scale, budget_fwd=budget_fwd,
+        budget_seconds=budget_seconds, device=device, overrides=overrides,
+    )  # fmt: skip
+    figures = run.selector.finish(run.model, run.loaders.test)
     return {
         "task": task.name,
         "method": method,
@@ -152,14 +198,41 @@ def run_one(
         "versions": {"polystep": __version__, "torch": torch.__version__},
         "code": code_version(),
         "machine": machine_info(),
-        "evaluations": budget.evaluations,
-        "wall_seconds": seconds,
-        "train_seconds": selector.train_seconds,
-        "budget_seconds_used": budget_used,
-        "longest_step_seconds": budget.longest_step,
-        **extra,
+        "evaluations": run.budget.evaluations,
+        "wall_seconds": run.seconds,
+        "train_seconds": run.selector.train_seconds,
+        "budget_seconds_used": run.budget_used,
+        "longest_step_seconds": run.budget.longest_step,
+        **run.extra,
         **figures,
     }
+
+
+def record_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """How a stored run record differs from the run asked for: its configuration, and its code
+    version against the current source (an older record without one differs)."""
+    stored_config = {"scale": stored.get("scale"), **stored.get("config", {})}
+    task = TASKS.get(str(stored.get("task")))
+    if task is not None:
+        stored_config.setdefault("data", data_label(task, str(stored.get("scale"))))
+    differences = config_mismatch(stored_config, wanted)
+    have = (stored.get("code") or {}).get("source")
+    current = code_version()["source"]
+    if have != current:
+        short = "not recorded" if have is None else str(have)[:12]
+        differences.append(f"code: source {short} -> {str(current)[:12]}")
+    return differences
+
+
+def archive_stale(path: Path, stored: dict[str, Any]) -> Path:
+    """Move a record being replaced to ``stale/`` beside it (never deleted; the report reads only
+    the folder itself), named after its code version."""
+    source = (stored.get("code") or {}).get("source")
+    version = str(source)[:12] if source else "unrecorded"
+    dest = path.parent / "stale" / f"{path.stem}.{version}.json"
+    dest.parent.mkdir(exist_ok=True)
+    os.replace(path, dest)
+    return dest
 
 
 def run_bench(
@@ -173,31 +246,44 @@ def run_bench(
     budget_seconds: float | None = None,
     device: str = "cpu",
     mnist_dir: str | None = None,
+    overrides: dict[tuple[str, str], dict[str, Any]] | None = None,
+    resume: bool = False,
     log: Any = print,
 ) -> list[Path]:
     """Every (task, method, seed) not already in ``out_dir``; returns the JSON paths.
 
-    Raises :class:`~polystep.bench.outdir.StaleRecordError` before any training if a run file in
-    ``out_dir`` holds the same run under another configuration."""
+    ``overrides[(task, method)]`` replaces some of that method's settings (a tuned selection).
+    A run file in ``out_dir`` counts as done only when its configuration and code version equal
+    the current ones. One that differs is rerun with ``resume`` (the old file moves to
+    ``stale/``); without it, :class:`~polystep.bench.outdir.StaleRecordError` is raised before
+    any training."""
     log(PROTOCOL)
     for label in sorted({data_label(task, scale) for task in tasks}):
         log(f"data at scale {scale}: {label}")
-    done = set()
+    overrides = overrides or {}
+
+    def wanted(task: TaskSpec, method: str) -> dict[str, Any]:
+        return run_config(
+            task, method, scale=scale, budget_fwd=budget_fwd or task.scales[scale].budget_fwd,
+            budget_seconds=budget_seconds, device=device,
+            overrides=overrides.get((task.name, method)),
+        )  # fmt: skip
+
+    done, redo = set(), {}
     for task in tasks:
         for seed in seeds:
             for method in method_names:
                 path = run_path(out_dir, task.name, method, seed)
-                if path.exists():
-                    wanted = run_config(
-                        task, method, scale=scale,
-                        budget_fwd=budget_fwd or task.scales[scale].budget_fwd,
-                        budget_seconds=budget_seconds, device=device,
-                    )  # fmt: skip
-                    stored = json.loads(path.read_text())
-                    stored_config = {"scale": stored.get("scale"), **stored.get("config", {})}
-                    stored_config.setdefault("data", data_label(task, str(stored.get("scale"))))
-                    refuse_stale(str(path), path.stem, config_mismatch(stored_config, wanted))
+                if not path.exists():
+                    continue
+                stored = json.loads(path.read_text())
+                differences = record_differences(stored, wanted(task, method))
+                if not differences:
                     done.add(path)
+                elif resume:
+                    redo[path] = (stored, differences)
+                else:
+                    refuse_stale(str(path), path.stem, differences)
     paths = []
     for task in tasks:
         for seed in seeds:
@@ -206,15 +292,20 @@ def run_bench(
                 path = run_path(out_dir, task.name, method, seed)
                 paths.append(path)
                 if path in done:
-                    log(f"skip {path.name} (done, same configuration)")
+                    log(f"skip {path.name} (done, same configuration and code)")
                     continue
+                if path in redo:
+                    log(f"rerun {path.name} ({'; '.join(redo[path][1])})")
                 if splits is None:
                     splits = load_task_data(task, scale, seed, mnist_dir=mnist_dir)
                 fwd = budget_fwd or task.scales[scale].budget_fwd
                 payload = run_one(
                     task, method, seed, splits, scale=scale, budget_fwd=fwd,
                     budget_seconds=budget_seconds, device=device,
+                    overrides=overrides.get((task.name, method)),
                 )  # fmt: skip
+                if path in redo:
+                    archive_stale(path, redo[path][0])
                 write_json_atomic(path, payload)
                 log(
                     f"{task.name:16s} {method:10s} seed {seed}: "
