@@ -173,14 +173,14 @@ def test_presets_exist_and_constructor_is_short() -> None:
         PolyStepOptimizer(small_mlp(), preset=name)
 
 
-def test_row_scaling_normalises_each_particle_and_keeps_non_finite() -> None:
-    from polystep.optimizer import row_scale
+def test_row_scaling_normalises_each_particle_and_penalises_non_finite() -> None:
+    from polystep.parts import shape_rows
 
-    losses = torch.tensor([1.0, 3.0, 100.0, 300.0, 5.0, 5.0, 2.0, float("nan")])
-    out = row_scale(losses, 4).reshape(4, 2)
+    losses = torch.tensor([1.0, 3.0, 100.0, 300.0, 5.0, 5.0, 2.0, float("nan")]).double()
+    out = shape_rows(losses.reshape(4, 2))
     assert torch.allclose(out[0], out[1])  # scale-free per particle
-    assert torch.equal(out[2], torch.zeros(2))  # equal costs: no preference
-    assert out[3, 0] == 0 and torch.isnan(out[3, 1])
+    assert torch.equal(out[2], torch.zeros(2, dtype=torch.float64))  # equal costs: no preference
+    assert out[3, 0] == 0 and out[3, 1] == 2.0 * out.amax(dim=1)[:3].max() + 1.0  # penalised
     x, y = blobs(48)
     model = small_mlp()
     opt = PolyStepOptimizer(model, scale_cost="row", seed=0)

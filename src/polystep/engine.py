@@ -41,7 +41,7 @@ import torch
 
 from polystep.geometry import num_vertices
 from polystep.parts import FORMAT_VERSION, SHAPINGS, Clip, Repair, SubspaceDraw, check_state
-from polystep.spaces import Asked, Blocks, Particles, Space, Subspace
+from polystep.spaces import Asked, Blocks, BlockSubset, Particles, Space, Subspace
 from polystep.step import WEIGHT_RULES, Duals, StepRule
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -105,7 +105,12 @@ def shaping(value: str | float | Transform | None, name: str = "shaping") -> Tra
 REGISTRY: dict[str, dict[Any, Callable[..., Any]]] = {
     "shaping": SHAPINGS,
     "projection": {"clip": Clip.build, "repair": Repair.build},
-    "space": {"particles": Particles, "blocks": Blocks, "subspace": Subspace},
+    "space": {
+        "particles": Particles,
+        "blocks": Blocks,
+        "block subset": BlockSubset,
+        "subspace": Subspace,
+    },
     "weights": {name: (lambda fn=fn: fn) for name, fn in WEIGHT_RULES.items()},
 }
 

@@ -22,17 +22,16 @@ FORMAT_VERSION = 1
 
 
 def shape_rows(costs: torch.Tensor) -> torch.Tensor:
-    """Each particle's costs recentred and divided by their own mean finite spread; a row's
-    non-finite costs become ``2 * worst + 1`` of that row; a row with none finite, 0."""
+    """Each particle's costs recentred on its cheapest finite one and divided by their own mean
+    spread (equal costs: zeros), so every particle moves about ``step_radius`` whatever its
+    sensitivity; then non-finite costs become ``2 * worst + 1`` (worst over all rows)."""
     finite = torch.isfinite(costs)
     low = torch.where(finite, costs, math.inf).amin(dim=1, keepdim=True)
-    shifted = torch.where(finite, costs - torch.where(finite.any(1, keepdim=True), low, 0.0), 0.0)
+    shifted = torch.where(finite, costs - low, 0.0)
     count = finite.sum(dim=1, keepdim=True).clamp(min=1)
     spread = shifted.sum(dim=1, keepdim=True) / count
-    scaled = torch.where(spread > 0, shifted / spread, shifted)
-    penalty = 2.0 * scaled.amax(dim=1, keepdim=True) + 1.0
-    out = torch.where(finite, scaled, penalty)
-    return torch.where(finite.any(dim=1, keepdim=True), out, 0.0)
+    scaled = torch.where(spread > 0, shifted / spread.clamp(min=1e-300), 0.0)
+    return prepare_costs(torch.where(finite, scaled, costs), None)
 
 
 def shape_ranks(costs: torch.Tensor) -> torch.Tensor:
