@@ -56,6 +56,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def population(polytope: str, particle_dim: int, num_particles: int, num_probe: int = 1) -> int:
+    """Candidates a step: ``num_particles * V * num_probe`` (``V``: the polytope's vertices)."""
+    return num_particles * num_vertices(polytope, particle_dim) * num_probe
+
+
 @dataclass
 class EngineState:
     """Search point ``x`` (particles ``(P, p)`` or a vector ``(D,)``), generator, duals, counters,
@@ -152,8 +157,8 @@ class Engine:
     @property
     def popsize(self) -> int:
         """Candidates per ask: ``P * V * num_probe``."""
-        per = num_vertices(self.rule.polytope, self.space.particle_dim) * self.rule.num_probe
-        return self.space.num_particles * per
+        rule, space = self.rule, self.space
+        return population(rule.polytope, space.particle_dim, space.num_particles, rule.num_probe)
 
     def should_stop(self, state: EngineState) -> bool:
         return self.max_iterations is not None and state.iteration >= self.max_iterations

@@ -1,8 +1,8 @@
 """``PolyStepOptimizer``: train any ``nn.Module`` with forward passes only.
 
 The optimizer searches coordinates ``z`` of a subspace (see :mod:`polystep.subspace`) around the
-model's weights. One step draws block candidates (:func:`polystep.blocks.propose_blocks`),
-scores them, and moves every block at once (:func:`polystep.blocks.update_blocks`); the move
+model's weights. One step is an engine ask/tell (:mod:`polystep.engine`) over blocks of ``z``:
+it draws block candidates, scores them, and moves every block at once; the move
 ``M(dz)`` is added to the parameters in place. The model's parameters are always the incumbent.
 
 Two ways to supply losses:

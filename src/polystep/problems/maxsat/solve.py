@@ -33,8 +33,7 @@ import numpy as np
 import torch
 
 from polystep.blocks import BlockCandidates, num_blocks
-from polystep.engine import Asked, Blocks, Engine, EngineState, resolve, shaping
-from polystep.geometry import num_vertices
+from polystep.engine import Asked, Blocks, Engine, EngineState, population, resolve, shaping
 from polystep.parts import check_run
 from polystep.problems.maxsat.io import MaxSATInstance
 from polystep.problems.maxsat.objective import ClauseTensors, DeltaEvaluator, unsat_weight
@@ -203,7 +202,7 @@ def preset_for_budget(
     ratio = num_vars / budget
     if round(8 * ratio) < 2:
         blocks = num_blocks(num_vars, base.block_dim)
-        per_block = num_vertices(base.polytope, base.block_dim) * base.num_probe - 1
+        per_block = population(base.polytope, base.block_dim, 1, base.num_probe) - 1
         active = min(blocks // 2, budget // (per_block * SUBSPACE_STEPS))
         return replace(base, blocks_per_step=max(1, active))
     return replace(
@@ -276,7 +275,7 @@ class MaxSATRun:
         evaluator.x = None  # fresh incumbent
         self.evaluator = evaluator
         num_blk = num_blocks(num_blocks(n, preset.group_size) if preset.subspace else n, p)
-        per_block = num_vertices(preset.polytope, p) * preset.num_probe
+        per_block = population(preset.polytope, p, 1, preset.num_probe)
         active = num_blk if preset.blocks_per_step is None else min(num_blk, preset.blocks_per_step)
         self.worst_step = active * per_block + 1
         self.steps = max(0, (self.budget - 1) // (active * (per_block - 1) + 1))

@@ -25,8 +25,7 @@ from typing import Any
 import torch
 
 from polystep.blocks import num_blocks
-from polystep.engine import Engine, Subspace, shaping
-from polystep.geometry import num_vertices
+from polystep.engine import Engine, Subspace, population, shaping
 from polystep.parts import check_run
 from polystep.problems.rl.envs import (
     HELDOUT_STREAM,
@@ -83,7 +82,7 @@ class PolicySearchPreset:
     def popsize(self, dim: int) -> int:
         """Candidates per step for a policy with ``dim`` parameters (without the incumbent)."""
         k = dim if self.subspace_dim is None else min(self.subspace_dim, dim)
-        return num_blocks(k, self.block_dim) * num_vertices(self.polytope, self.block_dim)
+        return population(self.polytope, self.block_dim, num_blocks(k, self.block_dim))
 
     def steps(self, dim: int, budget: int) -> int:
         """Steps that fit ``budget`` evaluations, incumbent evaluations included."""
