@@ -34,7 +34,7 @@ import torch
 
 from polystep.blocks import BlockCandidates, num_blocks
 from polystep.engine import Asked, Blocks, Engine, EngineState, population, resolve, shaping
-from polystep.parts import check_run
+from polystep.parts import ProblemRun
 from polystep.problems.maxsat.io import MaxSATInstance
 from polystep.problems.maxsat.objective import ClauseTensors, DeltaEvaluator, unsat_weight
 from polystep.schedules import Cosine, PowerDecay, Schedule
@@ -250,7 +250,7 @@ def solve_maxsat(
     return run.result()
 
 
-class MaxSATRun:
+class MaxSATRun(ProblemRun):
     """One PolyStep run on MAX-SAT as an engine configuration: ``step()`` until ``finished``;
     ``state_dict()`` / ``load_state_dict()`` resume it exactly (the evaluator's incumbent is
     rebuilt from ``theta``). The engine's best so far is the best *incumbent* assignment."""
@@ -265,7 +265,7 @@ class MaxSATRun:
         device: torch.device | str = "cpu",
         evaluator: DeltaEvaluator | None = None,
     ) -> None:
-        self.started = time.perf_counter()
+        self.start_clock()
         self.instance, self.budget, self.seed = instance, int(budget_evals), int(seed)
         n = instance.num_vars
         self.preset = preset = preset_for_budget(n, budget_evals) if preset is None else preset
@@ -302,12 +302,7 @@ class MaxSATRun:
         self.state.evaluations = 1
         Engine.record(self.state, z > 0, self.cost)
         self.history = [(1, self.state.best, self.cost)]
-        self.seconds_before = 0.0  # wall time of the run before its last resume
         self.config = {"num_vars": n, "budget_evals": self.budget, "preset": asdict(preset)}
-
-    @property
-    def seconds(self) -> float:
-        return self.seconds_before + time.perf_counter() - self.started
 
     @property
     def finished(self) -> bool:
@@ -336,27 +331,16 @@ class MaxSATRun:
             "best": state.best,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "engine": self.state.state_dict(),
-            "config": self.config,
-            "history": list(self.history),
-            "seconds": self.seconds,
-            "seed": self.seed,
-        }
-
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output of a run with the same instance size, budget and
-        preset. The evaluator's incumbent is rebuilt from ``theta``: bit-exact when clause
-        weights are integers (plain CNF, integer WCNF), whose float64 sums are exact."""
-        history, seconds, seed = check_run(saved, self.config)
+    def check_own_state(self, saved: dict[str, Any], history: list[Any]) -> dict[str, Any]:
         if not all(isinstance(h, tuple | list) and len(h) == 3 for h in history):
             raise ValueError("history in state must hold (evaluations, best, cost) rows")
-        self.state.load_state_dict(saved.get("engine"))
+        return {"history": [tuple(h) for h in history]}
+
+    def resumed(self) -> None:
+        """The evaluator's incumbent is rebuilt from ``theta``: bit-exact when clause weights
+        are integers (plain CNF, integer WCNF), whose float64 sums are exact."""
         self.evaluator.x = None
         self.cost = self.evaluator.set_assignment(self.state.x > 0)
-        self.history, self.seed = [tuple(h) for h in history], seed
-        self.seconds_before, self.started = seconds, time.perf_counter()
 
     def result(self) -> MaxSATResult:
         state = self.state
