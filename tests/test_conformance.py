@@ -316,6 +316,12 @@ def test_registry_resolves_aliases_and_names_bad_ones():
     assert torch.equal(clip(torch.tensor([-3.0, 0.5, 2.0])), torch.tensor([-1.0, 0.5, 1.0]))
     assert resolve("weights", "sinkhorn") is not None
     assert resolve("space", "blocks", dim=5, block_dim=2).num_particles == 3
+    subset = resolve("space", "block subset", dim=9, block_dim=2, active=3)
+    state = Engine(StepRule.build(epsilon=0.5, step_radius=0.5, probe_radius=1.0), subset).start(
+        torch.arange(9.0), torch.Generator().manual_seed(0)
+    )
+    chosen = subset.choose(5, state, torch.device("cpu"))
+    assert chosen.tolist() == sorted(chosen.tolist()) and len(set(chosen.tolist())) == 3
 
 
 def test_row_and_rank_shaping():

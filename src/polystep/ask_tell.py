@@ -124,8 +124,6 @@ class PolyStepES:
 
     def tell(self, fitness: torch.Tensor | Any) -> None:
         """Report ``fitness (popsize,)`` (lower is better; NaN/inf allowed) and take the step."""
-        if self.state.pending is None:
-            raise RuntimeError("tell() called before ask()")
         values = torch.as_tensor(fitness, dtype=self.positions.dtype).reshape(-1)
         if values.shape[0] != self.popsize:
             raise ValueError(f"fitness must have {self.popsize} entries, got {values.shape[0]}")
