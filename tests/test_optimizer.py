@@ -188,3 +188,19 @@ def test_row_scaling_normalises_each_particle_and_penalises_non_finite() -> None
     for _ in range(10):
         last = opt.step_batch(x, y, nn.CrossEntropyLoss())
     assert last < first and torch.isfinite(params(model)).all()
+
+
+def test_losses_of_the_wrong_length_are_refused_and_the_step_can_be_retried() -> None:
+    x, y = blobs(48)
+    loss_fn = nn.CrossEntropyLoss()
+    model, twin = small_mlp(), small_mlp()
+    opt, ref = PolyStepOptimizer(model, seed=2), PolyStepOptimizer(twin, seed=2)
+    score = opt.candidate_losses
+    opt.candidate_losses = lambda *a: score(*a)[:-1]  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="losses must have"):
+        opt.step_batch(x, y, loss_fn)
+    assert opt.iteration == 0 and torch.equal(params(model), params(twin))
+    del opt.candidate_losses  # back to the method: the same step as a fresh optimizer's
+    opt.step_batch(x, y, loss_fn)
+    ref.step_batch(x, y, loss_fn)
+    assert torch.equal(params(model), params(twin)) and opt.iteration == 1

@@ -546,16 +546,16 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         """Ask, score, tell; write the move into the parameters; redraw the subspace on time."""
         engine, state = self.engine(), self.search
         drawn_from = state.generator.get_state()
+        z, duals = state.x, state.duals
         try:
-            losses = self.candidate_losses(score, engine.ask(state))
+            engine.tell(state, self.candidate_losses(score, engine.ask(state)))
         except BaseException:
-            # Nothing moved (the weights are restored by the scorer): rewind the generator
-            # too, so the next step is the step this one would have been.
+            # Nothing moved (the weights are restored by the scorer; tell checks the losses
+            # before it changes anything): rewind the generator too, so the next step is the
+            # step this one would have been.
             state.generator.set_state(drawn_from)
             state.pending = None
             raise
-        z, duals = state.x, state.duals
-        engine.tell(state, losses)
         move = state.x - z
         if bool(torch.isfinite(move).all()):
             delta = self.layout.unflatten(self.subspace.delta(move))
