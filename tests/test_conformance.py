@@ -20,6 +20,7 @@ import torch
 
 from polystep import Levy, PolyStep, PolyStepES, Rastrigin
 from polystep.engine import REGISTRY, Engine, Particles, resolve
+from polystep.optimizer import PRESETS, PolyStepOptimizer
 from polystep.parts import shape_ranks, shape_rows
 from polystep.problems.maxsat import random_ksat
 from polystep.problems.maxsat.solve import MaxSATRun
@@ -28,6 +29,7 @@ from polystep.problems.rl.envs import make_env
 from polystep.problems.rl.policies import make_policy
 from polystep.problems.rl.search import PolicySearch
 from polystep.step import StepRule
+from polystep.transform import ParamLayout
 
 STEPS, SPLIT = 6, 2
 
@@ -100,6 +102,60 @@ def policy_search(seed: int, poison: bool = False, subspace_dim: int | None = 8)
     return run
 
 
+@dataclass
+class OptimizerRun:
+    """A small MLP trained by :class:`PolyStepOptimizer` (one preset, a factored space with a
+    redraw and a random subset of blocks); ``state`` is its engine state."""
+
+    optimizer: PolyStepOptimizer
+    poison: bool
+
+    def step(self) -> None:
+        g = torch.Generator().manual_seed(self.optimizer.iteration)  # a fresh batch per step
+        x, y = torch.randn(24, 5, generator=g, dtype=torch.float64), torch.arange(24) % 3
+        self.optimizer.step_batch(x, y, torch.nn.functional.cross_entropy)
+
+    @property
+    def state(self) -> Any:
+        return self.optimizer.search
+
+    @property
+    def params(self) -> torch.Tensor:
+        return ParamLayout.from_module(self.optimizer.model).flatten(self.optimizer.model)
+
+    def state_dict(self) -> dict[str, Any]:  # a torch checkpoint: the model and the optimizer
+        return {
+            "model": self.optimizer.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.optimizer.model.load_state_dict(saved["model"])
+
+    @staticmethod
+    def corrupt(saved: dict[str, Any], field: str, value: Any) -> str:
+        """Write ``value`` into the optimizer's own name for the engine's ``field`` (it keeps
+        no best so far: ``best`` stands for ``skipped_steps``); returns the error to expect."""
+        if field == "format":
+            saved["optimizer"]["format"] = value
+            return "format version"
+        name = {"x": "z", "best": "skipped_steps"}.get(field, field)
+        saved["optimizer"]["state"][name] = value
+        return f"optimizer state {name}"
+
+
+def optimizer(preset: str, seed: int, poison: bool = False) -> OptimizerRun:
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    opt = PolyStepOptimizer(model.double(), preset=preset, subspace="factored", seed=seed)
+    opt.progress, opt.blocks_per_step = False, 20
+    if poison:
+        losses = opt.candidate_losses
+        opt.candidate_losses = lambda *a: poisoned(losses(*a))  # type: ignore[method-assign]
+    return OptimizerRun(opt, poison)
+
+
 @dataclass(frozen=True)
 class FrontEnd:
     name: str
@@ -109,6 +165,8 @@ class FrontEnd:
         state = run.state.state_dict()
         state["generator"] = state["generator"].clone()
         extra = {k: v for k, v in vars(run).items() if k in ("history", "informed", "cost")}
+        if isinstance(run, OptimizerRun):  # the weights are the optimizer's incumbent
+            extra["params"] = run.params.detach().clone()
         return {**state, **extra, "costs": list(getattr(run.state, "costs", []))}
 
     def save(self, run: Any) -> dict[str, Any]:
@@ -126,8 +184,15 @@ FRONT_ENDS = [
     FrontEnd("maxsat_flip_groups", lambda seed, poison=False: maxsat(seed, poison, True)),
     FrontEnd("rl", policy_search),
     FrontEnd("rl_full_space", lambda seed, poison=False: policy_search(seed, poison, None)),
+    *(
+        FrontEnd(
+            f"optimizer_{name}", lambda seed, poison=False, name=name: optimizer(name, seed, poison)
+        )
+        for name in sorted(PRESETS)
+    ),
 ]
 IDS = [f.name for f in FRONT_ENDS]
+PROBLEMS = [f for f in FRONT_ENDS if f.name.startswith(("maxsat", "rl"))]
 
 
 def same(a: Any, b: Any) -> bool:
@@ -148,9 +213,10 @@ def advance(run: Any, steps: int) -> Any:
 
 @pytest.mark.parametrize("front", FRONT_ENDS, ids=IDS)
 def test_determinism_by_seed(front):
-    a, b, c = (advance(front.build(seed), STEPS) for seed in (4, 4, 5))
-    assert same(front.fingerprint(a), front.fingerprint(b))
-    assert not same(front.fingerprint(a)["x"], front.fingerprint(c)["x"])
+    a, b, c = (front.fingerprint(advance(front.build(seed), STEPS)) for seed in (4, 4, 5))
+    assert same(a, b)
+    key = "params" if "params" in a else "x"  # the optimizer's x restarts at 0 on a redraw
+    assert not same(a[key], c[key])
 
 
 @pytest.mark.parametrize("front", FRONT_ENDS, ids=IDS)
@@ -177,6 +243,7 @@ def test_non_finite_costs_never_corrupt_state(front):
     run = advance(front.build(4, poison=True), STEPS)
     state = run.state
     assert bool(torch.isfinite(state.x).all())
+    assert bool(torch.isfinite(front.fingerprint(run).get("params", torch.zeros(1))).all())
     assert state.best == state.best  # never NaN
     if state.draw is not None:
         assert bool(torch.isfinite(state.draw.lift(state.x)).all())
@@ -198,14 +265,16 @@ def test_non_finite_costs_never_corrupt_state(front):
 def test_bad_checkpoints_are_named_errors_and_change_nothing(front, field, value, match):
     run = advance(front.build(4), SPLIT)
     saved, before = front.save(run), front.fingerprint(run)
-    engine_state = saved.get("engine", saved)
-    engine_state[field] = value
+    if hasattr(run, "corrupt"):
+        match = run.corrupt(saved, field, value)
+    else:
+        saved.get("engine", saved)[field] = value
     with pytest.raises(ValueError, match=match):
         front.load(run, saved)
     assert same(front.fingerprint(run), before)
 
 
-@pytest.mark.parametrize("front", FRONT_ENDS[2:], ids=IDS[2:])
+@pytest.mark.parametrize("front", PROBLEMS, ids=[f.name for f in PROBLEMS])
 def test_problem_checkpoints_of_another_configuration_are_refused(front):
     run = advance(front.build(4), SPLIT)
     saved, before = front.save(run), front.fingerprint(run)
@@ -247,6 +316,12 @@ def test_registry_resolves_aliases_and_names_bad_ones():
     assert torch.equal(clip(torch.tensor([-3.0, 0.5, 2.0])), torch.tensor([-1.0, 0.5, 1.0]))
     assert resolve("weights", "sinkhorn") is not None
     assert resolve("space", "blocks", dim=5, block_dim=2).num_particles == 3
+    subset = resolve("space", "block subset", dim=9, block_dim=2, active=3)
+    state = Engine(StepRule.build(epsilon=0.5, step_radius=0.5, probe_radius=1.0), subset).start(
+        torch.arange(9.0), torch.Generator().manual_seed(0)
+    )
+    chosen = subset.choose(5, state, torch.device("cpu"))
+    assert chosen.tolist() == sorted(chosen.tolist()) and len(set(chosen.tolist())) == 3
 
 
 def test_row_and_rank_shaping():

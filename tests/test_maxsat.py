@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from polystep.blocks import propose_blocks, update_blocks
+from polystep.engine import Engine, shaping
 from polystep.problems.maxsat import (
     ClauseTensors,
     DeltaEvaluator,
@@ -29,7 +29,8 @@ from polystep.problems.maxsat import (
     unsat_weight_numpy,
     write_dimacs,
 )
-from polystep.step import Duals, StepRule
+from polystep.spaces import Blocks
+from polystep.step import StepRule
 
 torch.set_num_threads(1)
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "maxsat"
@@ -216,13 +217,14 @@ def test_delta_evaluator_equals_full_evaluation(block_dim, polytope):
     gen = torch.Generator().manual_seed(block_dim)
     z = torch.randn(23, generator=gen, dtype=torch.float64)
     assert ev.set_assignment(z > 0) == unsat_weight_numpy(inst, (z > 0).numpy())
-    duals = Duals()
+    engine = Engine(rule, Blocks(23, block_dim), shaping(None))
+    state = engine.start(z, gen)
     for it in range(12):
-        proposal, cand = propose_blocks(rule, z, block_dim, it, gen)
-        got = ev.costs(z, cand)
-        want = unsat_weight(clauses, cand.dense(z))
+        cand = engine.ask(state)
+        got = ev.costs(state.x, cand)
+        want = unsat_weight(clauses, cand.dense(state.x))
         assert torch.allclose(got, want), it
-        z, duals = update_blocks(rule, z, block_dim, proposal, got, it, duals)
+        z = engine.tell(state, got)[0].x
         cost = ev.set_assignment(z > 0)  # incremental update
         fresh = DeltaEvaluator(inst, block_dim)
         assert cost == fresh.set_assignment(z > 0) == unsat_weight_numpy(inst, (z > 0).numpy())

@@ -173,14 +173,14 @@ def test_presets_exist_and_constructor_is_short() -> None:
         PolyStepOptimizer(small_mlp(), preset=name)
 
 
-def test_row_scaling_normalises_each_particle_and_keeps_non_finite() -> None:
-    from polystep.optimizer import row_scale
+def test_row_scaling_normalises_each_particle_and_penalises_non_finite() -> None:
+    from polystep.parts import shape_rows
 
-    losses = torch.tensor([1.0, 3.0, 100.0, 300.0, 5.0, 5.0, 2.0, float("nan")])
-    out = row_scale(losses, 4).reshape(4, 2)
+    losses = torch.tensor([1.0, 3.0, 100.0, 300.0, 5.0, 5.0, 2.0, float("nan")]).double()
+    out = shape_rows(losses.reshape(4, 2))
     assert torch.allclose(out[0], out[1])  # scale-free per particle
-    assert torch.equal(out[2], torch.zeros(2))  # equal costs: no preference
-    assert out[3, 0] == 0 and torch.isnan(out[3, 1])
+    assert torch.equal(out[2], torch.zeros(2, dtype=torch.float64))  # equal costs: no preference
+    assert out[3, 0] == 0 and out[3, 1] == 2.0 * out.amax(dim=1)[:3].max() + 1.0  # penalised
     x, y = blobs(48)
     model = small_mlp()
     opt = PolyStepOptimizer(model, scale_cost="row", seed=0)
@@ -188,3 +188,19 @@ def test_row_scaling_normalises_each_particle_and_keeps_non_finite() -> None:
     for _ in range(10):
         last = opt.step_batch(x, y, nn.CrossEntropyLoss())
     assert last < first and torch.isfinite(params(model)).all()
+
+
+def test_losses_of_the_wrong_length_are_refused_and_the_step_can_be_retried() -> None:
+    x, y = blobs(48)
+    loss_fn = nn.CrossEntropyLoss()
+    model, twin = small_mlp(), small_mlp()
+    opt, ref = PolyStepOptimizer(model, seed=2), PolyStepOptimizer(twin, seed=2)
+    score = opt.candidate_losses
+    opt.candidate_losses = lambda *a: score(*a)[:-1]  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="losses must have"):
+        opt.step_batch(x, y, loss_fn)
+    assert opt.iteration == 0 and torch.equal(params(model), params(twin))
+    del opt.candidate_losses  # back to the method: the same step as a fresh optimizer's
+    opt.step_batch(x, y, loss_fn)
+    ref.step_batch(x, y, loss_fn)
+    assert torch.equal(params(model), params(twin)) and opt.iteration == 1

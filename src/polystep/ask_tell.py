@@ -8,14 +8,14 @@ barycentre. The same :class:`~polystep.step.StepRule` drives :class:`~polystep.s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from polystep.engine import DEFAULTS, Engine, Particles, resolve, shaping
-from polystep.geometry import num_vertices
+from polystep.engine import DEFAULTS, Engine, Particles, population, resolve, shaping
 from polystep.schedules import Cosine, Schedule
 from polystep.step import StepRule
 from polystep.validation import check_positive_int
@@ -124,8 +124,6 @@ class PolyStepES:
 
     def tell(self, fitness: torch.Tensor | Any) -> None:
         """Report ``fitness (popsize,)`` (lower is better; NaN/inf allowed) and take the step."""
-        if self.state.pending is None:
-            raise RuntimeError("tell() called before ask()")
         values = torch.as_tensor(fitness, dtype=self.positions.dtype).reshape(-1)
         if values.shape[0] != self.popsize:
             raise ValueError(f"fitness must have {self.popsize} entries, got {values.shape[0]}")
@@ -142,12 +140,16 @@ class PolyStepES:
 
 @dataclass
 class MinimizeResult:
-    """Outcome of :func:`minimize`: best point ``(dim,)``, its value, evaluations spent."""
+    """Outcome of :func:`minimize`: best point ``x (dim,)``, its value ``best``, evaluations
+    and steps spent, wall ``seconds``. ``fun`` is the deprecated old name of ``best``."""
 
     x: torch.Tensor
-    fun: float
+    best: float
     evaluations: int
     iterations: int
+    seconds: float
+
+    fun = property(lambda self: self.best)
 
 
 def minimize(
@@ -166,11 +168,11 @@ def minimize(
         raise ValueError(f"x0 must be 1-D (dim,), got shape {tuple(x0.shape)}")
     check_positive_int("budget", budget)
     dim = int(x0.shape[0])
-    popsize = (
-        options.get("num_particles", 1)
-        * num_vertices(options.get("polytope", DEFAULTS["polytope"]), dim)
-        * options.get("num_probe", DEFAULTS["num_probe"])
+    polytope, probes = (
+        options.get("polytope", DEFAULTS["polytope"]),
+        options.get("num_probe", DEFAULTS["num_probe"]),
     )
+    popsize = population(polytope, dim, options.get("num_particles", 1), probes)
     steps = budget // popsize
     if steps < 1:
         raise ValueError(f"budget must be at least one population ({popsize}), got {budget}")
@@ -179,7 +181,9 @@ def minimize(
     es = PolyStepES(
         dim, x0=x0, dtype=x0.dtype if x0.is_floating_point() else torch.float32, **options
     )
+    started = time.perf_counter()
     for _ in range(steps):
         es.tell(objective(es.ask()))
     assert es.best_x is not None
-    return MinimizeResult(x=es.best_x, fun=es.best, evaluations=es.evaluations, iterations=steps)
+    seconds = time.perf_counter() - started
+    return MinimizeResult(es.best_x, es.best, es.evaluations, steps, seconds)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from polystep.step import Duals, Proposal, StepRule
+from polystep.step import Proposal, StepRule
 
 
 def num_blocks(dim: int, block_dim: int) -> int:
@@ -82,17 +82,3 @@ def block_candidates(
     if chosen is not None:
         index = chosen[index]
     return BlockCandidates(block=index, offset=offsets.reshape(-1, block_dim), dim=dim)
-
-
-def update_blocks(
-    rule: StepRule,
-    z: torch.Tensor,
-    block_dim: int,
-    proposal: Proposal,
-    losses: torch.Tensor,
-    iteration: int,
-    duals: Duals,
-) -> tuple[torch.Tensor, Duals]:
-    """Move every block of ``z (D,)`` from the candidates' ``losses (N,)``: returns ``(D,)``."""
-    moved, duals = rule.update(to_blocks(z, block_dim), proposal, losses, iteration, duals)
-    return from_blocks(moved, z.shape[0]), duals

@@ -41,7 +41,7 @@ import torch
 
 from polystep.geometry import num_vertices
 from polystep.parts import FORMAT_VERSION, SHAPINGS, Clip, Repair, SubspaceDraw, check_state
-from polystep.spaces import Asked, Blocks, Particles, Space, Subspace
+from polystep.spaces import Asked, Blocks, BlockSubset, Particles, Space, Subspace
 from polystep.step import WEIGHT_RULES, Duals, StepRule
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -54,6 +54,11 @@ DEFAULTS: dict[str, Any] = {
     "solver": "softmax",
     "scale_cost": "mean",
 }
+
+
+def population(polytope: str, particle_dim: int, num_particles: int, num_probe: int = 1) -> int:
+    """Candidates a step: ``num_particles * V * num_probe`` (``V``: the polytope's vertices)."""
+    return num_particles * num_vertices(polytope, particle_dim) * num_probe
 
 
 @dataclass
@@ -105,7 +110,12 @@ def shaping(value: str | float | Transform | None, name: str = "shaping") -> Tra
 REGISTRY: dict[str, dict[Any, Callable[..., Any]]] = {
     "shaping": SHAPINGS,
     "projection": {"clip": Clip.build, "repair": Repair.build},
-    "space": {"particles": Particles, "blocks": Blocks, "subspace": Subspace},
+    "space": {
+        "particles": Particles,
+        "blocks": Blocks,
+        "block subset": BlockSubset,
+        "subspace": Subspace,
+    },
     "weights": {name: (lambda fn=fn: fn) for name, fn in WEIGHT_RULES.items()},
 }
 
@@ -147,8 +157,8 @@ class Engine:
     @property
     def popsize(self) -> int:
         """Candidates per ask: ``P * V * num_probe``."""
-        per = num_vertices(self.rule.polytope, self.space.particle_dim) * self.rule.num_probe
-        return self.space.num_particles * per
+        rule, space = self.rule, self.space
+        return population(rule.polytope, space.particle_dim, space.num_particles, rule.num_probe)
 
     def should_stop(self, state: EngineState) -> bool:
         return self.max_iterations is not None and state.iteration >= self.max_iterations

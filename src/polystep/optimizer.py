@@ -1,8 +1,8 @@
 """``PolyStepOptimizer``: train any ``nn.Module`` with forward passes only.
 
 The optimizer searches coordinates ``z`` of a subspace (see :mod:`polystep.subspace`) around the
-model's weights. One step draws block candidates (:func:`polystep.blocks.propose_blocks`),
-scores them, and moves every block at once (:func:`polystep.blocks.update_blocks`); the move
+model's weights. One step is an engine ask/tell (:mod:`polystep.engine`) over blocks of ``z``:
+it draws block candidates, scores them, and moves every block at once; the move
 ``M(dz)`` is added to the parameters in place. The model's parameters are always the incumbent.
 
 Two ways to supply losses:
@@ -32,18 +32,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from polystep.blocks import (
-    BlockCandidates,
-    block_candidates,
-    from_blocks,
-    propose_blocks,
-    to_blocks,
-    update_blocks,
-)
+from polystep.blocks import BlockCandidates, num_blocks
+from polystep.engine import Engine, EngineState, shaping
 from polystep.epsilon import Constant, Schedule, from_state, scaled
 from polystep.evaluate import Evaluator, make_evaluator
 from polystep.evaluate.base import LossFn, local_coords, segment_groups
 from polystep.geometry import num_vertices
+from polystep.parts import shape_rows
+from polystep.spaces import Blocks, BlockSubset
 from polystep.step import Duals, StepRule
 from polystep.subspace import (
     FactoredSubspace,
@@ -154,6 +150,8 @@ def resolve_blocks_per_step(
 
 
 ProgressFn = Callable[[int, int], None]
+Tick = Callable[[int], None]
+Scorer = Callable[[BlockCandidates, Tick], torch.Tensor]  # candidates (N) -> losses (N,)
 
 
 @contextlib.contextmanager
@@ -190,25 +188,6 @@ def step_progress(
     finally:
         if bar is not None:
             bar.close()
-
-
-def row_scale(losses: torch.Tensor, num_particles: int) -> torch.Tensor:
-    """Costs of each particle recentred on its best and divided by its mean spread: ``(N,)``.
-
-    Every particle then sees costs of order 1 whatever its layer's sensitivity, so each moves
-    about ``step_radius`` towards its better vertices (a per-block normalised step, in the
-    spirit of Adam's per-parameter scaling). Non-finite entries stay non-finite (penalised
-    later); a particle whose costs are all equal gets zeros (uniform weights, no move).
-    """
-    rows = losses.reshape(num_particles, -1).to(torch.float64)
-    finite = torch.isfinite(rows)
-    masked = torch.where(finite, rows, torch.inf)
-    low = masked.min(dim=1, keepdim=True).values
-    shifted = torch.where(finite, rows - low, 0.0)
-    count = finite.sum(dim=1, keepdim=True).clamp(min=1)
-    spread = shifted.sum(dim=1, keepdim=True) / count
-    scaled = torch.where(spread > 0, shifted / spread.clamp(min=1e-300), 0.0)
-    return torch.where(finite, scaled, rows).reshape(-1)
 
 
 _WARNED: set[str] = set()
@@ -402,12 +381,10 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         self.progress = True
         self.seed = seed
         self._evaluators: dict[int, Evaluator] = {}
-        self.generator = torch.Generator().manual_seed(seed)
-        self.iteration = 0
-        self.evaluations = 0
+        self.shaping = shape_rows if self.row_scaled else shaping(scale_cost, "scale_cost")
         self.skipped_steps = 0
-        self.z = torch.zeros(self.subspace.dim, dtype=params[0].dtype, device=params[0].device)
-        self.duals = Duals()
+        z = torch.zeros(self.subspace.dim, dtype=params[0].dtype, device=params[0].device)
+        self.search = EngineState(x=z, generator=torch.Generator().manual_seed(seed))
 
     # -- public API ---------------------------------------------------------------------------
     def evaluator(self, loss_fn: LossFn) -> Evaluator:
@@ -431,7 +408,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         batch = (inputs, targets)
         center = float(ev.loss(batch))
 
-        def score(cands: BlockCandidates, tick: Callable[[int], None]) -> torch.Tensor:
+        def score(cands: BlockCandidates, tick: Tick) -> torch.Tensor:
             if not hasattr(ev, "progress"):
                 return ev.evaluate(cands, batch)
             ev.progress = tick  # the layered evaluator ticks chunk by chunk
@@ -478,6 +455,13 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             raise ValueError(f"progress must be a bool or a callable, got {value!r}")
         self._progress = value
 
+    # The search state lives in ``search`` (an :class:`~polystep.engine.EngineState`).
+    z = property(lambda self: self.search.x, doc="Search coordinates ``(D,)`` of the weights.")
+    generator = property(lambda self: self.search.generator, doc="The step's random generator.")
+    duals = property(lambda self: self.search.duals, doc="Sinkhorn duals carried between steps.")
+    iteration = property(lambda self: self.search.iteration, doc="Steps taken.")
+    evaluations = property(lambda self: self.search.evaluations, doc="Candidates scored.")
+
     @property
     def last_step_size(self) -> float:
         """Norm of the last move in search coordinates."""
@@ -522,9 +506,24 @@ class PolyStepOptimizer(torch.optim.Optimizer):
                 group.put(key, value)
 
     # -- internals ----------------------------------------------------------------------------
+    def engine(self) -> Engine:
+        """The next step as an engine configuration: :meth:`step_rule`, blocks of the search
+        coordinates (a random subset of ``blocks_per_step`` of them, when that is fewer), the
+        cost shaping (``"row"`` or ``scale_cost``)."""
+        dim, p, k = self.subspace.dim, self.subspace.block_dim, self.blocks_per_step
+        subset = k is not None and k < num_blocks(dim, p)
+        space = BlockSubset(dim, p, k) if subset else Blocks(dim, p)
+        return Engine(self.step_rule(), space, shaping=self.shaping)
+
+    def candidate_losses(self, score: Scorer, cands: BlockCandidates) -> torch.Tensor:
+        """Every candidate's loss ``(N,)``, from ``score``: the one place a step's candidates
+        are scored (with progress reported as they are)."""
+        with step_progress(self.progress, len(cands), self.iteration) as tick:
+            return score(cands, tick)
+
     @torch.no_grad()
     def _closure_losses(
-        self, closure: Callable[[], Any], cands: BlockCandidates, tick: Callable[[int], None]
+        self, closure: Callable[[], Any], cands: BlockCandidates, tick: Tick
     ) -> torch.Tensor:
         live = self.layout.parameters(self.model)
         losses = torch.empty(len(cands), dtype=torch.float64)
@@ -543,61 +542,34 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         return losses
 
     @torch.no_grad()
-    def _step(
-        self, score: Callable[[BlockCandidates, Callable[[int], None]], torch.Tensor]
-    ) -> None:
-        t, p = self.iteration, self.subspace.block_dim
-        rule = self.step_rule()
-        drawn_from = self.generator.get_state()
+    def _step(self, score: Scorer) -> None:
+        """Ask, score, tell; write the move into the parameters; redraw the subspace on time."""
+        engine, state = self.engine(), self.search
+        drawn_from = state.generator.get_state()
+        z, duals = state.x, state.duals
         try:
-            blocks, chosen = self._choose_blocks()
-            if chosen is None:
-                proposal, cands = propose_blocks(rule, self.z, p, t, self.generator)
-            else:
-                proposal = rule.propose(blocks[chosen], t, self.generator)
-                cands = block_candidates(proposal, blocks[chosen], chosen, self.z.shape[0])
-            with step_progress(self.progress, len(cands), t) as tick:
-                losses = score(cands, tick)
+            engine.tell(state, self.candidate_losses(score, engine.ask(state)))
         except BaseException:
-            # Nothing moved (the weights are restored by the scorer): rewind the generator
-            # too, so the next step is the step this one would have been.
-            self.generator.set_state(drawn_from)
+            # Nothing moved (the weights are restored by the scorer; tell checks the losses
+            # before it changes anything): rewind the generator too, so the next step is the
+            # step this one would have been.
+            state.generator.set_state(drawn_from)
+            state.pending = None
             raise
-        if self.row_scaled:
-            losses = row_scale(losses, proposal.directions.shape[0])
-        if chosen is None:
-            new_z, duals = update_blocks(rule, self.z, p, proposal, losses, t, self.duals)
-        else:  # the chosen blocks move; no duals carry over, the particles change every step
-            moved, _ = rule.update(blocks[chosen], proposal, losses, t, Duals())
-            blocks[chosen] = moved
-            new_z, duals = from_blocks(blocks, self.z.shape[0]), Duals()
-        move = new_z - self.z
+        move = state.x - z
         if bool(torch.isfinite(move).all()):
             delta = self.layout.unflatten(self.subspace.delta(move))
             for name, param in self.layout.parameters(self.model).items():
                 param.add_(delta[name].to(param))
-            self.z, self.duals = new_z, duals
             self._last_move = float(move.norm())
         else:  # cannot happen with sanitised costs; kept as a hard guarantee
+            state.x, state.duals = z, duals
             self.skipped_steps += 1
-        self.iteration += 1
-        self.evaluations += len(cands)
         every = self.subspace.redraw_every
-        if every and self.iteration % every == 0:
+        if every and state.iteration % every == 0:
             self.subspace.redraw()
-            self.z.zero_()
-            self.duals = Duals()
+            state.x, state.duals = torch.zeros_like(state.x), Duals()
         self._refresh_group()
-
-    def _choose_blocks(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``z`` as blocks ``(P, p)`` (a copy) and the sorted blocks this step searches ``(k,)``
-        (None: all of them; drawing them consumes the generator)."""
-        blocks = to_blocks(self.z, self.subspace.block_dim).clone()
-        k, total = self.blocks_per_step, blocks.shape[0]
-        if k is None or k >= total:
-            return blocks, None
-        chosen = torch.randperm(total, generator=self.generator)[:k].sort().values
-        return blocks, chosen.to(blocks.device)
 
     # -- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
@@ -636,12 +608,13 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         """
         run, schedules, saved_group = self.check_state_dict(state)
         self.subspace.load_state_dict(run["subspace"])
-        self.iteration = int(run["iteration"])
-        self.evaluations = int(run["evaluations"])
+        search = self.search
+        search.iteration = int(run["iteration"])
+        search.evaluations = int(run["evaluations"])
         self.skipped_steps = int(run["skipped_steps"])
-        self.z = run["z"].to(self.z)
-        self.generator.set_state(run["generator"])
-        self.duals = Duals(f=run["duals"]["f"], g=run["duals"]["g"])
+        search.x = run["z"].to(search.x)
+        search.generator.set_state(run["generator"])
+        search.duals = Duals(f=run["duals"]["f"], g=run["duals"]["g"])
         self.rule = StepRule(**{**self.rule.__dict__, **schedules})
         self.seed = int(run["seed"])
         group = self.group

@@ -9,6 +9,7 @@ epsilon. A projection maps points ``(N, dim)`` or a vector ``(D,)`` to the same 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,17 +23,16 @@ FORMAT_VERSION = 1
 
 
 def shape_rows(costs: torch.Tensor) -> torch.Tensor:
-    """Each particle's costs recentred and divided by their own mean finite spread; a row's
-    non-finite costs become ``2 * worst + 1`` of that row; a row with none finite, 0."""
+    """Each particle's costs recentred on its cheapest finite one and divided by their own mean
+    spread (equal costs: zeros), so every particle moves about ``step_radius`` whatever its
+    sensitivity; then non-finite costs become ``2 * worst + 1`` (worst over all rows)."""
     finite = torch.isfinite(costs)
     low = torch.where(finite, costs, math.inf).amin(dim=1, keepdim=True)
-    shifted = torch.where(finite, costs - torch.where(finite.any(1, keepdim=True), low, 0.0), 0.0)
+    shifted = torch.where(finite, costs - low, 0.0)
     count = finite.sum(dim=1, keepdim=True).clamp(min=1)
     spread = shifted.sum(dim=1, keepdim=True) / count
-    scaled = torch.where(spread > 0, shifted / spread, shifted)
-    penalty = 2.0 * scaled.amax(dim=1, keepdim=True) + 1.0
-    out = torch.where(finite, scaled, penalty)
-    return torch.where(finite.any(dim=1, keepdim=True), out, 0.0)
+    scaled = torch.where(spread > 0, shifted / spread.clamp(min=1e-300), 0.0)
+    return prepare_costs(torch.where(finite, scaled, costs), None)
 
 
 def shape_ranks(costs: torch.Tensor) -> torch.Tensor:
@@ -211,18 +211,64 @@ def upgrade(state: Any) -> Any:
     return {**new, "format": FORMAT_VERSION, "x": state["positions"], "best": best, "draw": None}
 
 
-def check_run(saved: Any, config: dict[str, Any]) -> tuple[list[Any], float, int]:
-    """A problem run's checkpoint around the engine's (``engine``): the run's ``config`` must
-    equal ``config``; returns its ``history``, ``seconds`` and ``seed`` (errors name the field)."""
-    if not isinstance(saved, dict):
-        raise ValueError(f"state must be a dict from state_dict(), got {type(saved).__name__}")
-    if saved.get("config") != config:
-        raise ValueError(f"config in state {saved.get('config')!r} is not this run's {config!r}")
-    history, seconds, seed = saved.get("history"), saved.get("seconds"), saved.get("seed")
-    if not isinstance(history, list):
-        raise ValueError(f"history in state must be a list, got {type(history).__name__}")
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
-        raise ValueError(f"seconds in state must be a number >= 0, got {seconds!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed in state must be an int, got {seed!r}")
-    return list(history), float(seconds), seed
+class ProblemRun:
+    """A problem run around the engine's ``state``: its checkpoint is the engine's (under
+    ``"engine"``) plus ``config`` (must match on load), ``history``, wall ``seconds`` (counted
+    across resumes), ``seed`` and the run's :meth:`own_state`. Subclasses set ``state``,
+    ``config``, ``history`` and ``seed``, and call :meth:`start_clock` first."""
+
+    state: Any  # EngineState
+    config: dict[str, Any]
+    history: list[Any]
+    seed: int
+
+    def start_clock(self, seconds_before: float = 0.0) -> None:
+        self.seconds_before, self.started = seconds_before, time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def own_state(self) -> dict[str, Any]:
+        """The run's own fields in its checkpoint."""
+        return {}
+
+    def check_own_state(self, saved: dict[str, Any], history: list[Any]) -> dict[str, Any]:
+        """The run's own fields of ``saved`` and its ``history``, checked (a ``ValueError``
+        names the field): attribute name -> value, set once the engine state has loaded."""
+        return {"history": history}
+
+    def resumed(self) -> None:
+        """Called once a checkpoint has loaded."""
+
+    def state_dict(self) -> dict[str, Any]:
+        own = {"config": self.config, "history": list(self.history), **self.own_state()}
+        return {
+            "engine": self.state.state_dict(),
+            **own,
+            "seconds": self.seconds,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, saved: Any) -> None:
+        """Restore :meth:`state_dict` output of a run of the same ``config``; every field is
+        checked before anything changes (errors name the field)."""
+        if not isinstance(saved, dict):
+            raise ValueError(f"state must be a dict from state_dict(), got {type(saved).__name__}")
+        if saved.get("config") != self.config:
+            raise ValueError(
+                f"config in state {saved.get('config')!r} is not this run's {self.config!r}"
+            )
+        history, seconds, seed = saved.get("history"), saved.get("seconds"), saved.get("seed")
+        if not isinstance(history, list):
+            raise ValueError(f"history in state must be a list, got {type(history).__name__}")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+            raise ValueError(f"seconds in state must be a number >= 0, got {seconds!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed in state must be an int, got {seed!r}")
+        own = self.check_own_state(saved, list(history))
+        self.state.load_state_dict(saved.get("engine"))  # checked in full before it changes
+        for name, value in {**own, "seed": seed}.items():
+            setattr(self, name, value)
+        self.start_clock(float(seconds))
+        self.resumed()

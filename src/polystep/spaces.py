@@ -14,7 +14,7 @@ import torch
 
 from polystep.blocks import block_candidates, from_blocks, num_blocks, to_blocks
 from polystep.parts import SubspaceDraw, orthonormal
-from polystep.step import Proposal, StepRule
+from polystep.step import Duals, Proposal, StepRule
 
 if TYPE_CHECKING:
     from polystep.engine import EngineState
@@ -87,12 +87,16 @@ class Blocks(Direct):
     def particle_dim(self) -> int:
         return self.block_dim
 
+    def choose(self, total: int, state: EngineState, device: torch.device) -> torch.Tensor:
+        """The ``num_particles`` blocks (of ``total``) this step moves, in draw order."""
+        chosen = torch.randperm(total, generator=state.generator, device=device)
+        return chosen[: self.num_particles]
+
     def propose(self, rule: StepRule, state: EngineState) -> Asked:
         every = blocks = to_blocks(state.x, self.block_dim)
         chosen = None
         if self.num_particles < every.shape[0]:
-            chosen = torch.randperm(every.shape[0], generator=state.generator, device=every.device)
-            chosen = chosen[: self.num_particles]
+            chosen = self.choose(every.shape[0], state, every.device)
             blocks = every[chosen]
         proposal = rule.propose(blocks, state.iteration, state.generator)
         candidates = block_candidates(proposal, blocks, chosen, self.dim)
@@ -104,6 +108,22 @@ class Blocks(Direct):
         chosen, every = asked.context  # every block of x, as proposed (a copy of x)
         every[chosen] = moved
         return from_blocks(every, self.dim)
+
+
+@dataclass(frozen=True)
+class BlockSubset(Blocks):
+    """:class:`Blocks` whose ``active`` blocks a step are drawn on the CPU and sorted; the
+    particles change every step, so no duals carry over (each step starts fresh)."""
+
+    def choose(self, total: int, state: EngineState, device: torch.device) -> torch.Tensor:
+        chosen = torch.randperm(total, generator=state.generator)[: self.num_particles]
+        state.duals = Duals()
+        return chosen.sort().values.to(device)
+
+    def write(self, state: EngineState, asked: Asked, moved: torch.Tensor) -> torch.Tensor:
+        if asked.context is not None:
+            state.duals = Duals()
+        return super().write(state, asked, moved)
 
 
 @dataclass(frozen=True)

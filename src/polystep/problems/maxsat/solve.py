@@ -33,9 +33,8 @@ import numpy as np
 import torch
 
 from polystep.blocks import BlockCandidates, num_blocks
-from polystep.engine import Asked, Blocks, Engine, EngineState, resolve, shaping
-from polystep.geometry import num_vertices
-from polystep.parts import check_run
+from polystep.engine import Asked, Blocks, Engine, EngineState, population, resolve, shaping
+from polystep.parts import ProblemRun
 from polystep.problems.maxsat.io import MaxSATInstance
 from polystep.problems.maxsat.objective import ClauseTensors, DeltaEvaluator, unsat_weight
 from polystep.schedules import Cosine, PowerDecay, Schedule
@@ -203,7 +202,7 @@ def preset_for_budget(
     ratio = num_vars / budget
     if round(8 * ratio) < 2:
         blocks = num_blocks(num_vars, base.block_dim)
-        per_block = num_vertices(base.polytope, base.block_dim) * base.num_probe - 1
+        per_block = population(base.polytope, base.block_dim, 1, base.num_probe) - 1
         active = min(blocks // 2, budget // (per_block * SUBSPACE_STEPS))
         return replace(base, blocks_per_step=max(1, active))
     return replace(
@@ -251,7 +250,7 @@ def solve_maxsat(
     return run.result()
 
 
-class MaxSATRun:
+class MaxSATRun(ProblemRun):
     """One PolyStep run on MAX-SAT as an engine configuration: ``step()`` until ``finished``;
     ``state_dict()`` / ``load_state_dict()`` resume it exactly (the evaluator's incumbent is
     rebuilt from ``theta``). The engine's best so far is the best *incumbent* assignment."""
@@ -266,7 +265,7 @@ class MaxSATRun:
         device: torch.device | str = "cpu",
         evaluator: DeltaEvaluator | None = None,
     ) -> None:
-        self.started = time.perf_counter()
+        self.start_clock()
         self.instance, self.budget, self.seed = instance, int(budget_evals), int(seed)
         n = instance.num_vars
         self.preset = preset = preset_for_budget(n, budget_evals) if preset is None else preset
@@ -276,7 +275,7 @@ class MaxSATRun:
         evaluator.x = None  # fresh incumbent
         self.evaluator = evaluator
         num_blk = num_blocks(num_blocks(n, preset.group_size) if preset.subspace else n, p)
-        per_block = num_vertices(preset.polytope, p) * preset.num_probe
+        per_block = population(preset.polytope, p, 1, preset.num_probe)
         active = num_blk if preset.blocks_per_step is None else min(num_blk, preset.blocks_per_step)
         self.worst_step = active * per_block + 1
         self.steps = max(0, (self.budget - 1) // (active * (per_block - 1) + 1))
@@ -303,12 +302,7 @@ class MaxSATRun:
         self.state.evaluations = 1
         Engine.record(self.state, z > 0, self.cost)
         self.history = [(1, self.state.best, self.cost)]
-        self.seconds_before = 0.0  # wall time of the run before its last resume
         self.config = {"num_vars": n, "budget_evals": self.budget, "preset": asdict(preset)}
-
-    @property
-    def seconds(self) -> float:
-        return self.seconds_before + time.perf_counter() - self.started
 
     @property
     def finished(self) -> bool:
@@ -337,27 +331,16 @@ class MaxSATRun:
             "best": state.best,
         }
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "engine": self.state.state_dict(),
-            "config": self.config,
-            "history": list(self.history),
-            "seconds": self.seconds,
-            "seed": self.seed,
-        }
-
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output of a run with the same instance size, budget and
-        preset. The evaluator's incumbent is rebuilt from ``theta``: bit-exact when clause
-        weights are integers (plain CNF, integer WCNF), whose float64 sums are exact."""
-        history, seconds, seed = check_run(saved, self.config)
+    def check_own_state(self, saved: dict[str, Any], history: list[Any]) -> dict[str, Any]:
         if not all(isinstance(h, tuple | list) and len(h) == 3 for h in history):
             raise ValueError("history in state must hold (evaluations, best, cost) rows")
-        self.state.load_state_dict(saved.get("engine"))
+        return {"history": [tuple(h) for h in history]}
+
+    def resumed(self) -> None:
+        """The evaluator's incumbent is rebuilt from ``theta``: bit-exact when clause weights
+        are integers (plain CNF, integer WCNF), whose float64 sums are exact."""
         self.evaluator.x = None
         self.cost = self.evaluator.set_assignment(self.state.x > 0)
-        self.history, self.seed = [tuple(h) for h in history], seed
-        self.seconds_before, self.started = seconds, time.perf_counter()
 
     def result(self) -> MaxSATResult:
         state = self.state

@@ -25,9 +25,8 @@ from typing import Any
 import torch
 
 from polystep.blocks import num_blocks
-from polystep.engine import Engine, Subspace, shaping
-from polystep.geometry import num_vertices
-from polystep.parts import check_run
+from polystep.engine import Engine, Subspace, population, shaping
+from polystep.parts import ProblemRun
 from polystep.problems.rl.envs import (
     HELDOUT_STREAM,
     SEARCH_STREAM,
@@ -83,7 +82,7 @@ class PolicySearchPreset:
     def popsize(self, dim: int) -> int:
         """Candidates per step for a policy with ``dim`` parameters (without the incumbent)."""
         k = dim if self.subspace_dim is None else min(self.subspace_dim, dim)
-        return num_blocks(k, self.block_dim) * num_vertices(self.polytope, self.block_dim)
+        return population(self.polytope, self.block_dim, num_blocks(k, self.block_dim))
 
     def steps(self, dim: int, budget: int) -> int:
         """Steps that fit ``budget`` evaluations, incumbent evaluations included."""
@@ -225,7 +224,7 @@ def search_policy(
     raise ValueError(f"method must be 'polystep' or 'openai_es', got {method!r}")
 
 
-class PolicySearch:
+class PolicySearch(ProblemRun):
     """A PolyStep policy search as an engine configuration (space ``"subspace"``: ``theta =
     base + scale * B z``) plus what is its own: the flat-start scale and keep-best (the engine's
     best so far is the best incumbent by search score). ``step()`` until ``finished``;
@@ -240,7 +239,7 @@ class PolicySearch:
         seed: int,
         preset: PolicySearchPreset,
     ) -> None:
-        self.started = time.perf_counter()
+        self.start_clock()
         self.env, self.policy, self.seed, self.preset = env, policy, int(seed), preset
         dim = policy.dim
         self.per_step = preset.popsize(dim) + int(preset.keep_best)  # the incumbent: one more
@@ -256,16 +255,11 @@ class PolicySearch:
         self.state = self.engine.start(policy.init(generator) * preset.init_scale, generator)
         self.history: list[float] = []
         self.informed = False  # some step's costs differed (ends the flat-start growth)
-        self.seconds_before = 0.0
         self.config = {"dim": dim, "budget_evals": budget_evals, "preset": asdict(preset)}
 
     @property
     def finished(self) -> bool:
         return self.engine.should_stop(self.state)
-
-    @property
-    def seconds(self) -> float:
-        return self.seconds_before + time.perf_counter() - self.started
 
     def _losses(self, params: torch.Tensor, draw: int) -> torch.Tensor:
         preset = self.preset
@@ -295,28 +289,17 @@ class PolicySearch:
             state.x = torch.zeros_like(state.x)
         return step, state.evaluations, self.history[-1]
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "engine": self.state.state_dict(),
-            "config": self.config,
-            "history": list(self.history),
-            "informed": self.informed,
-            "seconds": self.seconds,
-            "seed": self.seed,
-        }
+    def own_state(self) -> dict[str, Any]:
+        return {"informed": self.informed}
 
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output of a search with the same policy size, budget and
-        preset; the seed (it seeds the episodes) comes from the checkpoint."""
-        history, seconds, seed = check_run(saved, self.config)
+    def check_own_state(self, saved: dict[str, Any], history: list[Any]) -> dict[str, Any]:
+        """The seed (it seeds the episodes) comes from the checkpoint too."""
         informed = saved.get("informed")
         if not all(isinstance(h, float) for h in history):
             raise ValueError("history in state must be a list of floats")
         if not isinstance(informed, bool):
             raise ValueError(f"informed in state must be a bool, got {informed!r}")
-        self.state.load_state_dict(saved.get("engine"))
-        self.history, self.informed, self.seed = history, informed, seed
-        self.seconds_before, self.started = seconds, time.perf_counter()
+        return {"history": history, "informed": informed}
 
     def result(self) -> PolicySearchResult:
         """The final incumbent; with ``keep_best``, it is scored once more (one evaluation) and

@@ -1,0 +1,107 @@
+"""PolyStepOptimizer trajectories, bit for bit, against a fixture recorded before the optimizer
+moved onto the engine (commit eb8ea69).
+
+Every preset runs a few float64 steps in several configurations (the auto/full space, a
+factored and a hybrid space with redraws, a random subset of blocks with Sinkhorn weights, an
+explicit epsilon, the closure path with NaN/inf losses); the parameters after every step, the
+incumbent losses and the final search state must equal the recorded ones exactly. Run as a
+script (``python tests/test_optimizer_trajectories.py``) it rewrites the fixture: only do that
+where a change of trajectory is intended, and say so in the commit.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from polystep.optimizer import PRESETS, PolyStepOptimizer
+from polystep.transform import ParamLayout
+
+FIXTURE = Path(__file__).parent / "data" / "optimizer_trajectories.pt"
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "auto": {"steps": 3},
+    "factored": {"steps": 6, "subspace": "factored"},
+    "hybrid_subset_sinkhorn": {
+        "steps": 4,
+        "subspace": "hybrid",
+        "solver": "sinkhorn",
+        "blocks_per_step": 5,
+    },
+    "explicit_epsilon": {"steps": 3, "subspace": "factored", "epsilon": 0.05},
+    "closure_non_finite": {"steps": 3, "subspace": "factored", "closure": True},
+}
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 6, generator=g, dtype=torch.float64) * 2
+    y = torch.arange(40) % 3
+    return centres[y] + torch.randn(40, 6, generator=g, dtype=torch.float64), y
+
+
+def run(preset: str, scenario: dict[str, Any]) -> dict[str, Any]:
+    """Parameters after each step ``(steps, n)``, the returned losses and the final state."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 3)).double()
+    config = {k: v for k, v in scenario.items() if k not in ("steps", "closure", "blocks_per_step")}
+    opt = PolyStepOptimizer(model, preset=preset, seed=3, **config)
+    opt.progress = False
+    if "blocks_per_step" in scenario:
+        opt.blocks_per_step = scenario["blocks_per_step"]
+    x, y = _data()
+    loss_fn, calls = nn.CrossEntropyLoss(), [0]
+
+    def closure() -> float:
+        calls[0] += 1
+        loss = float(loss_fn(model(x), y))
+        return [loss, float("nan"), loss, float("inf"), loss, -float("inf")][calls[0] % 6]
+
+    layout, params, losses = ParamLayout.from_module(model), [], []
+    for _ in range(scenario["steps"]):
+        if scenario.get("closure"):
+            losses.append(opt.step(closure))
+        else:
+            losses.append(opt.step_batch(x, y, loss_fn))
+        params.append(layout.flatten(model).detach().clone())
+    state = opt.state_dict()["state"]
+    return {
+        "params": torch.stack(params),
+        "losses": torch.tensor(losses, dtype=torch.float64),
+        "z": state["z"],
+        "generator": state["generator"],
+        "iteration": state["iteration"],
+        "evaluations": state["evaluations"],
+    }
+
+
+def record() -> dict[str, Any]:
+    return {f"{p}/{s}": run(p, cfg) for p in sorted(PRESETS) for s, cfg in SCENARIOS.items()}
+
+
+KEYS = [f"{p}/{s}" for p in sorted(PRESETS) for s in SCENARIOS]
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict[str, Any]:
+    return torch.load(FIXTURE, weights_only=True)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_trajectory_is_bit_identical_to_the_recorded_one(recorded, key):
+    preset, scenario = key.split("/")
+    now, then = run(preset, SCENARIOS[scenario]), recorded[key]
+    assert torch.equal(now["params"], then["params"])
+    torch.testing.assert_close(now["losses"], then["losses"], rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(now["z"], then["z"]) and torch.equal(now["generator"], then["generator"])
+    assert (now["iteration"], now["evaluations"]) == (then["iteration"], then["evaluations"])
+
+
+if __name__ == "__main__":
+    FIXTURE.parent.mkdir(exist_ok=True)
+    torch.save(record(), FIXTURE)
+    sys.exit(0)
