@@ -46,6 +46,7 @@ from polystep.evaluate.base import (
     Batch,
     Evaluator,
     LossFn,
+    _plain_cross_entropy,
     chunks,
     evaluation_mode,
     local_coords,
@@ -53,13 +54,16 @@ from polystep.evaluate.base import (
     segment_groups,
 )
 from polystep.evaluate.batched import VmapEvaluator
+from polystep.evaluate.events import per_sample_cross_entropy, rank_update
 from polystep.evaluate.layered import FallbackError
-from polystep.evaluate.traits import traits_of
+from polystep.evaluate.traits import is_batchwise, traits_of
 from polystep.evaluate.units import dedupe_slots, linear_weight
 from polystep.subspace.base import Subspace
 from polystep.subspace.segments import Segment
 
-CHUNK_ELEMENTS = 2**18  # elements of the widest folded activation per chunk (cache-sized)
+CHUNK_ELEMENTS = int(
+    __import__("os").environ.get("CE", 2**18)
+)  # elements of the widest folded activation per chunk (cache-sized)
 
 
 class NotCapturable(ValueError):
@@ -248,6 +252,12 @@ class Plan:
     kind: dict[fx.Node, int] = field(default_factory=dict)
     full: set[fx.Node] = field(default_factory=set)  # dirty nodes whose every unit changes
     checked: set[tuple[int, ...]] = field(default_factory=set)  # input shapes validated
+    pairs: dict[tuple[int, ...], bool] = field(default_factory=dict)  # per input shape
+
+    @property
+    def boundary(self) -> list[fx.Node]:
+        """Linear-like calls on the touched units: where every unit starts to change."""
+        return [n for n in self.full if n.op == "call_module" and n.args[0] not in self.full]
 
 
 def _describe(node: fx.Node) -> str:
@@ -422,6 +432,12 @@ class _Chunk:
         else:
             self.vals[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
 
+    def run(self, node: fx.Node) -> None:
+        if node.op == "call_module":
+            self.module(node)
+        else:
+            self.elementwise(node)
+
     def module(self, node: fx.Node) -> None:
         (src,) = node.all_input_nodes
         m = self.gm.get_submodule(node.target)
@@ -443,6 +459,70 @@ class _Chunk:
         """The network's outputs ``(n, *shape)``."""
         (src,) = node.all_input_nodes
         return self.widen(src).unflatten(-1, (self.n, -1)).movedim(-2, 0)
+
+    # -- event-driven: only the (candidate, sample) pairs that a boundary changes ---------------
+    def find_pairs(self, dims: dict[fx.Node, int | None], batch: int, cache: dict) -> None:
+        """The pairs ``(c, b)`` where some boundary's input changed (``self.c``, ``self.b``),
+        and every boundary's output rows for them: the boundaries of one module on inputs of
+        one shape (a time loop) are stacked and updated at once."""
+        groups: dict[tuple, list[fx.Node]] = {}
+        for node in self.plan.boundary:
+            src = node.args[0]
+            key = (node.target, dims[src], tuple(self.env[src].shape), tuple(self.env[node].shape))
+            groups.setdefault(key, []).append(node)
+        n = self.n
+        changed = torch.zeros(n, batch, dtype=torch.bool, device=self.units.device)
+        diffs = []
+        for key, nodes in groups.items():
+            bd = key[1]
+            if key not in cache:  # incumbent inputs and outputs, batch first: (B, G, *R, d)
+                old = torch.stack([self.env[x.args[0]] for x in nodes]).movedim(bd + 1, 0)
+                out = torch.stack([self.env[x].movedim(bd, 0) for x in nodes])  # (G, B, *R, o)
+                cache[key] = (old, out)
+            old = _gather(cache[key][0], self.index(None), key[2][-1])
+            new = torch.stack([self.vals[x.args[0]] for x in nodes]).movedim(bd + 1, 0)
+            diff = (new - old).unflatten(-1, (n, -1))  # (B, G, *R, n, k)
+            changed |= diff.reshape(batch, -1, n, diff.shape[-1]).ne(0).any(3).any(1).T
+            diffs.append(diff)
+        self.pair = torch.nonzero(changed.flatten()).flatten()
+        self.c, self.b = self.pair // batch, self.pair % batch
+        m = len(self.pair)
+        for (key, nodes), diff in zip(groups.items(), diffs, strict=True):
+            d = diff.movedim(-2, 0)  # (n, B, G, *R, k)
+            d = d.reshape(-1, *d.shape[2:]).index_select(0, self.pair).transpose(0, 1)
+            w = linear_weight(self.gm.get_submodule(key[0])).T.to(d)[self.units]
+            w = w.index_select(0, self.c)  # (m, k, d_out): each pair's units' columns
+            w = w.reshape(m, *[1] * (d.ndim - 3), *w.shape[1:])
+            out = rank_update(cache[key][1].index_select(1, self.b), d, w)  # (G, m, *R, d_out)
+            for g, node in enumerate(nodes):
+                self.vals[node] = out[g].movedim(0, key[1])
+
+    def to_pairs(self, t: torch.Tensor, bd: int) -> torch.Tensor:
+        """Rows of the pairs from ``(..., n·w)`` folded values with batch dim ``bd``."""
+        moved = t.movedim(bd, 0).unflatten(-1, (self.n, -1)).movedim(-2, 0)  # (n, B, *R, w)
+        rows = moved.reshape(-1, *moved.shape[2:]).index_select(0, self.pair)
+        return rows.movedim(0, bd)
+
+    def pair_operand(self, a: Any, dims: dict[fx.Node, int | None]) -> Any:
+        if not isinstance(a, fx.Node):
+            return a
+        if self.plan.kind.get(a) == DIRTY:
+            if a in self.plan.full:
+                return self.vals[a]
+            return self.to_pairs(self.widen(a), dims[a])
+        value, bd = self.env[a], dims.get(a)
+        return value if bd is None else value.index_select(bd, self.b)
+
+    def run_pairs(self, node: fx.Node, dims: dict[fx.Node, int | None]) -> None:
+        """``node`` on the rows of the pairs (its batch dim holds them)."""
+        args = fx.node.map_aggregate(node.args, lambda a: self.pair_operand(a, dims))
+        kwargs = fx.node.map_aggregate(node.kwargs, lambda a: self.pair_operand(a, dims))
+        if node.op == "call_module":
+            self.vals[node] = self.gm.get_submodule(node.target)(*args, **kwargs)
+        elif node.op == "call_function":
+            self.vals[node] = node.target(*args, **kwargs)
+        else:
+            self.vals[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
 
 
 class CapturedEvaluator(Evaluator):
@@ -484,6 +564,10 @@ class CapturedEvaluator(Evaluator):
         self.fallback_reason: str | None = None
         self._vmap: VmapEvaluator | None = None
         self._checked: set[tuple[int, ...]] = set()
+        self._dims: dict[tuple[int, ...], dict[fx.Node, int | None]] = {}
+        self._output = next(n for n in self.graph.graph.nodes if n.op == "output")
+        self.pairs_run = 0  # (candidate, sample) pairs run past the touched units ...
+        self.pairs_dense = 0  # ... out of this many
         if refused:
             name, why = next(iter(refused.items()))
             self._fall_back(f"{len(refused)} of {len(names)} parameters run on vmap: {why}")
@@ -514,9 +598,15 @@ class CapturedEvaluator(Evaluator):
         inputs, targets = batch
         device = candidates.block.device
         losses = torch.empty(len(candidates), dtype=torch.float64, device=device)
+        shared: dict = {}
         with evaluation_mode(self.model):
             env = run_graph(self.graph, inputs)
             self._check(env, inputs)
+            dims = self._dims[tuple(inputs.shape)]
+            out = env[self._output]
+            per_sample = dims.get(self._output) == 0 and out.ndim == 2
+            per_sample = per_sample and _plain_cross_entropy(self.loss_fn, out[None], targets)
+            base = per_sample_cross_entropy(out, targets) if per_sample else None
             for s, rows in segment_groups(self.subspace, candidates):
                 seg = self.subspace.segments[s]
                 plan = self.plans.get(seg.name)
@@ -531,9 +621,11 @@ class CapturedEvaluator(Evaluator):
                     group = rows[sparse == unit_sparse]
                     per = self._per_candidate(plan, env, p if unit_sparse else None)
                     for chunk in chunks(group, self.chunk_size or max(1, CHUNK_ELEMENTS // per)):
+                        pairs = plan.pairs[tuple(inputs.shape)]
                         losses[chunk] = self._chunk_losses(
-                            plan, seg, s, candidates, chunk, env, targets, unit_sparse
-                        )
+                            plan, seg, s, candidates, chunk, env, targets, unit_sparse, shared,
+                            dims, base if pairs else None,
+                        )  # fmt: skip
         return losses
 
     def _vmap_losses(
@@ -563,6 +655,10 @@ class CapturedEvaluator(Evaluator):
             why = _shape_problem(self.graph, plan, env)
             if why is not None:
                 self._refuse(name, why)
+        dims = batch_dims(self.graph, inputs)
+        for plan in self.plans.values():
+            plan.pairs[key] = _pairs_problem(self.graph, plan, env, dims) is None
+        self._dims[key] = dims
         self._checked.add(key)
 
     @staticmethod
@@ -577,15 +673,16 @@ class CapturedEvaluator(Evaluator):
 
     def _chunk_losses(
         self, plan: Plan, seg: Segment, s: int, candidates: BlockCandidates, rows: torch.Tensor,
-        env: dict[fx.Node, Any], targets: Any, unit_sparse: bool,
+        env: dict[fx.Node, Any], targets: Any, unit_sparse: bool, shared: dict,
+        dims: dict[fx.Node, int | None], base_losses: torch.Tensor | None,
     ) -> torch.Tensor:  # fmt: skip
         """Losses ``(n,)`` float64 of candidates ``rows`` of segment ``s`` (all unit-sparse or
-        none)."""
+        none). With ``base_losses`` (the incumbent's per-sample cross-entropy) only the pairs
+        that change run past the touched units."""
         module = self.graph.get_submodule(plan.module)
         local = seg.name.rpartition(".")[2]
         changes: dict[fx.Node, torch.Tensor] = {}
         by_input: dict[fx.Node, tuple[torch.Tensor, torch.Tensor]] = {}
-        shared: dict[str, torch.Tensor] = {}
         for src in plan.sources:
             x_node = src.args[0]
             if x_node not in by_input:
@@ -595,23 +692,40 @@ class CapturedEvaluator(Evaluator):
                     cols = (candidates.block[rows] * p - seg.start)[:, None]
                     cols = cols + torch.arange(p, device=cols.device)
                     vals = candidates.offset[rows].to(x)
-                    cache = shared if len(by_input) == 0 else {}
+                    cache = shared.setdefault((s, x_node), {})
                     by_input[x_node] = _unit_change(module, local, seg, x, cols, vals, cache)
                 else:
                     coords = local_coords(self.subspace, s, candidates, rows)
                     by_input[x_node] = _dense_change(module, local, seg, coords, x, env[src])
             units, changes[src] = by_input[x_node]
         state = _Chunk(self.graph, plan, env, units)
-        for node in plan.dirty:
+        *body, output = plan.dirty
+        done: dict[fx.Node, fx.Node] = {}  # a source per input: equal inputs, equal outputs
+        for node in body:  # the touched units first: nothing there depends on a full node
             if node in changes:
-                state.source(node, changes[node])
-            elif node.op == "output":
-                out = state.outputs(node)
-            elif node.op == "call_module":
-                state.module(node)
-            else:
-                state.elementwise(node)
-        return per_candidate_loss(self.loss_fn, out, targets).double()
+                twin = done.setdefault(node.args[0], node)
+                if twin is node:
+                    state.source(node, changes[node])
+                state.vals[node] = state.vals[twin]
+            elif node not in plan.full:
+                state.run(node)
+        if base_losses is not None and plan.full:  # the rest on the changed pairs only
+            state.find_pairs(dims, len(base_losses), shared.setdefault(("pairs", s), {}))
+            boundary = set(plan.boundary)
+            for node in body:
+                if node in plan.full and node not in boundary:
+                    state.run_pairs(node, dims)
+            out = state.vals[output.args[0]]
+            moved = per_sample_cross_entropy(out, targets.index_select(0, state.b))
+            total = torch.zeros(state.n, dtype=torch.float64, device=out.device)
+            total.index_add_(0, state.c, (moved - base_losses[state.b]).double())
+            self.pairs_run += len(state.pair)
+            self.pairs_dense += state.n * len(base_losses)
+            return (total + base_losses.double().sum()) / len(base_losses)
+        for node in body:
+            if node in plan.full:
+                state.run(node)
+        return per_candidate_loss(self.loss_fn, state.outputs(output), targets).double()
 
 
 def _shape_problem(gm: fx.GraphModule, plan: Plan, env: dict[fx.Node, Any]) -> str | None:
@@ -641,6 +755,55 @@ def _shape_problem(gm: fx.GraphModule, plan: Plan, env: dict[fx.Node, Any]) -> s
                 return f"{_describe(node)} broadcasts a changed operand along the unit dim"
             if isinstance(other, torch.Tensor) and other.ndim and other.shape[-1] not in (1, d):
                 return f"{_describe(node)} mixes unit dims {other.shape[-1]} and {d}"
+    return None
+
+
+def batch_dims(gm: fx.GraphModule, inputs: torch.Tensor) -> dict[fx.Node, int | None]:
+    """Batch dim of every tensor node (None: none, e.g. a constant), probed with 1 and 2
+    samples; nodes whose shapes change otherwise are left out."""
+    one = inputs[:1]
+    a, b = run_graph(gm, one), run_graph(gm, torch.cat([one, one]))
+    dims: dict[fx.Node, int | None] = {}
+    for node, va in a.items():
+        vb = b[node]
+        if not (isinstance(va, torch.Tensor) and isinstance(vb, torch.Tensor)):
+            continue
+        if va.shape == vb.shape:
+            dims[node] = None
+            continue
+        diff = [q for q in range(va.ndim) if va.ndim == vb.ndim and va.shape[q] != vb.shape[q]]
+        if len(diff) == 1 and vb.shape[diff[0]] == 2 * va.shape[diff[0]]:
+            dims[node] = diff[0]
+    return dims
+
+
+def _pairs_problem(
+    gm: fx.GraphModule, plan: Plan, env: dict[fx.Node, Any], dims: dict[fx.Node, int | None]
+) -> str | None:
+    """Why the nodes past the touched units cannot run on (candidate, sample) rows: a batch dim
+    that cannot be found or does not line up, or an op that mixes samples; None if they can."""
+    output = plan.dirty[-1].args[0]
+    if output not in plan.full or dims.get(output) != 0 or env[output].ndim != 2:
+        return "the output is not (batch, classes) past a linear-like module"
+    for node in plan.full:
+        bd = dims.get(node)
+        if bd is None:
+            return f"{_describe(node)} has no batch dim"
+        shifts = node.target in (torch.stack, "unsqueeze")  # a new dim may precede the batch dim
+        for a in node.all_input_nodes:
+            if a not in dims or (plan.kind.get(a) == DIRTY and dims[a] is None):
+                return f"{_describe(a)} has no batch dim"
+            aligned = dims[a] is None or dims[a] + env[node].ndim - env[a].ndim == bd
+            if not (aligned or shifts):
+                return f"{_describe(node)} moves the batch dim"
+        if node.target in (torch.cat, torch.sum, torch.mean, "sum", "mean"):
+            src = node if node.target is torch.cat else node.args[0]
+            dim = _dim_arg(node)
+            along = dim if isinstance(dim, (tuple, list)) else (dim,)
+            if any(int(q) % env[src].ndim == dims[src] for q in along):
+                return f"{_describe(node)} mixes samples"
+        if node.op == "call_module" and not is_batchwise(gm.get_submodule(node.target)):
+            return f"{_describe(node)} is not batch-wise"
     return None
 
 
