@@ -61,9 +61,7 @@ from polystep.evaluate.units import dedupe_slots, linear_weight
 from polystep.subspace.base import Subspace
 from polystep.subspace.segments import Segment
 
-CHUNK_ELEMENTS = int(
-    __import__("os").environ.get("CE", 2**18)
-)  # elements of the widest folded activation per chunk (cache-sized)
+CHUNK_ELEMENTS = 2**17  # elements of the widest activation of a chunk, all units (cache-sized)
 
 
 class NotCapturable(ValueError):
