@@ -113,6 +113,18 @@ class ModuleSNN(nn.Module):
         return self.count(self.lif2(self.fc2(self.lif1(self.fc1(x)))))
 
 
+class Skip(nn.Module):
+    """A residual around the middle Linear: touched units also reach the output directly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(12, 16), nn.Linear(16, 16), nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.floor(2 * torch.relu(self.a(x)))
+        return self.c(h + torch.floor(2 * torch.relu(self.b(h))))
+
+
 class Normalised(nn.Module):
     """Normalises across units between the Linears: the first one cannot be unit-sparse."""
 
@@ -139,7 +151,14 @@ class Branchy(nn.Module):
         return -h
 
 
-MODELS = {"snn2": SNN2, "snn3": SNN3, "relu": ReluMLP, "stair": StairMLP, "modules": ModuleSNN}
+MODELS = {
+    "snn2": SNN2,
+    "snn3": SNN3,
+    "relu": ReluMLP,
+    "stair": StairMLP,
+    "modules": ModuleSNN,
+    "skip": Skip,
+}
 SPACES = {
     "factored": lambda lay: FactoredSubspace.from_layout(lay, rank=4, seed=2, direct_max=64),
     "hybrid": lambda lay: HybridSubspace.from_layout(lay, rank=2, seed=2),
@@ -181,6 +200,29 @@ def test_user_models_agree_with_the_oracle_in_float64(name: str, space_name: str
     assert torch.allclose(got, ref, atol=1e-10, rtol=0)
     vmap = VmapEvaluator(model, loss_fn, space).evaluate(cands, batch)
     assert torch.allclose(got, vmap, atol=1e-10, rtol=0)
+    assert ev.pairs_dense > 0  # the rest of the net ran on changed (candidate, sample) pairs
+
+
+def test_a_loss_that_is_not_per_sample_runs_every_sample() -> None:
+    model, space, (x, _), cands = setup("snn3", "factored", torch.float64)
+    target = torch.randn(9, 5, dtype=torch.float64)
+
+    def loss_fn(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return ((out - t) ** 2).mean() + out.std()
+
+    ref = ReferenceEvaluator(model, loss_fn, space).evaluate(cands, (x, target))
+    ev = CapturedEvaluator(model, loss_fn, space, strict=True)
+    assert torch.allclose(ev.evaluate(cands, (x, target)), ref, atol=1e-10, rtol=0)
+    assert ev.pairs_dense == 0
+
+
+def test_candidates_that_change_no_spike_keep_the_incumbent_loss() -> None:
+    model, space, batch, _ = setup("snn2", "factored", torch.float64)
+    cands = candidates(space, 1e-12)
+    loss_fn = nn.CrossEntropyLoss()
+    ev = CapturedEvaluator(model, loss_fn, space, strict=True)
+    got = ev.evaluate(cands, batch)
+    assert torch.allclose(got, ev.loss(batch).double().expand_as(got), atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

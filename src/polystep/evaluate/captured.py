@@ -252,10 +252,19 @@ class Plan:
     checked: set[tuple[int, ...]] = field(default_factory=set)  # input shapes validated
     pairs: dict[tuple[int, ...], bool] = field(default_factory=dict)  # per input shape
 
-    @property
+    @functools.cached_property
     def boundary(self) -> list[fx.Node]:
         """Linear-like calls on the touched units: where every unit starts to change."""
-        return [n for n in self.full if n.op == "call_module" and n.args[0] not in self.full]
+        return [n for n in self.dirty if n in self.full and n.op == "call_module" and (
+            n.args[0] not in self.full
+        )]  # fmt: skip
+
+    @functools.cached_property
+    def mixed(self) -> list[fx.Node]:
+        """Touched-unit nodes read directly by a node where every unit changes (a skip)."""
+        inner, boundary = set(self.dirty) - self.full, set(self.boundary)
+        reads = {a for n in self.full if n not in boundary for a in n.all_input_nodes}
+        return [n for n in self.dirty if n in inner and n in reads]
 
 
 def _describe(node: fx.Node) -> str:
@@ -482,6 +491,10 @@ class _Chunk:
             diff = (new - old).unflatten(-1, (n, -1))  # (B, G, *R, n, k)
             changed |= diff.reshape(batch, -1, n, diff.shape[-1]).ne(0).any(3).any(1).T
             diffs.append(diff)
+        for node in self.plan.mixed:  # a skip around the boundary changes samples too
+            old = _gather(self.env[node], self.index(None), self.env[node].shape[-1])
+            moved = (self.vals[node] - old).movedim(dims[node], 0)
+            changed |= moved.reshape(batch, -1, n, self.units.shape[1]).ne(0).any(3).any(1).T
         self.pair = torch.nonzero(changed.flatten()).flatten()
         self.c, self.b = self.pair // batch, self.pair % batch
         m = len(self.pair)
@@ -789,6 +802,8 @@ def _pairs_problem(
             return f"{_describe(node)} has no batch dim"
         shifts = node.target in (torch.stack, "unsqueeze")  # a new dim may precede the batch dim
         for a in node.all_input_nodes:
+            if not isinstance(env[a], torch.Tensor):
+                continue
             if a not in dims or (plan.kind.get(a) == DIRTY and dims[a] is None):
                 return f"{_describe(a)} has no batch dim"
             aligned = dims[a] is None or dims[a] + env[node].ndim - env[a].ndim == bd
