@@ -14,7 +14,8 @@ from torch import nn
 
 from polystep.evaluate.base import Evaluator, LossFn, evaluation_mode, per_candidate_loss
 from polystep.evaluate.batched import VmapEvaluator
-from polystep.evaluate.captured import CapturedEvaluator, NotCapturable
+from polystep.evaluate.captured import CapturedEvaluator
+from polystep.evaluate.graph import NotCapturable
 from polystep.evaluate.layered import FallbackError, LayeredEvaluator, NotLayerable
 from polystep.evaluate.reference import ReferenceEvaluator
 from polystep.subspace.base import Subspace
