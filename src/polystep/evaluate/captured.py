@@ -61,7 +61,7 @@ from polystep.evaluate.units import dedupe_slots, linear_weight
 from polystep.subspace.base import Subspace
 from polystep.subspace.segments import Segment
 
-CHUNK_ELEMENTS = 2**17  # elements of the widest activation of a chunk, all units (cache-sized)
+CHUNK_ELEMENTS = 2**16  # elements of the widest activation of a chunk, all units (cache-sized)
 
 
 def _first_slots(units: torch.Tensor) -> torch.Tensor:
@@ -183,14 +183,15 @@ class _Chunk:
         diffs = []
         for key, nodes in groups.items():
             bd = key[1]
-            if key not in cache:  # incumbent inputs and outputs, batch first: (B, G, *R, d)
-                old = torch.stack([self.env[x.args[0]] for x in nodes]).movedim(bd + 1, 0)
-                out = torch.stack([self.env[x].movedim(bd, 0) for x in nodes])  # (G, B, *R, o)
+            if key not in cache:  # incumbent inputs and outputs, batch second: (G, B, *R, d)
+                old = torch.stack([self.env[x.args[0]].movedim(bd, 0) for x in nodes])
+                out = torch.stack([self.env[x].movedim(bd, 0) for x in nodes])
                 cache[key] = (old, out)
             old = _gather(cache[key][0], self.index(None), key[2][-1])
-            new = torch.stack([self.vals[x.args[0]] for x in nodes]).movedim(bd + 1, 0)
-            diff = (new - old).unflatten(-1, (n, -1))  # (B, G, *R, n, k)
-            changed |= diff.reshape(batch, -1, n, diff.shape[-1]).ne(0).any(3).any(1).T
+            new = torch.stack([self.vals[x.args[0]].movedim(bd, 0) for x in nodes])
+            diff = (new - old).unflatten(-1, (n, -1)).movedim(-2, 2)  # (G, B, n, *R, k)
+            hit = diff.ne(0).flatten(3).any(3).any(0)  # (B, n)
+            changed |= hit.T
             diffs.append(diff)
         for node in self.plan.mixed:  # a skip around the boundary changes samples too
             old = _gather(self.env[node], self.index(None), self.env[node].shape[-1])
@@ -200,8 +201,7 @@ class _Chunk:
         self.c, self.b = self.pair // batch, self.pair % batch
         m = len(self.pair)
         for (key, nodes), diff in zip(groups.items(), diffs, strict=True):
-            d = diff.movedim(-2, 0)  # (n, B, G, *R, k)
-            d = d.reshape(-1, *d.shape[2:]).index_select(0, self.pair).transpose(0, 1)
+            d = diff[:, self.b, self.c]  # (G, m, *R, k)
             w = linear_weight(self.gm.get_submodule(key[0])).T.to(d)[self.units]
             w = w.index_select(0, self.c)  # (m, k, d_out): each pair's units' columns
             w = w.reshape(m, *[1] * (d.ndim - 3), *w.shape[1:])
