@@ -15,6 +15,7 @@ alternating, ``--repeats`` times, one thread, in this one process. Prints one JS
 candidates/s of each side per repeat, the evaluator each got, and the ratio of the medians.
 
     python benchmarks/user_models.py                 # ~1 min on a loaded 2-core CPU
+    python benchmarks/user_models.py --report results/user_models/*.jsonl   # markdown table
 """
 
 from __future__ import annotations
@@ -87,13 +88,31 @@ def timed(fn, min_time: float) -> float:
             return (time.perf_counter() - start) / calls
 
 
+def report(paths: list[str]) -> int:
+    """A markdown table of the records in ``paths`` (one JSON line each)."""
+    print("| record | user class got | SpikingMLP cand/s | user class cand/s | ratio |")
+    print("|---|---|---:|---:|---:|")
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line)
+            got = r["user_snn_evaluator"].split(" ")[0]
+            mlp = statistics.median(r["spiking_mlp_candidates_per_s"])
+            user = statistics.median(r["user_snn_candidates_per_s"])
+            ratio = r["ratio_user_to_spiking_mlp"]
+            print(f"| `{Path(path).name}` | {got} | {mlp:,.0f} | {user:,.0f} | {ratio} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--num-steps", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--min-time", type=float, default=2.0, help="seconds per measurement")
+    parser.add_argument("--report", nargs="+", metavar="JSONL", help="print records as a table")
     args = parser.parse_args(argv)
+    if args.report:
+        return report(args.report)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     reference = SpikingMLP((784, 128, 10), num_steps=args.num_steps)

@@ -52,6 +52,24 @@ class SNN2(nn.Module):
         return count
 
 
+class FloatSNN(SNN2):
+    """As users often write it: ``(v >= θ).float()`` (float32 models only)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v1 = torch.zeros(x.shape[0], self.fc1.out_features)
+        v2 = torch.zeros(x.shape[0], self.fc2.out_features)
+        count = torch.zeros(x.shape[0], self.fc2.out_features)
+        for _ in range(T):
+            v1 = 0.9 * v1 + self.fc1(x)
+            s1 = (v1 >= 1.0).float()
+            v1 = v1 * (1.0 - s1)
+            v2 = 0.9 * v2 + self.fc2(s1)
+            s2 = (v2 >= 1.0).float()
+            v2 = v2 * (1.0 - s2)
+            count = count + s2
+        return count
+
+
 class SNN3(nn.Module):
     """Three Linears; membranes reset by subtraction, spikes recorded and summed at the end."""
 
@@ -179,7 +197,7 @@ def candidates(space, radius: float, keep: int = 160) -> BlockCandidates:
 
 def setup(name: str, space_name: str, dtype: torch.dtype):
     torch.manual_seed(0)
-    model = MODELS[name]().to(dtype)
+    model = {**MODELS, "float_snn": FloatSNN}[name]().to(dtype)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3.0)  # spikes occur, staircases move
@@ -225,7 +243,7 @@ def test_candidates_that_change_no_spike_keep_the_incumbent_loss() -> None:
     assert torch.allclose(got, ev.loss(batch).double().expand_as(got), atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", [*sorted(MODELS), "float_snn"])
 def test_user_models_agree_in_float32_within_rounding(name: str) -> None:
     """Hard thresholds may flip where the rank-k update rounds differently from the full
     product; such candidates must be rare (they are printed)."""
