@@ -308,6 +308,10 @@ class CapturedEvaluator(Evaluator):
 
     def evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
         inputs, targets = batch
+        if not isinstance(inputs, torch.Tensor):
+            for name in list(self.plans):
+                self._refuse(name, f"inputs are a {type(inputs).__name__}, not a tensor")
+            return self._vmap_losses(candidates, torch.arange(len(candidates)), batch)
         device = candidates.block.device
         losses = torch.empty(len(candidates), dtype=torch.float64, device=device)
         shared: dict = {}
