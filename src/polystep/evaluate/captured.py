@@ -23,6 +23,7 @@ Parameters the analysis refuses (its reason names the node) go to the vmap evalu
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -70,6 +71,13 @@ def _first_slots(units: torch.Tensor) -> torch.Tensor:
     same = units[:, :, None] == units[:, None, :]
     earlier = torch.ones(k, k, dtype=torch.bool, device=units.device).tril(-1)
     return ~(same & earlier).any(dim=2)
+
+
+def _map_args(node: fx.Node, fn: Callable[[Any], Any]) -> tuple[tuple, dict]:
+    """``node``'s args and kwargs with ``fn`` applied to every leaf (flat args: no recursion)."""
+    if not node.kwargs and not any(isinstance(a, (tuple, list, dict)) for a in node.args):
+        return tuple(fn(a) for a in node.args), {}
+    return fx.node.map_aggregate(node.args, fn), fx.node.map_aggregate(node.kwargs, fn)
 
 
 def _gather(t: Any, idx: torch.Tensor, d: int) -> Any:
@@ -133,8 +141,7 @@ class _Chunk:
         """The user's op, unchanged, on folded operands (clean ones gathered to the columns)."""
         full = node in self.plan.full
         d = self.env[node].shape[-1]
-        args = fx.node.map_aggregate(node.args, lambda a: self.operand(a, full, d))
-        kwargs = fx.node.map_aggregate(node.kwargs, lambda a: self.operand(a, full, d))
+        args, kwargs = _map_args(node, lambda a: self.operand(a, full, d))
         if node.op == "call_function":
             self.vals[node] = node.target(*args, **kwargs)
         else:
@@ -227,8 +234,7 @@ class _Chunk:
 
     def run_pairs(self, node: fx.Node, dims: dict[fx.Node, int | None]) -> None:
         """``node`` on the rows of the pairs (its batch dim holds them)."""
-        args = fx.node.map_aggregate(node.args, lambda a: self.pair_operand(a, dims))
-        kwargs = fx.node.map_aggregate(node.kwargs, lambda a: self.pair_operand(a, dims))
+        args, kwargs = _map_args(node, lambda a: self.pair_operand(a, dims))
         if node.op == "call_module":
             self.vals[node] = self.gm.get_submodule(node.target)(*args, **kwargs)
         elif node.op == "call_function":
@@ -283,15 +289,6 @@ class CapturedEvaluator(Evaluator):
         if refused:
             name, why = next(iter(refused.items()))
             self._fall_back(f"{len(refused)} of {len(names)} parameters run on vmap: {why}")
-
-    @classmethod
-    def supports(cls, model: nn.Module, subspace: Subspace) -> str | None:
-        """None when the captured path serves every parameter of ``model``, else why not."""
-        try:
-            cls(model, lambda o, t: o.sum(), subspace, strict=True)
-        except (NotCapturable, FallbackError) as exc:
-            return str(exc)
-        return None
 
     def _fall_back(self, reason: str) -> None:
         """Announce (once) that some candidates take the vmap path; an error when strict."""
