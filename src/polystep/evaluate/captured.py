@@ -88,6 +88,57 @@ def _gather(t: Any, idx: torch.Tensor, d: int) -> Any:
     return t.index_select(-1, idx)
 
 
+Step = Callable[["_Chunk"], None]
+
+
+def compile_steps(plan: Plan, phase: str) -> list[Step]:
+    """The nodes of one phase of ``plan`` as calls with their operands resolved once:
+    ``"units"`` (the touched units, sources excluded), ``"folded"`` (every unit, every
+    sample) or ``"pairs"`` (every unit, the changed pairs; boundaries excluded)."""
+    *body, _ = plan.dirty
+    sources, boundary = set(plan.sources), set(plan.boundary)
+    if phase == "units":
+        nodes = [n for n in body if n not in plan.full and n not in sources]
+    else:
+        nodes = [n for n in body if n in plan.full and (phase == "folded" or n not in boundary)]
+    return [_compile(plan, node, phase) for node in nodes]
+
+
+def _compile(plan: Plan, node: fx.Node, phase: str) -> Step:
+    flat = not node.kwargs and not any(isinstance(a, (tuple, list, dict)) for a in node.args)
+    if node.op == "call_module" or not flat:  # the general path
+        if phase == "pairs":
+            return lambda st: st.run_pairs(node, st.dims)
+        return lambda st: st.run(node)
+    full = node in plan.full
+    getters = [_getter(plan, a, phase, full) for a in node.args]
+    fn = node.target if node.op == "call_function" else getattr(torch.Tensor, node.target)
+
+    def step(st: _Chunk) -> None:
+        st.vals[node] = fn(*[get(st, node) for get in getters])
+
+    return step
+
+
+def _getter(plan: Plan, a: Any, phase: str, full: bool) -> Callable[[Any, fx.Node], Any]:
+    """How ``step`` reads operand ``a`` of a node in ``phase``."""
+    if not isinstance(a, fx.Node):
+        return lambda st, node: a
+    if plan.kind.get(a) == DIRTY:
+        if phase == "pairs" and a not in plan.full:
+            return lambda st, node: st.to_pairs(st.widen(a), st.dims[a])
+        if full and a not in plan.full:
+            return lambda st, node: st.widen(a)
+        return lambda st, node: st.vals[a]
+    if phase == "pairs":
+        return lambda st, node: st.clean_rows(a)
+    if full:
+        return lambda st, node: _gather(
+            st.env[a], st.index(st.env[node].shape[-1]), st.env[node].shape[-1]
+        )
+    return lambda st, node: _gather(st.env[a], st.flat_units, st.env[node].shape[-1])
+
+
 class _Chunk:
     """Folded values of the dirty nodes of ``plan`` for ``n`` candidates.
 
@@ -102,7 +153,9 @@ class _Chunk:
     ) -> None:
         self.gm, self.plan, self.env, self.units = gm, plan, env, units
         self.n = int(units.shape[0])
+        self.flat_units = units.flatten()
         self.vals: dict[fx.Node, torch.Tensor] = {}
+        self.dims: dict[fx.Node, int | None] = {}
 
     def index(self, d: int | None) -> torch.Tensor:
         """Folded column -> unit: the touched units (None), or all ``d`` of each candidate."""
@@ -180,11 +233,14 @@ class _Chunk:
         """The pairs ``(c, b)`` where some boundary's input changed (``self.c``, ``self.b``),
         and every boundary's output rows for them: the boundaries of one module on inputs of
         one shape (a time loop) are stacked and updated at once."""
-        groups: dict[tuple, list[fx.Node]] = {}
-        for node in self.plan.boundary:
-            src = node.args[0]
-            key = (node.target, dims[src], tuple(self.env[src].shape), tuple(self.env[node].shape))
-            groups.setdefault(key, []).append(node)
+        if "groups" not in cache:
+            groups: dict[tuple, list[fx.Node]] = {}
+            for node in self.plan.boundary:
+                src = node.args[0]
+                shapes = tuple(self.env[src].shape), tuple(self.env[node].shape)
+                groups.setdefault((node.target, dims[src], *shapes), []).append(node)
+            cache["groups"] = groups
+        groups = cache["groups"]
         n = self.n
         changed = torch.zeros(n, batch, dtype=torch.bool, device=self.units.device)
         diffs = []
@@ -196,10 +252,10 @@ class _Chunk:
                 cache[key] = (old, out)
             old = _gather(cache[key][0], self.index(None), key[2][-1])
             new = torch.stack([self.vals[x.args[0]].movedim(bd, 0) for x in nodes])
-            diff = (new - old).unflatten(-1, (n, -1)).movedim(-2, 2)  # (G, B, n, *R, k)
-            hit = diff.ne(0).flatten(3).any(3).any(0)  # (B, n)
+            diff = (new - old).unflatten(-1, (n, -1))  # (G, B, *R, n, k)
+            hit = diff.ne(0).any(dim=(0, *range(2, diff.ndim - 2), diff.ndim - 1))  # (B, n)
             changed |= hit.T
-            diffs.append(diff)
+            diffs.append(diff.movedim(-2, 2))  # (G, B, n, *R, k)
         for node in self.plan.mixed:  # a skip around the boundary changes samples too
             old = _gather(self.env[node], self.index(None), self.env[node].shape[-1])
             moved = (self.vals[node] - old).movedim(dims[node], 0)
@@ -222,6 +278,11 @@ class _Chunk:
         rows = moved.reshape(-1, *moved.shape[2:]).index_select(0, self.pair)
         return rows.movedim(0, bd)
 
+    def clean_rows(self, a: fx.Node) -> Any:
+        """A clean operand on the rows of the pairs (as is without a batch dim)."""
+        value, bd = self.env[a], self.dims.get(a)
+        return value if bd is None else value.index_select(bd, self.b)
+
     def pair_operand(self, a: Any, dims: dict[fx.Node, int | None]) -> Any:
         if not isinstance(a, fx.Node):
             return a
@@ -229,8 +290,7 @@ class _Chunk:
             if a in self.plan.full:
                 return self.vals[a]
             return self.to_pairs(self.widen(a), dims[a])
-        value, bd = self.env[a], dims.get(a)
-        return value if bd is None else value.index_select(bd, self.b)
+        return self.clean_rows(a)
 
     def run_pairs(self, node: fx.Node, dims: dict[fx.Node, int | None]) -> None:
         """``node`` on the rows of the pairs (its batch dim holds them)."""
@@ -284,6 +344,7 @@ class CapturedEvaluator(Evaluator):
         self._checked: set[tuple[int, ...]] = set()
         self._dims: dict[tuple[int, ...], dict[fx.Node, int | None]] = {}
         self._output = next(n for n in self.graph.graph.nodes if n.op == "output")
+        self._compiled: dict[tuple[str, str], list[Step]] = {}
         self.pairs_run = 0  # (candidate, sample) pairs run past the touched units ...
         self.pairs_dense = 0  # ... out of this many
         if refused:
@@ -384,6 +445,12 @@ class CapturedEvaluator(Evaluator):
             widest = max(widest, value.numel() if full else value.numel() // value.shape[-1] * k)
         return widest
 
+    def _steps(self, plan: Plan, phase: str) -> list[Step]:
+        key = (plan.module, phase)
+        if key not in self._compiled:
+            self._compiled[key] = compile_steps(plan, phase)
+        return self._compiled[key]
+
     def _chunk_losses(
         self, plan: Plan, seg: Segment, s: int, candidates: BlockCandidates, rows: torch.Tensor,
         env: dict[fx.Node, Any], targets: Any, unit_sparse: bool, shared: dict,
@@ -412,22 +479,20 @@ class CapturedEvaluator(Evaluator):
                     by_input[x_node] = _dense_change(module, local, seg, coords, x, env[src])
             units, changes[src] = by_input[x_node]
         state = _Chunk(self.graph, plan, env, units)
-        *body, output = plan.dirty
+        state.dims = dims
+        output = plan.dirty[-1]
         done: dict[fx.Node, fx.Node] = {}  # a source per input: equal inputs, equal outputs
-        for node in body:  # the touched units first: nothing there depends on a full node
-            if node in changes:
-                twin = done.setdefault(node.args[0], node)
-                if twin is node:
-                    state.source(node, changes[node])
-                state.vals[node] = state.vals[twin]
-            elif node not in plan.full:
-                state.run(node)
+        for node in plan.sources:
+            twin = done.setdefault(node.args[0], node)
+            if twin is node:
+                state.source(node, changes[node])
+            state.vals[node] = state.vals[twin]
+        for step in self._steps(plan, "units"):  # nothing here depends on a full node
+            step(state)
         if base_losses is not None and plan.full:  # the rest on the changed pairs only
             state.find_pairs(dims, len(base_losses), shared.setdefault(("pairs", s), {}))
-            boundary = set(plan.boundary)
-            for node in body:
-                if node in plan.full and node not in boundary:
-                    state.run_pairs(node, dims)
+            for step in self._steps(plan, "pairs"):
+                step(state)
             out = state.vals[output.args[0]]
             moved = per_sample_cross_entropy(out, targets.index_select(0, state.b))
             total = torch.zeros(state.n, dtype=torch.float64, device=out.device)
@@ -435,9 +500,8 @@ class CapturedEvaluator(Evaluator):
             self.pairs_run += len(state.pair)
             self.pairs_dense += state.n * len(base_losses)
             return (total + base_losses.double().sum()) / len(base_losses)
-        for node in body:
-            if node in plan.full:
-                state.run(node)
+        for step in self._steps(plan, "folded"):
+            step(state)
         return per_candidate_loss(self.loss_fn, state.outputs(output), targets).double()
 
 
