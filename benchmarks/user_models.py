@@ -12,7 +12,8 @@ training images (uniform noise where ``../shared/data/mnist`` is absent) by:
 * ``user_snn``: ``evaluator="auto"`` on the ``UserSNN`` (whatever path ``auto`` picks for it);
 
 alternating, ``--repeats`` times, one thread, in this one process. Prints one JSON line: the
-candidates/s of each side per repeat, the evaluator each got, and the ratio of the medians.
+candidates/s of each side per repeat (per wall second and per CPU second of this thread), the
+evaluator each got, the ratios of the medians and the load average.
 
     python benchmarks/user_models.py                 # ~1 min on a loaded 2-core CPU
     python benchmarks/user_models.py --report results/user_models/*.jsonl   # markdown table
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -77,21 +79,27 @@ def load_inputs(batch: int) -> tuple[torch.Tensor, torch.Tensor, str]:
     return x, torch.randint(0, 10, (batch,), generator=gen), "uniform noise"
 
 
-def timed(fn, min_time: float) -> float:
-    """Seconds per call of ``fn`` (after one warm-up call), repeated for at least ``min_time``."""
+def timed(fn, min_time: float) -> tuple[float, float]:
+    """Wall and CPU (this thread) seconds per call of ``fn`` (after one warm-up call),
+    repeated for at least ``min_time`` wall seconds. On a loaded machine the CPU time is the
+    steadier figure: waiting for a core does not count."""
     fn()
-    calls, start = 0, time.perf_counter()
+    calls, start, cpu = 0, time.perf_counter(), time.thread_time()
     while True:
         fn()
         calls += 1
         if time.perf_counter() - start >= min_time:
-            return (time.perf_counter() - start) / calls
+            wall = time.perf_counter() - start
+            return wall / calls, (time.thread_time() - cpu) / calls
 
 
 def report(paths: list[str]) -> int:
     """A markdown table of the records in ``paths`` (one JSON line each)."""
-    print("| record | user class got | SpikingMLP cand/s | user class cand/s | ratio |")
-    print("|---|---|---:|---:|---:|")
+    print(
+        "| record | user class got | SpikingMLP cand/s | user class cand/s | ratio (wall) "
+        "| ratio (CPU time) | load |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
     for path in paths:
         for line in Path(path).read_text().splitlines():
             r = json.loads(line)
@@ -99,7 +107,9 @@ def report(paths: list[str]) -> int:
             mlp = statistics.median(r["spiking_mlp_candidates_per_s"])
             user = statistics.median(r["user_snn_candidates_per_s"])
             ratio = r["ratio_user_to_spiking_mlp"]
-            print(f"| `{Path(path).name}` | {got} | {mlp:,.0f} | {user:,.0f} | {ratio} |")
+            cpu, load = r.get("ratio_cpu_time", "-"), r.get("load_average_1min", "-")
+            row = f"| `{Path(path).name}` | {got} | {mlp:,.0f} | {user:,.0f} | {ratio} | {cpu} "
+            print(row + f"| {load} |")
     return 0
 
 
@@ -145,13 +155,15 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("always")
             ev = make_evaluator("auto", model, loss_fn, space)
         notes = [str(w.message) for w in caught]
-        sides[name] = {"ev": ev, "cands": cands, "notes": notes, "per_s": []}
+        sides[name] = {"ev": ev, "cands": cands, "notes": notes, "per_s": [], "per_cpu_s": []}
     for _ in range(args.repeats):
         for side in sides.values():
             ev, cands = side["ev"], side["cands"]
-            seconds = timed(lambda ev=ev, c=cands: ev.evaluate(c, (x, y)), args.min_time)
-            side["per_s"].append(round(len(cands) / seconds, 1))
+            wall, cpu = timed(lambda ev=ev, c=cands: ev.evaluate(c, (x, y)), args.min_time)
+            side["per_s"].append(round(len(cands) / wall, 1))
+            side["per_cpu_s"].append(round(len(cands) / cpu, 1))
     median = {k: statistics.median(v["per_s"]) for k, v in sides.items()}
+    median_cpu = {k: statistics.median(v["per_cpu_s"]) for k, v in sides.items()}
     record = {
         "task": f"hard-LIF SNN 784-128-10, T={args.num_steps}, user nn.Module vs SpikingMLP",
         "inputs": source,
@@ -166,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in sides.items()
         },
         **{f"{k}_candidates_per_s": v["per_s"] for k, v in sides.items()},
+        **{f"{k}_candidates_per_cpu_s": v["per_cpu_s"] for k, v in sides.items()},
         "ratio_user_to_spiking_mlp": round(median["user_snn"] / median["spiking_mlp"], 3),
+        "ratio_cpu_time": round(median_cpu["user_snn"] / median_cpu["spiking_mlp"], 3),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
     }
