@@ -121,11 +121,7 @@ def _last_dim_literal(node: fx.Node) -> bool:
 
 def _dim_problem(node: fx.Node, value: torch.Tensor, env: dict[fx.Node, Any]) -> str | None:
     """Why ``node`` (see :func:`_along_dim`) touches the unit dim, or None."""
-    dim = (
-        node.args[1]
-        if len(node.args) > 1
-        else node.kwargs.get("dim", _DIM_FUNCTIONS.get(node.target))
-    )
+    dim = _dim_arg(node)
     if dim is None or isinstance(dim, fx.Node):
         return f"{_describe(node)} reduces over every dim, the unit dim included"
     reduces = node.target in (torch.sum, torch.mean, "sum", "mean")
