@@ -8,6 +8,7 @@ from torch import nn
 
 from polystep.blocks import BlockCandidates, propose_blocks
 from polystep.evaluate import (
+    CapturedEvaluator,
     LayeredEvaluator,
     ReferenceEvaluator,
     VmapEvaluator,
@@ -82,7 +83,7 @@ def test_evaluators_agree_with_reference(model_name: str, space_name: str) -> No
         assert getattr(ev, "fallback_reason", None) is None
 
 
-def test_auto_prefers_layered_then_vmap() -> None:
+def test_auto_prefers_layered_then_captured() -> None:
     model = nn.Sequential(nn.Linear(3, 2))
     space = FullSpace.from_layout(ParamLayout.from_module(model))
     assert isinstance(make_evaluator("auto", model, nn.MSELoss(), space), LayeredEvaluator)
@@ -97,8 +98,9 @@ def test_auto_prefers_layered_then_vmap() -> None:
 
     wrapped = Wrapped()
     space = FullSpace.from_layout(ParamLayout.from_module(wrapped))
-    with pytest.warns(UserWarning, match="not an nn.Sequential"):
-        assert isinstance(make_evaluator("auto", wrapped, nn.MSELoss(), space), VmapEvaluator)
+    with pytest.warns(UserWarning, match="captured.*not an nn.Sequential"):
+        ev = make_evaluator("auto", wrapped, nn.MSELoss(), space)
+        assert isinstance(ev, CapturedEvaluator)
     with pytest.raises(ValueError, match="evaluator"):
         make_evaluator("fast", wrapped, nn.MSELoss(), space)
 
