@@ -399,11 +399,12 @@ def test_a_graph_that_differs_from_the_model_falls_back_on_first_use() -> None:
 
 
 def test_optimizer_step_on_a_user_class_matches_the_reference_evaluator() -> None:
-    """Same seed, same batch: the auto (captured) path and the oracle take the same step."""
+    """Same seed, same batch: the auto (captured) path, the captured path asked for by name and
+    the oracle take the same step."""
     torch.manual_seed(0)
     x, y = torch.randn(16, 12, dtype=torch.float64), torch.randint(0, 5, (16,))
     states = []
-    for kind in ("auto", "reference"):
+    for kind in ("auto", "captured", "reference"):
         torch.manual_seed(1)
         model = SNN2().double()
         with torch.no_grad():
@@ -413,7 +414,8 @@ def test_optimizer_step_on_a_user_class_matches_the_reference_evaluator() -> Non
         with pytest.warns(UserWarning) if kind == "auto" else _nothing():
             opt.step_batch(x, y, loss_fn=nn.CrossEntropyLoss())
         states.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    assert torch.allclose(states[0], states[1], atol=1e-9, rtol=0)
+    assert torch.allclose(states[0], states[2], atol=1e-9, rtol=0)
+    assert torch.equal(states[0], states[1])
     assert not torch.equal(states[0], torch.cat([p.flatten() for p in SNN2().parameters()]))
 
 

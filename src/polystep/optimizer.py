@@ -8,7 +8,7 @@ it draws block candidates, scores them, and moves every block at once; the move
 Two ways to supply losses:
 
 * ``step_batch(inputs, targets, loss_fn)``: the fast path. Candidates are scored by an evaluator
-  (layered, vmap or reference, chosen by ``evaluator=``) on this one batch.
+  (layered, captured, vmap or reference, chosen by ``evaluator=``) on this one batch.
 * ``step(closure)``: the ``torch.optim`` way, for anything else. Contract: ``closure()`` takes no
   argument, runs the model AS IT CURRENTLY IS on the SAME data every time it is called within one
   ``step`` (common random numbers), and returns its loss as a float or a 0-d tensor. It must not
@@ -35,7 +35,7 @@ from torch import nn
 from polystep.blocks import BlockCandidates, num_blocks
 from polystep.engine import Engine, EngineState, shaping
 from polystep.epsilon import Constant, Schedule, from_state, scaled
-from polystep.evaluate import Evaluator, make_evaluator
+from polystep.evaluate import EVALUATORS, Evaluator, make_evaluator
 from polystep.evaluate.base import LossFn, local_coords, segment_groups
 from polystep.geometry import num_vertices
 from polystep.parts import shape_rows
@@ -71,8 +71,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Generic non-differentiable nets (ReLU, staircase, argmax routing). A factored space
     # redrawn every step gives each hidden unit a fresh random direction per step; "row"
     # scaling makes every particle move about step_radius whatever its layer's sensitivity.
-    # Chosen on digits VALIDATION accuracy with benchmarks/tune_presets.py
-    # (results/preset_tuning.json); the hybrid space it replaced fit only ~6 steps in 40k passes.
+    # Chosen on digits VALIDATION accuracy with the earlier tune_presets.py (in git history;
+    # benchmarks/tune.py is the one protocol now; results/preset_tuning.json); the hybrid
+    # space it replaced fit only ~6 steps in 40k passes.
     "default": {
         "epsilon": 0.03,
         "step_radius": 0.3,
@@ -290,8 +291,9 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             ``"row"`` (each particle's costs divided by their own mean spread). By default
             it is the preset's when epsilon is the preset's, and None when you pass epsilon:
             an explicit epsilon is a temperature in loss units, as in the paper's package.
-        evaluator: ``"auto"`` (layered where the model allows, else vmap), ``"layered"``,
-            ``"vmap"`` or ``"reference"``; used by :meth:`step_batch`.
+        evaluator: ``"auto"`` (layered where the model is a layer chain, else captured where
+            its forward can be captured, else vmap), ``"layered"``, ``"captured"``, ``"vmap"``
+            or ``"reference"``; used by :meth:`step_batch`.
         chunk_size: candidates per evaluator call (None: sized to memory).
         seed: seed of the rotations (and of the subspace when it has none).
 
@@ -346,9 +348,9 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
-        if evaluator not in ("auto", "layered", "vmap", "reference"):
+        if evaluator != "auto" and evaluator not in EVALUATORS:
             raise ValueError(
-                f"evaluator must be 'auto', 'layered', 'vmap' or 'reference', got {evaluator!r}"
+                f"evaluator must be 'auto' or one of {sorted(EVALUATORS)}, got {evaluator!r}"
             )
         cfg = PRESETS[preset]
         if isinstance(scale_cost, str) and scale_cost == "preset":
