@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from polystep.baselines import Budget, ModuleObjective, accuracy, make_baseline, train_adam
+from polystep.baselines import Budget, ModuleObjective, accuracy, make_baseline
 from polystep.data import load_digits_splits, make_loaders
 from polystep.nn import mlp, smooth_twin, spiking_mlp
+from polystep.training import TrainConfig, TrainState, train
 
 GRIDS: dict[str, list[dict]] = {
     "openai_es": [
@@ -61,11 +62,17 @@ def run_one(model_name: str, method: str, config: dict, budget_evals: int, eval_
     if method == "adam":
         twin = smooth_twin(model)
 
-        def on_step(record: dict, m: nn.Module) -> None:
-            if int(record["evaluations"]) % max(eval_every // 50, 1) == 0:
-                curve.append((int(record["evaluations"]), accuracy(m, loaders.val)))
+        class Curve:
+            def on_step_end(self, state: TrainState, metrics: dict) -> None:
+                if metrics["evaluations"] % max(eval_every // 50, 1) == 0:
+                    curve.append((metrics["evaluations"], accuracy(twin, loaders.val)))
 
-        train_adam(twin, loaders.train, loss, budget, lr=config["lr"], callback=on_step)
+        adam = torch.optim.Adam(twin.parameters(), lr=config["lr"])
+        cfg = TrainConfig(
+            epochs=None, max_evaluations=budget_evals, restore_best=False, callbacks=[Curve()],
+            progress=False,
+        )  # fmt: skip
+        budget.charge(train(twin, loaders.train, loss, adam, cfg)[-1]["evaluations"])
     else:
         objective = ModuleObjective(model, loss, loaders.train)
         opt = make_baseline(method, objective.dim, x0=objective.x0, seed=0, **config)

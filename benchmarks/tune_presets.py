@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from polystep.bench.deadline import StepBudget
 from polystep.bench.methods import run_polystep
 from polystep.bench.runner import machine_info
 from polystep.bench.selection import Selector
@@ -69,14 +68,14 @@ def run_config(
     model = task.model(splits.num_features, splits.num_classes, scale)
     loaders = make_loaders(splits, task.scales[scale].batch_size, seed=TUNE_SEED, fast=True)
     selector = Selector(loaders.val, eval_every=max(1, budget_fwd // 20))
-    budget = StepBudget(budget_fwd, None, clock=time.perf_counter)
     started = time.perf_counter()
     PRESETS["_tuning"] = {**PRESETS[base], **overrides}
     try:
-        result = run_polystep(task, model, loaders, budget, selector, TUNE_SEED)
+        result = run_polystep(
+            task, model, loaders, selector, TUNE_SEED, max_evaluations=budget_fwd, max_seconds=None
+        )
     finally:
         del PRESETS["_tuning"]
-    selector.observe(model, budget.evaluations, budget.steps, force=True)
     return {
         "task": task_name,
         "scale": scale,

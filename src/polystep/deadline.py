@@ -62,7 +62,9 @@ class StepBudget:
             or not isinstance(max_evaluations, int)
             or max_evaluations < 0
         ):
-            raise ValueError(f"max_evaluations must be None or an int >= 0, got {max_evaluations!r}")
+            raise ValueError(
+                f"max_evaluations must be None or an int >= 0, got {max_evaluations!r}"
+            )
         if max_seconds is not None and (
             isinstance(max_seconds, bool)
             or not isinstance(max_seconds, int | float)

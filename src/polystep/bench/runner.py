@@ -25,7 +25,6 @@ from polystep import __version__
 from polystep.baselines import NN_PRESETS
 from polystep.bench import methods
 from polystep.bench.codeversion import code_version
-from polystep.bench.deadline import StepBudget
 from polystep.bench.outdir import config_mismatch, refuse_stale
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TaskSpec, data_label, load_task_data
@@ -123,23 +122,20 @@ def run_one(
         eval_every=max(1, budget_fwd // EVAL_POINTS),
         eval_every_seconds=None if budget_seconds is None else budget_seconds / EVAL_POINTS,
     )
-    budget = StepBudget(
-        budget_fwd, budget_seconds, clock=lambda: time.perf_counter() - selector.eval_seconds
-    )
+    limits = {"max_evaluations": budget_fwd, "max_seconds": budget_seconds}
     started = time.perf_counter()
     if method == "polystep":
-        extra = methods.run_polystep(task, model, loaders, budget, selector, seed)
+        extra = methods.run_polystep(task, model, loaders, selector, seed, **limits)
     elif method == "adam":
         twin = (
             task.model(splits.num_features, splits.num_classes, scale, surrogate=True)
             if task.has_twin
             else copy.deepcopy(model)
         ).to(device)
-        extra = methods.run_adam(model, twin, loaders, budget, selector)
+        extra = methods.run_adam(model, twin, loaders, selector, **limits)
     else:
-        extra = methods.run_vector_baseline(method, model, loaders, budget, selector, seed)
-    selector.observe(model, budget.evaluations, budget.steps, force=True)
-    seconds, budget_used = time.perf_counter() - started, budget.elapsed
+        extra = methods.run_vector_baseline(method, model, loaders, selector, seed, **limits)
+    seconds = time.perf_counter() - started
     figures = selector.finish(model, loaders.test)
     return {
         "task": task.name,
@@ -152,11 +148,11 @@ def run_one(
         "versions": {"polystep": __version__, "torch": torch.__version__},
         "code": code_version(),
         "machine": machine_info(),
-        "evaluations": budget.evaluations,
+        "evaluations": extra.pop("evaluations"),
         "wall_seconds": seconds,
         "train_seconds": selector.train_seconds,
-        "budget_seconds_used": budget_used,
-        "longest_step_seconds": budget.longest_step,
+        "budget_seconds_used": extra.pop("budget_seconds_used"),
+        "longest_step_seconds": extra.pop("longest_step_seconds"),
         **extra,
         **figures,
     }
