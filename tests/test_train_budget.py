@@ -93,6 +93,11 @@ def test_max_seconds_never_starts_a_step_it_cannot_finish(monkeypatch) -> None:
     assert NOW[0] >= 5.0 + 3 * 100.0  # three validations ran and cost no training seconds
 
 
+@pytest.mark.bad_input(
+    "train() given something that is not a torch optimizer, or one built for another model, "
+    "or a NaN loss under a gradient optimizer",
+    "ValueError naming optimizer; the NaN step is skipped and the weights are unchanged",
+)
 def test_gradient_optimizer_errors_and_nan_losses_never_reach_the_weights() -> None:
     net = model()
     loader = DataLoader(data(32, 0), batch_size=16)
@@ -168,3 +173,28 @@ def test_bench_runs_polystep_and_adam_through_train(method: str, monkeypatch) ->
         assert payload["evaluations"] == payload["steps"] == 1000
     else:
         assert payload["evaluations"] == payload["steps"] * payload["passes_per_step"]
+
+
+def test_max_evaluations_is_a_run_total_across_resume_and_old_checkpoints_still_load(tmp_path):
+    from polystep.checkpoint import load_checkpoint, save_checkpoint
+
+    net = model()
+    adam = torch.optim.Adam(net.parameters(), lr=1e-2)
+    loader = DataLoader(data(64, 0), batch_size=16)
+    path = tmp_path / "ckpt.pt"
+
+    def run(budget: int) -> dict:
+        config = TrainConfig(
+            epochs=None, max_evaluations=budget, checkpoint_path=path, resume=True, progress=False
+        )
+        return train(net, loader, nn.CrossEntropyLoss(), adam, config)[-1]
+
+    assert run(5)["evaluations"] == 5
+    assert run(9)["step"] == 9  # four more, not nine more
+    assert run(9)["step"] == 9  # a finished run takes no further step
+    # A checkpoint written before the loop counted forward passes: one per gradient step.
+    ckpt = load_checkpoint(path)
+    del ckpt["train"]["evaluations"]
+    save_checkpoint(path, ckpt)
+    last = run(10)
+    assert last["step"] == last["evaluations"] == 10
