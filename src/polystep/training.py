@@ -434,9 +434,8 @@ def train(
     stop = cfg.max_steps is not None and state.step >= cfg.max_steps
     evals0, losses = state.evaluations, []
     per_epoch = loader_length(loader)
-    total = cfg.epochs * per_epoch if per_epoch and cfg.epochs else None
-    if cfg.max_steps and (total or cfg.epochs is None):
-        total = min(total or cfg.max_steps, cfg.max_steps)
+    bounds = (cfg.max_steps, cfg.epochs * per_epoch if per_epoch and cfg.epochs else None)
+    total = min((n for n in bounds if n is not None), default=None)  # the bar's length
     if cfg.max_seconds is not None or cfg.max_evaluations is not None:
         total = None  # a budget ends the run; a step count would be a wrong bar length
     bar = None
