@@ -74,7 +74,7 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (None: at epoch ends).
         resume: a checkpoint to continue from (True: ``checkpoint_path`` if it exists).
         metrics_csv: write the metrics history here as CSV after every validation.
-        progress: show a tqdm bar with loss and candidate evaluations per second.
+        progress: show a tqdm bar with loss and forward passes per second.
     """
 
     epochs: int | None = 10
@@ -311,7 +311,9 @@ def resume_from(path: str | Path, model: nn.Module, optimizer: Any) -> TrainStat
         raise CheckpointError(
             f"{source} has no valid loop state (expected {sorted(TRAIN_STATE_KEYS)})"
         )
-    for key in ("step", "epoch", "batch_in_epoch"):
+    for key in ("step", "epoch", "batch_in_epoch", "evaluations"):
+        if key == "evaluations" and loop[key] is None:
+            continue
         if isinstance(loop[key], bool) or not isinstance(loop[key], int) or loop[key] < 0:
             raise CheckpointError(f"{source} has loop {key} {loop[key]!r}, expected an int >= 0")
     try:
