@@ -28,7 +28,6 @@ from torch import nn
 
 from polystep import PolyStepOptimizer, TrainConfig, train
 from polystep.baselines import accuracy
-from polystep.bench.methods import polystep_passes_per_step
 from polystep.bench.runner import machine_info
 from polystep.data import (
     Splits,
@@ -38,6 +37,7 @@ from polystep.data import (
     make_loaders,
 )
 from polystep.nn import mlp, spiking_mlp
+from polystep.training import forward_passes_per_step
 
 TRAIN_LIMIT = 20_000
 HIDDEN = 128
@@ -63,7 +63,7 @@ def run(dataset: str, model_name: str, seed: int, budget: int, args: argparse.Na
     model = build(splits.num_features, splits.num_classes)
     loaders = make_loaders(splits, args.batch_size, seed=seed, fast=True)
     optimizer = PolyStepOptimizer(model, preset=preset, seed=seed)
-    per_step = polystep_passes_per_step(optimizer)
+    per_step = forward_passes_per_step(optimizer)
     steps = budget // per_step
     if steps < 1:
         raise ValueError(f"budget {budget} is below one step ({per_step} forward passes)")

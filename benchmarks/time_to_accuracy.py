@@ -42,7 +42,7 @@ def run(name: str, seed: int, speedup: float) -> dict:
         torch.manual_seed(seed)
         model = mlp((64, 128, 10))
         optimizer = PolyStepOptimizer(model, preset="default", seed=seed)
-    config = TrainConfig(epochs=10**6, max_time=seconds, val_every=10, progress=False)
+    config = TrainConfig(epochs=10**6, max_seconds=seconds, val_every=10, progress=False)
     started = time.perf_counter()
     train(model, loaders.train, nn.CrossEntropyLoss(), optimizer, config, val_loader=loaders.val)
     elapsed = time.perf_counter() - started

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     initial = copy.deepcopy(model)
     loss_fn = nn.CrossEntropyLoss()
     optimizer = PolyStepOptimizer(model, preset="quantized", seed=args.seed)
-    config = TrainConfig(epochs=1000, max_time=args.seconds, val_every=10, progress=False)
+    config = TrainConfig(epochs=1000, max_seconds=args.seconds, val_every=10, progress=False)
     train(model, loaders.train, loss_fn, optimizer, config, val_loader=loaders.val)
     polystep_test = evaluate_loader(model, loaders.test, loss_fn)["accuracy"]
     ste = adam_ste(initial, loaders, args.seconds, args.seed)

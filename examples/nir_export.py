@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in model.parameters():
             p.mul_(3.0)  # neurons fire at the start
     optimizer = PolyStepOptimizer(model, preset="snn", seed=args.seed)
-    config = TrainConfig(epochs=1000, max_time=args.seconds, val_every=10, progress=False)
+    config = TrainConfig(epochs=1000, max_seconds=args.seconds, val_every=10, progress=False)
     train(model, loaders.train, nn.CrossEntropyLoss(), optimizer, config, val_loader=loaders.val)
 
     path = args.out / "snn.nir"

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         f"hard-LIF SNN 784-{args.hidden}-10, T={args.num_steps}, MNIST {splits.sizes()}, "
         f"{2 * optimizer.subspace.dim:,} candidates per step, {args.seconds:.0f} s budget"
     )
-    config = TrainConfig(epochs=1000, max_time=args.seconds, val_every=10, progress=False)
+    config = TrainConfig(epochs=1000, max_seconds=args.seconds, val_every=10, progress=False)
     start = time.perf_counter()
     history = train(model, loaders.train, loss_fn, optimizer, config, val_loader=loaders.val)
     seconds = time.perf_counter() - start

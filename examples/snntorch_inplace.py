@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     before = snntorch_accuracy(net, x_test, y_test, args.num_steps)
     model = from_snntorch(net, num_steps=args.num_steps)  # shares net's Linear layers
     optimizer = PolyStepOptimizer(model, preset="snn", seed=args.seed)
-    config = TrainConfig(epochs=1000, max_time=args.seconds, val_every=10, progress=False)
+    config = TrainConfig(epochs=1000, max_seconds=args.seconds, val_every=10, progress=False)
     start = time.perf_counter()
     history = train(
         model, loaders.train, nn.CrossEntropyLoss(), optimizer, config, val_loader=loaders.val

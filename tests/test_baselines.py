@@ -19,10 +19,10 @@ from polystep.baselines import (
     make_baseline,
     make_nn_baseline,
     run_ask_tell,
-    train_adam,
 )
 from polystep.data import load_digits_splits, make_loaders
 from polystep.nn import mlp, smooth_twin, spiking_mlp
+from polystep.training import TrainConfig, train
 
 torch.set_num_threads(1)
 
@@ -262,39 +262,21 @@ def test_each_baseline_improves_digits_smoke_task(name: str) -> None:
     assert end < start - 0.3, (start, end)
 
 
-def test_adam_on_smooth_twin_respects_budget_and_learns() -> None:
+def test_adam_on_smooth_twin_through_train_respects_budget_and_learns() -> None:
     torch.manual_seed(0)
     hard = spiking_mlp((64, 32, 10), num_steps=4)
     twin = smooth_twin(hard)
     loaders, _ = _digits_stream(64)
     before = accuracy(twin, loaders.val)
-    budget = Budget(max_evals=70)
-    result = train_adam(twin, loaders.train, nn.CrossEntropyLoss(), budget, lr=2e-2)
-    assert result.steps == result.evaluations == budget.evaluations == 70
-    assert len(result.history) == 70 and result.history[-1]["epoch"] == 3.0
+    adam = torch.optim.Adam(twin.parameters(), lr=2e-2)
+    config = TrainConfig(epochs=None, max_evaluations=70, progress=False)
+    history = train(twin, loaders.train, nn.CrossEntropyLoss(), adam, config)
+    assert history[-1]["step"] == history[-1]["evaluations"] == 70
+    assert history[-1]["epoch"] == 3  # 21 batches per epoch: step 70 is in the fourth
     after = accuracy(twin, loaders.val)
     assert after > max(before + 0.3, 0.6), (before, after)
     hard.load_state_dict(twin.state_dict())
     assert 0.0 <= accuracy(hard, loaders.val) <= 1.0
-
-
-def test_adam_callback_can_stop_and_max_epochs() -> None:
-    loaders, _ = _digits_stream(512)
-    model = mlp((64, 8, 10))
-    out = train_adam(
-        model,
-        loaders.train,
-        nn.CrossEntropyLoss(),
-        Budget(max_evals=100),
-        callback=lambda r, m: r["step"] >= 2,
-    )
-    assert out.steps == 2
-    out = train_adam(
-        model, loaders.train, nn.CrossEntropyLoss(), Budget(max_evals=100), max_epochs=2
-    )
-    assert out.steps == 2 * len(loaders.train)
-    with pytest.raises(ValueError, match="lr"):
-        train_adam(model, loaders.train, nn.CrossEntropyLoss(), Budget(max_evals=1), lr=0.0)
 
 
 def test_wall_clock_budget_stops_run() -> None:

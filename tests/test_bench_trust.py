@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
+from polystep import deadline
 from polystep.bench import runner, selection
-from polystep.bench.deadline import StepBudget
 from polystep.bench.methods import METHODS
 from polystep.bench.report import load_runs, markdown_table
 from polystep.bench.tasks import TASKS, TaskSpec, load_task_data
@@ -22,7 +22,7 @@ FAKE_NOW = [0.0]
 
 
 class FakeTime:
-    """Stands in for the ``time`` module of the runner and the selector."""
+    """Stands in for the ``time`` module of the runner and of the training clock."""
 
     @staticmethod
     def perf_counter() -> float:
@@ -51,7 +51,7 @@ def _ticking_task() -> TaskSpec:
 
 def test_step_budget_does_not_start_a_step_that_would_end_past_the_limit():
     now = [0.0]
-    budget = StepBudget(None, 10.0, clock=lambda: now[0])
+    budget = deadline.StepBudget(None, 10.0, clock=lambda: now[0])
     budget.start()
     started = []
     while budget.allows(1):
@@ -67,7 +67,7 @@ def test_step_budget_does_not_start_a_step_that_would_end_past_the_limit():
 @pytest.mark.parametrize("method", METHODS)
 def test_no_method_runs_past_the_wall_budget_and_validation_is_not_counted(method, monkeypatch):
     monkeypatch.setattr(runner, "time", FakeTime)
-    monkeypatch.setattr(selection, "time", FakeTime)
+    monkeypatch.setattr(deadline, "time", FakeTime)
     FAKE_NOW[0] = 0.0
     task = _ticking_task()
     splits = load_task_data(task, "smoke", seed=0)
@@ -96,10 +96,10 @@ def test_selector_records_the_step_and_says_when_the_initial_model_wins():
         model.bias.zero_()
         model.weight[1, 0] = 1.0  # the initial model is right
     selector = selection.Selector([(x, y)], eval_every=1)
-    selector.observe(model, 0, 0)
+    selector.observe(model, 0, 0, 0.0)
     with torch.no_grad():
         model.weight.neg_()  # "training" made it worse
-    selector.observe(model, 10, 1)
+    selector.observe(model, 10, 1, 1.0)
     figures = selector.finish(model, [(x, y)])
     assert figures["selected_step"] == 0 and figures["test_acc_selected"] == 1.0
     assert [p["step"] for p in figures["curve"]] == [0, 1]

@@ -75,7 +75,9 @@ def test_config_errors_are_named() -> None:
         ({"epochs": 0}, "epochs"),
         ({"max_steps": -1}, "max_steps"),
         ({"select_on": "f1"}, "select_on"),
-        ({"max_time": 0}, "max_time"),
+        ({"max_seconds": 0}, "max_seconds"),
+        ({"max_evaluations": 0}, "max_evaluations"),
+        ({"epochs": None}, "epochs=None needs another limit"),
     ]:
         with pytest.raises(ValueError, match=name):
             TrainConfig(**kwargs)

@@ -1,9 +1,20 @@
-"""``train()``: the training loop around :class:`~polystep.optimizer.PolyStepOptimizer`.
+"""``train()``: the one training loop, for :class:`~polystep.optimizer.PolyStepOptimizer` and
+for any gradient ``torch.optim.Optimizer``.
 
 Batches are ``(inputs, targets)`` pairs (or a bare input tensor, with ``targets=None``), moved to
-the model's device and passed to ``optimizer.step_batch``. Validation runs every ``val_every``
-steps and at the end of every epoch; with ``restore_best`` the weights with the best validation
-metric are restored at the end (selection never looks at any test data: pass none here).
+the model's device. A PolyStepOptimizer takes each batch with ``step_batch`` (forward passes
+only); any other torch optimizer takes ``loss.backward()`` then ``step()``. Validation runs every
+``val_every`` steps and at the end of every epoch; with ``restore_best`` the weights with the best
+validation metric are restored at the end (selection never looks at any test data: pass none
+here). Callbacks see every step and validation, so a caller can run its own selection as one
+(the benchmark's :class:`~polystep.bench.selection.Selector` does).
+
+Budgets (:mod:`polystep.deadline`): ``max_evaluations`` counts forward passes on training
+batches (a PolyStep step: its candidates, as ``optimizer.evaluations`` counts them, plus the one
+pass that scores the current weights; a gradient step: 1, its backward pass not counted), and a
+step starts only if all of its passes fit. ``max_seconds`` counts training seconds: wall seconds
+minus the time spent validating, in callbacks and writing checkpoints; a step starts only if its
+estimated time (the longest of the last 10 steps) would end within the budget.
 Checkpoints (:mod:`polystep.checkpoint`: plain data, SHA-256 verified, atomic) hold the model,
 the optimizer and the loop state, including the random states the data loader draws its
 shuffles from, so ``resume=path`` continues the exact same trajectory. A checkpoint is checked
@@ -25,13 +36,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from polystep.blocks import num_blocks
 from polystep.checkpoint import (
     CheckpointError,
     atomic_write,
     load_checkpoint,
     save_checkpoint,
 )
+from polystep.deadline import StepBudget, TrainingClock
 from polystep.evaluate.base import LossFn, evaluation_mode
+from polystep.geometry import num_vertices
+from polystep.optimizer import PolyStepOptimizer
 from polystep.validation import check_positive_int
 
 SELECT_ON = ("accuracy", "loss")
@@ -42,9 +57,13 @@ class TrainConfig:
     """Loop settings.
 
     Attributes:
-        epochs: passes over the training loader.
+        epochs: passes over the training loader (None: no limit; then ``max_steps``,
+            ``max_evaluations`` or ``max_seconds`` must end the run).
         max_steps: stop after this many optimizer steps in total (None: no limit).
-        max_time: stop after this many seconds of this call (None: no limit).
+        max_evaluations: forward passes on training batches in total, resumed runs included
+            (None: no limit); a step that would exceed it is not started.
+        max_seconds: training seconds of this call, validation, callbacks and checkpoint
+            writes excluded (None: no limit); a step that would end past it is not started.
         val_every: validate every this many steps (None: at epoch ends only).
         select_on: ``"accuracy"`` (classification) or ``"loss"``: the validation metric that
             picks the best weights (accuracy falls back to loss when outputs are not logits).
@@ -55,12 +74,13 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (None: at epoch ends).
         resume: a checkpoint to continue from (True: ``checkpoint_path`` if it exists).
         metrics_csv: write the metrics history here as CSV after every validation.
-        progress: show a tqdm bar with loss and candidate evaluations per second.
+        progress: show a tqdm bar with loss and forward passes per second.
     """
 
-    epochs: int = 10
+    epochs: int | None = 10
     max_steps: int | None = None
-    max_time: float | None = None
+    max_evaluations: int | None = None
+    max_seconds: float | None = None
     val_every: int | None = None
     select_on: str = "accuracy"
     restore_best: bool = True
@@ -72,22 +92,32 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "max_steps", "val_every", "checkpoint_every"):
+        for name in ("epochs", "max_steps", "max_evaluations", "val_every", "checkpoint_every"):
             value = getattr(self, name)
-            if value is None and name != "epochs":
-                continue
-            check_positive_int(name, value)
-        if self.max_time is not None and not self.max_time > 0:
-            raise ValueError(f"max_time must be > 0 seconds, got {self.max_time!r}")
+            if value is not None:
+                check_positive_int(name, value)
+        if self.max_seconds is not None and (
+            isinstance(self.max_seconds, bool)
+            or not isinstance(self.max_seconds, int | float)
+            or not self.max_seconds > 0
+        ):
+            raise ValueError(f"max_seconds must be None or > 0 seconds, got {self.max_seconds!r}")
+        limits = (self.epochs, self.max_steps, self.max_evaluations, self.max_seconds)
+        if all(limit is None for limit in limits):
+            raise ValueError(
+                "epochs=None needs another limit: give max_steps, max_evaluations or max_seconds"
+            )
         if self.select_on not in SELECT_ON:
             raise ValueError(f"select_on must be one of {SELECT_ON}, got {self.select_on!r}")
 
 
 @dataclass
 class TrainState:
-    """Loop position and selection state (saved in checkpoints)."""
+    """Loop position and selection state (saved in checkpoints, except ``stop`` and ``budget``:
+    the budget of the current call, which callbacks may read)."""
 
     step: int = 0
+    evaluations: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -95,6 +125,7 @@ class TrainState:
     best_state: dict[str, torch.Tensor] | None = None
     epoch_rng: dict[str, Any] = field(default_factory=dict)
     stop: bool = False
+    budget: StepBudget | None = None
 
 
 # -- callbacks ---------------------------------------------------------------------------------
@@ -256,7 +287,8 @@ def check_model_state(model: nn.Module, state: Any, source: str) -> None:
             )
 
 
-TRAIN_STATE_KEYS = frozenset(TrainState.__dataclass_fields__) - {"stop"}
+RUNTIME_KEYS = frozenset({"stop", "budget"})
+TRAIN_STATE_KEYS = frozenset(TrainState.__dataclass_fields__) - RUNTIME_KEYS
 CHECKPOINT_KEYS = frozenset({"model", "optimizer", "train"})
 
 
@@ -273,11 +305,15 @@ def resume_from(path: str | Path, model: nn.Module, optimizer: Any) -> TrainStat
         raise CheckpointError(f"{source} is not a train() checkpoint (keys: {keys})")
     check_model_state(model, ckpt["model"], source)
     loop = ckpt["train"]
+    if isinstance(loop, dict) and set(loop) == TRAIN_STATE_KEYS - {"evaluations"}:
+        loop = {**loop, "evaluations": None}  # written before the loop counted forward passes
     if not isinstance(loop, dict) or set(loop) != TRAIN_STATE_KEYS:
         raise CheckpointError(
             f"{source} has no valid loop state (expected {sorted(TRAIN_STATE_KEYS)})"
         )
-    for key in ("step", "epoch", "batch_in_epoch"):
+    for key in ("step", "epoch", "batch_in_epoch", "evaluations"):
+        if key == "evaluations" and loop[key] is None:
+            continue
         if isinstance(loop[key], bool) or not isinstance(loop[key], int) or loop[key] < 0:
             raise CheckpointError(f"{source} has loop {key} {loop[key]!r}, expected an int >= 0")
     try:
@@ -285,7 +321,38 @@ def resume_from(path: str | Path, model: nn.Module, optimizer: Any) -> TrainStat
     except ValueError as exc:
         raise CheckpointError(f"{source} does not fit this optimizer: {exc}") from exc
     model.load_state_dict(ckpt["model"])
-    return TrainState(**loop)
+    state = TrainState(**loop)
+    if state.evaluations is None:
+        state.evaluations = getattr(optimizer, "evaluations", 0) + state.step
+    return state
+
+
+def forward_passes_per_step(optimizer: torch.optim.Optimizer) -> int:
+    """Forward passes one step costs: a PolyStep step scores its candidates (as
+    ``optimizer.evaluations`` counts them) and the current weights once; a gradient step runs
+    one forward pass (its backward pass is not counted)."""
+    if not isinstance(optimizer, PolyStepOptimizer):
+        return 1
+    rule, space = optimizer.rule, optimizer.subspace
+    blocks = num_blocks(space.dim, space.block_dim)
+    if optimizer.blocks_per_step is not None:
+        blocks = min(blocks, optimizer.blocks_per_step)
+    return blocks * num_vertices(rule.polytope, space.block_dim) * rule.num_probe + 1
+
+
+def gradient_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: Any, y: Any, loss_fn: LossFn
+) -> float:
+    """One ``backward()`` + ``step()`` on one batch; returns the loss. A NaN/Inf loss takes no
+    step, so it never reaches the parameters."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    out = model(x)
+    loss = loss_fn(out, y) if y is not None else loss_fn(out)
+    if bool(torch.isfinite(loss)):
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
@@ -301,29 +368,54 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 # -- the loop ----------------------------------------------------------------------------------
+def check_optimizer(model: nn.Module, optimizer: Any) -> bool:
+    """Raise a ValueError unless ``optimizer`` can train ``model``; True for PolyStep (forward
+    passes only), False for a gradient optimizer."""
+    if isinstance(optimizer, PolyStepOptimizer):
+        if optimizer.model is not model:
+            raise ValueError(
+                "optimizer was built for another model: train(model, ...) needs the very module "
+                "passed to PolyStepOptimizer(model), or it would train one model and validate "
+                "another"
+            )
+        return True
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ValueError(
+            "optimizer must be a PolyStepOptimizer or a torch.optim.Optimizer, got "
+            f"{type(optimizer).__name__}"
+        )
+    mine = {id(p) for p in model.parameters()}
+    if any(id(p) not in mine for group in optimizer.param_groups for p in group["params"]):
+        raise ValueError(
+            "optimizer was built for another model: it holds parameters that are not "
+            "model.parameters(), so train() would step one model and validate another"
+        )
+    return False
+
+
 def train(
     model: nn.Module,
     loader: Iterable,
     loss_fn: LossFn,
-    optimizer: Any,
+    optimizer: torch.optim.Optimizer,
     config: TrainConfig | None = None,
     *,
     val_loader: Iterable | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` with ``optimizer.step_batch`` on ``loader``; returns the metrics history.
+    """Train ``model`` on ``loader`` with ``optimizer``; returns the metrics history.
 
-    One history row per validation (or per epoch without a validation loader): ``step``,
-    ``epoch``, ``time``, ``train_loss`` (mean of the step losses since the previous row),
-    ``evaluations``, ``evals_per_s`` and, with ``val_loader``, ``val_loss``/``val_accuracy``.
+    ``optimizer`` is a :class:`~polystep.optimizer.PolyStepOptimizer` (``step_batch``: forward
+    passes only) or any gradient ``torch.optim.Optimizer`` (``loss.backward()`` + ``step()``;
+    optimizers that need a closure, such as LBFGS, are not supported). One history row per
+    validation (or per epoch without a validation loader): ``step``, ``epoch``, ``time`` (wall
+    seconds of this call), ``seconds`` (training seconds of this call, as ``max_seconds`` counts
+    them), ``train_loss`` (mean of the step losses since the previous row), ``evaluations``
+    (forward passes of the run, as ``max_evaluations`` counts them), ``evals_per_s`` and, with
+    ``val_loader``, ``val_loss``/``val_accuracy``. Callbacks' ``on_step_end`` metrics carry
+    ``step``, ``epoch``, ``loss``, ``evaluations``, ``seconds`` and ``evals_per_s``.
     """
     cfg = config or TrainConfig()
-    if not hasattr(optimizer, "step_batch"):
-        raise ValueError("optimizer must provide step_batch(inputs, targets, loss_fn)")
-    if getattr(optimizer, "model", model) is not model:
-        raise ValueError(
-            "optimizer was built for another model: train(model, ...) needs the very module "
-            "passed to PolyStepOptimizer(model), or it would train one model and validate another"
-        )
+    forward_only = check_optimizer(model, optimizer)
     device = next(model.parameters()).device
     resume = cfg.checkpoint_path if cfg.resume is True else cfg.resume
     if resume and not Path(resume).exists() and cfg.resume is not True:
@@ -335,63 +427,77 @@ def train(
     if resume and Path(resume).exists():
         state = resume_from(resume, model, optimizer)
     has_val = val_loader is not None
+    clock = TrainingClock()
+    left = None if cfg.max_evaluations is None else max(cfg.max_evaluations - state.evaluations, 0)
+    budget = state.budget = StepBudget(left, cfg.max_seconds, clock=clock)
+    cost = forward_passes_per_step(optimizer)  # then what the last step cost
     start = time.perf_counter()
     # A resumed run that already reached max_steps takes no further step.
     stop = cfg.max_steps is not None and state.step >= cfg.max_steps
-    evals0, losses = optimizer.evaluations, []
+    evals0, losses = state.evaluations, []
     per_epoch = loader_length(loader)
-    total = cfg.epochs * per_epoch if per_epoch else None
-    if cfg.max_steps and total:
-        total = min(total, cfg.max_steps)
-    if cfg.max_time is not None and not cfg.max_steps:
-        total = None  # a time budget ends the run; a step count would be a wrong bar length
+    bounds = (cfg.max_steps, cfg.epochs * per_epoch if per_epoch and cfg.epochs else None)
+    total = min((n for n in bounds if n is not None), default=None)  # the bar's length
+    if cfg.max_seconds is not None or cfg.max_evaluations is not None:
+        total = None  # a budget ends the run; a step count would be a wrong bar length
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=state.step, desc="polystep", dynamic_ncols=True)
-    _fire(cfg.callbacks, "on_train_begin", state)
+
+    def fire(hook: str, *args: Any) -> bool:
+        with clock.excluded():
+            return _fire(cfg.callbacks, hook, *args)
 
     def checkpoint() -> None:
+        """The one place a checkpoint is written."""
         if cfg.checkpoint_path is not None:
-            payload = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "train": {k: v for k, v in state.__dict__.items() if k != "stop"},
-            }
-            save_checkpoint(cfg.checkpoint_path, payload)
+            with clock.excluded():
+                payload = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "train": {k: v for k, v in state.__dict__.items() if k not in RUNTIME_KEYS},
+                }
+                save_checkpoint(cfg.checkpoint_path, payload)
 
     def validate() -> None:
         nonlocal losses, stop
-        elapsed = time.perf_counter() - start
-        row: dict[str, Any] = {
-            "step": state.step,
-            "epoch": state.epoch,
-            "time": round(elapsed, 3),
-            "train_loss": sum(losses) / len(losses) if losses else float("nan"),
-            "evaluations": optimizer.evaluations,
-            "evals_per_s": (optimizer.evaluations - evals0) / max(elapsed, 1e-9),
-        }
-        losses = []
-        if has_val:
-            metrics = evaluate_loader(model, val_loader, loss_fn)
-            row.update({f"val_{k}": v for k, v in metrics.items()})
-            key = "accuracy" if cfg.select_on == "accuracy" and "accuracy" in metrics else "loss"
-            score = metrics[key] if key == "accuracy" else -metrics[key]
-            if math.isfinite(score) and (state.best_metric is None or score > state.best_metric):
-                state.best_metric = score
-                state.best_state = {
-                    k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-                }
-                row["best"] = True
-        state.history.append(row)
-        if cfg.metrics_csv is not None:
-            write_csv(cfg.metrics_csv, state.history)
-        if bar is not None and has_val and "val_accuracy" in row:
-            bar.set_postfix_str(f"loss {row['train_loss']:.3f} val_acc {row['val_accuracy']:.3f}")
-        stop = _fire(cfg.callbacks, "on_validation_end", state, row) or stop
+        with clock.excluded():
+            elapsed = time.perf_counter() - start
+            row: dict[str, Any] = {
+                "step": state.step,
+                "epoch": state.epoch,
+                "time": round(elapsed, 3),
+                "train_loss": sum(losses) / len(losses) if losses else float("nan"),
+                "evaluations": state.evaluations,
+                "evals_per_s": (state.evaluations - evals0) / max(elapsed, 1e-9),
+                "seconds": round(budget.elapsed, 3),
+            }
+            losses = []
+            if has_val:
+                metrics = evaluate_loader(model, val_loader, loss_fn)
+                row.update({f"val_{k}": v for k, v in metrics.items()})
+                use_acc = cfg.select_on == "accuracy" and "accuracy" in metrics
+                score = metrics["accuracy"] if use_acc else -metrics["loss"]
+                better = state.best_metric is None or score > state.best_metric
+                if math.isfinite(score) and better:
+                    state.best_metric = score
+                    state.best_state = {
+                        k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                    }
+                    row["best"] = True
+            state.history.append(row)
+            if cfg.metrics_csv is not None:
+                write_csv(cfg.metrics_csv, state.history)
+            if bar is not None and has_val and "val_accuracy" in row:
+                shown = f"loss {row['train_loss']:.3f} val_acc {row['val_accuracy']:.3f}"
+                bar.set_postfix_str(shown)
+        stop = fire("on_validation_end", state, row) or stop
 
-    while state.epoch < cfg.epochs and not stop:
+    fire("on_train_begin", state)
+    budget.start()
+    while (cfg.epochs is None or state.epoch < cfg.epochs) and not stop:
         if state.batch_in_epoch == 0:
             state.epoch_rng = _capture_rng(loader)
         else:
@@ -401,25 +507,39 @@ def train(
             yielded = True
             if index < state.batch_in_epoch:
                 continue  # replaying a resumed epoch up to where it stopped
+            if not budget.allows(cost):
+                stop = True  # out of forward passes, or this step would end past max_seconds
+                break
             x, y = split_batch(batch, device)
-            loss = optimizer.step_batch(x, y, loss_fn)
+            if forward_only:
+                before = optimizer.evaluations
+                loss = optimizer.step_batch(x, y, loss_fn)
+                cost = optimizer.evaluations - before + 1
+            else:
+                loss = gradient_step(model, optimizer, x, y, loss_fn)
+            budget.charge(cost)
+            state.evaluations += cost
             state.step += 1
             state.batch_in_epoch = index + 1
             losses.append(loss)
-            elapsed = time.perf_counter() - start
-            rate = (optimizer.evaluations - evals0) / max(elapsed, 1e-9)
+            rate = (state.evaluations - evals0) / max(time.perf_counter() - start, 1e-9)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", evals_s=f"{rate:,.0f}", refresh=False)
-            metrics = {"step": state.step, "epoch": state.epoch, "loss": loss, "evals_per_s": rate}
-            stop = _fire(cfg.callbacks, "on_step_end", state, metrics)
+            metrics = {
+                "step": state.step,
+                "epoch": state.epoch,
+                "loss": loss,
+                "evaluations": state.evaluations,
+                "seconds": budget.elapsed,
+                "evals_per_s": rate,
+            }
+            stop = fire("on_step_end", state, metrics)
             if cfg.val_every and state.step % cfg.val_every == 0:
                 validate()
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                 checkpoint()
-            out_of_steps = cfg.max_steps is not None and state.step >= cfg.max_steps
-            out_of_time = cfg.max_time is not None and elapsed >= cfg.max_time
-            if stop or out_of_steps or out_of_time:
+            if stop or (cfg.max_steps is not None and state.step >= cfg.max_steps):
                 stop = True
                 break
         else:
@@ -441,5 +561,5 @@ def train(
         bar.close()
     if cfg.restore_best and has_val and state.best_state is not None:
         model.load_state_dict(copy.deepcopy(state.best_state))
-    _fire(cfg.callbacks, "on_train_end", state)
+    fire("on_train_end", state)
     return state.history

@@ -1,4 +1,5 @@
-"""Gradient-free baselines under one evaluation budget: OpenAI-ES, SPSA, CMA-ES, Adam on twins.
+"""Gradient-free baselines under one evaluation budget: OpenAI-ES, SPSA, CMA-ES (and Adam on
+smooth twins, which runs through :func:`polystep.training.train`).
 
 All vector baselines share the ask/tell protocol (``ask() -> (N, D)``, ``tell((N,))``, ``mean``,
 ``best_x``, ``best_fitness``, ``evaluations``) and ``run(objective, budget)``.
@@ -6,7 +7,7 @@ All vector baselines share the ask/tell protocol (``ask() -> (N, D)``, ``tell((N
 pycma only when constructed.
 """
 
-from polystep.baselines.adam import AdamResult, accuracy, train_adam
+from polystep.baselines.adam import accuracy
 from polystep.baselines.budget import (
     BaselineResult,
     Budget,
@@ -30,7 +31,6 @@ __all__ = [
     "NN_PRESETS",
     "SPSA",
     "VECTOR_BASELINES",
-    "AdamResult",
     "BaselineResult",
     "Budget",
     "BudgetExceeded",
@@ -42,5 +42,4 @@ __all__ = [
     "make_baseline",
     "make_nn_baseline",
     "run_ask_tell",
-    "train_adam",
 ]

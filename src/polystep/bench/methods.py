@@ -1,17 +1,24 @@
 """The methods of the benchmark table, all driven by one forward-pass budget and one data stream.
 
-Each runner trains ``model`` in place on ``loaders.train`` until the budget would be exceeded,
-calling ``selector.observe(model, evaluations, steps)`` as it goes (validation only). Each asks
-``budget.allows`` once at the start of every step and charges it once per step taken, so the
-wall-second rule of :mod:`polystep.bench.deadline` (a step that would end past the budget is not
-started) is the same for every method. Forward passes:
-one candidate (or population member, or SPSA probe) scored on one batch counts 1, and so does
-PolyStep's forward pass of the incumbent that each step reports as its loss; an Adam step
-on one batch counts 1 (its backward pass is not counted; the wall seconds show its cost).
+Each runner trains ``model`` in place on ``loaders.train`` under ``max_evaluations`` forward
+passes and, when given, ``max_seconds`` training seconds, with the same rule for every method
+(:class:`~polystep.deadline.StepBudget`: a step starts only if its passes fit and its estimated
+time would end within the budget; validation is not training time). The :class:`Selector`
+scores the model on validation as it goes. PolyStep and Adam run through
+:func:`polystep.training.train`, the loop users call; the vector baselines (OpenAI-ES, SPSA,
+CMA-ES) search the flat parameter vector by ask/tell and keep their own short loop here.
+Forward passes: one candidate (or population member, or SPSA probe) scored on one batch counts
+1, and so does PolyStep's forward pass of the current weights that each step reports as its loss;
+an Adam step on one batch counts 1 (its backward pass is not counted; the wall seconds show its
+cost).
+
+Each runner returns ``evaluations``, ``budget_seconds_used`` (training seconds the budget
+counted), ``longest_step_seconds`` and its step count (``steps`` or ``generations``).
 
 Baseline settings are :data:`polystep.baselines.NN_PRESETS`, chosen on the digits VALIDATION
-split with ``benchmarks/tune_baselines.py`` (see ``polystep.baselines.presets``); they are not
-tuned per task and never on test data.
+split with the earlier ``tune_baselines.py`` (git history; ``benchmarks/tune.py`` is the one
+protocol now; see ``polystep.baselines.presets``); they are not tuned per task and never on test
+data.
 """
 
 from __future__ import annotations
@@ -22,16 +29,83 @@ from typing import Any
 import torch
 from torch import nn
 
-from polystep.baselines import NN_PRESETS, ModuleObjective, make_nn_baseline, train_adam
-from polystep.bench.deadline import StepBudget
-from polystep.bench.selection import Selector
+from polystep.baselines import NN_PRESETS, ModuleObjective, make_nn_baseline
+from polystep.bench.selection import SelectionCallback, Selector
 from polystep.bench.tasks import TaskSpec
-from polystep.blocks import num_blocks
 from polystep.data import Loaders
-from polystep.geometry import num_vertices
+from polystep.deadline import StepBudget, TrainingClock
 from polystep.optimizer import PolyStepOptimizer
+from polystep.training import TrainConfig, forward_passes_per_step, train
 
 METHODS = ("polystep", "openai_es", "spsa", "cmaes", "adam")
+
+
+def _spent(budget: StepBudget) -> dict[str, Any]:
+    return {
+        "evaluations": budget.evaluations,
+        "budget_seconds_used": budget.elapsed,
+        "longest_step_seconds": budget.longest_step,
+    }
+
+
+def _train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loaders: Loaders,
+    selection: SelectionCallback,
+    max_evaluations: int,
+    max_seconds: float | None,
+) -> dict[str, Any]:
+    """``train()`` under the budget with the selection callback; returns what it spent."""
+    config = TrainConfig(
+        epochs=None,
+        max_evaluations=max_evaluations,
+        max_seconds=max_seconds,
+        restore_best=False,
+        callbacks=[selection],
+        progress=False,
+    )
+    train(model, loaders.train, nn.CrossEntropyLoss(), optimizer, config)
+    assert selection.budget is not None  # set when train() ends
+    return _spent(selection.budget)
+
+
+def run_polystep(
+    task: TaskSpec,
+    model: nn.Module,
+    loaders: Loaders,
+    selector: Selector,
+    seed: int,
+    *,
+    max_evaluations: int,
+    max_seconds: float | None,
+) -> dict[str, Any]:
+    """PolyStepOptimizer with the task's preset through ``train()``."""
+    optimizer = PolyStepOptimizer(model, preset=task.preset, seed=seed)
+    per_step = forward_passes_per_step(optimizer)
+    spent = _train(
+        model, optimizer, loaders, selector.callback(model), max_evaluations, max_seconds
+    )
+    return {**spent, "steps": optimizer.iteration, "passes_per_step": per_step}
+
+
+def run_adam(
+    model: nn.Module,
+    twin: nn.Module,
+    loaders: Loaders,
+    selector: Selector,
+    *,
+    max_evaluations: int,
+    max_seconds: float | None,
+) -> dict[str, Any]:
+    """torch.optim.Adam on the smooth twin through ``train()``; the HARD model (the twin's
+    weights copied in) is what is selected and scored."""
+    twin.load_state_dict(model.state_dict())
+    optimizer = torch.optim.Adam(twin.parameters(), **NN_PRESETS["adam"])
+    callback = selector.callback(model, trained=twin)
+    spent = _train(twin, optimizer, loaders, callback, max_evaluations, max_seconds)
+    model.load_state_dict(twin.state_dict())
+    return {**spent, "steps": callback.steps}
 
 
 def _forever(batches: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -44,84 +118,35 @@ def _forever(batches: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             raise ValueError("the training loader yielded no batch")
 
 
-def polystep_passes_per_step(optimizer: PolyStepOptimizer) -> int:
-    """Forward passes one ``optimizer.step_batch`` costs: every candidate and the incumbent."""
-    rule, space = optimizer.rule, optimizer.subspace
-    candidates = (
-        num_blocks(space.dim, space.block_dim)
-        * num_vertices(rule.polytope, space.block_dim)
-        * rule.num_probe
-    )
-    return candidates + 1
-
-
-def run_polystep(
-    task: TaskSpec,
-    model: nn.Module,
-    loaders: Loaders,
-    budget: StepBudget,
-    selector: Selector,
-    seed: int,
-) -> dict[str, Any]:
-    """PolyStepOptimizer with the task's preset; a step runs only if all its candidates fit."""
-    optimizer = PolyStepOptimizer(model, preset=task.preset, seed=seed)
-    per_step = polystep_passes_per_step(optimizer)
-    loss_fn = nn.CrossEntropyLoss()
-    budget.start()
-    selector.observe(model, 0, 0)
-    for x, y in _forever(loaders.train):
-        if not budget.allows(per_step):
-            break
-        optimizer.step_batch(x, y, loss_fn)
-        budget.charge(per_step)
-        selector.observe(model, budget.evaluations, budget.steps)
-    return {"steps": optimizer.iteration, "passes_per_step": per_step}
-
-
 def run_vector_baseline(
     name: str,
     model: nn.Module,
     loaders: Loaders,
-    budget: StepBudget,
     selector: Selector,
     seed: int,
+    *,
+    max_evaluations: int,
+    max_seconds: float | None,
 ) -> dict[str, Any]:
     """OpenAI-ES / SPSA / CMA-ES over the full flat parameter vector, one batch per generation."""
     objective = ModuleObjective(model, nn.CrossEntropyLoss(), _forever(loaders.train))
     es = make_nn_baseline(name, objective.dim, x0=objective.x0, seed=seed)
+    clock = TrainingClock()
+    budget = StepBudget(max_evaluations, max_seconds, clock=clock)
+
+    def observe(force: bool = False) -> None:
+        with clock.excluded():
+            selector.observe(model, budget.evaluations, budget.steps, budget.elapsed, force=force)
+
+    observe(force=True)  # the untrained model
     budget.start()
-    selector.observe(model, 0, 0)
-    generations = 0
     while True:
         population = es.ask()
         if not budget.allows(int(population.shape[0])):
             break
         es.tell(objective(population))
         budget.charge(int(population.shape[0]))
-        generations += 1
         objective.load(es.mean, model)
-        selector.observe(model, budget.evaluations, budget.steps)
-    return {"generations": generations}
-
-
-def run_adam(
-    model: nn.Module,
-    twin: nn.Module,
-    loaders: Loaders,
-    budget: StepBudget,
-    selector: Selector,
-) -> dict[str, Any]:
-    """Adam on the smooth twin; the HARD model (twin's weights copied in) is what is scored."""
-    twin.load_state_dict(model.state_dict())
-    selector.observe(model, 0, 0)
-
-    def sync(record: dict[str, float], trained: nn.Module) -> None:
-        model.load_state_dict(trained.state_dict())
-        selector.observe(model, int(record["evaluations"]), int(record["step"]))
-
-    result = train_adam(
-        twin, loaders.train, nn.CrossEntropyLoss(), budget,
-        callback=sync, **NN_PRESETS["adam"],
-    )  # fmt: skip
-    model.load_state_dict(twin.state_dict())
-    return {"steps": result.steps}
+        observe()
+    observe(force=True)
+    return {**_spent(budget), "generations": budget.steps}

@@ -28,7 +28,6 @@ from torch import nn
 from polystep import __version__
 from polystep.bench import methods
 from polystep.bench.codeversion import code_version
-from polystep.bench.deadline import StepBudget
 from polystep.bench.outdir import config_mismatch, refuse_stale
 from polystep.bench.overrides import configured, resolved_settings
 from polystep.bench.selection import Selector
@@ -109,15 +108,15 @@ def run_config(
 
 @dataclass
 class Trained:
-    """What one training run leaves: the trained model, its data, selector and budget."""
+    """What one training run leaves: the trained model, its data and selector, and what the
+    method runner returned (``evaluations``, ``steps``, ``budget_seconds_used`` (training
+    seconds counted against the budget, validation excluded), ``longest_step_seconds``, ...)."""
 
     model: nn.Module
     loaders: Loaders
     selector: Selector
-    budget: StepBudget
-    extra: dict[str, Any]  # what the method runner returned (steps, passes per step, ...)
+    extra: dict[str, Any]
     seconds: float  # wall seconds of training, validation included
-    budget_used: float  # training seconds counted against the budget (validation excluded)
 
 
 def train_one(
@@ -144,25 +143,21 @@ def train_one(
         eval_every=max(1, budget_fwd // EVAL_POINTS),
         eval_every_seconds=None if budget_seconds is None else budget_seconds / EVAL_POINTS,
     )
-    budget = StepBudget(
-        budget_fwd, budget_seconds, clock=lambda: time.perf_counter() - selector.eval_seconds
-    )
+    limits = {"max_evaluations": budget_fwd, "max_seconds": budget_seconds}
     started = time.perf_counter()
     with configured(task, method, overrides or {}) as (run_task, _):
         if method == "polystep":
-            extra = methods.run_polystep(run_task, model, loaders, budget, selector, seed)
+            extra = methods.run_polystep(run_task, model, loaders, selector, seed, **limits)
         elif method == "adam":
             twin = (
                 task.model(splits.num_features, splits.num_classes, scale, surrogate=True)
                 if task.has_twin
                 else copy.deepcopy(model)
             ).to(device)
-            extra = methods.run_adam(model, twin, loaders, budget, selector)
+            extra = methods.run_adam(model, twin, loaders, selector, **limits)
         else:
-            extra = methods.run_vector_baseline(method, model, loaders, budget, selector, seed)
-    selector.observe(model, budget.evaluations, budget.steps, force=True)
-    seconds, budget_used = time.perf_counter() - started, budget.elapsed
-    return Trained(model, loaders, selector, budget, extra, seconds, budget_used)
+            extra = methods.run_vector_baseline(method, model, loaders, selector, seed, **limits)
+    return Trained(model, loaders, selector, extra, time.perf_counter() - started)
 
 
 def run_one(
@@ -198,11 +193,11 @@ def run_one(
         "versions": {"polystep": __version__, "torch": torch.__version__},
         "code": code_version(),
         "machine": machine_info(),
-        "evaluations": run.budget.evaluations,
+        "evaluations": run.extra.pop("evaluations"),
         "wall_seconds": run.seconds,
         "train_seconds": run.selector.train_seconds,
-        "budget_seconds_used": run.budget_used,
-        "longest_step_seconds": run.budget.longest_step,
+        "budget_seconds_used": run.extra.pop("budget_seconds_used"),
+        "longest_step_seconds": run.extra.pop("longest_step_seconds"),
         **run.extra,
         **figures,
     }

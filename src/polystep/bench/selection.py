@@ -1,15 +1,18 @@
 """Validation-only model selection and the learning curve of one benchmark run.
 
-:class:`Selector` sees the validation split only. Every ``eval_every`` forward passes (and once at
-the end) it scores the current model on validation, appends a curve point and keeps a CPU copy of
-the best weights. The test split is touched once, after training, by :meth:`Selector.finish`,
-which scores the selected and the last weights.
+:class:`Selector` sees the validation split only. Every ``eval_every`` forward passes (also every
+``eval_every_seconds`` training seconds when given, and at the start and the end) it scores the
+model on validation, appends a curve point and keeps a CPU copy of the best weights. It keeps
+no clock: the loop that drives it passes its training seconds (``train()``'s, whose clock already
+leaves validation out), so validation is excluded the same way for every method. For
+:func:`~polystep.training.train` it runs as a callback (:meth:`Selector.callback`). The test
+split is touched once, after training, by :meth:`Selector.finish`, which scores the selected and
+the last weights; ``selected_step`` 0 says the selected model is the untrained one.
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,16 +20,14 @@ import torch
 from torch import nn
 
 from polystep.baselines.adam import accuracy
+from polystep.deadline import StepBudget
+from polystep.training import TrainState
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class Selector:
-    """Tracks validation accuracy against forward passes and keeps the best weights.
-
-    Validation runs every ``eval_every`` forward passes, and also every ``eval_every_seconds`` of
-    training time when given (for wall-second budgets).
-    """
+    """Tracks validation accuracy against forward passes and keeps the best weights."""
 
     def __init__(
         self,
@@ -48,37 +49,33 @@ class Selector:
         self.best_step = 0
         self._next = 0
         self._next_second = 0.0
-        self._start = time.perf_counter()
-        self._eval_seconds = 0.0
-
-    @property
-    def eval_seconds(self) -> float:
-        """Wall seconds spent on validation so far."""
-        return self._eval_seconds
 
     @property
     def train_seconds(self) -> float:
-        """Wall seconds since creation, minus the time spent on validation."""
-        return time.perf_counter() - self._start - self._eval_seconds
+        """Training seconds at the last curve point (0 before any)."""
+        return self.curve[-1]["seconds"] if self.curve else 0.0
+
+    def due(self, evaluations: int, seconds: float) -> bool:
+        """Whether the next validation point (in forward passes or seconds) is reached."""
+        by_time = self.eval_every_seconds is not None and seconds >= self._next_second
+        return by_time or evaluations >= self._next
 
     def observe(
-        self, model: nn.Module, evaluations: int, step: int, *, force: bool = False
+        self,
+        model: nn.Module,
+        evaluations: int,
+        step: int,
+        seconds: float,
+        *,
+        force: bool = False,
     ) -> None:
-        """Score ``model`` (after ``step`` steps: 0 is the initial model) on validation when the
-        next checkpoint (passes or seconds) is due."""
-        by_time = self.eval_every_seconds is not None and self.train_seconds >= self._next_second
-        if not (force or by_time or evaluations >= self._next):
+        """Score ``model`` (after ``step`` steps, ``evaluations`` forward passes and ``seconds``
+        training seconds; step 0 is the initial model) on validation when due or forced."""
+        if not (force or self.due(evaluations, seconds)):
             return
-        started = time.perf_counter()
         val = accuracy(model, self.val_batches)
-        self._eval_seconds += time.perf_counter() - started
         self.curve.append(
-            {
-                "evaluations": float(evaluations),
-                "step": step,
-                "seconds": self.train_seconds,
-                "val_acc": val,
-            }
+            {"evaluations": float(evaluations), "step": step, "seconds": seconds, "val_acc": val}
         )
         if val > self.best_val:
             self.best_val = val
@@ -87,7 +84,11 @@ class Selector:
             self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         self._next = (evaluations // self.eval_every + 1) * self.eval_every
         if self.eval_every_seconds is not None:
-            self._next_second = self.train_seconds + self.eval_every_seconds
+            self._next_second = seconds + self.eval_every_seconds
+
+    def callback(self, model: nn.Module, trained: nn.Module | None = None) -> SelectionCallback:
+        """This selector as a :func:`~polystep.training.train` callback scoring ``model``."""
+        return SelectionCallback(self, model, trained)
 
     def finish(self, model: nn.Module, test_batches: Iterable[Batch]) -> dict[str, Any]:
         """Test accuracy of the last iterate and of the validation-selected weights, and the step
@@ -105,3 +106,36 @@ class Selector:
             "selected_step": self.best_step,
             "curve": self.curve,
         }
+
+
+class SelectionCallback:
+    """A :class:`Selector` driven by ``train()``: scores ``model`` before the first step (the
+    untrained model), after every step where a point is due, and after the last step.
+
+    ``trained``: the module ``train()`` trains when it is not ``model`` (a smooth twin); its
+    weights are copied into ``model`` before each score, so the hard model is what is selected.
+    When ``train()`` ends, ``budget`` and ``steps`` hold what it spent.
+    """
+
+    def __init__(self, selector: Selector, model: nn.Module, trained: nn.Module | None) -> None:
+        self.selector, self.model, self.trained = selector, model, trained
+        self.budget: StepBudget | None = None
+        self.steps = 0
+
+    def _observe(self, evaluations: int, step: int, seconds: float, force: bool) -> None:
+        if not (force or self.selector.due(evaluations, seconds)):
+            return
+        if self.trained is not None:
+            self.model.load_state_dict(self.trained.state_dict())
+        self.selector.observe(self.model, evaluations, step, seconds, force=True)
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self._observe(state.evaluations, state.step, 0.0, force=True)
+
+    def on_step_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
+        self._observe(metrics["evaluations"], metrics["step"], metrics["seconds"], force=False)
+
+    def on_train_end(self, state: TrainState) -> None:
+        self.budget, self.steps = state.budget, state.step
+        seconds = state.budget.elapsed if state.budget is not None else 0.0
+        self._observe(state.evaluations, state.step, seconds, force=True)

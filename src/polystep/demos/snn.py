@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     config = TrainConfig(
         epochs=10_000,
-        max_time=args.seconds,
+        max_seconds=args.seconds,
         val_every=10,
         metrics_csv=args.out / "snn_metrics.csv",
         progress=not args.no_progress,
