@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from polystep.distributed import sharded
 from polystep.engine import DEFAULTS, Engine, Particles, resolve, shaping
 from polystep.geometry import num_vertices
 from polystep.schedules import Cosine, Schedule
@@ -179,6 +180,7 @@ def minimize(
     es = PolyStepES(
         dim, x0=x0, dtype=x0.dtype if x0.is_floating_point() else torch.float32, **options
     )
+    objective = sharded(objective)  # under torchrun: each rank scores its rows
     for _ in range(steps):
         es.tell(objective(es.ask()))
     assert es.best_x is not None

@@ -27,6 +27,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ from polystep.blocks import (
     to_blocks,
     update_blocks,
 )
+from polystep.distributed import Shard
 from polystep.epsilon import Constant, Schedule, from_state, scaled
 from polystep.evaluate import Evaluator, make_evaluator
 from polystep.evaluate.base import LossFn, local_coords, segment_groups
@@ -408,6 +410,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         self.skipped_steps = 0
         self.z = torch.zeros(self.subspace.dim, dtype=params[0].dtype, device=params[0].device)
         self.duals = Duals()
+        self.shard = Shard()  # under torchrun: this rank scores its slice (polystep.distributed)
 
     # -- public API ---------------------------------------------------------------------------
     def evaluator(self, loss_fn: LossFn) -> Evaluator:
@@ -440,7 +443,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             finally:
                 ev.progress = None
 
-        self._step(score)
+        self._step(lambda c, tick: self.shard.score(score, c, tick, state=(self.model, self)))
         self._opt_called = True  # what torch's step wrapper records, for lr_scheduler's check
         return center
 
@@ -453,7 +456,8 @@ class PolyStepOptimizer(torch.optim.Optimizer):
                 "use step_batch(inputs, targets, loss_fn) for the fast path"
             )
         center = float(closure())
-        self._step(lambda cands, tick: self._closure_losses(closure, cands, tick))
+        losses = partial(self._closure_losses, closure)
+        self._step(lambda c, tick: self.shard.score(losses, c, tick, state=(self.model, self)))
         return center
 
     @property

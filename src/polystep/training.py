@@ -31,6 +31,7 @@ from polystep.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from polystep.distributed import is_writer
 from polystep.evaluate.base import LossFn, evaluation_mode
 from polystep.validation import check_positive_int
 
@@ -353,7 +354,7 @@ def train(
     _fire(cfg.callbacks, "on_train_begin", state)
 
     def checkpoint() -> None:
-        if cfg.checkpoint_path is not None:
+        if cfg.checkpoint_path is not None and is_writer():  # under torchrun: rank 0 only
             payload = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),

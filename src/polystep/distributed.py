@@ -1,0 +1,372 @@
+"""Scale-out on ``torch.distributed``: candidates sharded across ranks, losses gathered.
+
+Every rank runs the same script with the same seed, so every rank draws the same rotations,
+subspace and candidates and sees the same minibatch. At each step a front end hands its
+candidate-scoring callable to :meth:`Shard.score`: the rank scores ITS rows of the step's
+candidates, the losses of all ranks are exchanged with one ``all_gather_single`` (one
+number per candidate, plus a header of :data:`HEADER` numbers per rank), and every rank applies
+the identical move. Parameters are never broadcast.
+
+Wire format: float32 while every loss is a float32 number (then the cast is exact); the first
+step with a loss that float32 would round is gathered again in float64 and the shard stays in
+float64 from then on, so the gathered losses are always bit-identical to what one process
+computes. The evaluators of :mod:`polystep.evaluate` return float64 means, so a network step
+sends 8 bytes a candidate; MAX-SAT costs and float32 objectives send 4.
+
+Without an initialised process group of two or more ranks (and no ``torchrun`` environment)
+:meth:`Shard.score` just calls the scorer: nothing changes for a single process.
+
+Checks and faults: every ``check_every`` calls (the first included) each rank hashes its state
+(the front end says what: parameters, optimizer or engine state) and the digests are gathered;
+a mismatch raises :class:`RankError` on every rank, naming the ranks that differ from rank 0.
+A collective that fails (a rank died, or stalled past the process-group timeout) raises
+:class:`RankError` naming this rank, the step and the timeout.
+
+Load balance: rank ``r`` scores an interleaved set of rows (so layers or experts of different
+cost are spread evenly), and its share follows its measured speed (candidates/s, gathered with
+the losses, smoothed): a rank that is slower gets fewer rows and shows in :attr:`Shard.metrics`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from polystep.blocks import BlockCandidates
+
+TIMEOUT_ENV = "POLYSTEP_DIST_TIMEOUT_S"  # seconds a collective may wait for a peer
+DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_CHECK_EVERY = 100
+HEADER = 5  # per rank: seconds, rows scored, float32-exact flag, dtype code, total candidates
+SMOOTHING = 0.5  # weight of the newest speed in the running per-rank speed
+MIN_SHARE = 0.25  # a rank's share never drops below this fraction of an equal one
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # dtype codes 0..3
+
+
+class RankError(RuntimeError):
+    """A rank died, stalled past the timeout, or holds a state that differs from rank 0's."""
+
+
+def timeout_s() -> float:
+    """The collective timeout used by :func:`init`: ``$POLYSTEP_DIST_TIMEOUT_S`` or 300 s."""
+    text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def init(backend: str | None = None) -> bool:
+    """Join the process group that ``torchrun`` describes (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ``MASTER_PORT``) unless one is initialised already; returns whether two or
+    more ranks take part. ``backend`` None: NCCL when CUDA is available, else gloo; the
+    collective timeout is :func:`timeout_s`."""
+    if not dist.is_available():
+        return False
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+            return False
+        if backend not in (None, "gloo", "nccl"):
+            raise ValueError(f"backend must be None, 'gloo' or 'nccl', got {backend!r}")
+        cuda = torch.cuda.is_available()
+        backend = backend or ("nccl" if cuda else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
+    return dist.get_world_size() > 1
+
+
+def is_writer() -> bool:
+    """Whether this process writes files (checkpoints, records): rank 0, or a lone process."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def world_size() -> int:
+    """Ranks in the default process group (1 without one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+# -- which rows a rank scores --------------------------------------------------------------------
+def counts_for(speeds: torch.Tensor, total: int) -> torch.Tensor:
+    """Rows per rank ``(W,)`` summing to ``total``, proportional to ``speeds (W,)`` (each share
+    at least ``MIN_SHARE`` of an equal one), by largest remainder (ties to the lower rank)."""
+    share = speeds.double().clamp_min(0) / speeds.double().clamp_min(0).sum()
+    if not bool(torch.isfinite(share).all()):
+        share = torch.full_like(share, 1 / len(share))
+    share = share.clamp_min(MIN_SHARE / len(share))
+    share = share / share.sum()
+    ideal = share * total
+    counts = ideal.floor().long()
+    left = total - int(counts.sum())
+    order = torch.argsort(-(ideal - counts), stable=True)
+    counts[order[:left]] += 1
+    return counts
+
+
+def owners(counts: torch.Tensor) -> torch.Tensor:
+    """The rank of every row ``(sum(counts),)``: rank ``r``'s ``counts[r]`` rows spread evenly
+    over the rows (its ``k``-th row falls at fraction ``(k + 1/2) / counts[r]``)."""
+    when = [(torch.arange(int(c), dtype=torch.float64) + 0.5) / int(c) for c in counts if c]
+    ranks = [torch.full((int(c),), r) for r, c in enumerate(counts.tolist()) if c]
+    if not when:
+        return torch.zeros(0, dtype=torch.long)
+    order = torch.argsort(torch.cat(when), stable=True)
+    return torch.cat(ranks)[order]
+
+
+def take(candidates: Any, rows: torch.Tensor) -> Any:
+    """Candidates ``rows`` of a step: dense rows ``(N, ...)``, :class:`BlockCandidates`, or a
+    MAX-SAT flip-group step (pairs ``var``/``cand`` of ``num`` candidates, renumbered)."""
+    if isinstance(candidates, torch.Tensor):
+        return candidates[rows.to(candidates.device)]
+    if isinstance(candidates, BlockCandidates):
+        rows = rows.to(candidates.block.device)
+        return BlockCandidates(candidates.block[rows], candidates.offset[rows], candidates.dim)
+    if all(hasattr(candidates, name) for name in ("var", "cand", "num")):
+        rows = rows.to(candidates.cand.device)
+        local = torch.full((candidates.num,), -1, dtype=torch.long, device=rows.device)
+        local[rows] = torch.arange(len(rows), device=rows.device)
+        keep = local[candidates.cand] >= 0
+        return replace(
+            candidates,
+            var=candidates.var[keep],
+            cand=local[candidates.cand[keep]],
+            num=len(rows),
+        )
+    raise TypeError(
+        f"cannot split candidates of type {type(candidates).__name__} across ranks: expected "
+        "a tensor of rows, BlockCandidates or flip-group candidates"
+    )
+
+
+def count(candidates: Any) -> int:
+    """Number of candidates in ``candidates`` (any type :func:`take` splits)."""
+    if hasattr(candidates, "num"):
+        return int(candidates.num)
+    return len(candidates)
+
+
+# -- state digests -------------------------------------------------------------------------------
+def digest(value: Any) -> bytes:
+    """SHA-256 of ``value``: tensors (dtype, shape, bytes), generators (their state), modules
+    and objects with ``state_dict()``, dataclasses (their fields), containers, plain values."""
+    sha = hashlib.sha256()
+    _feed(sha, value)
+    return sha.digest()
+
+
+def _feed(sha: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().reshape(-1).contiguous().cpu()
+        sha.update(f"T{flat.dtype}{tuple(value.shape)}".encode())
+        sha.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    elif isinstance(value, torch.Generator):
+        _feed(sha, value.get_state())
+    elif isinstance(value, torch.nn.Module):
+        _feed(sha, value.state_dict())
+    elif is_dataclass(value) and not isinstance(value, type):
+        sha.update(type(value).__name__.encode())
+        for item in fields(value):
+            _feed(sha, (item.name, getattr(value, item.name)))
+    elif isinstance(value, dict):
+        sha.update(b"{")
+        for key in sorted(value, key=repr):
+            _feed(sha, (key, value[key]))
+        sha.update(b"}")
+    elif isinstance(value, list | tuple):
+        sha.update(b"(")
+        for item in value:
+            _feed(sha, item)
+        sha.update(b")")
+    elif callable(getattr(value, "state_dict", None)):
+        _feed(sha, value.state_dict())
+    else:
+        sha.update(repr(value).encode())
+
+
+# -- the shard -----------------------------------------------------------------------------------
+Scorer = Callable[..., torch.Tensor]
+
+
+@dataclass
+class Shard:
+    """Splits each step's candidates over the ranks of the default process group.
+
+    ``check_every``: calls between digest checks (the first call always checks).
+    ``metrics`` after each distributed call: ``world_size``, ``rank``, ``candidates``,
+    ``rank_candidates``, ``rank_seconds`` and ``rank_evals_per_s`` (lists, one per rank),
+    ``wire_dtype``, ``bytes_sent`` (what this rank put into the gathers) and ``bytes_gathered``
+    (all ranks' buffers: what each rank receives), ``comm_seconds``.
+    """
+
+    check_every: int = DEFAULT_CHECK_EVERY
+    calls: int = 0
+    wide: bool = False
+    speeds: torch.Tensor | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    sent: int = 0  # bytes this rank put into the gathers of the last call
+
+    def __post_init__(self) -> None:
+        if isinstance(self.check_every, bool) or not isinstance(self.check_every, int):
+            raise ValueError(f"check_every must be a positive int, got {self.check_every!r}")
+        if self.check_every < 1:
+            raise ValueError(f"check_every must be a positive int, got {self.check_every!r}")
+
+    @property
+    def active(self) -> bool:
+        """Whether two or more ranks share the work (joins a torchrun group on first use)."""
+        return init()
+
+    def score(self, fn: Scorer, candidates: Any, *args: Any, state: Any = None) -> torch.Tensor:
+        """All losses ``(N,)`` of ``candidates``: this rank runs ``fn(its rows, *args)``, the
+        ranks exchange losses. ``state`` (default: the candidates) is hashed every
+        ``check_every`` calls and must be identical on every rank."""
+        if not self.active:
+            return fn(candidates, *args)
+        world, rank = dist.get_world_size(), dist.get_rank()
+        if self.calls % self.check_every == 0:
+            self.check(candidates if state is None else state)
+        self.calls += 1
+        self.sent = 0
+        total = count(candidates)
+        speeds = torch.ones(world) if self.speeds is None else self.speeds
+        counts = counts_for(speeds, total)
+        rows = torch.nonzero(owners(counts) == rank).flatten()
+        start = time.perf_counter()
+        local = fn(take(candidates, rows), *args) if len(rows) else None
+        seconds = time.perf_counter() - start
+        if local is not None:
+            local = torch.as_tensor(local).reshape(-1)
+            if local.shape[0] != len(rows):
+                raise ValueError(f"scorer returned {local.shape[0]} losses for {len(rows)} rows")
+        losses, table = self._exchange(local, counts, total, seconds)
+        self._record(table, counts, total, time.perf_counter() - start - seconds)
+        return losses
+
+    def check(self, state: Any) -> None:
+        """Raise :class:`RankError` on every rank unless all ranks hold the same ``state``."""
+        mine = torch.frombuffer(bytearray(digest(state)[:8]), dtype=torch.int64)
+        every = torch.empty(dist.get_world_size(), dtype=torch.int64, device=_device())
+        self._collective("digest check", dist.all_gather_single, every, mine.to(_device()))
+        every = every.cpu()
+        differ = torch.nonzero(every != every[0]).flatten().tolist()
+        if differ:
+            raise RankError(
+                f"rank {dist.get_rank()}: ranks {differ} hold parameters or optimizer state that "
+                f"differ from rank 0's (state digest check at call {self.calls}): every rank "
+                "must run the same script with the same seed, data order and checkpoint"
+            )
+
+    def _exchange(
+        self, local: torch.Tensor | None, counts: torch.Tensor, total: int, seconds: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather every rank's losses; returns all losses ``(N,)`` and the table ``(W, width +
+        HEADER)`` of what each rank sent."""
+        width, world = int(counts.max()), len(counts)
+        code = -1.0 if local is None else float(_dtype_code(local.dtype))
+        exact = 1.0
+        if local is not None and not self.wide:
+            rounded = local.to(torch.float32).to(local.dtype)
+            exact = float(bool(((rounded == local) | torch.isnan(local)).all()))
+        size = len(local) if local is not None else 0
+        header = [seconds, float(size), exact, code, float(total)]
+        table = self._gather(local, width, header, torch.float64 if self.wide else torch.float32)
+        if (
+            int(table[:, width + 4].double().min()) != total
+            or int(table[:, width + 4].double().max()) != total
+        ):
+            raise RankError(
+                f"rank {dist.get_rank()}: ranks disagree on the number of candidates "
+                f"({table[:, width + 4].tolist()}): their states have diverged"
+            )
+        if not bool((table[:, width + 2] == 1).all()):  # some loss is not a float32 number
+            self.wide = True
+            table = self._gather(local, width, header, torch.float64)
+        codes = [int(c) for c in table[:, width + 3].tolist() if c >= 0]
+        dtype = DTYPES[max(codes)] if codes else torch.float64
+        owner = owners(counts)
+        losses = torch.empty(total, dtype=torch.float64)
+        for r in range(world):
+            losses[owner == r] = table[r, : int(counts[r])].double()
+        return losses.to(dtype), table
+
+    def _gather(
+        self, local: torch.Tensor | None, width: int, header: list[float], dtype: torch.dtype
+    ) -> torch.Tensor:
+        device, world = _device(), dist.get_world_size()
+        mine = torch.zeros(width + HEADER, dtype=dtype)
+        if local is not None:
+            mine[: len(local)] = local.detach().cpu().to(dtype)
+        mine[width:] = torch.tensor(header, dtype=torch.float64).to(dtype)
+        out = torch.empty(world * (width + HEADER), dtype=dtype, device=device)
+        self._collective("loss all-gather", dist.all_gather_single, out, mine.to(device))
+        self.sent += mine.numel() * mine.element_size()
+        return out.cpu().reshape(world, width + HEADER)
+
+    def _collective(self, what: str, op: Callable[..., Any], *args: Any) -> None:
+        try:
+            op(*args)
+        except (RuntimeError, ValueError) as exc:  # DistBackendError is a RuntimeError
+            text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise RankError(
+                f"rank {dist.get_rank()} of {dist.get_world_size()}: {what} at call "
+                f"{self.calls} failed: another rank died, stalled past the collective timeout "
+                f"(${TIMEOUT_ENV}, now {timeout_s():g} s when polystep starts the group) or "
+                f"left the run ({text})"
+            ) from exc
+
+    def _record(
+        self, table: torch.Tensor, counts: torch.Tensor, total: int, comm_seconds: float
+    ) -> None:
+        width, world = int(counts.max()), len(counts)
+        seconds = table[:, width].double().clamp_min(1e-9)
+        rows = table[:, width + 1].double()
+        rates = rows / seconds
+        fresh = torch.where(rows > 0, rates, torch.zeros_like(rates))
+        if self.speeds is None:
+            self.speeds = fresh
+        else:
+            self.speeds = torch.where(
+                rows > 0, SMOOTHING * fresh + (1 - SMOOTHING) * self.speeds, self.speeds
+            )
+        self.metrics = {
+            "world_size": world,
+            "rank": dist.get_rank(),
+            "candidates": total,
+            "rank_candidates": [int(c) for c in counts.tolist()],
+            "rank_seconds": [round(float(s), 6) for s in seconds.tolist()],
+            "rank_evals_per_s": [round(float(r), 1) for r in rates.tolist()],
+            "wire_dtype": "float64" if self.wide else "float32",
+            "bytes_sent": self.sent,
+            "bytes_gathered": self.sent * world,
+            "comm_seconds": round(comm_seconds, 6),
+        }
+
+
+def _device() -> torch.device:
+    """Where collective buffers live: the current CUDA device under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _dtype_code(dtype: torch.dtype) -> int:
+    return DTYPES.index(dtype) if dtype in DTYPES else 1
+
+
+def sharded(objective: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``objective: (N, dim) -> (N,)`` run on this rank's rows only; every rank gets all ``N``
+    values (for ask/tell: ``es.tell(sharded(f)(es.ask()))``). A single process calls it as is."""
+    shard = Shard()
+    return lambda points: shard.score(objective, points)
