@@ -101,6 +101,17 @@ def scenario_maxsat() -> dict[str, Any]:
     return out
 
 
+def scenario_rl() -> dict[str, Any]:
+    """A PolyStep policy search on the built-in cart-pole (keep-best: the incumbent is scored
+    with the candidates)."""
+    from polystep.problems.rl import PolicySearchPreset, make_env, make_policy, search_policy
+
+    env = make_env("cartpole")
+    preset = PolicySearchPreset(rollouts=2, horizon=40)
+    result = search_policy(env, make_policy("tanh", env), budget_evals=120, seed=5, preset=preset)
+    return {"params": digest(result.params).hex(), "history": result.history}
+
+
 def scenario_diverge() -> dict[str, Any]:
     """Rank 1 starts from other weights: the first step must fail on both ranks."""
     from polystep.optimizer import PolyStepOptimizer
@@ -166,6 +177,7 @@ SCENARIOS = {
     "optimizer": scenario_optimizer,
     "ask_tell": scenario_ask_tell,
     "maxsat": scenario_maxsat,
+    "rl": scenario_rl,
     "diverge": scenario_diverge,
 }
 
@@ -240,7 +252,7 @@ def two_ranks(tmp_path_factory) -> list[dict[str, Any]]:
     return results(launch("all", out), out)
 
 
-@pytest.mark.parametrize("name", ["optimizer", "ask_tell", "maxsat"])
+@pytest.mark.parametrize("name", ["optimizer", "ask_tell", "maxsat", "rl"])
 def test_two_ranks_match_one_process_bit_for_bit(name, two_ranks):
     reference = in_process(SCENARIOS[name])
     ranks = [rank[name] for rank in two_ranks]
@@ -253,10 +265,15 @@ def test_two_ranks_match_one_process_bit_for_bit(name, two_ranks):
         assert metrics["world_size"] == 2 and sum(metrics["rank_candidates"]) > 0
         assert all(c > 0 for c in metrics["rank_candidates"])
         assert metrics["wire_dtype"] == "float64"  # the evaluator's float64 means
+        # one number per candidate (padded to the largest share) and a header: no parameters
+        width = max(metrics["rank_candidates"]) + distributed.HEADER
+        assert metrics["bytes_sent"] == 8 * width and metrics["bytes_gathered"] == 16 * width
         assert ranks[0]["metrics_closure"]["wire_dtype"] == "float32"  # a float32 model's loss
     if name == "maxsat":
         assert {ranks[0]["20000_space"], ranks[0]["400_space"]} == {"Blocks", "FlipGroups"}
         assert ranks[0]["20000_metrics"]["wire_dtype"] == "float32"  # integer costs
+        metrics = ranks[0]["20000_metrics"]
+        assert metrics["bytes_sent"] == 4 * (max(metrics["rank_candidates"]) + distributed.HEADER)
 
 
 def test_diverged_rank_is_named_on_every_rank(two_ranks):

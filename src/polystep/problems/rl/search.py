@@ -20,11 +20,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import torch
 
 from polystep.blocks import num_blocks
+from polystep.distributed import Shard
 from polystep.engine import Engine, Subspace, shaping
 from polystep.geometry import num_vertices
 from polystep.parts import check_run
@@ -257,6 +259,7 @@ class PolicySearch:
         self.history: list[float] = []
         self.informed = False  # some step's costs differed (ends the flat-start growth)
         self.seconds_before = 0.0
+        self.shard = Shard()
         self.config = {"dim": dim, "budget_evals": budget_evals, "preset": asdict(preset)}
 
     @property
@@ -269,9 +272,9 @@ class PolicySearch:
 
     def _losses(self, params: torch.Tensor, draw: int) -> torch.Tensor:
         preset = self.preset
-        return _losses(
-            self.env, self.policy, params, self.seed, draw, preset.rollouts, preset.horizon
-        )
+        args = (self.seed, draw, preset.rollouts, preset.horizon)
+        score = partial(_losses, self.env, self.policy)  # under torchrun: its rows a rank
+        return self.shard.score(lambda rows: score(rows, *args), params, state=self.state)
 
     def step(self) -> tuple[int, int, float]:
         """One step; returns ``(step, evaluations, best return among its candidates)``."""
