@@ -173,11 +173,27 @@ def scenario_train(out: Path, max_steps: int = 8, resume: bool = False) -> dict[
     return {"params": digest(model).hex(), "history": history, "error": None}
 
 
+def scenario_train_rows() -> dict[str, Any]:
+    """train() for 3 steps, each rank told to checkpoint into its own folder: only rank 0 may."""
+    import tempfile
+
+    from polystep.training import TrainConfig, train
+
+    model, loader, loss_fn, opt = train_setup(Path("."))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "ckpt.pt"
+        config = TrainConfig(epochs=1, max_steps=3, checkpoint_path=path, progress=False)
+        history = train(model, loader, loss_fn, opt, config)
+        written = path.exists()
+    return {"params": digest(model).hex(), "metrics_row": history[-1], "metrics_written": written}
+
+
 SCENARIOS = {
     "optimizer": scenario_optimizer,
     "ask_tell": scenario_ask_tell,
     "maxsat": scenario_maxsat,
     "rl": scenario_rl,
+    "train_rows": scenario_train_rows,
     "diverge": scenario_diverge,
 }
 
@@ -252,7 +268,7 @@ def two_ranks(tmp_path_factory) -> list[dict[str, Any]]:
     return results(launch("all", out), out)
 
 
-@pytest.mark.parametrize("name", ["optimizer", "ask_tell", "maxsat", "rl"])
+@pytest.mark.parametrize("name", ["optimizer", "ask_tell", "maxsat", "rl", "train_rows"])
 def test_two_ranks_match_one_process_bit_for_bit(name, two_ranks):
     reference = in_process(SCENARIOS[name])
     ranks = [rank[name] for rank in two_ranks]
@@ -274,6 +290,15 @@ def test_two_ranks_match_one_process_bit_for_bit(name, two_ranks):
         assert ranks[0]["20000_metrics"]["wire_dtype"] == "float32"  # integer costs
         metrics = ranks[0]["20000_metrics"]
         assert metrics["bytes_sent"] == 4 * (max(metrics["rank_candidates"]) + distributed.HEADER)
+
+
+def test_train_reports_ranks_and_only_rank_0_writes(two_ranks):
+    rows = [rank["train_rows"]["metrics_row"] for rank in two_ranks]
+    assert [rank["train_rows"]["metrics_written"] for rank in two_ranks] == [True, False]
+    for row in rows:
+        assert row["world_size"] == 2 and row["rank0_evals_per_s"] > 0
+        assert row["rank1_evals_per_s"] > 0 and row["comm_bytes_gathered"] > 0
+    assert "world_size" not in in_process(scenario_train_rows)["metrics_row"]  # one process
 
 
 def test_diverged_rank_is_named_on_every_rank(two_ranks):

@@ -370,3 +370,18 @@ def sharded(objective: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., 
     values (for ask/tell: ``es.tell(sharded(f)(es.ask()))``). A single process calls it as is."""
     shard = Shard()
     return lambda points: shard.score(objective, points)
+
+
+def report(owner: Any) -> dict[str, Any]:
+    """``owner.shard``'s last distributed step as flat metrics (empty for a single process):
+    ``world_size``, ``rank{r}_evals_per_s`` (each rank's candidates/s while scoring),
+    ``comm_bytes_sent`` (what each rank put into the loss gather) and ``comm_bytes_gathered``."""
+    metrics = getattr(getattr(owner, "shard", None), "metrics", None)
+    if not metrics:
+        return {}
+    row: dict[str, Any] = {"world_size": metrics["world_size"]}
+    for rank, rate in enumerate(metrics["rank_evals_per_s"]):
+        row[f"rank{rank}_evals_per_s"] = rate
+    row["comm_bytes_sent"] = metrics["bytes_sent"]
+    row["comm_bytes_gathered"] = metrics["bytes_gathered"]
+    return row

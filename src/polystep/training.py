@@ -31,7 +31,7 @@ from polystep.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from polystep.distributed import is_writer
+from polystep.distributed import is_writer, report
 from polystep.evaluate.base import LossFn, evaluation_mode
 from polystep.validation import check_positive_int
 
@@ -372,6 +372,7 @@ def train(
             "train_loss": sum(losses) / len(losses) if losses else float("nan"),
             "evaluations": optimizer.evaluations,
             "evals_per_s": (optimizer.evaluations - evals0) / max(elapsed, 1e-9),
+            **report(optimizer),  # under torchrun: world size, per-rank rates, bytes a step
         }
         losses = []
         if has_val:

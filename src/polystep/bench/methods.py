@@ -28,6 +28,7 @@ from polystep.bench.selection import Selector
 from polystep.bench.tasks import TaskSpec
 from polystep.blocks import num_blocks
 from polystep.data import Loaders
+from polystep.distributed import report
 from polystep.geometry import num_vertices
 from polystep.optimizer import PolyStepOptimizer
 
@@ -75,7 +76,7 @@ def run_polystep(
         optimizer.step_batch(x, y, loss_fn)
         budget.charge(per_step)
         selector.observe(model, budget.evaluations, budget.steps)
-    return {"steps": optimizer.iteration, "passes_per_step": per_step}
+    return {"steps": optimizer.iteration, "passes_per_step": per_step, **report(optimizer)}
 
 
 def run_vector_baseline(

@@ -30,6 +30,7 @@ from polystep.bench.outdir import config_mismatch, refuse_stale
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TaskSpec, data_label, load_task_data
 from polystep.data import Splits, make_loaders
+from polystep.distributed import is_writer, world_size
 
 PROTOCOL = (
     "protocol: seeded 10% validation split carved from train; model selected on validation "
@@ -53,6 +54,7 @@ def machine_info() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "world_size": world_size(),
     }
 
 
@@ -215,7 +217,8 @@ def run_bench(
                     task, method, seed, splits, scale=scale, budget_fwd=fwd,
                     budget_seconds=budget_seconds, device=device,
                 )  # fmt: skip
-                write_json_atomic(path, payload)
+                if is_writer():  # under torchrun: rank 0 writes the record
+                    write_json_atomic(path, payload)
                 log(
                     f"{task.name:16s} {method:10s} seed {seed}: "
                     f"test {payload['test_acc_selected']:.4f} "
