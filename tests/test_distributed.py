@@ -8,6 +8,7 @@ run in this process (no process group) is the reference.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from torch import nn
 
 from polystep import distributed
 from polystep.blocks import BlockCandidates
-from polystep.distributed import Shard, counts_for, digest, owners, take
+from polystep.distributed import CELLS, SMOOTHING, Shard, bounds_for, digest, measured_profile, take
 
 HERE = Path(__file__).resolve()
 STEPS = 6  # the snn preset redraws its subspace every 5 steps: one redraw is crossed
@@ -336,20 +337,29 @@ def test_killed_rank_stops_the_survivor_and_the_run_resumes_on_one_process(tmp_p
 
 
 # -- single-process tests -----------------------------------------------------------------------
-def test_counts_follow_speeds_and_sum_to_the_total():
-    assert counts_for(torch.ones(2), 7).tolist() == [4, 3]
-    assert counts_for(torch.tensor([3.0, 1.0]), 100).tolist() == [75, 25]
-    # a stalled rank keeps MIN_SHARE of an equal share: 1/8, renormalised to 1/9
-    assert counts_for(torch.tensor([1.0, 0.0]), 81).tolist() == [72, 9]
-    assert counts_for(torch.tensor([float("nan"), 1.0]), 9).tolist() == [5, 4]
+def test_bounds_cut_equal_costs():
+    assert bounds_for(torch.ones(4), 8, 2).tolist() == [0, 4, 8]
+    assert bounds_for(torch.ones(4), 7, 3).tolist() == [0, 2, 5, 7]
+    assert bounds_for(torch.ones(4), 1, 3).tolist() == [0, 0, 1, 1]  # fewer rows than ranks
+    # the first half of the rows costs 3x the second: the cut moves left of the middle
+    cut = int(bounds_for(torch.tensor([3.0, 3.0, 1.0, 1.0]), 800, 2)[1])
+    assert 266 < cut < 270  # 267 without FLOOR
 
 
-def test_owners_interleave_the_rows():
-    owner = owners(torch.tensor([4, 4]))
-    assert owner.tolist() == [0, 1, 0, 1, 0, 1, 0, 1]
-    owner = owners(torch.tensor([6, 3, 0]))
-    assert torch.bincount(owner, minlength=3).tolist() == [6, 3, 0]
-    assert owner[:3].tolist() == [0, 1, 0]
+def test_profile_learns_uneven_costs_until_ranks_take_equal_time():
+    """Rows 0..2047 cost 1, the 464 after them 10 (a layer that is dear): from an even split,
+    the measured profile moves the cut until both ranks take about the same time."""
+    cost = torch.cat([torch.ones(2048), torch.full((464,), 10.0)])
+    profile = torch.ones(CELLS) / CELLS
+    for _ in range(10):
+        bounds = bounds_for(profile, len(cost), 2)
+        seconds = torch.stack([cost[a:b].sum() for a, b in itertools.pairwise(bounds)])
+        profile = SMOOTHING * measured_profile(bounds, seconds, CELLS) + (1 - SMOOTHING) * profile
+    assert float(seconds.max() / seconds.min()) < 1.05  # 4.3 at the even start
+    assert measured_profile(torch.tensor([0, 0, 4]), torch.tensor([0.0, 0.0]), 2).tolist() == [
+        0.5,
+        0.5,
+    ]
 
 
 def test_take_slices_every_kind_of_candidates():

@@ -22,14 +22,18 @@ a mismatch raises :class:`RankError` on every rank, naming the ranks that differ
 A collective that fails (a rank died, or stalled past the process-group timeout) raises
 :class:`RankError` naming this rank, the step and the timeout.
 
-Load balance: rank ``r`` scores an interleaved set of rows (so layers or experts of different
-cost are spread evenly), and its share follows its measured speed (candidates/s, gathered with
-the losses, smoothed): a rank that is slower gets fewer rows and shows in :attr:`Shard.metrics`.
+Load balance: rank ``r`` scores one contiguous range of rows (candidates of one layer or expert
+stay together, so per-layer work is not repeated on every rank). The ranges are cut so that
+their estimated costs are equal: a cost profile over the rows, learned from each rank's
+scoring seconds (gathered with the losses) and smoothed over steps, says where rows are dear.
+Candidates of different cost and a slower rank both shift the cuts; per-rank seconds, rows and
+candidates/s are in :attr:`Shard.metrics`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -46,8 +50,9 @@ TIMEOUT_ENV = "POLYSTEP_DIST_TIMEOUT_S"  # seconds a collective may wait for a p
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_CHECK_EVERY = 100
 HEADER = 5  # per rank: seconds, rows scored, float32-exact flag, dtype code, total candidates
-SMOOTHING = 0.5  # weight of the newest speed in the running per-rank speed
-MIN_SHARE = 0.25  # a rank's share never drops below this fraction of an equal one
+CELLS = 256  # resolution of the cost profile over a step's rows
+SMOOTHING = 0.7  # weight of the newest measurement in the running cost profile
+FLOOR = 0.01  # cost added to every slice (a fraction of the mean): no slice is free
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # dtype codes 0..3
 
 
@@ -98,31 +103,31 @@ def world_size() -> int:
 
 
 # -- which rows a rank scores --------------------------------------------------------------------
-def counts_for(speeds: torch.Tensor, total: int) -> torch.Tensor:
-    """Rows per rank ``(W,)`` summing to ``total``, proportional to ``speeds (W,)`` (each share
-    at least ``MIN_SHARE`` of an equal one), by largest remainder (ties to the lower rank)."""
-    share = speeds.double().clamp_min(0) / speeds.double().clamp_min(0).sum()
-    if not bool(torch.isfinite(share).all()):
-        share = torch.full_like(share, 1 / len(share))
-    share = share.clamp_min(MIN_SHARE / len(share))
-    share = share / share.sum()
-    ideal = share * total
-    counts = ideal.floor().long()
-    left = total - int(counts.sum())
-    order = torch.argsort(-(ideal - counts), stable=True)
-    counts[order[:left]] += 1
-    return counts
+def bounds_for(profile: torch.Tensor, total: int, world: int) -> torch.Tensor:
+    """Row boundaries ``(W + 1,)`` cutting ``total`` rows into ``W`` contiguous ranges of equal
+    estimated cost; ``profile (G,)``: the relative cost of each of ``G`` equal slices of the rows
+    (positions scale with ``total``)."""
+    cells = profile.double().clamp_min(0)
+    cells = cells + cells.sum() * FLOOR / len(cells) + 1e-300  # no slice is free
+    cum = torch.cat([cells.new_zeros(1), cells.cumsum(0)]) / cells.sum()
+    targets = torch.arange(world + 1, dtype=torch.float64) / world
+    k = (torch.searchsorted(cum, targets, right=True) - 1).clamp(0, len(cells) - 1)
+    frac = ((targets - cum[k]) / (cum[k + 1] - cum[k])).clamp(0, 1)
+    bounds = ((k + frac) / len(cells) * total).round().long()
+    bounds[0], bounds[-1] = 0, total
+    return torch.cummax(bounds, 0).values
 
 
-def owners(counts: torch.Tensor) -> torch.Tensor:
-    """The rank of every row ``(sum(counts),)``: rank ``r``'s ``counts[r]`` rows spread evenly
-    over the rows (its ``k``-th row falls at fraction ``(k + 1/2) / counts[r]``)."""
-    when = [(torch.arange(int(c), dtype=torch.float64) + 0.5) / int(c) for c in counts if c]
-    ranks = [torch.full((int(c),), r) for r, c in enumerate(counts.tolist()) if c]
-    if not when:
-        return torch.zeros(0, dtype=torch.long)
-    order = torch.argsort(torch.cat(when), stable=True)
-    return torch.cat(ranks)[order]
+def measured_profile(bounds: torch.Tensor, seconds: torch.Tensor, cells: int) -> torch.Tensor:
+    """The cost profile ``(cells,)`` that ranges ``bounds (W + 1,)`` taking ``seconds (W,)``
+    imply (each range's seconds spread evenly over its rows), normalised to sum 1."""
+    total = float(bounds[-1])
+    edges = torch.linspace(0, total, cells + 1, dtype=torch.float64)
+    lo, hi = bounds[:-1, None].double(), bounds[1:, None].double()
+    overlap = (torch.minimum(hi, edges[None, 1:]) - torch.maximum(lo, edges[None, :-1])).clamp(0)
+    per_row = seconds.double() / (hi - lo).squeeze(1).clamp_min(1)
+    cost = (overlap * per_row[:, None]).sum(0)
+    return cost / cost.sum() if float(cost.sum()) > 0 else torch.full((cells,), 1 / cells)
 
 
 def take(candidates: Any, rows: torch.Tensor) -> Any:
@@ -213,7 +218,7 @@ class Shard:
     check_every: int = DEFAULT_CHECK_EVERY
     calls: int = 0
     wide: bool = False
-    speeds: torch.Tensor | None = None
+    profile: torch.Tensor = field(default_factory=lambda: torch.ones(CELLS) / CELLS)
     metrics: dict[str, Any] = field(default_factory=dict)
     sent: int = 0  # bytes this rank put into the gathers of the last call
 
@@ -240,9 +245,9 @@ class Shard:
         self.calls += 1
         self.sent = 0
         total = count(candidates)
-        speeds = torch.ones(world) if self.speeds is None else self.speeds
-        counts = counts_for(speeds, total)
-        rows = torch.nonzero(owners(counts) == rank).flatten()
+        bounds = bounds_for(self.profile, total, world)
+        counts = bounds.diff()
+        rows = torch.arange(int(bounds[rank]), int(bounds[rank + 1]))
         start = time.perf_counter()
         local = fn(take(candidates, rows), *args) if len(rows) else None
         seconds = time.perf_counter() - start
@@ -251,7 +256,7 @@ class Shard:
             if local.shape[0] != len(rows):
                 raise ValueError(f"scorer returned {local.shape[0]} losses for {len(rows)} rows")
         losses, table = self._exchange(local, counts, total, seconds)
-        self._record(table, counts, total, time.perf_counter() - start - seconds)
+        self._record(table, bounds, total, time.perf_counter() - start - seconds)
         return losses
 
     def check(self, state: Any) -> None:
@@ -295,10 +300,8 @@ class Shard:
             table = self._gather(local, width, header, torch.float64)
         codes = [int(c) for c in table[:, width + 3].tolist() if c >= 0]
         dtype = DTYPES[max(codes)] if codes else torch.float64
-        owner = owners(counts)
-        losses = torch.empty(total, dtype=torch.float64)
-        for r in range(world):
-            losses[owner == r] = table[r, : int(counts[r])].double()
+        parts = [table[r, : int(counts[r])].double() for r in range(world)]
+        losses = torch.cat(parts)
         return losses.to(dtype), table
 
     def _gather(
@@ -327,24 +330,20 @@ class Shard:
             ) from exc
 
     def _record(
-        self, table: torch.Tensor, counts: torch.Tensor, total: int, comm_seconds: float
+        self, table: torch.Tensor, bounds: torch.Tensor, total: int, comm_seconds: float
     ) -> None:
+        counts = bounds.diff()
         width, world = int(counts.max()), len(counts)
         seconds = table[:, width].double().clamp_min(1e-9)
-        rows = table[:, width + 1].double()
-        rates = rows / seconds
-        fresh = torch.where(rows > 0, rates, torch.zeros_like(rates))
-        if self.speeds is None:
-            self.speeds = fresh
-        else:
-            self.speeds = torch.where(
-                rows > 0, SMOOTHING * fresh + (1 - SMOOTHING) * self.speeds, self.speeds
-            )
+        rates = table[:, width + 1].double() / seconds
+        fresh = measured_profile(bounds, seconds, CELLS)
+        self.profile = SMOOTHING * fresh + (1 - SMOOTHING) * self.profile
         self.metrics = {
             "world_size": world,
             "rank": dist.get_rank(),
             "candidates": total,
             "rank_candidates": [int(c) for c in counts.tolist()],
+            "rank_rows": [[int(a), int(b)] for a, b in itertools.pairwise(bounds.tolist())],
             "rank_seconds": [round(float(s), 6) for s in seconds.tolist()],
             "rank_evals_per_s": [round(float(r), 1) for r in rates.tolist()],
             "wire_dtype": "float64" if self.wide else "float32",
