@@ -11,7 +11,10 @@ steps, taken by rank 0 after a barrier), the speed-up over world size 1 of the s
 per-rank seconds and candidates/s, and the bytes each rank put into the loss gather per step.
 ``cpu_speedup_vs_1`` = CPU seconds of world size 1 / CPU seconds of the busiest rank: the
 speed-up a free core per rank would give (it leaves out waiting for the network), the figure to
-read when the machine is shared and wall times measure the other jobs.
+read when the machine is shared and wall times measure the other jobs. ``cpu_total_vs_1`` =
+CPU seconds of all ranks together / those of world size 1: the work that distribution adds
+(each rank repeats the incumbent's forward, the evaluator's shared prefix, the move); world
+size / ``cpu_total_vs_1`` is the speed-up of a split that gives every rank equal CPU time.
 
     python benchmarks/scaling.py                        # CPU: 1 and 2 processes, gloo
     python benchmarks/scaling.py --procs 1 2 4 8 --device cuda --threads 4   # one GPU a rank
@@ -201,9 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         record = launch(world, passed, args.timeout)
         if world == 1:
             base = record
-        speedups = {"speedup_vs_1": None, "cpu_speedup_vs_1": None}
+        speedups = {"speedup_vs_1": None, "cpu_speedup_vs_1": None, "cpu_total_vs_1": None}
         if base is not None:
             speedups = {
+                "cpu_total_vs_1": round(
+                    sum(record["rank_cpu_seconds"]) / base["rank_cpu_seconds"][0], 3
+                ),
                 "speedup_vs_1": round(
                     record["candidate_evals_per_s"] / base["candidate_evals_per_s"], 3
                 ),
