@@ -8,7 +8,8 @@ steps, then ``--steps`` timed ones. Each rank has ``--threads`` torch threads; w
 plain process without a process group, the reference for the speed-up. One JSON line per
 world size with candidate evaluations per second (candidates scored / wall time of the timed
 steps, taken by rank 0 after a barrier), the speed-up over world size 1 of the same invocation,
-per-rank seconds and candidates/s, and the bytes each rank put into the loss gather per step.
+per-rank seconds and candidates/s, and the bytes rank 0 sent and received per step (the most
+over the timed steps).
 ``cpu_speedup_vs_1`` = CPU seconds of world size 1 / CPU seconds of the busiest rank: the
 speed-up a free core per rank would give (it leaves out waiting for the network), the figure to
 read when the machine is shared and wall times measure the other jobs. ``cpu_total_vs_1`` =
@@ -18,6 +19,7 @@ size / ``cpu_total_vs_1`` is the speed-up of a split that gives every rank equal
 
     python benchmarks/scaling.py                        # CPU: 1 and 2 processes, gloo
     python benchmarks/scaling.py --procs 1 2 4 8 --device cuda --threads 4   # one GPU a rank
+    python benchmarks/scaling.py --table benchmarks/results/scaling_cpu.jsonl  # README table
 
 This script starts its own ranks on 127.0.0.1 (one machine). On several machines run the worker
 under torchrun on each: ``torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d
@@ -96,7 +98,7 @@ def worker(args: argparse.Namespace) -> dict | None:
         opt.step_batch(x[step % len(x)], y[step % len(y)], loss_fn)
         if step >= args.warmup and world > 1:
             per_rank.append(opt.shard.metrics["rank_seconds"])
-            sent.append(opt.shard.metrics["bytes_sent"])
+            sent.append((opt.shard.metrics["bytes_sent"], opt.shard.metrics["bytes_received"]))
     if world > 1:
         dist.barrier()
     if device.type == "cuda":
@@ -134,8 +136,8 @@ def worker(args: argparse.Namespace) -> dict | None:
                 "rank_candidates_last_step": counts,
                 "rank_evals_per_s_last_step": opt.shard.metrics["rank_evals_per_s"],
                 "wire_dtype": opt.shard.metrics["wire_dtype"],
-                "bytes_sent_per_step": max(sent),
-                "bytes_gathered_per_step": max(sent) * world,
+                "rank0_bytes_sent_per_step": max(s for s, _ in sent),
+                "rank0_bytes_received_per_step": max(r for _, r in sent),
             }
         )
     return record
@@ -169,6 +171,32 @@ def launch(world: int, argv: list[str], timeout: float) -> dict:
     return json.loads(outputs[0].strip().splitlines()[-1])
 
 
+def table(records: list[dict]) -> str:
+    """The markdown table of ``records`` (this script's lines, in order), for the README."""
+    rows = [
+        "| run | world size | candidates/s | speed-up (wall) | speed-up (CPU time) | CPU of all "
+        "ranks / 1 process | rows per rank (last step) | rank 0 bytes sent / received per "
+        "step (wire) | load (1 min) |",
+        "|---:|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    run = 0
+    for r in records:
+        run += r["world_size"] == 1
+        sent = (
+            f"{r['rank0_bytes_sent_per_step']:,} / {r['rank0_bytes_received_per_step']:,} "
+            f"({r['wire_dtype']})"
+            if r["world_size"] > 1
+            else "-"
+        )
+        ranks = " / ".join(f"{c:,}" for c in r.get("rank_candidates_last_step", [])) or "-"
+        rows.append(
+            f"| {run} | {r['world_size']} | {r['candidate_evals_per_s']:,.0f} | "
+            f"{r['speedup_vs_1']:.2f} | {r['cpu_speedup_vs_1']:.2f} | {r['cpu_total_vs_1']:.2f} | "
+            f"{ranks} | {sent} | {r['load_average_1min']:.1f} |"
+        )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="world sizes")
@@ -179,7 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per config")
     parser.add_argument("--worker", action="store_true", help="run as one rank (torchrun)")
+    parser.add_argument("--table", metavar="JSONL", help="print the README table of a record")
     args = parser.parse_args(argv)
+    if args.table:
+        lines = Path(args.table).read_text().splitlines()
+        print(table([json.loads(line) for line in lines if line.strip()]))
+        return 0
     for name in ("steps", "batch", "threads"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")

@@ -282,15 +282,18 @@ def test_two_ranks_match_one_process_bit_for_bit(name, two_ranks):
         assert metrics["world_size"] == 2 and sum(metrics["rank_candidates"]) > 0
         assert all(c > 0 for c in metrics["rank_candidates"])
         assert metrics["wire_dtype"] == "float64"  # the evaluator's float64 means
-        # one number per candidate (padded to the largest share) and a header: no parameters
-        width = max(metrics["rank_candidates"]) + distributed.HEADER
-        assert metrics["bytes_sent"] == 8 * width and metrics["bytes_gathered"] == 16 * width
+        # one number per candidate of the other rank plus a header: no parameters
+        own, other = metrics["rank_candidates"]
+        assert metrics["bytes_sent"] == 8 * (own + distributed.HEADER)
+        assert metrics["bytes_received"] == 8 * (other + distributed.HEADER)
         assert ranks[0]["metrics_closure"]["wire_dtype"] == "float32"  # a float32 model's loss
     if name == "maxsat":
         assert {ranks[0]["20000_space"], ranks[0]["400_space"]} == {"Blocks", "FlipGroups"}
         assert ranks[0]["20000_metrics"]["wire_dtype"] == "float32"  # integer costs
-        metrics = ranks[0]["20000_metrics"]
-        assert metrics["bytes_sent"] == 4 * (max(metrics["rank_candidates"]) + distributed.HEADER)
+        metrics = ranks[1]["20000_metrics"]
+        own = metrics["rank_candidates"][1]
+        assert metrics["bytes_sent"] == 4 * (own + distributed.HEADER)
+        assert metrics["bytes_received"] == 4 * (metrics["candidates"] - own + distributed.HEADER)
 
 
 def test_train_reports_ranks_and_only_rank_0_writes(two_ranks):
@@ -298,7 +301,7 @@ def test_train_reports_ranks_and_only_rank_0_writes(two_ranks):
     assert [rank["train_rows"]["metrics_written"] for rank in two_ranks] == [True, False]
     for row in rows:
         assert row["world_size"] == 2 and row["rank0_evals_per_s"] > 0
-        assert row["rank1_evals_per_s"] > 0 and row["comm_bytes_gathered"] > 0
+        assert row["rank1_evals_per_s"] > 0 and row["comm_bytes_received"] > 0
     assert "world_size" not in in_process(scenario_train_rows)["metrics_row"]  # one process
 
 
@@ -334,6 +337,28 @@ def test_killed_rank_stops_the_survivor_and_the_run_resumes_on_one_process(tmp_p
     fresh_dir.mkdir()
     fresh = in_process(scenario_train, fresh_dir)
     assert resumed["params"] == fresh["params"]
+
+
+@pytest.mark.slow
+def test_stalled_rank_stops_the_survivor_after_the_timeout(tmp_path):
+    """SIGSTOP rank 1 mid-run: rank 0 waits for it no longer than the collective timeout."""
+    timeout = 5.0
+    procs = launch("train", tmp_path, SLOW_RANK="1", POLYSTEP_DIST_TIMEOUT_S=str(timeout))
+    alive = tmp_path / "alive1"
+    deadline = time.time() + 90
+    while not (alive.exists() and int(alive.read_text() or 0) >= 2) and time.time() < deadline:
+        time.sleep(0.05)
+    stopped_at = time.time()
+    procs[1].send_signal(signal.SIGSTOP)
+    try:
+        text, _ = procs[0].communicate(timeout=timeout + 60)
+    finally:
+        procs[1].kill()
+        procs[1].wait(timeout=30)
+    assert procs[0].returncode == 0, text[-3000:]
+    survivor = json.loads((tmp_path / "rank0.json").read_text())
+    assert "rank 0 of 2" in survivor["error"] and "stalled" in survivor["error"]
+    assert timeout - 1 < survivor["at"] - stopped_at < timeout + 30
 
 
 # -- single-process tests -----------------------------------------------------------------------

@@ -3,12 +3,14 @@
 Every rank runs the same script with the same seed, so every rank draws the same rotations,
 subspace and candidates and sees the same minibatch. At each step a front end hands its
 candidate-scoring callable to :meth:`Shard.score`: the rank scores ITS rows of the step's
-candidates, the losses of all ranks are exchanged with one ``all_gather_single`` (one
-number per candidate, plus a header of :data:`HEADER` numbers per rank), and every rank applies
-the identical move. Parameters are never broadcast.
+candidates, every rank sends its losses to every other rank with one ``all_to_all_single`` (an
+all-gather of unequal shares: one number per candidate, plus a header of :data:`HEADER` numbers
+per rank, no padding), and every rank applies the identical move. Parameters are never
+broadcast: per step each rank receives ``N - own + (W - 1) * HEADER`` numbers, whatever the
+model size.
 
 Wire format: float32 while every loss is a float32 number (then the cast is exact); the first
-step with a loss that float32 would round is gathered again in float64 and the shard stays in
+step with a loss that float32 would round is sent again in float64 and the shard stays in
 float64 from then on, so the gathered losses are always bit-identical to what one process
 computes. The evaluators of :mod:`polystep.evaluate` return float64 means, so a network step
 sends 8 bytes a candidate; MAX-SAT costs and float32 objectives send 4.
@@ -50,6 +52,7 @@ TIMEOUT_ENV = "POLYSTEP_DIST_TIMEOUT_S"  # seconds a collective may wait for a p
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_CHECK_EVERY = 100
 HEADER = 5  # per rank: seconds, rows scored, float32-exact flag, dtype code, total candidates
+CHECK_MODULUS = 2**16  # the total travels modulo this (exact in float32)
 CELLS = 256  # resolution of the cost profile over a step's rows
 SMOOTHING = 0.7  # weight of the newest measurement in the running cost profile
 FLOOR = 0.01  # cost added to every slice (a fraction of the mean): no slice is free
@@ -211,8 +214,8 @@ class Shard:
     ``check_every``: calls between digest checks (the first call always checks).
     ``metrics`` after each distributed call: ``world_size``, ``rank``, ``candidates``,
     ``rank_candidates``, ``rank_seconds`` and ``rank_evals_per_s`` (lists, one per rank),
-    ``wire_dtype``, ``bytes_sent`` (what this rank put into the gathers) and ``bytes_gathered``
-    (all ranks' buffers: what each rank receives), ``comm_seconds``.
+    ``wire_dtype``, ``bytes_sent`` and ``bytes_received`` (this rank, to and from the others),
+    ``comm_seconds``.
     """
 
     check_every: int = DEFAULT_CHECK_EVERY
@@ -220,7 +223,8 @@ class Shard:
     wide: bool = False
     profile: torch.Tensor = field(default_factory=lambda: torch.ones(CELLS) / CELLS)
     metrics: dict[str, Any] = field(default_factory=dict)
-    sent: int = 0  # bytes this rank put into the gathers of the last call
+    sent: int = 0  # bytes this rank sent to the others in the last call
+    received: int = 0  # ... and received from them
 
     def __post_init__(self) -> None:
         if isinstance(self.check_every, bool) or not isinstance(self.check_every, int):
@@ -243,7 +247,7 @@ class Shard:
         if self.calls % self.check_every == 0:
             self.check(candidates if state is None else state)
         self.calls += 1
-        self.sent = 0
+        self.sent = self.received = 0
         total = count(candidates)
         bounds = bounds_for(self.profile, total, world)
         counts = bounds.diff()
@@ -255,15 +259,15 @@ class Shard:
             local = torch.as_tensor(local).reshape(-1)
             if local.shape[0] != len(rows):
                 raise ValueError(f"scorer returned {local.shape[0]} losses for {len(rows)} rows")
-        losses, table = self._exchange(local, counts, total, seconds)
-        self._record(table, bounds, total, time.perf_counter() - start - seconds)
+        losses, headers = self._exchange(local, counts, total, seconds)
+        self._record(headers, bounds, total, time.perf_counter() - start - seconds)
         return losses
 
     def check(self, state: Any) -> None:
         """Raise :class:`RankError` on every rank unless all ranks hold the same ``state``."""
-        mine = torch.frombuffer(bytearray(digest(state)[:8]), dtype=torch.int64)
+        mine = torch.frombuffer(bytearray(digest(state)[:8]), dtype=torch.int64).to(_device())
         every = torch.empty(dist.get_world_size(), dtype=torch.int64, device=_device())
-        self._collective("digest check", dist.all_gather_single, every, mine.to(_device()))
+        self._collective("digest check", lambda: dist.all_gather_single(every, mine))
         every = every.cpu()
         differ = torch.nonzero(every != every[0]).flatten().tolist()
         if differ:
@@ -276,50 +280,61 @@ class Shard:
     def _exchange(
         self, local: torch.Tensor | None, counts: torch.Tensor, total: int, seconds: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gather every rank's losses; returns all losses ``(N,)`` and the table ``(W, width +
-        HEADER)`` of what each rank sent."""
-        width, world = int(counts.max()), len(counts)
+        """Send this rank's losses to every rank; returns all losses ``(N,)`` and every rank's
+        header ``(W, HEADER)``."""
         code = -1.0 if local is None else float(_dtype_code(local.dtype))
         exact = 1.0
         if local is not None and not self.wide:
             rounded = local.to(torch.float32).to(local.dtype)
             exact = float(bool(((rounded == local) | torch.isnan(local)).all()))
-        size = len(local) if local is not None else 0
-        header = [seconds, float(size), exact, code, float(total)]
-        table = self._gather(local, width, header, torch.float64 if self.wide else torch.float32)
-        if (
-            int(table[:, width + 4].double().min()) != total
-            or int(table[:, width + 4].double().max()) != total
-        ):
+        size = 0 if local is None else len(local)
+        header = [seconds, float(size), exact, code, float(total % CHECK_MODULUS)]
+        headers, parts = self._send(local, counts, header, self.dtype)
+        if bool((headers[:, 4] != total % CHECK_MODULUS).any()):
             raise RankError(
                 f"rank {dist.get_rank()}: ranks disagree on the number of candidates "
-                f"({table[:, width + 4].tolist()}): their states have diverged"
+                f"({headers[:, 4].tolist()}, modulo {CHECK_MODULUS}): their states have diverged"
             )
-        if not bool((table[:, width + 2] == 1).all()):  # some loss is not a float32 number
+        if not bool((headers[:, 2] == 1).all()):  # some loss is not a float32 number
             self.wide = True
-            table = self._gather(local, width, header, torch.float64)
-        codes = [int(c) for c in table[:, width + 3].tolist() if c >= 0]
+            headers, parts = self._send(local, counts, header, self.dtype)
+        codes = [int(c) for c in headers[:, 3].tolist() if c >= 0]
         dtype = DTYPES[max(codes)] if codes else torch.float64
-        parts = [table[r, : int(counts[r])].double() for r in range(world)]
-        losses = torch.cat(parts)
-        return losses.to(dtype), table
+        return torch.cat([part.double() for part in parts]).to(dtype), headers
 
-    def _gather(
-        self, local: torch.Tensor | None, width: int, header: list[float], dtype: torch.dtype
-    ) -> torch.Tensor:
-        device, world = _device(), dist.get_world_size()
-        mine = torch.zeros(width + HEADER, dtype=dtype)
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype losses travel in: float32 until a loss needs more."""
+        return torch.float64 if self.wide else torch.float32
+
+    def _send(
+        self, local: torch.Tensor | None, counts: torch.Tensor, header: list[float],
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+        """One ``all_to_all_single``: this rank's header and losses to every rank (no padding:
+        rank ``r`` sends ``HEADER + counts[r]`` numbers); every rank's header ``(W, HEADER)``
+        and losses."""
+        device, world, rank = _device(), dist.get_world_size(), dist.get_rank()
+        mine = torch.empty(HEADER + int(counts[rank]), dtype=dtype)
+        mine[:HEADER] = torch.tensor(header, dtype=torch.float64).to(dtype)
         if local is not None:
-            mine[: len(local)] = local.detach().cpu().to(dtype)
-        mine[width:] = torch.tensor(header, dtype=torch.float64).to(dtype)
-        out = torch.empty(world * (width + HEADER), dtype=dtype, device=device)
-        self._collective("loss all-gather", dist.all_gather_single, out, mine.to(device))
-        self.sent += mine.numel() * mine.element_size()
-        return out.cpu().reshape(world, width + HEADER)
+            mine[HEADER:] = local.detach().cpu().to(dtype)
+        sizes = [HEADER + int(c) for c in counts.tolist()]
+        out = torch.empty(sum(sizes), dtype=dtype, device=device)
+        send = mine.to(device).repeat(world)
+        self._collective(
+            "loss exchange", lambda: dist.all_to_all_single(out, send, sizes, [len(mine)] * world)
+        )
+        item = mine.element_size()
+        self.sent += (world - 1) * len(mine) * item
+        self.received += (sum(sizes) - len(mine)) * item
+        pieces = out.cpu().split(sizes)
+        headers = torch.stack([piece[:HEADER].double() for piece in pieces])
+        return headers, [piece[HEADER:] for piece in pieces]
 
-    def _collective(self, what: str, op: Callable[..., Any], *args: Any) -> None:
+    def _collective(self, what: str, op: Callable[[], Any]) -> None:
         try:
-            op(*args)
+            op()
         except (RuntimeError, ValueError) as exc:  # DistBackendError is a RuntimeError
             text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             raise RankError(
@@ -330,16 +345,15 @@ class Shard:
             ) from exc
 
     def _record(
-        self, table: torch.Tensor, bounds: torch.Tensor, total: int, comm_seconds: float
+        self, headers: torch.Tensor, bounds: torch.Tensor, total: int, comm_seconds: float
     ) -> None:
         counts = bounds.diff()
-        width, world = int(counts.max()), len(counts)
-        seconds = table[:, width].double().clamp_min(1e-9)
-        rates = table[:, width + 1].double() / seconds
+        seconds = headers[:, 0].clamp_min(1e-9)
+        rates = headers[:, 1] / seconds
         fresh = measured_profile(bounds, seconds, CELLS)
         self.profile = SMOOTHING * fresh + (1 - SMOOTHING) * self.profile
         self.metrics = {
-            "world_size": world,
+            "world_size": len(counts),
             "rank": dist.get_rank(),
             "candidates": total,
             "rank_candidates": [int(c) for c in counts.tolist()],
@@ -348,7 +362,7 @@ class Shard:
             "rank_evals_per_s": [round(float(r), 1) for r in rates.tolist()],
             "wire_dtype": "float64" if self.wide else "float32",
             "bytes_sent": self.sent,
-            "bytes_gathered": self.sent * world,
+            "bytes_received": self.received,
             "comm_seconds": round(comm_seconds, 6),
         }
 
@@ -374,7 +388,7 @@ def sharded(objective: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., 
 def report(owner: Any) -> dict[str, Any]:
     """``owner.shard``'s last distributed step as flat metrics (empty for a single process):
     ``world_size``, ``rank{r}_evals_per_s`` (each rank's candidates/s while scoring),
-    ``comm_bytes_sent`` (what each rank put into the loss gather) and ``comm_bytes_gathered``."""
+    ``comm_bytes_sent`` and ``comm_bytes_received`` (this rank's loss exchange, in bytes)."""
     metrics = getattr(getattr(owner, "shard", None), "metrics", None)
     if not metrics:
         return {}
@@ -382,5 +396,5 @@ def report(owner: Any) -> dict[str, Any]:
     for rank, rate in enumerate(metrics["rank_evals_per_s"]):
         row[f"rank{rank}_evals_per_s"] = rate
     row["comm_bytes_sent"] = metrics["bytes_sent"]
-    row["comm_bytes_gathered"] = metrics["bytes_gathered"]
+    row["comm_bytes_received"] = metrics["bytes_received"]
     return row
