@@ -8,8 +8,8 @@ steps, then ``--steps`` timed ones. Each rank has ``--threads`` torch threads; w
 plain process without a process group, the reference for the speed-up. One JSON line per
 world size with candidate evaluations per second (candidates scored / wall time of the timed
 steps, taken by rank 0 after a barrier), the speed-up over world size 1 of the same invocation,
-per-rank seconds and candidates/s, and the bytes rank 0 sent and received per step (the most
-over the timed steps).
+per-rank seconds and candidates/s, and the bytes the loss exchange moved per step (sent by all
+ranks together, mean over the timed steps; counted by each rank as it sends).
 ``cpu_speedup_vs_1`` = CPU seconds of world size 1 / CPU seconds of the busiest rank: the
 speed-up a free core per rank would give (it leaves out waiting for the network), the figure to
 read when the machine is shared and wall times measure the other jobs. ``cpu_total_vs_1`` =
@@ -87,7 +87,7 @@ def worker(args: argparse.Namespace) -> dict | None:
     x, y, source = data(min(total, 8), args.batch, device)
     loss_fn = nn.CrossEntropyLoss()
     per_rank: list[list[float]] = []
-    sent = []
+    sent = 0  # bytes this rank sent in the timed steps
     for step in range(total):
         if step == args.warmup:
             if world > 1:
@@ -98,17 +98,18 @@ def worker(args: argparse.Namespace) -> dict | None:
         opt.step_batch(x[step % len(x)], y[step % len(y)], loss_fn)
         if step >= args.warmup and world > 1:
             per_rank.append(opt.shard.metrics["rank_seconds"])
-            sent.append((opt.shard.metrics["bytes_sent"], opt.shard.metrics["bytes_received"]))
+            sent += opt.shard.metrics["bytes_sent"]
     if world > 1:
         dist.barrier()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    cpu_seconds = torch.tensor([time.process_time() - cpu], dtype=torch.float64)
-    if world > 1:  # every rank's CPU time, for the speed-up a core per rank would give
-        every = torch.empty(world, dtype=torch.float64, device=device)
-        dist.all_gather_single(every, cpu_seconds.to(device))
-        cpu_seconds = every.cpu()
+    mine = torch.tensor([time.process_time() - cpu, sent], dtype=torch.float64)
+    if world > 1:  # every rank's CPU time (for the speed-up a core per rank would give), bytes
+        every = torch.empty(2 * world, dtype=torch.float64, device=device)
+        dist.all_gather_single(every, mine.to(device))
+        mine = every.cpu()
+    cpu_seconds, sent_by_rank = mine[0::2], mine[1::2]
     candidates = opt.evaluations - before
     if rank != 0:
         return None
@@ -136,8 +137,7 @@ def worker(args: argparse.Namespace) -> dict | None:
                 "rank_candidates_last_step": counts,
                 "rank_evals_per_s_last_step": opt.shard.metrics["rank_evals_per_s"],
                 "wire_dtype": opt.shard.metrics["wire_dtype"],
-                "rank0_bytes_sent_per_step": max(s for s, _ in sent),
-                "rank0_bytes_received_per_step": max(r for _, r in sent),
+                "bytes_moved_per_step": round(float(sent_by_rank.sum()) / args.steps, 1),
             }
         )
     return record
@@ -175,18 +175,15 @@ def table(records: list[dict]) -> str:
     """The markdown table of ``records`` (this script's lines, in order), for the README."""
     rows = [
         "| run | world size | candidates/s | speed-up (wall) | speed-up (CPU time) | CPU of all "
-        "ranks / 1 process | rows per rank (last step) | rank 0 bytes sent / received per "
-        "step (wire) | load (1 min) |",
+        "ranks / 1 process | rows per rank (last step) | bytes moved per step, all ranks "
+        "(wire) | load (1 min) |",
         "|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     run = 0
     for r in records:
         run += r["world_size"] == 1
         sent = (
-            f"{r['rank0_bytes_sent_per_step']:,} / {r['rank0_bytes_received_per_step']:,} "
-            f"({r['wire_dtype']})"
-            if r["world_size"] > 1
-            else "-"
+            f"{r['bytes_moved_per_step']:,.0f} ({r['wire_dtype']})" if r["world_size"] > 1 else "-"
         )
         ranks = " / ".join(f"{c:,}" for c in r.get("rank_candidates_last_step", [])) or "-"
         rows.append(
