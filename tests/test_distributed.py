@@ -430,6 +430,24 @@ def test_bad_timeout_is_named(monkeypatch, value, message):
         distributed.timeout_s()
 
 
+def test_scaling_table_is_rendered_from_the_records():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "scaling", HERE.parents[1] / "benchmarks" / "scaling.py"
+    )
+    scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scaling)
+    one = {"world_size": 1, "candidate_evals_per_s": 1000.0, "speedup_vs_1": 1.0,
+           "cpu_speedup_vs_1": 1.0, "cpu_total_vs_1": 1.0, "load_average_1min": 2.0}  # fmt: skip
+    two = {**one, "world_size": 2, "candidate_evals_per_s": 1900.0, "speedup_vs_1": 1.9,
+           "cpu_speedup_vs_1": 1.95, "cpu_total_vs_1": 1.02, "rank_candidates_last_step": [60, 40],
+           "bytes_moved_per_step": 880.0, "wire_dtype": "float64"}  # fmt: skip
+    lines = scaling.table([one, two]).splitlines()
+    assert lines[2] == "| 1 | 1 | 1,000 | 1.00 | 1.00 | 1.00 | - | - | 2.0 |"
+    assert lines[3] == "| 1 | 2 | 1,900 | 1.90 | 1.95 | 1.02 | 60 / 40 | 880 (float64) | 2.0 |"
+
+
 @pytest.mark.parametrize("value", [0, -1, True, 1.5])
 def test_bad_check_every_is_named(value):
     with pytest.raises(ValueError, match="check_every must be a positive int"):
