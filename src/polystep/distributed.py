@@ -34,6 +34,7 @@ candidates/s are in :attr:`Shard.metrics`.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import itertools
 import os
@@ -92,7 +93,14 @@ def init(backend: str | None = None) -> bool:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
+        atexit.register(_leave)  # a group left to interpreter exit can abort the process
     return dist.get_world_size() > 1
+
+
+def _leave() -> None:
+    """Destroy the process group :func:`init` created (at exit)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_writer() -> bool:
