@@ -305,6 +305,10 @@ def test_train_reports_ranks_and_only_rank_0_writes(two_ranks):
     assert "world_size" not in in_process(scenario_train_rows)["metrics_row"]  # one process
 
 
+@pytest.mark.bad_input(
+    "ranks that start from different weights (another seed, data or checkpoint)",
+    "RankError on every rank at the first step, naming the ranks that differ from rank 0",
+)
 def test_diverged_rank_is_named_on_every_rank(two_ranks):
     for rank in two_ranks:
         assert rank["diverge"]["error"] is not None and "ranks [1]" in rank["diverge"]["error"]
@@ -420,6 +424,10 @@ def test_digest_sees_every_field():
     assert digest(torch.zeros(2)) != digest(torch.zeros(2, dtype=torch.float64))
 
 
+@pytest.mark.bad_input(
+    "$POLYSTEP_DIST_TIMEOUT_S not a positive number",
+    "ValueError naming the variable when polystep starts the process group",
+)
 @pytest.mark.parametrize(
     ("value", "message"),
     [("x", "must be a positive number"), ("0", "must be a positive number")],
@@ -448,6 +456,17 @@ def test_scaling_table_is_rendered_from_the_records():
     assert lines[3] == "| 1 | 2 | 1,900 | 1.90 | 1.95 | 1.02 | 60 / 40 | 880 (float64) | 2.0 |"
 
 
+@pytest.mark.bad_input(
+    "WORLD_SIZE (torchrun's variable) that is not an int",
+    "ValueError naming WORLD_SIZE at the first step",
+)
+def test_bad_world_size_is_named(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE must be a positive int, got 'two'"):
+        Shard().score(lambda c: c, torch.zeros(2))
+
+
+@pytest.mark.bad_input("Shard(check_every=) not a positive int", "ValueError naming check_every")
 @pytest.mark.parametrize("value", [0, -1, True, 1.5])
 def test_bad_check_every_is_named(value):
     with pytest.raises(ValueError, match="check_every must be a positive int"):

@@ -76,20 +76,21 @@ def timeout_s() -> float:
     return value
 
 
-def init(backend: str | None = None) -> bool:
+def init() -> bool:
     """Join the process group that ``torchrun`` describes (``RANK``, ``WORLD_SIZE``,
     ``MASTER_ADDR``, ``MASTER_PORT``) unless one is initialised already; returns whether two or
-    more ranks take part. ``backend`` None: NCCL when CUDA is available, else gloo; the
-    collective timeout is :func:`timeout_s`."""
+    more ranks take part. The backend is NCCL when CUDA is available (the GPU ``LOCAL_RANK``),
+    else gloo; the collective timeout is :func:`timeout_s`. To choose either yourself, call
+    ``torch.distributed.init_process_group`` first."""
     if not dist.is_available():
         return False
     if not dist.is_initialized():
-        if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        text = os.environ.get("WORLD_SIZE", "1")
+        if not text.isdigit():
+            raise ValueError(f"WORLD_SIZE must be a positive int, got {text!r}")
+        if int(text) < 2:
             return False
-        if backend not in (None, "gloo", "nccl"):
-            raise ValueError(f"backend must be None, 'gloo' or 'nccl', got {backend!r}")
-        cuda = torch.cuda.is_available()
-        backend = backend or ("nccl" if cuda else "gloo")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
@@ -347,9 +348,9 @@ class Shard:
             text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
             raise RankError(
                 f"rank {dist.get_rank()} of {dist.get_world_size()}: {what} at call "
-                f"{self.calls} failed: another rank died, stalled past the collective timeout "
-                f"(${TIMEOUT_ENV}, now {timeout_s():g} s when polystep starts the group) or "
-                f"left the run ({text})"
+                f"{self.calls} failed: another rank died, stalled past the process group's "
+                f"timeout (${TIMEOUT_ENV} when polystep starts the group) or left the run "
+                f"({text})"
             ) from exc
 
     def _record(
