@@ -130,6 +130,25 @@ def scenario_diverge() -> dict[str, Any]:
     return {"error": None}
 
 
+def scenario_raise() -> dict[str, Any]:
+    """Rank 1's objective raises at the second call: rank 1 raises it, rank 0 a RankError."""
+    calls = []
+
+    def objective(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        if len(calls) == 2 and os.environ.get("RANK") == "1":
+            raise ArithmeticError("objective broke")
+        return (x**2).sum(dim=1)
+
+    scored = distributed.sharded(objective)
+    try:
+        for _ in range(3):
+            scored(torch.randn(10, 3, generator=torch.Generator().manual_seed(0)))
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}", "calls": len(calls)}
+    return {"error": None, "calls": len(calls)}
+
+
 def train_setup(out: Path) -> tuple[nn.Module, Any, Any, Any]:
     from polystep.optimizer import PolyStepOptimizer
 
@@ -196,6 +215,7 @@ SCENARIOS = {
     "rl": scenario_rl,
     "train_rows": scenario_train_rows,
     "diverge": scenario_diverge,
+    "raise": scenario_raise,
 }
 
 
@@ -312,6 +332,17 @@ def test_train_reports_ranks_and_only_rank_0_writes(two_ranks):
 def test_diverged_rank_is_named_on_every_rank(two_ranks):
     for rank in two_ranks:
         assert rank["diverge"]["error"] is not None and "ranks [1]" in rank["diverge"]["error"]
+
+
+@pytest.mark.bad_input(
+    "an objective or model that raises on one rank only",
+    "that rank raises its error; every other rank raises RankError naming it, at once",
+)
+def test_an_error_on_one_rank_stops_every_rank_at_once(two_ranks):
+    rank0, rank1 = (rank["raise"] for rank in two_ranks)
+    assert rank1 == {"error": "ArithmeticError: objective broke", "calls": 2}
+    assert rank0["error"].startswith("RankError: rank 0: the scorer raised on ranks [1]")
+    assert rank0["calls"] == 2
 
 
 def test_killed_rank_stops_the_survivor_and_the_run_resumes_on_one_process(tmp_path):

@@ -22,7 +22,8 @@ Checks and faults: every ``check_every`` calls (the first included) each rank ha
 (the front end says what: parameters, optimizer or engine state) and the digests are gathered;
 a mismatch raises :class:`RankError` on every rank, naming the ranks that differ from rank 0.
 A collective that fails (a rank died, or stalled past the process-group timeout) raises
-:class:`RankError` naming this rank, the step and the timeout.
+:class:`RankError` naming this rank, the step and the timeout; a scorer that raises on one rank
+raises its error there and :class:`RankError` on every other rank at once.
 
 Load balance: rank ``r`` scores one contiguous range of rows (candidates of one layer or expert
 stay together, so per-layer work is not repeated on every rank). The ranges are cut so that
@@ -37,6 +38,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import itertools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -58,6 +60,7 @@ CELLS = 256  # resolution of the cost profile over a step's rows
 SMOOTHING = 0.7  # weight of the newest measurement in the running cost profile
 FLOOR = 0.01  # cost added to every slice (a fraction of the mean): no slice is free
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # dtype codes 0..3
+FAILED = -2  # dtype code of a rank whose scorer raised (-1: a rank with no rows)
 
 
 class RankError(RuntimeError):
@@ -262,13 +265,27 @@ class Shard:
         counts = bounds.diff()
         rows = torch.arange(int(bounds[rank]), int(bounds[rank + 1]))
         start = time.perf_counter()
-        local = fn(take(candidates, rows), *args) if len(rows) else None
+        local, failure = None, None
+        try:  # a failure is sent to the other ranks, so that they stop now, not at the timeout
+            local = fn(take(candidates, rows), *args) if len(rows) else None
+            if local is not None:
+                local = torch.as_tensor(local).reshape(-1)
+                if local.shape[0] != len(rows):
+                    raise ValueError(
+                        f"scorer returned {local.shape[0]} losses for {len(rows)} rows"
+                    )
+        except Exception as exc:
+            local, failure = None, exc
         seconds = time.perf_counter() - start
-        if local is not None:
-            local = torch.as_tensor(local).reshape(-1)
-            if local.shape[0] != len(rows):
-                raise ValueError(f"scorer returned {local.shape[0]} losses for {len(rows)} rows")
-        losses, headers = self._exchange(local, counts, total, seconds)
+        losses, headers = self._exchange(local, counts, total, seconds, failure is not None)
+        if failure is not None:  # the others know now: this rank raises its own error
+            raise failure
+        failed = torch.nonzero(headers[:, 3] == FAILED).flatten().tolist()
+        if failed:
+            raise RankError(
+                f"rank {rank}: the scorer raised on ranks {failed} at call {self.calls} (their "
+                "own error is raised there)"
+            )
         self._record(headers, bounds, total, time.perf_counter() - start - seconds)
         return losses
 
@@ -287,11 +304,17 @@ class Shard:
             )
 
     def _exchange(
-        self, local: torch.Tensor | None, counts: torch.Tensor, total: int, seconds: float
+        self,
+        local: torch.Tensor | None,
+        counts: torch.Tensor,
+        total: int,
+        seconds: float,
+        failed: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Send this rank's losses to every rank; returns all losses ``(N,)`` and every rank's
-        header ``(W, HEADER)``."""
+        """Send this rank's losses to every rank (NaN for rows of a ``failed`` scorer); returns
+        all losses ``(N,)`` and every rank's header ``(W, HEADER)``."""
         code = -1.0 if local is None else float(_dtype_code(local.dtype))
+        code = float(FAILED) if failed else code
         exact = 1.0
         if local is not None and not self.wide:
             rounded = local.to(torch.float32).to(local.dtype)
@@ -304,6 +327,8 @@ class Shard:
                 f"rank {dist.get_rank()}: ranks disagree on the number of candidates "
                 f"({headers[:, 4].tolist()}, modulo {CHECK_MODULUS}): their states have diverged"
             )
+        if bool((headers[:, 3] == FAILED).any()):
+            return torch.empty(0), headers
         if not bool((headers[:, 2] == 1).all()):  # some loss is not a float32 number
             self.wide = True
             headers, parts = self._send(local, counts, header, self.dtype)
@@ -326,8 +351,7 @@ class Shard:
         device, world, rank = _device(), dist.get_world_size(), dist.get_rank()
         mine = torch.empty(HEADER + int(counts[rank]), dtype=dtype)
         mine[:HEADER] = torch.tensor(header, dtype=torch.float64).to(dtype)
-        if local is not None:
-            mine[HEADER:] = local.detach().cpu().to(dtype)
+        mine[HEADER:] = math.nan if local is None else local.detach().cpu().to(dtype)
         sizes = [HEADER + int(c) for c in counts.tolist()]
         out = torch.empty(sum(sizes), dtype=dtype, device=device)
         send = mine.to(device).repeat(world)
