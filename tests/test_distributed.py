@@ -334,6 +334,19 @@ def test_diverged_rank_is_named_on_every_rank(two_ranks):
         assert rank["diverge"]["error"] is not None and "ranks [1]" in rank["diverge"]["error"]
 
 
+@pytest.mark.slow
+def test_three_ranks_match_one_process_bit_for_bit(tmp_path):
+    ranks = results(launch("all", tmp_path, world=3), tmp_path, timeout=300)
+    for name in ("optimizer", "ask_tell", "maxsat", "rl", "train_rows"):
+        reference = in_process(SCENARIOS[name])
+        for rank in ranks:
+            for key, value in reference.items():
+                if "metrics" not in key:
+                    assert rank[name][key] == value, (name, key)
+    assert [rank["train_rows"]["metrics_written"] for rank in ranks] == [True, False, False]
+    assert all("ranks [1]" in rank["diverge"]["error"] for rank in ranks)
+
+
 @pytest.mark.bad_input(
     "an objective or model that raises on one rank only",
     "that rank raises its error; every other rank raises RankError naming it, at once",
