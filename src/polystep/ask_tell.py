@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from polystep.distributed import sharded
 from polystep.engine import DEFAULTS, Engine, Particles, population, resolve, shaping
 from polystep.schedules import Cosine, Schedule
 from polystep.step import StepRule
@@ -182,6 +183,7 @@ def minimize(
         dim, x0=x0, dtype=x0.dtype if x0.is_floating_point() else torch.float32, **options
     )
     started = time.perf_counter()
+    objective = sharded(objective)  # under torchrun: each rank scores its rows
     for _ in range(steps):
         es.tell(objective(es.ask()))
     assert es.best_x is not None

@@ -27,12 +27,14 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 from polystep.blocks import BlockCandidates, num_blocks
+from polystep.distributed import Shard
 from polystep.engine import Engine, EngineState, shaping
 from polystep.epsilon import Constant, Schedule, from_state, scaled
 from polystep.evaluate import EVALUATORS, Evaluator, make_evaluator
@@ -387,6 +389,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         self.skipped_steps = 0
         z = torch.zeros(self.subspace.dim, dtype=params[0].dtype, device=params[0].device)
         self.search = EngineState(x=z, generator=torch.Generator().manual_seed(seed))
+        self.shard = Shard()  # under torchrun: this rank scores its slice (polystep.distributed)
 
     # -- public API ---------------------------------------------------------------------------
     def evaluator(self, loss_fn: LossFn) -> Evaluator:
@@ -419,7 +422,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             finally:
                 ev.progress = None
 
-        self._step(score)
+        self._step(lambda c, tick: self.shard.score(score, c, tick, state=(self.model, self)))
         self._opt_called = True  # what torch's step wrapper records, for lr_scheduler's check
         return center
 
@@ -432,7 +435,8 @@ class PolyStepOptimizer(torch.optim.Optimizer):
                 "use step_batch(inputs, targets, loss_fn) for the fast path"
             )
         center = float(closure())
-        self._step(lambda cands, tick: self._closure_losses(closure, cands, tick))
+        losses = partial(self._closure_losses, closure)
+        self._step(lambda c, tick: self.shard.score(losses, c, tick, state=(self.model, self)))
         return center
 
     @property

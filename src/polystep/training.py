@@ -44,6 +44,7 @@ from polystep.checkpoint import (
     save_checkpoint,
 )
 from polystep.deadline import StepBudget, TrainingClock
+from polystep.distributed import is_writer, report
 from polystep.evaluate.base import LossFn, evaluation_mode
 from polystep.geometry import num_vertices
 from polystep.optimizer import PolyStepOptimizer
@@ -452,7 +453,7 @@ def train(
 
     def checkpoint() -> None:
         """The one place a checkpoint is written."""
-        if cfg.checkpoint_path is not None:
+        if cfg.checkpoint_path is not None and is_writer():  # under torchrun: rank 0 only
             with clock.excluded():
                 payload = {
                     "model": model.state_dict(),
@@ -473,6 +474,7 @@ def train(
                 "evaluations": state.evaluations,
                 "evals_per_s": (state.evaluations - evals0) / max(elapsed, 1e-9),
                 "seconds": round(budget.elapsed, 3),
+                **report(optimizer),  # under torchrun: world size, per-rank rates, bytes
             }
             losses = []
             if has_val:

@@ -34,6 +34,7 @@ from polystep.bench.selection import SelectionCallback, Selector
 from polystep.bench.tasks import TaskSpec
 from polystep.data import Loaders
 from polystep.deadline import StepBudget, TrainingClock
+from polystep.distributed import report
 from polystep.optimizer import PolyStepOptimizer
 from polystep.training import TrainConfig, forward_passes_per_step, train
 
@@ -86,7 +87,12 @@ def run_polystep(
     spent = _train(
         model, optimizer, loaders, selector.callback(model), max_evaluations, max_seconds
     )
-    return {**spent, "steps": optimizer.iteration, "passes_per_step": per_step}
+    return {
+        **spent,
+        "steps": optimizer.iteration,
+        "passes_per_step": per_step,
+        **report(optimizer),  # under torchrun: world size, per-rank rates, bytes a step
+    }
 
 
 def run_adam(

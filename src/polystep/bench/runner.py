@@ -33,6 +33,7 @@ from polystep.bench.overrides import configured, resolved_settings
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TASKS, TaskSpec, data_label, load_task_data
 from polystep.data import Loaders, Splits, make_loaders
+from polystep.distributed import is_writer, world_size
 
 PROTOCOL = (
     "protocol: seeded 10% validation split carved from train; model selected on validation "
@@ -57,6 +58,7 @@ def machine_info() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "world_size": world_size(),
     }
 
 
@@ -299,9 +301,10 @@ def run_bench(
                     budget_seconds=budget_seconds, device=device,
                     overrides=overrides.get((task.name, method)),
                 )  # fmt: skip
-                if path in redo:
-                    archive_stale(path, redo[path][0])
-                write_json_atomic(path, payload)
+                if is_writer():  # under torchrun: rank 0 archives and writes the record
+                    if path in redo:
+                        archive_stale(path, redo[path][0])
+                    write_json_atomic(path, payload)
                 log(
                     f"{task.name:16s} {method:10s} seed {seed}: "
                     f"test {payload['test_acc_selected']:.4f} "

@@ -27,12 +27,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
 from polystep.blocks import BlockCandidates, num_blocks
+from polystep.distributed import Shard
 from polystep.engine import Asked, Blocks, Engine, EngineState, population, resolve, shaping
 from polystep.parts import ProblemRun
 from polystep.problems.maxsat.io import MaxSATInstance
@@ -302,6 +304,7 @@ class MaxSATRun(ProblemRun):
         self.state.evaluations = 1
         Engine.record(self.state, z > 0, self.cost)
         self.history = [(1, self.state.best, self.cost)]
+        self.shard = Shard()  # under torchrun: candidates split over ranks
         self.config = {"num_vars": n, "budget_evals": self.budget, "preset": asdict(preset)}
 
     @property
@@ -315,9 +318,10 @@ class MaxSATRun(ProblemRun):
         z, asked = state.x, self.engine.ask(state)
         if isinstance(asked, BlockCandidates):
             counted = int(evaluator.flips(z, asked).any(dim=1).sum())
-            losses = evaluator.costs(z, asked)
+            score = partial(evaluator.costs, z)
         else:
-            counted, losses = asked.counted, evaluator.flip_costs(asked.var, asked.cand, asked.num)
+            counted, score = asked.counted, lambda c: evaluator.flip_costs(c.var, c.cand, c.num)
+        losses = self.shard.score(score, asked, state=(state, evaluator.x))  # its rows a rank
         self.engine.tell(state, losses, counted=counted + 1)  # + 1: the new incumbent
         assignment = state.x > 0
         self.cost = evaluator.set_assignment(assignment)

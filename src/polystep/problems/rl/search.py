@@ -20,11 +20,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import torch
 
 from polystep.blocks import num_blocks
+from polystep.distributed import Shard
 from polystep.engine import Engine, Subspace, population, shaping
 from polystep.parts import ProblemRun
 from polystep.problems.rl.envs import (
@@ -255,6 +257,7 @@ class PolicySearch(ProblemRun):
         self.state = self.engine.start(policy.init(generator) * preset.init_scale, generator)
         self.history: list[float] = []
         self.informed = False  # some step's costs differed (ends the flat-start growth)
+        self.shard = Shard()  # under torchrun: candidates split over ranks
         self.config = {"dim": dim, "budget_evals": budget_evals, "preset": asdict(preset)}
 
     @property
@@ -263,9 +266,9 @@ class PolicySearch(ProblemRun):
 
     def _losses(self, params: torch.Tensor, draw: int) -> torch.Tensor:
         preset = self.preset
-        return _losses(
-            self.env, self.policy, params, self.seed, draw, preset.rollouts, preset.horizon
-        )
+        args = (self.seed, draw, preset.rollouts, preset.horizon)
+        score = partial(_losses, self.env, self.policy)  # under torchrun: its rows a rank
+        return self.shard.score(lambda rows: score(rows, *args), params, state=self.state)
 
     def step(self) -> tuple[int, int, float]:
         """One step; returns ``(step, evaluations, best return among its candidates)``."""

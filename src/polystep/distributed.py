@@ -1,0 +1,433 @@
+"""Scale-out on ``torch.distributed``: candidates sharded across ranks, losses gathered.
+
+Every rank runs the same script with the same seed, so every rank draws the same rotations,
+subspace and candidates and sees the same minibatch. At each step a front end hands its
+candidate-scoring callable to :meth:`Shard.score`: the rank scores ITS rows of the step's
+candidates, every rank sends its losses to every other rank with one ``all_to_all_single`` (an
+all-gather of unequal shares: one number per candidate, plus a header of :data:`HEADER` numbers
+per rank, no padding), and every rank applies the identical move. Parameters are never
+broadcast: per step each rank receives ``N - own + (W - 1) * HEADER`` numbers, whatever the
+model size.
+
+Wire format: float32 while every loss is a float32 number (then the cast is exact); the first
+step with a loss that float32 would round is sent again in float64 and the shard stays in
+float64 from then on, so the gathered losses are always bit-identical to what one process
+computes. The evaluators of :mod:`polystep.evaluate` return float64 means, so a network step
+sends 8 bytes a candidate; MAX-SAT costs and float32 objectives send 4.
+
+Without an initialised process group of two or more ranks (and no ``torchrun`` environment)
+:meth:`Shard.score` just calls the scorer: nothing changes for a single process.
+
+Checks and faults: every ``check_every`` calls (the first included) each rank hashes its state
+(the front end says what: parameters, optimizer or engine state) and the digests are gathered;
+a mismatch raises :class:`RankError` on every rank, naming the ranks that differ from rank 0.
+A collective that fails (a rank died, or stalled past the process-group timeout) raises
+:class:`RankError` naming this rank, the step and the timeout; a scorer that raises on one rank
+raises its error there and :class:`RankError` on every other rank at once.
+
+Load balance: rank ``r`` scores one contiguous range of rows (candidates of one layer or expert
+stay together, so per-layer work is not repeated on every rank). The ranges are cut so that
+their estimated costs are equal: a cost profile over the rows, learned from each rank's
+scoring seconds (gathered with the losses) and smoothed over steps, says where rows are dear.
+Candidates of different cost and a slower rank both shift the cuts; per-rank seconds, rows and
+candidates/s are in :attr:`Shard.metrics`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import itertools
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from polystep.blocks import BlockCandidates
+
+TIMEOUT_ENV = "POLYSTEP_DIST_TIMEOUT_S"  # seconds a collective may wait for a peer
+DEFAULT_TIMEOUT_S = 300.0
+DEFAULT_CHECK_EVERY = 100
+HEADER = 5  # per rank: seconds, rows scored, float32-exact flag, dtype code, total candidates
+CHECK_MODULUS = 2**16  # the total travels modulo this (exact in float32)
+CELLS = 256  # resolution of the cost profile over a step's rows
+SMOOTHING = 0.7  # weight of the newest measurement in the running cost profile
+FLOOR = 0.01  # cost added to every slice (a fraction of the mean): no slice is free
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # dtype codes 0..3
+FAILED = -2  # dtype code of a rank whose scorer raised (-1: a rank with no rows)
+
+
+class RankError(RuntimeError):
+    """A rank died, stalled past the timeout, or holds a state that differs from rank 0's."""
+
+
+def timeout_s() -> float:
+    """The collective timeout used by :func:`init`: ``$POLYSTEP_DIST_TIMEOUT_S`` or 300 s."""
+    text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def init() -> bool:
+    """Join the process group that ``torchrun`` describes (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ``MASTER_PORT``) unless one is initialised already; returns whether two or
+    more ranks take part. The backend is NCCL when CUDA is available (the GPU ``LOCAL_RANK``),
+    else gloo; the collective timeout is :func:`timeout_s`. To choose either yourself, call
+    ``torch.distributed.init_process_group`` first."""
+    if not dist.is_available():
+        return False
+    if not dist.is_initialized():
+        text = os.environ.get("WORLD_SIZE", "1")
+        if not text.isdigit():
+            raise ValueError(f"WORLD_SIZE must be a positive int, got {text!r}")
+        if int(text) < 2:
+            return False
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
+        atexit.register(_leave)  # a group left to interpreter exit can abort the process
+    return dist.get_world_size() > 1
+
+
+def _leave() -> None:
+    """Destroy the process group :func:`init` created (at exit)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_writer() -> bool:
+    """Whether this process writes files (checkpoints, records): rank 0, or a lone process."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def world_size() -> int:
+    """Ranks in the default process group (1 without one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+# -- which rows a rank scores --------------------------------------------------------------------
+def bounds_for(profile: torch.Tensor, total: int, world: int) -> torch.Tensor:
+    """Row boundaries ``(W + 1,)`` cutting ``total`` rows into ``W`` contiguous ranges of equal
+    estimated cost; ``profile (G,)``: the relative cost of each of ``G`` equal slices of the rows
+    (positions scale with ``total``)."""
+    cells = profile.double().clamp_min(0)
+    cells = cells + cells.sum() * FLOOR / len(cells) + 1e-300  # no slice is free
+    cum = torch.cat([cells.new_zeros(1), cells.cumsum(0)]) / cells.sum()
+    targets = torch.arange(world + 1, dtype=torch.float64) / world
+    k = (torch.searchsorted(cum, targets, right=True) - 1).clamp(0, len(cells) - 1)
+    frac = ((targets - cum[k]) / (cum[k + 1] - cum[k])).clamp(0, 1)
+    bounds = ((k + frac) / len(cells) * total).round().long()
+    bounds[0], bounds[-1] = 0, total
+    return torch.cummax(bounds, 0).values
+
+
+def measured_profile(bounds: torch.Tensor, seconds: torch.Tensor, cells: int) -> torch.Tensor:
+    """The cost profile ``(cells,)`` that ranges ``bounds (W + 1,)`` taking ``seconds (W,)``
+    imply (each range's seconds spread evenly over its rows), normalised to sum 1."""
+    total = float(bounds[-1])
+    edges = torch.linspace(0, total, cells + 1, dtype=torch.float64)
+    lo, hi = bounds[:-1, None].double(), bounds[1:, None].double()
+    overlap = (torch.minimum(hi, edges[None, 1:]) - torch.maximum(lo, edges[None, :-1])).clamp(0)
+    per_row = seconds.double() / (hi - lo).squeeze(1).clamp_min(1)
+    cost = (overlap * per_row[:, None]).sum(0)
+    return cost / cost.sum() if float(cost.sum()) > 0 else torch.full((cells,), 1 / cells)
+
+
+def take(candidates: Any, rows: torch.Tensor) -> Any:
+    """Candidates ``rows`` of a step: dense rows ``(N, ...)``, :class:`BlockCandidates`, or a
+    MAX-SAT flip-group step (pairs ``var``/``cand`` of ``num`` candidates, renumbered)."""
+    if isinstance(candidates, torch.Tensor):
+        return candidates[rows.to(candidates.device)]
+    if isinstance(candidates, BlockCandidates):
+        rows = rows.to(candidates.block.device)
+        return BlockCandidates(candidates.block[rows], candidates.offset[rows], candidates.dim)
+    if all(hasattr(candidates, name) for name in ("var", "cand", "num")):
+        rows = rows.to(candidates.cand.device)
+        local = torch.full((candidates.num,), -1, dtype=torch.long, device=rows.device)
+        local[rows] = torch.arange(len(rows), device=rows.device)
+        keep = local[candidates.cand] >= 0
+        return replace(
+            candidates,
+            var=candidates.var[keep],
+            cand=local[candidates.cand[keep]],
+            num=len(rows),
+        )
+    raise TypeError(
+        f"cannot split candidates of type {type(candidates).__name__} across ranks: expected "
+        "a tensor of rows, BlockCandidates or flip-group candidates"
+    )
+
+
+def count(candidates: Any) -> int:
+    """Number of candidates in ``candidates`` (any type :func:`take` splits)."""
+    if hasattr(candidates, "num"):
+        return int(candidates.num)
+    return len(candidates)
+
+
+# -- state digests -------------------------------------------------------------------------------
+def digest(value: Any) -> bytes:
+    """SHA-256 of ``value``: tensors (dtype, shape, bytes), generators (their state), modules
+    and objects with ``state_dict()``, dataclasses (their fields), containers, plain values."""
+    sha = hashlib.sha256()
+    _feed(sha, value)
+    return sha.digest()
+
+
+def _feed(sha: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().reshape(-1).contiguous().cpu()
+        sha.update(f"T{flat.dtype}{tuple(value.shape)}".encode())
+        sha.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    elif isinstance(value, torch.Generator):
+        _feed(sha, value.get_state())
+    elif isinstance(value, torch.nn.Module):
+        _feed(sha, value.state_dict())
+    elif is_dataclass(value) and not isinstance(value, type):
+        sha.update(type(value).__name__.encode())
+        for item in fields(value):
+            _feed(sha, (item.name, getattr(value, item.name)))
+    elif isinstance(value, dict):
+        sha.update(b"{")
+        for key in sorted(value, key=repr):
+            _feed(sha, (key, value[key]))
+        sha.update(b"}")
+    elif isinstance(value, list | tuple):
+        sha.update(b"(")
+        for item in value:
+            _feed(sha, item)
+        sha.update(b")")
+    elif callable(getattr(value, "state_dict", None)):
+        _feed(sha, value.state_dict())
+    else:
+        sha.update(repr(value).encode())
+
+
+# -- the shard -----------------------------------------------------------------------------------
+Scorer = Callable[..., torch.Tensor]
+
+
+@dataclass
+class Shard:
+    """Splits each step's candidates over the ranks of the default process group.
+
+    ``check_every``: calls between digest checks (the first call always checks).
+    ``metrics`` after each distributed call: ``world_size``, ``rank``, ``candidates``,
+    ``rank_candidates``, ``rank_seconds`` and ``rank_evals_per_s`` (lists, one per rank),
+    ``wire_dtype``, ``bytes_sent`` and ``bytes_received`` (this rank, to and from the others),
+    ``comm_seconds``.
+    """
+
+    check_every: int = DEFAULT_CHECK_EVERY
+    calls: int = 0
+    wide: bool = False
+    profile: torch.Tensor = field(default_factory=lambda: torch.ones(CELLS) / CELLS)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    sent: int = 0  # bytes this rank sent to the others in the last call
+    received: int = 0  # ... and received from them
+
+    def __post_init__(self) -> None:
+        if isinstance(self.check_every, bool) or not isinstance(self.check_every, int):
+            raise ValueError(f"check_every must be a positive int, got {self.check_every!r}")
+        if self.check_every < 1:
+            raise ValueError(f"check_every must be a positive int, got {self.check_every!r}")
+
+    @property
+    def active(self) -> bool:
+        """Whether two or more ranks share the work (joins a torchrun group on first use)."""
+        return init()
+
+    def score(self, fn: Scorer, candidates: Any, *args: Any, state: Any = None) -> torch.Tensor:
+        """All losses ``(N,)`` of ``candidates``: this rank runs ``fn(its rows, *args)``, the
+        ranks exchange losses. ``state`` (default: the candidates) is hashed every
+        ``check_every`` calls and must be identical on every rank."""
+        if not self.active:
+            return fn(candidates, *args)
+        world, rank = dist.get_world_size(), dist.get_rank()
+        if self.calls % self.check_every == 0:
+            self.check(candidates if state is None else state)
+        self.calls += 1
+        self.sent = self.received = 0
+        total = count(candidates)
+        bounds = bounds_for(self.profile, total, world)
+        counts = bounds.diff()
+        rows = torch.arange(int(bounds[rank]), int(bounds[rank + 1]))
+        start = time.perf_counter()
+        local, failure = None, None
+        try:  # a failure is sent to the other ranks, so that they stop now, not at the timeout
+            local = fn(take(candidates, rows), *args) if len(rows) else None
+            if local is not None:
+                local = torch.as_tensor(local).reshape(-1)
+                if local.shape[0] != len(rows):
+                    raise ValueError(
+                        f"scorer returned {local.shape[0]} losses for {len(rows)} rows"
+                    )
+        except Exception as exc:
+            local, failure = None, exc
+        seconds = time.perf_counter() - start
+        losses, headers = self._exchange(local, counts, total, seconds, failure is not None)
+        if failure is not None:  # the others know now: this rank raises its own error
+            raise failure
+        failed = torch.nonzero(headers[:, 3] == FAILED).flatten().tolist()
+        if failed:
+            raise RankError(
+                f"rank {rank}: the scorer raised on ranks {failed} at call {self.calls} (their "
+                "own error is raised there)"
+            )
+        self._record(headers, bounds, total, time.perf_counter() - start - seconds)
+        return losses
+
+    def check(self, state: Any) -> None:
+        """Raise :class:`RankError` on every rank unless all ranks hold the same ``state``."""
+        mine = torch.frombuffer(bytearray(digest(state)[:8]), dtype=torch.int64).to(_device())
+        every = torch.empty(dist.get_world_size(), dtype=torch.int64, device=_device())
+        self._collective("digest check", lambda: dist.all_gather_single(every, mine))
+        every = every.cpu()
+        differ = torch.nonzero(every != every[0]).flatten().tolist()
+        if differ:
+            raise RankError(
+                f"rank {dist.get_rank()}: ranks {differ} hold parameters or optimizer state that "
+                f"differ from rank 0's (state digest check at call {self.calls}): every rank "
+                "must run the same script with the same seed, data order and checkpoint"
+            )
+
+    def _exchange(
+        self,
+        local: torch.Tensor | None,
+        counts: torch.Tensor,
+        total: int,
+        seconds: float,
+        failed: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Send this rank's losses to every rank (NaN for rows of a ``failed`` scorer); returns
+        all losses ``(N,)`` and every rank's header ``(W, HEADER)``."""
+        code = -1.0 if local is None else float(_dtype_code(local.dtype))
+        code = float(FAILED) if failed else code
+        exact = 1.0
+        if local is not None and not self.wide:
+            rounded = local.to(torch.float32).to(local.dtype)
+            exact = float(bool(((rounded == local) | torch.isnan(local)).all()))
+        size = 0 if local is None else len(local)
+        header = [seconds, float(size), exact, code, float(total % CHECK_MODULUS)]
+        headers, parts = self._send(local, counts, header, self.dtype)
+        if bool((headers[:, 4] != total % CHECK_MODULUS).any()):
+            raise RankError(
+                f"rank {dist.get_rank()}: ranks disagree on the number of candidates "
+                f"({headers[:, 4].tolist()}, modulo {CHECK_MODULUS}): their states have diverged"
+            )
+        if bool((headers[:, 3] == FAILED).any()):
+            return torch.empty(0), headers
+        if not bool((headers[:, 2] == 1).all()):  # some loss is not a float32 number
+            self.wide = True
+            headers, parts = self._send(local, counts, header, self.dtype)
+        codes = [int(c) for c in headers[:, 3].tolist() if c >= 0]
+        dtype = DTYPES[max(codes)] if codes else torch.float64
+        return torch.cat([part.double() for part in parts]).to(dtype), headers
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype losses travel in: float32 until a loss needs more."""
+        return torch.float64 if self.wide else torch.float32
+
+    def _send(
+        self, local: torch.Tensor | None, counts: torch.Tensor, header: list[float],
+        dtype: torch.dtype,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+        """One ``all_to_all_single``: this rank's header and losses to every rank (no padding:
+        rank ``r`` sends ``HEADER + counts[r]`` numbers); every rank's header ``(W, HEADER)``
+        and losses."""
+        device, world, rank = _device(), dist.get_world_size(), dist.get_rank()
+        mine = torch.empty(HEADER + int(counts[rank]), dtype=dtype)
+        mine[:HEADER] = torch.tensor(header, dtype=torch.float64).to(dtype)
+        mine[HEADER:] = math.nan if local is None else local.detach().cpu().to(dtype)
+        sizes = [HEADER + int(c) for c in counts.tolist()]
+        out = torch.empty(sum(sizes), dtype=dtype, device=device)
+        send = mine.to(device).repeat(world)
+        self._collective(
+            "loss exchange", lambda: dist.all_to_all_single(out, send, sizes, [len(mine)] * world)
+        )
+        item = mine.element_size()
+        self.sent += (world - 1) * len(mine) * item
+        self.received += (sum(sizes) - len(mine)) * item
+        pieces = out.cpu().split(sizes)
+        headers = torch.stack([piece[:HEADER].double() for piece in pieces])
+        return headers, [piece[HEADER:] for piece in pieces]
+
+    def _collective(self, what: str, op: Callable[[], Any]) -> None:
+        try:
+            op()
+        except (RuntimeError, ValueError) as exc:  # DistBackendError is a RuntimeError
+            text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise RankError(
+                f"rank {dist.get_rank()} of {dist.get_world_size()}: {what} at call "
+                f"{self.calls} failed: another rank died, stalled past the process group's "
+                f"timeout (${TIMEOUT_ENV} when polystep starts the group) or left the run "
+                f"({text})"
+            ) from exc
+
+    def _record(
+        self, headers: torch.Tensor, bounds: torch.Tensor, total: int, comm_seconds: float
+    ) -> None:
+        counts = bounds.diff()
+        seconds = headers[:, 0].clamp_min(1e-9)
+        rates = headers[:, 1] / seconds
+        fresh = measured_profile(bounds, seconds, CELLS)
+        self.profile = SMOOTHING * fresh + (1 - SMOOTHING) * self.profile
+        self.metrics = {
+            "world_size": len(counts),
+            "rank": dist.get_rank(),
+            "candidates": total,
+            "rank_candidates": [int(c) for c in counts.tolist()],
+            "rank_rows": [[int(a), int(b)] for a, b in itertools.pairwise(bounds.tolist())],
+            "rank_seconds": [round(float(s), 6) for s in seconds.tolist()],
+            "rank_evals_per_s": [round(float(r), 1) for r in rates.tolist()],
+            "wire_dtype": "float64" if self.wide else "float32",
+            "bytes_sent": self.sent,
+            "bytes_received": self.received,
+            "comm_seconds": round(comm_seconds, 6),
+        }
+
+
+def _device() -> torch.device:
+    """Where collective buffers live: the current CUDA device under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _dtype_code(dtype: torch.dtype) -> int:
+    return DTYPES.index(dtype) if dtype in DTYPES else 1
+
+
+def sharded(objective: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``objective: (N, dim) -> (N,)`` run on this rank's rows only; every rank gets all ``N``
+    values (for ask/tell: ``es.tell(sharded(f)(es.ask()))``). A single process calls it as is."""
+    shard = Shard()
+    return lambda points: shard.score(objective, points)
+
+
+def report(owner: Any) -> dict[str, Any]:
+    """``owner.shard``'s last distributed step as flat metrics (empty for a single process):
+    ``world_size``, ``rank{r}_evals_per_s`` (each rank's candidates/s while scoring),
+    ``comm_bytes_sent`` and ``comm_bytes_received`` (this rank's loss exchange, in bytes)."""
+    metrics = getattr(getattr(owner, "shard", None), "metrics", None)
+    if not metrics:
+        return {}
+    row: dict[str, Any] = {"world_size": metrics["world_size"]}
+    for rank, rate in enumerate(metrics["rank_evals_per_s"]):
+        row[f"rank{rank}_evals_per_s"] = rate
+    row["comm_bytes_sent"] = metrics["bytes_sent"]
+    row["comm_bytes_received"] = metrics["bytes_received"]
+    return row
