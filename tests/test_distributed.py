@@ -45,7 +45,8 @@ def snn_data() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 
 def scenario_optimizer() -> dict[str, Any]:
-    """step_batch on a spiking MLP (layered evaluator), then step(closure) on a small MLP."""
+    """step_batch on a spiking MLP (layered evaluator), step(closure) on a small MLP, then
+    step_batch on a user-written SNN class (captured evaluator)."""
     from polystep.optimizer import PolyStepOptimizer
 
     model, x, y = snn_data()
@@ -60,13 +61,43 @@ def scenario_optimizer() -> dict[str, Any]:
     opt2.progress = False
     for _ in range(3):
         losses.append(opt2.step(lambda: loss_fn(mlp(xs), ys)))
+    user = UserSNN()  # a plain class: the captured (torch.fx) evaluator
+    opt3 = PolyStepOptimizer(user, preset="snn", evaluator="captured", seed=2)
+    opt3.progress = False
+    losses += [opt3.step_batch(x[t, :, :12], y[t] % 5, loss_fn) for t in range(3)]
     return {
         "params": digest(model).hex(),
         "params_closure": digest(mlp).hex(),
+        "params_captured": digest(user).hex(),
         "losses": losses,
         "metrics": opt.shard.metrics,
         "metrics_closure": opt2.shard.metrics,
     }
+
+
+class UserSNN(nn.Module):
+    """A hard-LIF 12-16-5 net written as users write it: a Python loop over time steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.fc1, self.fc2 = nn.Linear(12, 16), nn.Linear(16, 5)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.mul_(3.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v1, v2 = torch.zeros(x.shape[0], 16), torch.zeros(x.shape[0], 5)
+        count = torch.zeros(x.shape[0], 5)
+        for _ in range(4):
+            v1 = 0.9 * v1 + self.fc1(x)
+            s1 = (v1 >= 1.0).float()
+            v1 = v1 * (1.0 - s1)
+            v2 = 0.9 * v2 + self.fc2(s1)
+            s2 = (v2 >= 1.0).float()
+            v2 = v2 * (1.0 - s2)
+            count = count + s2
+        return count
 
 
 def scenario_ask_tell() -> dict[str, Any]:
