@@ -235,8 +235,10 @@ def measure(
     z = torch.zeros(space.dim, device=device)
     cands = propose_blocks(rule, z, space.block_dim, 0, gen)[1]
     ev = LayeredEvaluator(model, nn.CrossEntropyLoss(), space, strict=True)
+    eager = LayeredEvaluator(model, nn.CrossEntropyLoss(), space, strict=True, fused=False)
     torch.set_num_threads(threads)
     per_s = len(cands) / timed(lambda: ev.evaluate(cands, (x, y)), min_time, device)
+    eager_per_s = len(cands) / timed(lambda: eager.evaluate(cands, (x, y)), min_time, device)
     cal = calibrate(model, batch, min_time, device)
     work = candidate_ops(model, space, x)
     limit = 1.0 / (work["elem_ops"] / cal["elem_rate"] + work["gemm_flops"] / cal["gemm_rate"])
@@ -250,6 +252,8 @@ def measure(
         "inputs": source,
         "candidates_per_step": len(cands),
         "candidates_per_s": round(per_s, 1),
+        "eager_candidates_per_s": round(eager_per_s, 1),
+        "fused_over_eager": round(per_s / eager_per_s, 2),
         "limit_per_s": round(limit, 1),
         "percent_of_limit": round(100.0 * per_s / limit, 1),
         "elem_ops_per_candidate": round(work["elem_ops"]),

@@ -48,6 +48,7 @@ from polystep.evaluate.base import (
 )
 from polystep.evaluate.batched import VmapEvaluator
 from polystep.evaluate.events import per_sample_cross_entropy, sparse_unit_losses
+from polystep.evaluate.fused import Suffix, fused_suffix
 from polystep.evaluate.traits import is_batchwise, is_unitwise, traits_of
 from polystep.evaluate.units import dedupe_slots, propagate_units
 from polystep.subspace.base import Subspace
@@ -95,8 +96,10 @@ class LayeredEvaluator(Evaluator):
         *,
         chunk_size: int | None = None,
         strict: bool = False,
+        fused: bool = True,
     ) -> None:
         super().__init__(model, loss_fn, subspace, chunk_size=chunk_size)
+        self.fused = bool(fused)
         self.layers = sequential_layers(self.model)
         self.sites = self._sites(self.subspace)
         self.strict = bool(strict)
@@ -194,6 +197,7 @@ class LayeredEvaluator(Evaluator):
                 j = self._unit_target(i, local, to_output=base_losses is not None)
                 sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
                 if j is not None:
+                    suffix = self._suffix(i, j, acts) if base_losses is not None else None
                     cols, _ = self._cols_vals(seg, candidates, rows, candidates.offset)
                     sparse = seg.unit_sparse(cols).to(rows.device)
                     per = self.subspace.block_dim * max(
@@ -202,7 +206,7 @@ class LayeredEvaluator(Evaluator):
                     size = self._chunk(max([per, *(a.numel() for a in acts[j + 1 :])]), device)
                     for chunk in chunks(rows[sparse], size):
                         args = (i, j, local, seg, candidates, chunk, acts, dims, shared)
-                        tasks.append(partial(self._unit_task, *args, targets, base_losses))
+                        tasks.append(partial(self._unit_task, *args, targets, base_losses, suffix))
                         rows_of.append(chunk)
                         pooled.append(True)
                 size = self._chunk(max(a.numel() for a in acts[i + 1 :]), device)
@@ -263,9 +267,12 @@ class LayeredEvaluator(Evaluator):
         self, i: int, j: int, local: str, seg: Segment, candidates: BlockCandidates,
         chunk: torch.Tensor, acts: list[torch.Tensor], dims: list[int],
         shared: dict[str, torch.Tensor], targets: object, base_losses: torch.Tensor | None,
+        suffix: Suffix | None,
     ) -> ChunkResult:  # fmt: skip
         """Losses of unit-sparse candidates ``chunk`` and the pairs re-run (None: no events)."""
         units, change = self._unit_change(i, local, seg, candidates, chunk, acts[i], shared)
+        if suffix is not None:
+            return suffix(units, change, targets, base_losses)  # type: ignore[arg-type]
         if base_losses is not None:
             return sparse_unit_losses(
                 self.layers, acts, dims, i, j, units, change, targets, base_losses
@@ -280,6 +287,15 @@ class LayeredEvaluator(Evaluator):
     ) -> ChunkResult:  # fmt: skip
         h = self._perturbed(i, local, s, seg, candidates, chunk, acts, shared)
         return self._finish(h, i + 1, dims, targets), None
+
+    def _suffix(self, i: int, j: int, acts: list[torch.Tensor]) -> Suffix | None:
+        """The fused suffix of candidates moving units of layer ``i`` (None: the eager one)."""
+        if not self.fused:
+            return None
+        suffix, why = fused_suffix(self.layers, acts, i, j)
+        if why is not None:
+            self._fall_back(f"fused candidate kernel unavailable, eager suffix: {why}")
+        return suffix
 
     def _chunk(self, widest: int, device: torch.device) -> int:
         """Candidates per chunk: the widest activation of a chunk stays cache-sized on CPU."""

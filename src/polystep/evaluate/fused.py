@@ -1,0 +1,144 @@
+"""Fused candidate suffix: one compiled loop instead of the eager event-driven suffix.
+
+The unit-wise layers above a moved linear layer declare their fused kernels
+(:class:`~polystep.evaluate.traits.UnitKernel` in their traits). When the chain they form, and
+the layers above the next linear layer, spell one of the suffixes below, and the loss is a mean
+of per-sample cross-entropies, :func:`fused_suffix` returns a function that scores a chunk of
+candidates with one call of a compiled kernel (:mod:`polystep.evaluate.fused_kernels`):
+
+* ``lif`` → Linear → ``lif, count`` (a hidden layer of a hard-LIF SNN): ``snn_hidden``;
+* ``lif, count`` to the output (the SNN's output layer): ``snn_output``;
+* ``relu`` → Linear as the last layer (a ReLU MLP's last hidden layer): ``relu_hidden``;
+* nothing to the output (the last Linear itself): ``logits_moved``.
+
+Every other suffix keeps the eager path (:mod:`polystep.evaluate.events`), which is also the
+reference the fused one is tested against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from polystep.evaluate.fused_kernels import library
+from polystep.evaluate.traits import UnitKernel, traits_of
+from polystep.evaluate.units import dedupe_slots, linear_weight
+
+Suffix = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]
+]
+
+
+def _kernels(layers: list[nn.Module]) -> tuple[str, ...] | None:
+    """The fused kernel names of ``layers`` (None if one has none)."""
+    out = [traits_of(m).kernel for m in layers]
+    return None if any(k is None for k in out) else tuple(k.name for k in out)  # type: ignore[union-attr]
+
+
+def _kernel_of(layer: nn.Module) -> UnitKernel:
+    return traits_of(layer).kernel  # type: ignore[return-value]
+
+
+def _match(layers: list[nn.Module], acts: list[torch.Tensor], i: int, j: int) -> str | None:
+    """Which fused suffix serves candidates moving units of layer ``i`` (None: none)."""
+    first = _kernels(layers[i + 1 : j])
+    above = _kernels(layers[j + 1 :]) if j < len(layers) else ()
+    if first == ("lif",) and above == ("lif", "count") and acts[j].ndim == 3:
+        return "snn_hidden"
+    if first == ("lif", "count") and j == len(layers) and acts[i + 1].ndim == 3:
+        return "snn_output"
+    if first == ("relu",) and j == len(layers) - 1 and acts[i + 1].ndim == 2:
+        return "relu_hidden"
+    if first == () and j == len(layers) and acts[i + 1].ndim == 2:
+        return "logits_moved"
+    return None
+
+
+def fused_suffix(
+    layers: list[nn.Module], acts: list[torch.Tensor], i: int, j: int
+) -> tuple[Suffix | None, str | None]:
+    """The fused suffix for candidates moving units of linear layer ``i`` (reaching linear layer
+    ``j``, or the output when ``j == len(layers)``), else None and, when the layers asked for
+    one that cannot run, why. ``acts[k]`` is the input of layer ``k``; the loss must be the
+    mean of per-sample cross-entropies of the output ``acts[-1] (B, C)``."""
+    kind = _match(layers, acts, i, j)
+    if kind is None:
+        return None, None
+    out = acts[-1]
+    if out.device.type != "cpu" or out.dtype not in (torch.float32, torch.float64):
+        return None, None  # the kernels are CPU float32 / float64 ones; eager serves the rest
+    if any(a.dtype != out.dtype for a in acts[i + 1 :]):
+        return None, None
+    lib = library()
+    if isinstance(lib, str):
+        return None, lib
+    t = "_f64" if out.dtype == torch.float64 else "_f32"
+    keep: list[torch.Tensor] = []  # arrays the kernel reads, alive as long as the suffix
+
+    def ptr(x: torch.Tensor) -> int:
+        x = x.detach().contiguous()
+        keep.append(x)
+        return x.data_ptr()
+
+    batch, outs = out.shape
+    pre = acts[i + 1]
+    steps = pre.shape[0] if pre.ndim == 3 else 1
+    unit_major = pre.reshape(steps, batch, -1).permute(2, 1, 0)  # (F, B, S)
+    if kind == "snn_hidden":
+        lif, lif_out = _kernel_of(layers[i + 1]), _kernel_of(layers[j + 1])
+        current = acts[j + 1]
+        total_steps = current.shape[0]
+        before, counts = (
+            torch.empty_like(current),
+            current.new_empty(total_steps + 1, *current.shape[1:]),
+        )
+        getattr(lib, "lif_trace" + t)(
+            total_steps, batch, outs, ptr(current), *lif_out.params, ptr(before), ptr(counts)
+        )
+        head = (steps, ptr(unit_major))
+        tail = (ptr(acts[j].permute(2, 1, 0)), ptr(linear_weight(layers[j]).T), ptr(current),
+                ptr(before), ptr(counts), *lif.params, *lif_out.params)  # fmt: skip
+
+        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
+            lib_fn(n, k, total_steps, batch, outs, head[0], head[1], change, units, *tail, *rest)
+    elif kind == "snn_output":
+        lif = _kernel_of(layers[i + 1])
+        head = (ptr(unit_major),)
+        tail = (ptr(acts[i + 2].permute(2, 1, 0)), ptr(out), *lif.params)
+
+        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
+            lib_fn(n, k, steps, batch, outs, head[0], change, units, *tail, *rest)
+    elif kind == "relu_hidden":
+        head = (ptr(unit_major),)
+        tail = (ptr(linear_weight(layers[j]).T), ptr(out))
+
+        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
+            lib_fn(n, k, batch, outs, head[0], change, units, *tail, *rest)
+    else:
+        head = (ptr(pre),)
+
+        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
+            lib_fn(n, k, batch, outs, head[0], change, units, *rest)
+
+    lib_fn = getattr(lib, kind + t)
+
+    def suffix(
+        units: torch.Tensor, change: torch.Tensor, targets: torch.Tensor, base: torch.Tensor
+    ) -> tuple[torch.Tensor, int]:
+        """``units (n, p)``, ``change (n, M, p)`` -> losses ``(n,)`` float64, pairs re-run."""
+        units, change = dedupe_slots(units, change)
+        n, k = units.shape
+        units = units.to(torch.int64).contiguous()
+        change = change.to(out.dtype).contiguous()
+        targets = targets.to(torch.int64).contiguous()
+        base = base.to(out.dtype).contiguous()
+        total = torch.zeros(n, dtype=torch.float64)
+        pairs = torch.zeros(n, dtype=torch.int64)
+        rest = (targets.data_ptr(), base.data_ptr(), total.data_ptr(), pairs.data_ptr())
+        call(n, k, change.data_ptr(), units.data_ptr(), rest)
+        return (total + base.double().sum()) / batch, int(pairs.sum())
+
+    suffix.keep = keep  # type: ignore[attr-defined]
+    return suffix, None

@@ -1,0 +1,246 @@
+// Fused candidate suffix kernels (polystep.evaluate.fused): plain C++ on raw arrays, called
+// through ctypes (which releases the GIL, so chunks run on several threads at once).
+//
+// Each kernel scores n candidates that move units `units (n, k)` of a layer, one sample at a
+// time: it runs the moved units through the unit-wise layers above, skips the sample when
+// nothing changed there, and otherwise finishes the net and adds l'_b - l_b (new minus
+// incumbent cross-entropy of sample b) to the candidate's total. The arithmetic mirrors the
+// eager torch path operation by operation in the array's type T (beta*v, then + I; built with
+// -ffp-contract=off so no multiply-add is fused): spikes are bit-identical to the eager ones.
+//
+// Shapes (all C-contiguous): S is 1 for a static current (repeated over the T steps) or T;
+// B samples, F units of the moved layer, O outputs. Unit-major incumbents `pre (F, B, S)`,
+// `old (F, B, T)` keep one unit's samples together.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+using i64 = int64_t;
+
+template <typename T>
+T cross_entropy(const std::vector<T>& logits, i64 target) {
+  T top = logits[0];
+  for (T x : logits) top = std::max(top, x);
+  T sum = 0;
+  for (T x : logits) sum += std::exp(x - top);
+  return std::log(sum) + top - logits[target];
+}
+
+// Spike changes d (T, k) of candidate c's units on sample b; returns the first step with a
+// change (T: none).
+template <typename T>
+i64 lif_unit_moves(const T* pre, const T* change, const T* old, const i64* units, i64 c, i64 b,
+                   i64 k, i64 steps, i64 batch, i64 S, T beta, T threshold, T* d) {
+  i64 first = steps;
+  for (i64 s = 0; s < k; ++s) {
+    const i64 u = units[c * k + s];
+    const T* cur = pre + (u * batch + b) * S;
+    const T* was = old + (u * batch + b) * steps;
+    T v = 0;
+    for (i64 t = 0; t < steps; ++t) {
+      const i64 r = S == 1 ? 0 : t;
+      v = v * beta + (cur[r] + change[((c * S + r) * batch + b) * k + s]);
+      const bool spike = v >= threshold;
+      if (spike) v = 0;
+      const T step = (spike ? T(1) : T(0)) - was[t];
+      d[t * k + s] = step;
+      if (step != 0 && t < first) first = t;
+    }
+  }
+  return first;
+}
+
+// The incumbent LIF layer on current (T, B, O): membrane before each step (T, B, O) and spike
+// counts before each step (T + 1, B, O).
+template <typename T>
+void lif_trace(i64 steps, i64 batch, i64 outs, const T* current, T beta, T threshold,
+               T* before, T* counts) {
+  std::fill(counts, counts + batch * outs, T(0));
+  for (i64 b = 0; b < batch; ++b)
+    for (i64 o = 0; o < outs; ++o) {
+      T v = 0;
+      for (i64 t = 0; t < steps; ++t) {
+        const i64 at = (t * batch + b) * outs + o;
+        before[at] = v;
+        v = v * beta + current[at];
+        const bool spike = v >= threshold;
+        counts[at + batch * outs] = counts[at] + (spike ? T(1) : T(0));
+        if (spike) v = 0;
+      }
+    }
+}
+
+// Hidden units of Linear -> LIF -> Linear -> LIF -> SpikeCount. weight_t (F, O) is the next
+// layer's weight transposed, current (T, B, O) its incumbent output, before / counts the
+// incumbent output layer's lif_trace: a sample's output layer re-runs from the first step its
+// input changed.
+template <typename T>
+void snn_hidden(i64 n, i64 k, i64 steps, i64 batch, i64 outs, i64 S, const T* pre,
+                const T* change, const i64* units, const T* old, const T* weight_t,
+                const T* current, const T* before, const T* counts, T beta, T threshold,
+                T beta_out, T threshold_out, const i64* targets, const T* base, double* total,
+                i64* pairs) {
+  std::vector<T> d(steps * k), w(k * outs), v(outs), in(outs), logits(outs);
+  for (i64 c = 0; c < n; ++c) {
+    for (i64 s = 0; s < k; ++s)
+      std::copy_n(weight_t + units[c * k + s] * outs, outs, w.begin() + s * outs);
+    double acc = 0;
+    i64 ran = 0;
+    for (i64 b = 0; b < batch; ++b) {
+      const i64 first =
+          lif_unit_moves(pre, change, old, units, c, b, k, steps, batch, S, beta, threshold,
+                         d.data());
+      if (first == steps) continue;
+      ++ran;
+      std::copy_n(before + (first * batch + b) * outs, outs, v.begin());
+      std::copy_n(counts + (first * batch + b) * outs, outs, logits.begin());
+      for (i64 t = first; t < steps; ++t) {
+        std::copy_n(current + (t * batch + b) * outs, outs, in.begin());
+        for (i64 s = 0; s < k; ++s) {
+          const T step = d[t * k + s];
+          if (step != 0)
+            for (i64 o = 0; o < outs; ++o) in[o] = in[o] + step * w[s * outs + o];
+        }
+        for (i64 o = 0; o < outs; ++o) {
+          const T m = v[o] * beta_out + in[o];
+          const bool spike = m >= threshold_out;
+          logits[o] += spike ? T(1) : T(0);
+          v[o] = spike ? T(0) : m;
+        }
+      }
+      acc += double(cross_entropy(logits, targets[b]) - base[b]);
+    }
+    total[c] = acc;
+    pairs[c] = ran;
+  }
+}
+
+// Output units of Linear -> LIF -> SpikeCount (the last layers); counts (B, O) the incumbent
+// logits.
+template <typename T>
+void snn_output(i64 n, i64 k, i64 steps, i64 batch, i64 outs, const T* pre, const T* change,
+                const i64* units, const T* old, const T* counts, T beta, T threshold,
+                const i64* targets, const T* base, double* total, i64* pairs) {
+  std::vector<T> d(steps * k), logits(outs);
+  for (i64 c = 0; c < n; ++c) {
+    double acc = 0;
+    i64 ran = 0;
+    for (i64 b = 0; b < batch; ++b) {
+      if (lif_unit_moves(pre, change, old, units, c, b, k, steps, batch, steps, beta,
+                         threshold, d.data()) == steps)
+        continue;
+      ++ran;
+      std::copy_n(counts + b * outs, outs, logits.begin());
+      for (i64 s = 0; s < k; ++s) {
+        T moved = d[s];
+        for (i64 t = 1; t < steps; ++t) moved += d[t * k + s];
+        logits[units[c * k + s]] += moved;
+      }
+      acc += double(cross_entropy(logits, targets[b]) - base[b]);
+    }
+    total[c] = acc;
+    pairs[c] = ran;
+  }
+}
+
+// Hidden units of Linear -> ReLU -> Linear (the last layers): pre (F, B) the incumbent
+// pre-activation, weight_t (F, O), out (B, O) the incumbent logits.
+template <typename T>
+void relu_hidden(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* change,
+                 const i64* units, const T* weight_t, const T* out, const i64* targets,
+                 const T* base, double* total, i64* pairs) {
+  std::vector<T> d(k), logits(outs);
+  for (i64 c = 0; c < n; ++c) {
+    double acc = 0;
+    i64 ran = 0;
+    for (i64 b = 0; b < batch; ++b) {
+      bool moved = false;
+      for (i64 s = 0; s < k; ++s) {
+        const T was = pre[units[c * k + s] * batch + b];
+        d[s] = std::max(was + change[(c * batch + b) * k + s], T(0)) - std::max(was, T(0));
+        moved = moved || d[s] != 0;
+      }
+      if (!moved) continue;
+      ++ran;
+      std::copy_n(out + b * outs, outs, logits.begin());
+      for (i64 s = 0; s < k; ++s) {
+        const T* w = weight_t + units[c * k + s] * outs;
+        for (i64 o = 0; o < outs; ++o) logits[o] = logits[o] + d[s] * w[o];
+      }
+      acc += double(cross_entropy(logits, targets[b]) - base[b]);
+    }
+    total[c] = acc;
+    pairs[c] = ran;
+  }
+}
+
+// Units of the output layer itself: pre (B, O) the logits.
+template <typename T>
+void logits_moved(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* change,
+                  const i64* units, const i64* targets, const T* base, double* total,
+                  i64* pairs) {
+  std::vector<T> logits(outs);
+  for (i64 c = 0; c < n; ++c) {
+    double acc = 0;
+    i64 ran = 0;
+    for (i64 b = 0; b < batch; ++b) {
+      std::copy_n(pre + b * outs, outs, logits.begin());
+      bool moved = false;
+      for (i64 s = 0; s < k; ++s) {
+        const i64 u = units[c * k + s];
+        const T step = (pre[b * outs + u] + change[(c * batch + b) * k + s]) - pre[b * outs + u];
+        logits[u] += step;
+        moved = moved || step != 0;
+      }
+      if (!moved) continue;
+      ++ran;
+      acc += double(cross_entropy(logits, targets[b]) - base[b]);
+    }
+    total[c] = acc;
+    pairs[c] = ran;
+  }
+}
+
+}  // namespace
+
+// C entry points, one per kernel and type (suffix _f32 / _f64).
+#define POLYSTEP_EXPORT(T, SUFFIX)                                                              \
+  extern "C" void lif_trace##SUFFIX(i64 steps, i64 batch, i64 outs, const T* current, T beta,  \
+                                    T threshold, T* before, T* counts) {                       \
+    lif_trace<T>(steps, batch, outs, current, beta, threshold, before, counts);                \
+  }                                                                                             \
+  extern "C" void snn_hidden##SUFFIX(                                                           \
+      i64 n, i64 k, i64 steps, i64 batch, i64 outs, i64 S, const T* pre, const T* change,      \
+      const i64* units, const T* old, const T* weight_t, const T* current, const T* before,    \
+      const T* counts, T beta, T threshold, T beta_out, T threshold_out, const i64* targets,   \
+      const T* base, double* total, i64* pairs) {                                               \
+    snn_hidden<T>(n, k, steps, batch, outs, S, pre, change, units, old, weight_t, current,     \
+                  before, counts, beta, threshold, beta_out, threshold_out, targets, base,     \
+                  total, pairs);                                                                \
+  }                                                                                             \
+  extern "C" void snn_output##SUFFIX(i64 n, i64 k, i64 steps, i64 batch, i64 outs,             \
+                                     const T* pre, const T* change, const i64* units,          \
+                                     const T* old, const T* counts, T beta, T threshold,       \
+                                     const i64* targets, const T* base, double* total,         \
+                                     i64* pairs) {                                              \
+    snn_output<T>(n, k, steps, batch, outs, pre, change, units, old, counts, beta, threshold,  \
+                  targets, base, total, pairs);                                                 \
+  }                                                                                             \
+  extern "C" void relu_hidden##SUFFIX(i64 n, i64 k, i64 batch, i64 outs, const T* pre,         \
+                                      const T* change, const i64* units, const T* weight_t,    \
+                                      const T* out, const i64* targets, const T* base,         \
+                                      double* total, i64* pairs) {                              \
+    relu_hidden<T>(n, k, batch, outs, pre, change, units, weight_t, out, targets, base, total, \
+                   pairs);                                                                      \
+  }                                                                                             \
+  extern "C" void logits_moved##SUFFIX(i64 n, i64 k, i64 batch, i64 outs, const T* pre,        \
+                                       const T* change, const i64* units, const i64* targets,  \
+                                       const T* base, double* total, i64* pairs) {              \
+    logits_moved<T>(n, k, batch, outs, pre, change, units, targets, base, total, pairs);       \
+  }
+
+POLYSTEP_EXPORT(float, _f32)
+POLYSTEP_EXPORT(double, _f64)
