@@ -85,7 +85,7 @@ def fused_suffix(
     batch, outs = out.shape
     pre = acts[i + 1]
     steps = pre.shape[0] if pre.ndim == 3 else 1
-    unit_major = pre.reshape(steps, batch, -1).permute(2, 1, 0)  # (F, B, S)
+    unit_major = pre.reshape(steps, batch, -1).permute(2, 0, 1)  # (F, S, B)
     if kind == "snn_hidden":
         lif, lif_out = _kernel_of(layers[i + 1]), _kernel_of(layers[j + 1])
         current = acts[j + 1]
@@ -98,7 +98,7 @@ def fused_suffix(
             total_steps, batch, outs, ptr(current), *lif_out.params, ptr(before), ptr(counts)
         )
         head = (steps, ptr(unit_major))
-        tail = (ptr(acts[j].permute(2, 1, 0)), ptr(linear_weight(layers[j]).T), ptr(current),
+        tail = (ptr(acts[j].permute(2, 0, 1)), ptr(linear_weight(layers[j]).T), ptr(current),
                 ptr(before), ptr(counts), *lif.params, *lif_out.params)  # fmt: skip
 
         def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
@@ -106,7 +106,7 @@ def fused_suffix(
     elif kind == "snn_output":
         lif = _kernel_of(layers[i + 1])
         head = (ptr(unit_major),)
-        tail = (ptr(acts[i + 2].permute(2, 1, 0)), ptr(out), *lif.params)
+        tail = (ptr(acts[i + 2].permute(2, 0, 1)), ptr(out), *lif.params)
 
         def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
             lib_fn(n, k, steps, batch, outs, head[0], change, units, *tail, *rest)

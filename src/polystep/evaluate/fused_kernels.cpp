@@ -9,8 +9,8 @@
 // -ffp-contract=off so no multiply-add is fused): spikes are bit-identical to the eager ones.
 //
 // Shapes (all C-contiguous): S is 1 for a static current (repeated over the T steps) or T;
-// B samples, F units of the moved layer, O outputs. Unit-major incumbents `pre (F, B, S)`,
-// `old (F, B, T)` keep one unit's samples together.
+// B samples, F units of the moved layer, O outputs. Unit-major incumbents `pre (F, S, B)`,
+// `old (F, T, B)` keep one unit's samples together.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -29,28 +29,52 @@ T cross_entropy(const std::vector<T>& logits, i64 target) {
   return std::log(sum) + top - logits[target];
 }
 
-// Spike changes d (T, k) of candidate c's units on sample b; returns the first step with a
-// change (T: none).
+// The same for spike-count logits (integers 0..T): exp(x - top) of an integer difference is
+// looked up in exp_neg (T + 1): exp_neg[m] = exp(-m), the very value std::exp returns.
 template <typename T>
-i64 lif_unit_moves(const T* pre, const T* change, const T* old, const i64* units, i64 c, i64 b,
-                   i64 k, i64 steps, i64 batch, i64 S, T beta, T threshold, T* d) {
-  i64 first = steps;
+T count_cross_entropy(const std::vector<T>& logits, i64 target, const std::vector<T>& exp_neg) {
+  T top = logits[0];
+  for (T x : logits) top = std::max(top, x);
+  T sum = 0;
+  for (T x : logits) sum += exp_neg[i64(top - x)];
+  return std::log(sum) + top - logits[target];
+}
+
+template <typename T>
+std::vector<T> exp_table(i64 steps) {
+  std::vector<T> out(steps + 1);
+  for (i64 m = 0; m <= steps; ++m) out[m] = std::exp(T(-m));
+  return out;
+}
+
+// Spike changes of candidate c's units on every sample, all samples at once (the inner loops
+// run over samples and vectorize): d (k, T, B) new minus incumbent spike, first (B) the first
+// step with a change (T: none), v (B) scratch membranes. Unit-major incumbents: pre (F, S, B),
+// old (F, T, B).
+template <typename T>
+void lif_unit_moves(const T* pre, const T* change, const T* old, const i64* units, i64 c, i64 k,
+                    i64 steps, i64 batch, i64 S, T beta, T threshold, T* d, T* first, T* v) {
+  std::fill(first, first + batch, T(steps));
   for (i64 s = 0; s < k; ++s) {
     const i64 u = units[c * k + s];
-    const T* cur = pre + (u * batch + b) * S;
-    const T* was = old + (u * batch + b) * steps;
-    T v = 0;
+    std::fill(v, v + batch, T(0));
     for (i64 t = 0; t < steps; ++t) {
       const i64 r = S == 1 ? 0 : t;
-      v = v * beta + (cur[r] + change[((c * S + r) * batch + b) * k + s]);
-      const bool spike = v >= threshold;
-      if (spike) v = 0;
-      const T step = (spike ? T(1) : T(0)) - was[t];
-      d[t * k + s] = step;
-      if (step != 0 && t < first) first = t;
+      const T* cur = pre + (u * S + r) * batch;
+      const T* moved = change + (c * S + r) * batch * k + s;
+      const T* was = old + (u * steps + t) * batch;
+      T* dt = d + (s * steps + t) * batch;
+      for (i64 b = 0; b < batch; ++b) {
+        const T m = v[b] * beta + (cur[b] + moved[b * k]);
+        const bool spike = m >= threshold;
+        v[b] = spike ? T(0) : m;
+        dt[b] = (spike ? T(1) : T(0)) - was[b];
+      }
+      const T now = T(t);
+      for (i64 b = 0; b < batch; ++b)
+        first[b] = (dt[b] != T(0) && now < first[b]) ? now : first[b];
     }
   }
-  return first;
 }
 
 // The incumbent LIF layer on current (T, B, O): membrane before each step (T, B, O) and spike
@@ -83,24 +107,26 @@ void snn_hidden(i64 n, i64 k, i64 steps, i64 batch, i64 outs, i64 S, const T* pr
                 const T* current, const T* before, const T* counts, T beta, T threshold,
                 T beta_out, T threshold_out, const i64* targets, const T* base, double* total,
                 i64* pairs) {
-  std::vector<T> d(steps * k), w(k * outs), v(outs), in(outs), logits(outs);
+  std::vector<T> d(k * steps * batch), first(batch), scratch(batch), w(k * outs), v(outs),
+      in(outs), logits(outs);
+  const std::vector<T> exp_neg = exp_table<T>(steps);
   for (i64 c = 0; c < n; ++c) {
     for (i64 s = 0; s < k; ++s)
       std::copy_n(weight_t + units[c * k + s] * outs, outs, w.begin() + s * outs);
+    lif_unit_moves(pre, change, old, units, c, k, steps, batch, S, beta, threshold, d.data(),
+                   first.data(), scratch.data());
     double acc = 0;
     i64 ran = 0;
     for (i64 b = 0; b < batch; ++b) {
-      const i64 first =
-          lif_unit_moves(pre, change, old, units, c, b, k, steps, batch, S, beta, threshold,
-                         d.data());
-      if (first == steps) continue;
+      const i64 start = i64(first[b]);
+      if (start == steps) continue;
       ++ran;
-      std::copy_n(before + (first * batch + b) * outs, outs, v.begin());
-      std::copy_n(counts + (first * batch + b) * outs, outs, logits.begin());
-      for (i64 t = first; t < steps; ++t) {
+      std::copy_n(before + (start * batch + b) * outs, outs, v.begin());
+      std::copy_n(counts + (start * batch + b) * outs, outs, logits.begin());
+      for (i64 t = start; t < steps; ++t) {
         std::copy_n(current + (t * batch + b) * outs, outs, in.begin());
         for (i64 s = 0; s < k; ++s) {
-          const T step = d[t * k + s];
+          const T step = d[(s * steps + t) * batch + b];
           if (step != 0)
             for (i64 o = 0; o < outs; ++o) in[o] = in[o] + step * w[s * outs + o];
         }
@@ -111,7 +137,7 @@ void snn_hidden(i64 n, i64 k, i64 steps, i64 batch, i64 outs, i64 S, const T* pr
           v[o] = spike ? T(0) : m;
         }
       }
-      acc += double(cross_entropy(logits, targets[b]) - base[b]);
+      acc += double(count_cross_entropy(logits, targets[b], exp_neg) - base[b]);
     }
     total[c] = acc;
     pairs[c] = ran;
@@ -124,29 +150,30 @@ template <typename T>
 void snn_output(i64 n, i64 k, i64 steps, i64 batch, i64 outs, const T* pre, const T* change,
                 const i64* units, const T* old, const T* counts, T beta, T threshold,
                 const i64* targets, const T* base, double* total, i64* pairs) {
-  std::vector<T> d(steps * k), logits(outs);
+  std::vector<T> d(k * steps * batch), first(batch), scratch(batch), logits(outs);
+  const std::vector<T> exp_neg = exp_table<T>(steps);
   for (i64 c = 0; c < n; ++c) {
+    lif_unit_moves(pre, change, old, units, c, k, steps, batch, steps, beta, threshold, d.data(),
+                   first.data(), scratch.data());
     double acc = 0;
     i64 ran = 0;
     for (i64 b = 0; b < batch; ++b) {
-      if (lif_unit_moves(pre, change, old, units, c, b, k, steps, batch, steps, beta,
-                         threshold, d.data()) == steps)
-        continue;
+      if (i64(first[b]) == steps) continue;
       ++ran;
       std::copy_n(counts + b * outs, outs, logits.begin());
       for (i64 s = 0; s < k; ++s) {
-        T moved = d[s];
-        for (i64 t = 1; t < steps; ++t) moved += d[t * k + s];
+        T moved = d[s * steps * batch + b];
+        for (i64 t = 1; t < steps; ++t) moved += d[(s * steps + t) * batch + b];
         logits[units[c * k + s]] += moved;
       }
-      acc += double(cross_entropy(logits, targets[b]) - base[b]);
+      acc += double(count_cross_entropy(logits, targets[b], exp_neg) - base[b]);
     }
     total[c] = acc;
     pairs[c] = ran;
   }
 }
 
-// Hidden units of Linear -> ReLU -> Linear (the last layers): pre (F, B) the incumbent
+// Hidden units of Linear -> ReLU -> Linear (the last layers): pre (F, 1, B) the incumbent
 // pre-activation, weight_t (F, O), out (B, O) the incumbent logits.
 template <typename T>
 void relu_hidden(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* change,

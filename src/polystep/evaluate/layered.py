@@ -98,6 +98,8 @@ class LayeredEvaluator(Evaluator):
         strict: bool = False,
         fused: bool = True,
     ) -> None:
+        """``fused``: score unit-sparse candidates with the layers' fused kernels where they
+        declare them (:mod:`polystep.evaluate.fused`); False keeps the eager reference suffix."""
         super().__init__(model, loss_fn, subspace, chunk_size=chunk_size)
         self.fused = bool(fused)
         self.layers = sequential_layers(self.model)
@@ -108,6 +110,7 @@ class LayeredEvaluator(Evaluator):
         self._fallback: Evaluator | None = None
         self.pairs_run = 0  # (candidate, sample) pairs the event-driven suffix re-ran ...
         self.pairs_dense = 0  # ... out of this many that a dense suffix would have run
+        self.fused_candidates = 0  # candidates scored by a fused suffix kernel
         self.progress: Callable[[int], None] | None = None  # told each chunk's size when done
 
     @classmethod
@@ -190,6 +193,7 @@ class LayeredEvaluator(Evaluator):
             tasks: list[Callable[[], ChunkResult]] = []
             rows_of: list[torch.Tensor] = []
             pooled: list[bool] = []
+            fused: list[bool] = []
             for s, rows in segment_groups(self.subspace, candidates):
                 seg = self.subspace.segments[s]
                 i, local = self.sites[seg.name]
@@ -209,16 +213,19 @@ class LayeredEvaluator(Evaluator):
                         tasks.append(partial(self._unit_task, *args, targets, base_losses, suffix))
                         rows_of.append(chunk)
                         pooled.append(True)
+                        fused.append(suffix is not None)
                 size = self._chunk(max(a.numel() for a in acts[i + 1 :]), device)
                 for chunk in chunks(rows[~sparse], size):
                     args = (i, local, s, seg, candidates, chunk, acts, dims, shared)
                     tasks.append(partial(self._dense_task, *args, targets))
                     rows_of.append(chunk)
                     pooled.append(False)
+                    fused.append(False)
             sizes = [len(rows) for rows in rows_of]
             results = self._run(tasks, pooled, device, sizes, self.progress)
-            for chunk, (value, pairs) in zip(rows_of, results, strict=True):
+            for chunk, (value, pairs), by_kernel in zip(rows_of, results, fused, strict=True):
                 losses[chunk] = value
+                self.fused_candidates += len(chunk) if by_kernel else 0
                 if pairs is not None:
                     self.pairs_run += pairs
                     self.pairs_dense += len(chunk) * acts[0].shape[dims[0]]
