@@ -60,7 +60,7 @@ def both(name: str, dtype: torch.dtype, **kw: float):
 
 @pytest.mark.parametrize("name", sorted(FUSED))
 def test_fused_suffix_matches_eager_in_float64(name: str) -> None:
-    fast, got, eager, want, cands = both(name, torch.float64)
+    fast, got, eager, want, _ = both(name, torch.float64)
     assert fast.fused_candidates > 0 and eager.fused_candidates == 0
     assert want.std() > 0
     assert torch.allclose(got, want, atol=1e-10, rtol=0)
@@ -71,7 +71,7 @@ def test_fused_suffix_matches_eager_in_float32_within_rounding(name: str) -> Non
     """Same arithmetic in the same order up to the last sums: a candidate whose loss differs
     beyond rounding had a spike (or ReLU) flip on a membrane within rounding of the threshold;
     they are counted, printed, and must be rare (none were seen when this was written)."""
-    fast, got, eager, want, cands = both(name, torch.float32)
+    fast, got, _, want, cands = both(name, torch.float32)
     assert fast.fused_candidates > 0
     flips = ~torch.isclose(got, want, rtol=1e-5, atol=1e-6)
     print(f"{name}: {int(flips.sum())} of {len(cands)} candidates differ beyond rounding")
@@ -79,7 +79,7 @@ def test_fused_suffix_matches_eager_in_float32_within_rounding(name: str) -> Non
 
 
 def test_fused_suffix_skips_unchanged_samples() -> None:
-    fast, got, eager, want, _ = both("snn_wide", torch.float64, radius=1e-6)
+    fast, got, _, want, _ = both("snn_wide", torch.float64, radius=1e-6)
     assert fast.pairs_run < fast.pairs_dense / 2  # tiny moves: few spikes change
     assert torch.allclose(got, want, atol=1e-12, rtol=0)
 
