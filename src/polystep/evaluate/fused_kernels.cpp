@@ -101,12 +101,28 @@ void lif_trace(i64 steps, i64 batch, i64 outs, const T* current, T beta, T thres
 // layer's weight transposed, current (T, B, O) its incumbent output, before / counts the
 // incumbent output layer's lif_trace: a sample's output layer re-runs from the first step its
 // input changed.
-template <typename T>
-void snn_hidden(i64 n, i64 k, i64 steps, i64 batch, i64 outs, i64 S, const T* pre,
+// One LIF step of a row of neurons in place: membranes v, input in, spike counts.
+template <typename T, i64 FIXED_OUTS>
+inline void lif_row(i64 runtime_outs, T* __restrict v, const T* __restrict in,
+                    T* __restrict counts, T beta, T threshold) {
+  const i64 outs = FIXED_OUTS > 0 ? FIXED_OUTS : runtime_outs;
+  for (i64 o = 0; o < outs; ++o) {
+    const T m = v[o] * beta + in[o];
+    const T spike = T(m >= threshold);
+    counts[o] += spike;
+    v[o] = m - m * spike;  // 0 after a spike, as the eager v - v·s (branch-free: vectorizes)
+  }
+}
+
+// FIXED_OUTS > 0 fixes the number of outputs at compile time (the loops over them unroll and
+// vectorize); 0 reads it from `outs`.
+template <typename T, i64 FIXED_OUTS>
+void snn_hidden(i64 n, i64 k, i64 steps, i64 batch, i64 runtime_outs, i64 S, const T* pre,
                 const T* change, const i64* units, const T* old, const T* weight_t,
                 const T* current, const T* before, const T* counts, T beta, T threshold,
                 T beta_out, T threshold_out, const i64* targets, const T* base, double* total,
                 i64* pairs) {
+  const i64 outs = FIXED_OUTS > 0 ? FIXED_OUTS : runtime_outs;
   std::vector<T> d(k * steps * batch), first(batch), scratch(batch), w(k * outs), v(outs),
       in(outs), logits(outs);
   const std::vector<T> exp_neg = exp_table<T>(steps);
@@ -130,12 +146,8 @@ void snn_hidden(i64 n, i64 k, i64 steps, i64 batch, i64 outs, i64 S, const T* pr
           if (step != 0)
             for (i64 o = 0; o < outs; ++o) in[o] = in[o] + step * w[s * outs + o];
         }
-        for (i64 o = 0; o < outs; ++o) {
-          const T m = v[o] * beta_out + in[o];
-          const bool spike = m >= threshold_out;
-          logits[o] += spike ? T(1) : T(0);
-          v[o] = spike ? T(0) : m;
-        }
+        lif_row<T, FIXED_OUTS>(outs, v.data(), in.data(), logits.data(), beta_out,
+                               threshold_out);
       }
       acc += double(count_cross_entropy(logits, targets[b], exp_neg) - base[b]);
     }
@@ -244,9 +256,9 @@ void logits_moved(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* chan
       const i64* units, const T* old, const T* weight_t, const T* current, const T* before,    \
       const T* counts, T beta, T threshold, T beta_out, T threshold_out, const i64* targets,   \
       const T* base, double* total, i64* pairs) {                                               \
-    snn_hidden<T>(n, k, steps, batch, outs, S, pre, change, units, old, weight_t, current,     \
-                  before, counts, beta, threshold, beta_out, threshold_out, targets, base,     \
-                  total, pairs);                                                                \
+    auto run = outs == 10 ? snn_hidden<T, 10> : snn_hidden<T, 0>; /* 10 classes: unrolled */  \
+    run(n, k, steps, batch, outs, S, pre, change, units, old, weight_t, current, before, counts, \
+        beta, threshold, beta_out, threshold_out, targets, base, total, pairs);                  \
   }                                                                                             \
   extern "C" void snn_output##SUFFIX(i64 n, i64 k, i64 steps, i64 batch, i64 outs,             \
                                      const T* pre, const T* change, const i64* units,          \
