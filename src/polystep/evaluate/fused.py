@@ -9,6 +9,8 @@ candidates with one call of a compiled kernel (:mod:`polystep.evaluate.fused_ker
 * ``lif`` → Linear → ``lif, count`` (a hidden layer of a hard-LIF SNN): ``snn_hidden``;
 * ``lif, count`` to the output (the SNN's output layer): ``snn_output``;
 * ``relu`` → Linear as the last layer (a ReLU MLP's last hidden layer): ``relu_hidden``;
+* ``relu`` → Linear → ``relu`` → Linear, the last (the hidden layer before it; the middle
+  Linear may map its weight, as int8 ``QuantLinear`` does): ``relu_relu_hidden``;
 * nothing to the output (the last Linear itself): ``logits_moved``.
 
 Every other suffix keeps the eager path (:mod:`polystep.evaluate.events`), which is also the
@@ -31,6 +33,17 @@ Suffix = Callable[
 ]
 
 
+def _checked(fn: Callable[..., None]) -> Callable[..., None]:
+    """``fn`` refusing a wrong number of arguments (ctypes would pass extra ones unconverted)."""
+
+    def call(*args: object) -> None:
+        if len(args) != len(fn.argtypes):  # type: ignore[attr-defined]
+            raise TypeError(f"{fn.__name__} takes {len(fn.argtypes)} arguments, got {len(args)}")  # type: ignore[attr-defined]
+        fn(*args)
+
+    return call
+
+
 def _kernels(layers: list[nn.Module]) -> tuple[str, ...] | None:
     """The fused kernel names of ``layers`` (None if one has none)."""
     out = [traits_of(m).kernel for m in layers]
@@ -51,6 +64,14 @@ def _match(layers: list[nn.Module], acts: list[torch.Tensor], i: int, j: int) ->
         return "snn_output"
     if first == ("relu",) and j == len(layers) - 1 and acts[i + 1].ndim == 2:
         return "relu_hidden"
+    if (
+        first == ("relu",)
+        and j == len(layers) - 3
+        and _kernels(layers[j + 1 : j + 2]) == ("relu",)
+        and traits_of(layers[-1]).linear
+        and acts[i + 1].ndim == 2
+    ):
+        return "relu_relu_hidden"
     if first == () and j == len(layers) and acts[i + 1].ndim == 2:
         return "logits_moved"
     return None
@@ -110,6 +131,14 @@ def fused_suffix(
 
         def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
             lib_fn(n, k, steps, batch, outs, head[0], change, units, *tail, *rest)
+    elif kind == "relu_relu_hidden":
+        middle = acts[j + 1]
+        head = (middle.shape[-1], ptr(unit_major))
+        tail = (ptr(linear_weight(layers[j]).T), ptr(middle), ptr(linear_weight(layers[-1]).T),
+                ptr(out))  # fmt: skip
+
+        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
+            lib_fn(n, k, batch, head[0], outs, head[1], change, units, *tail, *rest)
     elif kind == "relu_hidden":
         head = (ptr(unit_major),)
         tail = (ptr(linear_weight(layers[j]).T), ptr(out))
@@ -122,7 +151,7 @@ def fused_suffix(
         def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
             lib_fn(n, k, batch, outs, head[0], change, units, *rest)
 
-    lib_fn = getattr(lib, kind + t)
+    lib_fn = _checked(getattr(lib, kind + t))
 
     def suffix(
         units: torch.Tensor, change: torch.Tensor, targets: torch.Tensor, base: torch.Tensor

@@ -216,6 +216,52 @@ void relu_hidden(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* chang
   }
 }
 
+// Hidden units of Linear -> ReLU -> Linear -> ReLU -> Linear (the last layers): pre (F, 1, B)
+// the incumbent pre-activation, weight_t (F, H) the middle layer's weight transposed,
+// middle (B, H) its incumbent output, weight2_t (H, O) the last layer's, out (B, O) the
+// incumbent logits. The logits move by weight2_t's rows of the hidden units that changed.
+template <typename T>
+void relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre,
+                      const T* change, const i64* units, const T* weight_t, const T* middle,
+                      const T* weight2_t, const T* out, const i64* targets, const T* base,
+                      double* total, i64* pairs) {
+  std::vector<T> d(k), z(hidden), logits(outs);
+  for (i64 c = 0; c < n; ++c) {
+    double acc = 0;
+    i64 ran = 0;
+    for (i64 b = 0; b < batch; ++b) {
+      bool moved = false;
+      for (i64 s = 0; s < k; ++s) {
+        const T was = pre[units[c * k + s] * batch + b];
+        d[s] = std::max(was + change[(c * batch + b) * k + s], T(0)) - std::max(was, T(0));
+        moved = moved || d[s] != 0;
+      }
+      if (!moved) continue;
+      const T* row = middle + b * hidden;
+      std::copy_n(row, hidden, z.begin());
+      for (i64 s = 0; s < k; ++s) {
+        const T* w = weight_t + units[c * k + s] * hidden;
+        if (d[s] != 0)
+          for (i64 h = 0; h < hidden; ++h) z[h] = z[h] + d[s] * w[h];
+      }
+      std::copy_n(out + b * outs, outs, logits.begin());
+      bool reached = false;
+      for (i64 h = 0; h < hidden; ++h) {
+        const T step = std::max(z[h], T(0)) - std::max(row[h], T(0));
+        if (step == 0) continue;
+        reached = true;
+        const T* w = weight2_t + h * outs;
+        for (i64 o = 0; o < outs; ++o) logits[o] = logits[o] + step * w[o];
+      }
+      if (!reached) continue;
+      ++ran;
+      acc += double(cross_entropy(logits, targets[b]) - base[b]);
+    }
+    total[c] = acc;
+    pairs[c] = ran;
+  }
+}
+
 // Units of the output layer itself: pre (B, O) the logits.
 template <typename T>
 void logits_moved(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* change,
@@ -274,6 +320,13 @@ void logits_moved(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* chan
                                       double* total, i64* pairs) {                              \
     relu_hidden<T>(n, k, batch, outs, pre, change, units, weight_t, out, targets, base, total, \
                    pairs);                                                                      \
+  }                                                                                             \
+  extern "C" void relu_relu_hidden##SUFFIX(                                                     \
+      i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre, const T* change,            \
+      const i64* units, const T* weight_t, const T* middle, const T* weight2_t, const T* out,  \
+      const i64* targets, const T* base, double* total, i64* pairs) {                          \
+    relu_relu_hidden<T>(n, k, batch, hidden, outs, pre, change, units, weight_t, middle,       \
+                        weight2_t, out, targets, base, total, pairs);                          \
   }                                                                                             \
   extern "C" void logits_moved##SUFFIX(i64 n, i64 k, i64 batch, i64 outs, const T* pre,        \
                                        const T* change, const i64* units, const i64* targets,  \

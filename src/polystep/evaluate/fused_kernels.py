@@ -35,6 +35,7 @@ _SIGNATURES = {  # argument kinds: "i" int64, "p" pointer, "f" a scalar of the k
     "snn_hidden": "iiiiiipppppppp" + "ffff" + "pppp",
     "snn_output": "iiiiipppppff" + "pppp",
     "relu_hidden": "iiiippppp" + "pppp",
+    "relu_relu_hidden": "iiiiippppppp" + "pppp",
     "logits_moved": "iiiippp" + "pppp",
 }
 
