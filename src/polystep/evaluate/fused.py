@@ -134,7 +134,7 @@ def fused_suffix(
     elif kind == "relu_relu_hidden":
         middle = acts[j + 1]
         head = (middle.shape[-1], ptr(unit_major))
-        tail = (ptr(linear_weight(layers[j]).T), ptr(middle), ptr(linear_weight(layers[-1]).T),
+        tail = (ptr(linear_weight(layers[j]).T), ptr(middle), ptr(linear_weight(layers[-1])),
                 ptr(out))  # fmt: skip
 
         def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
