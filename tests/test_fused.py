@@ -143,3 +143,16 @@ def test_float64_training_trajectory_is_the_same_with_and_without_kernels(
         runs[use] = (losses, torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert runs[True][0] == pytest.approx(runs[False][0], abs=1e-10)
     assert torch.allclose(runs[True][1], runs[False][1], atol=1e-10, rtol=0)
+
+
+def test_an_infinite_current_spikes_and_resets_as_the_eager_neuron_does() -> None:
+    """torch's reset ``v - v·s`` leaves NaN after an infinite membrane fires (so the neuron
+    falls silent); the kernel must give the same spikes, hence the same losses."""
+    model, space, batch, cands = setup("snn", torch.float64)
+    with torch.no_grad():
+        model[0].bias[:3] = torch.tensor([float("inf"), -float("inf"), float("nan")])
+    loss_fn = nn.CrossEntropyLoss()
+    got = LayeredEvaluator(model, loss_fn, space, strict=True).evaluate(cands, batch)
+    want = LayeredEvaluator(model, loss_fn, space, fused=False).evaluate(cands, batch)
+    assert torch.isfinite(want).all()
+    assert torch.allclose(got, want, atol=1e-10, rtol=0)

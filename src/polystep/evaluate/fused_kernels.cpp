@@ -5,7 +5,8 @@
 // time: it runs the moved units through the unit-wise layers above, skips the sample when
 // nothing changed there, and otherwise finishes the net and adds l'_b - l_b (new minus
 // incumbent cross-entropy of sample b) to the candidate's total. The arithmetic mirrors the
-// eager torch path operation by operation in the array's type T (beta*v, then + I; built with
+// eager torch path operation by operation in the array's type T (beta*v, then + I; a reset
+// leaves m - m, NaN for an infinite membrane as torch's v - v*s does; built with
 // -ffp-contract=off so no multiply-add is fused): spikes are bit-identical to the eager ones.
 //
 // Shapes (all C-contiguous): S is 1 for a static current (repeated over the T steps) or T;
@@ -66,8 +67,9 @@ void lif_unit_moves(const T* pre, const T* change, const T* old, const i64* unit
       T* dt = d + (s * steps + t) * batch;
       for (i64 b = 0; b < batch; ++b) {
         const T m = v[b] * beta + (cur[b] + moved[b * k]);
+        const T reset = m - m;  // 0, or NaN from an infinite membrane, as torch's v - v*s
         const bool spike = m >= threshold;
-        v[b] = spike ? T(0) : m;
+        v[b] = spike ? reset : m;
         dt[b] = (spike ? T(1) : T(0)) - was[b];
       }
       const T now = T(t);
@@ -90,9 +92,9 @@ void lif_trace(i64 steps, i64 batch, i64 outs, const T* current, T beta, T thres
         const i64 at = (t * batch + b) * outs + o;
         before[at] = v;
         v = v * beta + current[at];
-        const bool spike = v >= threshold;
-        counts[at + batch * outs] = counts[at] + (spike ? T(1) : T(0));
-        if (spike) v = 0;
+        const T spike = T(v >= threshold);
+        counts[at + batch * outs] = counts[at] + spike;
+        v = v - v * spike;
       }
     }
 }
@@ -110,7 +112,7 @@ inline void lif_row(i64 runtime_outs, T* __restrict v, const T* __restrict in,
     const T m = v[o] * beta + in[o];
     const T spike = T(m >= threshold);
     counts[o] += spike;
-    v[o] = m - m * spike;  // 0 after a spike, as the eager v - v·s (branch-free: vectorizes)
+    v[o] = m - m * spike;
   }
 }
 

@@ -23,7 +23,9 @@ import threading
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("fused_kernels.cpp")
-FLAGS = ("-O3", "-std=c++17", "-ffp-contract=off", "-shared", "-fPIC")  # no fused mul-add
+# -ffp-contract=off: no fused multiply-add (the eager path rounds after each operation);
+# -fno-trapping-math: selects on a spike may compute both sides (vectorizes; same values).
+FLAGS = ("-O3", "-std=c++17", "-ffp-contract=off", "-fno-trapping-math", "-shared", "-fPIC")
 
 _lock = threading.Lock()
 _loaded: ctypes.CDLL | str | None = None
