@@ -66,13 +66,22 @@ def test_fused_suffix_matches_eager_in_float64(name: str) -> None:
     assert torch.allclose(got, want, atol=1e-10, rtol=0)
 
 
+# The suffixes whose logits the eager path computes in another order (a whole hidden row times
+# the last weight, not its change): their float32 losses agree within rounding only.
+REORDERED = {"int8"}
+
+
 @pytest.mark.parametrize("name", sorted(FUSED))
-def test_fused_suffix_matches_eager_in_float32_within_rounding(name: str) -> None:
-    """Same arithmetic in the same order up to the last sums: a candidate whose loss differs
-    beyond rounding had a spike (or ReLU) flip on a membrane within rounding of the threshold;
-    they are counted, printed, and must be rare (none were seen when this was written)."""
+def test_fused_suffix_matches_eager_in_float32(name: str) -> None:
+    """The kernels round as the eager path does (spikes, counts, the rank update as torch's
+    addcmul rounds it here) and the losses come from the eager code: equal to the bit, except
+    where the eager path sums in another order. There a candidate whose loss differs beyond
+    rounding had a unit flip on a value within rounding of its threshold: counted, printed,
+    and rare (none were seen when this was written)."""
     fast, got, _, want, cands = both(name, torch.float32)
     assert fast.fused_candidates > 0
+    if name not in REORDERED:
+        assert torch.equal(got, want)
     flips = ~torch.isclose(got, want, rtol=1e-5, atol=1e-6)
     print(f"{name}: {int(flips.sum())} of {len(cands)} candidates differ beyond rounding")
     assert int(flips.sum()) <= max(1, len(cands) // 100)

@@ -20,10 +20,12 @@ reference the fused one is tested against.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 import torch
 from torch import nn
 
+from polystep.evaluate.events import dense_pairs, every_sample_losses, pair_losses
 from polystep.evaluate.fused_kernels import library
 from polystep.evaluate.traits import UnitKernel, traits_of
 from polystep.evaluate.units import dedupe_slots, linear_weight
@@ -33,15 +35,27 @@ Suffix = Callable[
 ]
 
 
-def _checked(fn: Callable[..., None]) -> Callable[..., None]:
+def _checked(fn: Callable[..., int]) -> Callable[..., int]:
     """``fn`` refusing a wrong number of arguments (ctypes would pass extra ones unconverted)."""
+    expected = len(fn.argtypes)  # type: ignore[attr-defined]
 
-    def call(*args: object) -> None:
-        if len(args) != len(fn.argtypes):  # type: ignore[attr-defined]
-            raise TypeError(f"{fn.__name__} takes {len(fn.argtypes)} arguments, got {len(args)}")  # type: ignore[attr-defined]
-        fn(*args)
+    def call(*args: object) -> int:
+        if len(args) != expected:
+            raise TypeError(f"{fn.__name__} takes {expected} arguments, got {len(args)}")  # type: ignore[attr-defined]
+        return fn(*args)
 
     return call
+
+
+@cache
+def addcmul_fuses(dtype: torch.dtype) -> bool:
+    """Whether torch's CPU ``addcmul`` (the eager rank update) rounds ``x + d·w`` once, as a
+    fused multiply-add, for ``dtype`` on this machine (it does where its kernels use FMA)."""
+    tiny = 2.0**-12 if dtype == torch.float32 else 2.0**-27
+    x = torch.full((64,), -1.0, dtype=dtype)
+    d = torch.full((64,), 1.0 + tiny, dtype=dtype)
+    got = torch.addcmul(x, d, d)  # exact: 2·tiny + tiny², which a rounded product loses
+    return bool((got != 2 * tiny).all())
 
 
 def _kernels(layers: list[nn.Module]) -> tuple[str, ...] | None:
@@ -96,6 +110,7 @@ def fused_suffix(
     if isinstance(lib, str):
         return None, lib
     t = "_f64" if out.dtype == torch.float64 else "_f32"
+    fma = int(addcmul_fuses(out.dtype))
     keep: list[torch.Tensor] = []  # arrays the kernel reads, alive as long as the suffix
 
     def ptr(x: torch.Tensor) -> int:
@@ -122,52 +137,57 @@ def fused_suffix(
         tail = (ptr(acts[j].permute(2, 0, 1)), ptr(linear_weight(layers[j]).T), ptr(current),
                 ptr(before), ptr(counts), *lif.params, *lif_out.params)  # fmt: skip
 
-        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
-            lib_fn(n, k, total_steps, batch, outs, head[0], head[1], change, units, *tail, *rest)
+        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> int:
+            return lib_fn(
+                n, k, total_steps, batch, outs, head[0], head[1], change, units, *tail, *rest
+            )
     elif kind == "snn_output":
         lif = _kernel_of(layers[i + 1])
         head = (ptr(unit_major),)
         tail = (ptr(acts[i + 2].permute(2, 0, 1)), ptr(out), *lif.params)
 
-        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
-            lib_fn(n, k, steps, batch, outs, head[0], change, units, *tail, *rest)
+        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> int:
+            return lib_fn(n, k, steps, batch, outs, head[0], change, units, *tail, *rest)
     elif kind == "relu_relu_hidden":
         middle = acts[j + 1]
         head = (middle.shape[-1], ptr(unit_major))
         tail = (ptr(linear_weight(layers[j]).T), ptr(middle), ptr(linear_weight(layers[-1])),
                 ptr(out))  # fmt: skip
 
-        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
-            lib_fn(n, k, batch, head[0], outs, head[1], change, units, *tail, *rest)
+        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> int:
+            return lib_fn(n, k, batch, head[0], outs, head[1], change, units, *tail, *rest, fma)
     elif kind == "relu_hidden":
         head = (ptr(unit_major),)
         tail = (ptr(linear_weight(layers[j]).T), ptr(out))
 
-        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
-            lib_fn(n, k, batch, outs, head[0], change, units, *tail, *rest)
+        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> int:
+            return lib_fn(n, k, batch, outs, head[0], change, units, *tail, *rest, fma)
     else:
         head = (ptr(pre),)
 
-        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> None:
-            lib_fn(n, k, batch, outs, head[0], change, units, *rest)
+        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> int:
+            return lib_fn(n, k, batch, outs, head[0], change, units, *rest)
 
     lib_fn = _checked(getattr(lib, kind + t))
 
     def suffix(
         units: torch.Tensor, change: torch.Tensor, targets: torch.Tensor, base: torch.Tensor
     ) -> tuple[torch.Tensor, int]:
-        """``units (n, p)``, ``change (n, M, p)`` -> losses ``(n,)`` float64, pairs re-run."""
+        """``units (n, p)``, ``change (n, M, p)`` -> losses ``(n,)`` float64 and the pairs
+        re-run, from the kernel's logits of the changed pairs by the eager path's own code
+        (:mod:`polystep.evaluate.events`): the same losses wherever the logits are the same."""
         units, change = dedupe_slots(units, change)
         n, k = units.shape
         units = units.to(torch.int64).contiguous()
         change = change.to(out.dtype).contiguous()
-        targets = targets.to(torch.int64).contiguous()
-        base = base.to(out.dtype).contiguous()
-        total = torch.zeros(n, dtype=torch.float64)
-        pairs = torch.zeros(n, dtype=torch.int64)
-        rest = (targets.data_ptr(), base.data_ptr(), total.data_ptr(), pairs.data_ptr())
-        call(n, k, change.data_ptr(), units.data_ptr(), rest)
-        return (total + base.double().sum()) / batch, int(pairs.sum())
+        logits = out.new_empty(n * batch, outs)
+        pair = torch.empty(n * batch, dtype=torch.int64)
+        m = call(n, k, change.data_ptr(), units.data_ptr(), (logits.data_ptr(), pair.data_ptr()))
+        if dense_pairs(m, n, batch):
+            every = out.repeat(n, 1)
+            every[pair[:m]] = logits[:m]
+            return every_sample_losses(every, targets, n), n * batch
+        return pair_losses(logits[:m], pair[:m], n, targets, base), m
 
     suffix.keep = keep  # type: ignore[attr-defined]
     return suffix, None

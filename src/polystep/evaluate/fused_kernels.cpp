@@ -1,13 +1,17 @@
 // Fused candidate suffix kernels (polystep.evaluate.fused): plain C++ on raw arrays, called
 // through ctypes (which releases the GIL, so chunks run on several threads at once).
 //
-// Each kernel scores n candidates that move units `units (n, k)` of a layer, one sample at a
+// Each kernel takes n candidates that move units `units (n, k)` of a layer, one sample at a
 // time: it runs the moved units through the unit-wise layers above, skips the sample when
-// nothing changed there, and otherwise finishes the net and adds l'_b - l_b (new minus
-// incumbent cross-entropy of sample b) to the candidate's total. The arithmetic mirrors the
+// nothing changed there, and otherwise finishes the net: the new logits of each changed
+// (candidate, sample) pair go to `logits (m, O)` and its flat index c*B + b to `pair (m,)`, in
+// that order; it returns m. The caller turns them into losses with the eager path's own torch
+// code, so the losses are the eager ones wherever the logits are. The arithmetic mirrors the
 // eager torch path operation by operation in the array's type T (beta*v, then + I; a reset
 // leaves m - m, NaN for an infinite membrane as torch's v - v*s does; built with
-// -ffp-contract=off so no multiply-add is fused): spikes are bit-identical to the eager ones.
+// -ffp-contract=off so no multiply-add is fused unless asked): spikes and spike-count logits
+// are bit-identical to the eager ones. A rank update x + d*w rounds once (fma != 0) where
+// torch's addcmul does (the caller probes it), else twice.
 //
 // Shapes (all C-contiguous): S is 1 for a static current (repeated over the T steps) or T;
 // B samples, F units of the moved layer, O outputs. Unit-major incumbents `pre (F, S, B)`,
@@ -20,33 +24,6 @@
 namespace {
 
 using i64 = int64_t;
-
-template <typename T>
-T cross_entropy(const std::vector<T>& logits, i64 target) {
-  T top = logits[0];
-  for (T x : logits) top = std::max(top, x);
-  T sum = 0;
-  for (T x : logits) sum += std::exp(x - top);
-  return std::log(sum) + top - logits[target];
-}
-
-// The same for spike-count logits (integers 0..T): exp(x - top) of an integer difference is
-// looked up in exp_neg (T + 1): exp_neg[m] = exp(-m), the very value std::exp returns.
-template <typename T>
-T count_cross_entropy(const std::vector<T>& logits, i64 target, const std::vector<T>& exp_neg) {
-  T top = logits[0];
-  for (T x : logits) top = std::max(top, x);
-  T sum = 0;
-  for (T x : logits) sum += exp_neg[i64(top - x)];
-  return std::log(sum) + top - logits[target];
-}
-
-template <typename T>
-std::vector<T> exp_table(i64 steps) {
-  std::vector<T> out(steps + 1);
-  for (i64 m = 0; m <= steps; ++m) out[m] = std::exp(T(-m));
-  return out;
-}
 
 // Spike changes of candidate c's units on every sample, all samples at once (the inner loops
 // run over samples and vectorize): d (k, T, B) new minus incumbent spike, first (B) the first
@@ -99,10 +76,12 @@ void lif_trace(i64 steps, i64 batch, i64 outs, const T* current, T beta, T thres
     }
 }
 
-// Hidden units of Linear -> LIF -> Linear -> LIF -> SpikeCount. weight_t (F, O) is the next
-// layer's weight transposed, current (T, B, O) its incumbent output, before / counts the
-// incumbent output layer's lif_trace: a sample's output layer re-runs from the first step its
-// input changed.
+// x + d*w rounded as torch's addcmul rounds it on this machine (once with fma, else twice).
+template <typename T>
+inline T add_product(T x, T d, T w, bool fma) {
+  return fma ? std::fma(d, w, x) : x + d * w;
+}
+
 // One LIF step of a row of neurons in place: membranes v, input in, spike counts.
 template <typename T, i64 FIXED_OUTS>
 inline void lif_row(i64 runtime_outs, T* __restrict v, const T* __restrict in,
@@ -110,37 +89,40 @@ inline void lif_row(i64 runtime_outs, T* __restrict v, const T* __restrict in,
   const i64 outs = FIXED_OUTS > 0 ? FIXED_OUTS : runtime_outs;
   for (i64 o = 0; o < outs; ++o) {
     const T m = v[o] * beta + in[o];
-    const T spike = T(m >= threshold);
-    counts[o] += spike;
-    v[o] = m - m * spike;
+    const T reset = m - m;
+    const bool spike = m >= threshold;
+    counts[o] += spike ? T(1) : T(0);
+    v[o] = spike ? reset : m;
   }
 }
 
-// FIXED_OUTS > 0 fixes the number of outputs at compile time (the loops over them unroll and
-// vectorize); 0 reads it from `outs`.
+// Hidden units of Linear -> LIF -> Linear -> LIF -> SpikeCount. weight_t (F, O) is the next
+// layer's weight transposed, current (T, B, O) its incumbent output, before / counts the
+// incumbent output layer's lif_trace: a sample's output layer re-runs from the first step its
+// input changed (spike changes are -1, 0 or 1, so the rank update is exact either way).
+// FIXED_OUTS > 0 fixes the number of outputs at compile time (the loops over them unroll);
+// 0 reads it from `runtime_outs`.
 template <typename T, i64 FIXED_OUTS>
-void snn_hidden(i64 n, i64 k, i64 steps, i64 batch, i64 runtime_outs, i64 S, const T* pre,
-                const T* change, const i64* units, const T* old, const T* weight_t,
-                const T* current, const T* before, const T* counts, T beta, T threshold,
-                T beta_out, T threshold_out, const i64* targets, const T* base, double* total,
-                i64* pairs) {
+i64 snn_hidden(i64 n, i64 k, i64 steps, i64 batch, i64 runtime_outs, i64 S, const T* pre,
+               const T* change, const i64* units, const T* old, const T* weight_t,
+               const T* current, const T* before, const T* counts, T beta, T threshold,
+               T beta_out, T threshold_out, T* logits, i64* pair) {
   const i64 outs = FIXED_OUTS > 0 ? FIXED_OUTS : runtime_outs;
   std::vector<T> d(k * steps * batch), first(batch), scratch(batch), w(k * outs), v(outs),
-      in(outs), logits(outs);
-  const std::vector<T> exp_neg = exp_table<T>(steps);
+      in(outs);
+  i64 m = 0;
   for (i64 c = 0; c < n; ++c) {
     for (i64 s = 0; s < k; ++s)
       std::copy_n(weight_t + units[c * k + s] * outs, outs, w.begin() + s * outs);
     lif_unit_moves(pre, change, old, units, c, k, steps, batch, S, beta, threshold, d.data(),
                    first.data(), scratch.data());
-    double acc = 0;
-    i64 ran = 0;
     for (i64 b = 0; b < batch; ++b) {
       const i64 start = i64(first[b]);
       if (start == steps) continue;
-      ++ran;
+      T* row = logits + m * outs;
+      pair[m++] = c * batch + b;
       std::copy_n(before + (start * batch + b) * outs, outs, v.begin());
-      std::copy_n(counts + (start * batch + b) * outs, outs, logits.begin());
+      std::copy_n(counts + (start * batch + b) * outs, outs, row);
       for (i64 t = start; t < steps; ++t) {
         std::copy_n(current + (t * batch + b) * outs, outs, in.begin());
         for (i64 s = 0; s < k; ++s) {
@@ -148,55 +130,50 @@ void snn_hidden(i64 n, i64 k, i64 steps, i64 batch, i64 runtime_outs, i64 S, con
           if (step != 0)
             for (i64 o = 0; o < outs; ++o) in[o] = in[o] + step * w[s * outs + o];
         }
-        lif_row<T, FIXED_OUTS>(outs, v.data(), in.data(), logits.data(), beta_out,
-                               threshold_out);
+        lif_row<T, FIXED_OUTS>(outs, v.data(), in.data(), row, beta_out, threshold_out);
       }
-      acc += double(count_cross_entropy(logits, targets[b], exp_neg) - base[b]);
     }
-    total[c] = acc;
-    pairs[c] = ran;
   }
+  return m;
 }
 
 // Output units of Linear -> LIF -> SpikeCount (the last layers); counts (B, O) the incumbent
 // logits.
 template <typename T>
-void snn_output(i64 n, i64 k, i64 steps, i64 batch, i64 outs, const T* pre, const T* change,
-                const i64* units, const T* old, const T* counts, T beta, T threshold,
-                const i64* targets, const T* base, double* total, i64* pairs) {
-  std::vector<T> d(k * steps * batch), first(batch), scratch(batch), logits(outs);
-  const std::vector<T> exp_neg = exp_table<T>(steps);
+i64 snn_output(i64 n, i64 k, i64 steps, i64 batch, i64 outs, const T* pre, const T* change,
+               const i64* units, const T* old, const T* counts, T beta, T threshold, T* logits,
+               i64* pair) {
+  std::vector<T> d(k * steps * batch), first(batch), scratch(batch);
+  i64 m = 0;
   for (i64 c = 0; c < n; ++c) {
     lif_unit_moves(pre, change, old, units, c, k, steps, batch, steps, beta, threshold, d.data(),
                    first.data(), scratch.data());
-    double acc = 0;
-    i64 ran = 0;
     for (i64 b = 0; b < batch; ++b) {
       if (i64(first[b]) == steps) continue;
-      ++ran;
-      std::copy_n(counts + b * outs, outs, logits.begin());
+      T* row = logits + m * outs;
+      std::copy_n(counts + b * outs, outs, row);
+      bool moved = false;  // a count, not just a spike time (the eager path's test)
       for (i64 s = 0; s < k; ++s) {
-        T moved = d[s * steps * batch + b];
-        for (i64 t = 1; t < steps; ++t) moved += d[(s * steps + t) * batch + b];
-        logits[units[c * k + s]] += moved;
+        T step = d[s * steps * batch + b];
+        for (i64 t = 1; t < steps; ++t) step += d[(s * steps + t) * batch + b];
+        row[units[c * k + s]] += step;
+        moved = moved || step != 0;
       }
-      acc += double(count_cross_entropy(logits, targets[b], exp_neg) - base[b]);
+      if (moved) pair[m++] = c * batch + b;
     }
-    total[c] = acc;
-    pairs[c] = ran;
   }
+  return m;
 }
 
 // Hidden units of Linear -> ReLU -> Linear (the last layers): pre (F, 1, B) the incumbent
 // pre-activation, weight_t (F, O), out (B, O) the incumbent logits.
 template <typename T>
-void relu_hidden(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* change,
-                 const i64* units, const T* weight_t, const T* out, const i64* targets,
-                 const T* base, double* total, i64* pairs) {
-  std::vector<T> d(k), logits(outs);
+i64 relu_hidden(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* change,
+                const i64* units, const T* weight_t, const T* out, T* logits, i64* pair,
+                i64 fma) {
+  std::vector<T> d(k);
+  i64 m = 0;
   for (i64 c = 0; c < n; ++c) {
-    double acc = 0;
-    i64 ran = 0;
     for (i64 b = 0; b < batch; ++b) {
       bool moved = false;
       for (i64 s = 0; s < k; ++s) {
@@ -205,17 +182,16 @@ void relu_hidden(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* chang
         moved = moved || d[s] != 0;
       }
       if (!moved) continue;
-      ++ran;
-      std::copy_n(out + b * outs, outs, logits.begin());
+      T* row = logits + m * outs;
+      pair[m++] = c * batch + b;
+      std::copy_n(out + b * outs, outs, row);
       for (i64 s = 0; s < k; ++s) {
         const T* w = weight_t + units[c * k + s] * outs;
-        for (i64 o = 0; o < outs; ++o) logits[o] = logits[o] + d[s] * w[o];
+        for (i64 o = 0; o < outs; ++o) row[o] = add_product(row[o], d[s], w[o], fma != 0);
       }
-      acc += double(cross_entropy(logits, targets[b]) - base[b]);
     }
-    total[c] = acc;
-    pairs[c] = ran;
   }
+  return m;
 }
 
 // x . y over n entries with 8 partial sums (a fixed order that vectorizes).
@@ -231,18 +207,16 @@ T dot8(const T* __restrict x, const T* __restrict y, i64 n) {
 
 // Hidden units of Linear -> ReLU -> Linear -> ReLU -> Linear (the last layers): pre (F, 1, B)
 // the incumbent pre-activation, weight_t (F, H) the middle layer's weight transposed,
-// middle (B, H) its incumbent output, weight2_t (H, O) the last layer's, out (B, O) the
-// incumbent logits; weight2 (O, H) the last layer's weight. The logits move by weight2 times the
-// change of the hidden activations.
+// middle (B, H) its incumbent output, weight2 (O, H) the last layer's weight, out (B, O) the
+// incumbent logits. The logits move by weight2 times the change of the hidden activations
+// (the eager path multiplies the whole hidden row instead: equal up to rounding).
 template <typename T>
-void relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre,
-                      const T* change, const i64* units, const T* weight_t, const T* middle,
-                      const T* weight2, const T* out, const i64* targets, const T* base,
-                      double* total, i64* pairs) {
-  std::vector<T> d(k), z(hidden), step(hidden), logits(outs);
+i64 relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre,
+                     const T* change, const i64* units, const T* weight_t, const T* middle,
+                     const T* weight2, const T* out, T* logits, i64* pair, i64 fma) {
+  std::vector<T> d(k), z(hidden), step(hidden);
+  i64 m = 0;
   for (i64 c = 0; c < n; ++c) {
-    double acc = 0;
-    i64 ran = 0;
     for (i64 b = 0; b < batch; ++b) {
       bool moved = false;
       for (i64 s = 0; s < k; ++s) {
@@ -251,53 +225,43 @@ void relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pr
         moved = moved || d[s] != 0;
       }
       if (!moved) continue;
-      const T* row = middle + b * hidden;
-      std::copy_n(row, hidden, z.begin());
+      const T* hid = middle + b * hidden;
+      std::copy_n(hid, hidden, z.begin());
       for (i64 s = 0; s < k; ++s) {
         const T* w = weight_t + units[c * k + s] * hidden;
         if (d[s] != 0)
-          for (i64 h = 0; h < hidden; ++h) z[h] = z[h] + d[s] * w[h];
+          for (i64 h = 0; h < hidden; ++h) z[h] = add_product(z[h], d[s], w[h], fma != 0);
       }
-      bool reached = false;
-      for (i64 h = 0; h < hidden; ++h) {
-        step[h] = std::max(z[h], T(0)) - std::max(row[h], T(0));
-        reached = reached || step[h] != 0;
-      }
-      for (i64 o = 0; o < outs; ++o) logits[o] = out[b * outs + o] + dot8(step.data(), weight2 + o * hidden, hidden);
-      if (!reached) continue;
-      ++ran;
-      acc += double(cross_entropy(logits, targets[b]) - base[b]);
+      for (i64 h = 0; h < hidden; ++h) step[h] = std::max(z[h], T(0)) - std::max(hid[h], T(0));
+      T* row = logits + m * outs;
+      pair[m++] = c * batch + b;
+      for (i64 o = 0; o < outs; ++o)
+        row[o] = out[b * outs + o] + dot8(step.data(), weight2 + o * hidden, hidden);
     }
-    total[c] = acc;
-    pairs[c] = ran;
   }
+  return m;
 }
 
 // Units of the output layer itself: pre (B, O) the logits.
 template <typename T>
-void logits_moved(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* change,
-                  const i64* units, const i64* targets, const T* base, double* total,
-                  i64* pairs) {
-  std::vector<T> logits(outs);
+i64 logits_moved(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* change,
+                 const i64* units, T* logits, i64* pair) {
+  i64 m = 0;
   for (i64 c = 0; c < n; ++c) {
-    double acc = 0;
-    i64 ran = 0;
     for (i64 b = 0; b < batch; ++b) {
-      std::copy_n(pre + b * outs, outs, logits.begin());
+      T* row = logits + m * outs;
+      std::copy_n(pre + b * outs, outs, row);
       bool moved = false;
       for (i64 s = 0; s < k; ++s) {
         const i64 u = units[c * k + s];
         const T step = (pre[b * outs + u] + change[(c * batch + b) * k + s]) - pre[b * outs + u];
-        logits[u] += step;
+        row[u] += step;
         moved = moved || step != 0;
       }
-      if (!moved) continue;
-      ++ran;
-      acc += double(cross_entropy(logits, targets[b]) - base[b]);
+      if (moved) pair[m++] = c * batch + b;
     }
-    total[c] = acc;
-    pairs[c] = ran;
   }
+  return m;
 }
 
 }  // namespace
@@ -308,41 +272,39 @@ void logits_moved(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* chan
                                     T threshold, T* before, T* counts) {                       \
     lif_trace<T>(steps, batch, outs, current, beta, threshold, before, counts);                \
   }                                                                                             \
-  extern "C" void snn_hidden##SUFFIX(                                                           \
+  extern "C" i64 snn_hidden##SUFFIX(                                                            \
       i64 n, i64 k, i64 steps, i64 batch, i64 outs, i64 S, const T* pre, const T* change,      \
       const i64* units, const T* old, const T* weight_t, const T* current, const T* before,    \
-      const T* counts, T beta, T threshold, T beta_out, T threshold_out, const i64* targets,   \
-      const T* base, double* total, i64* pairs) {                                               \
+      const T* counts, T beta, T threshold, T beta_out, T threshold_out, T* logits,            \
+      i64* pair) {                                                                              \
     auto run = outs == 10 ? snn_hidden<T, 10> : snn_hidden<T, 0>; /* 10 classes: unrolled */  \
-    run(n, k, steps, batch, outs, S, pre, change, units, old, weight_t, current, before, counts, \
-        beta, threshold, beta_out, threshold_out, targets, base, total, pairs);                  \
+    return run(n, k, steps, batch, outs, S, pre, change, units, old, weight_t, current,        \
+               before, counts, beta, threshold, beta_out, threshold_out, logits, pair);        \
   }                                                                                             \
-  extern "C" void snn_output##SUFFIX(i64 n, i64 k, i64 steps, i64 batch, i64 outs,             \
-                                     const T* pre, const T* change, const i64* units,          \
-                                     const T* old, const T* counts, T beta, T threshold,       \
-                                     const i64* targets, const T* base, double* total,         \
-                                     i64* pairs) {                                              \
-    snn_output<T>(n, k, steps, batch, outs, pre, change, units, old, counts, beta, threshold,  \
-                  targets, base, total, pairs);                                                 \
+  extern "C" i64 snn_output##SUFFIX(i64 n, i64 k, i64 steps, i64 batch, i64 outs,              \
+                                    const T* pre, const T* change, const i64* units,           \
+                                    const T* old, const T* counts, T beta, T threshold,        \
+                                    T* logits, i64* pair) {                                     \
+    return snn_output<T>(n, k, steps, batch, outs, pre, change, units, old, counts, beta,      \
+                         threshold, logits, pair);                                              \
   }                                                                                             \
-  extern "C" void relu_hidden##SUFFIX(i64 n, i64 k, i64 batch, i64 outs, const T* pre,         \
-                                      const T* change, const i64* units, const T* weight_t,    \
-                                      const T* out, const i64* targets, const T* base,         \
-                                      double* total, i64* pairs) {                              \
-    relu_hidden<T>(n, k, batch, outs, pre, change, units, weight_t, out, targets, base, total, \
-                   pairs);                                                                      \
+  extern "C" i64 relu_hidden##SUFFIX(i64 n, i64 k, i64 batch, i64 outs, const T* pre,          \
+                                     const T* change, const i64* units, const T* weight_t,     \
+                                     const T* out, T* logits, i64* pair, i64 fma) {            \
+    return relu_hidden<T>(n, k, batch, outs, pre, change, units, weight_t, out, logits, pair,  \
+                          fma);                                                                 \
   }                                                                                             \
-  extern "C" void relu_relu_hidden##SUFFIX(                                                     \
+  extern "C" i64 relu_relu_hidden##SUFFIX(                                                      \
       i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre, const T* change,            \
       const i64* units, const T* weight_t, const T* middle, const T* weight2, const T* out,    \
-      const i64* targets, const T* base, double* total, i64* pairs) {                          \
-    relu_relu_hidden<T>(n, k, batch, hidden, outs, pre, change, units, weight_t, middle,       \
-                        weight2, out, targets, base, total, pairs);                            \
+      T* logits, i64* pair, i64 fma) {                                                          \
+    return relu_relu_hidden<T>(n, k, batch, hidden, outs, pre, change, units, weight_t,        \
+                               middle, weight2, out, logits, pair, fma);                       \
   }                                                                                             \
-  extern "C" void logits_moved##SUFFIX(i64 n, i64 k, i64 batch, i64 outs, const T* pre,        \
-                                       const T* change, const i64* units, const i64* targets,  \
-                                       const T* base, double* total, i64* pairs) {              \
-    logits_moved<T>(n, k, batch, outs, pre, change, units, targets, base, total, pairs);       \
+  extern "C" i64 logits_moved##SUFFIX(i64 n, i64 k, i64 batch, i64 outs, const T* pre,         \
+                                      const T* change, const i64* units, T* logits,            \
+                                      i64* pair) {                                              \
+    return logits_moved<T>(n, k, batch, outs, pre, change, units, logits, pair);               \
   }
 
 POLYSTEP_EXPORT(float, _f32)

@@ -34,11 +34,11 @@ _P = ctypes.c_void_p
 _I = ctypes.c_int64
 _SIGNATURES = {  # argument kinds: "i" int64, "p" pointer, "f" a scalar of the kernel's type
     "lif_trace": "iiipffpp",
-    "snn_hidden": "iiiiiipppppppp" + "ffff" + "pppp",
-    "snn_output": "iiiiipppppff" + "pppp",
-    "relu_hidden": "iiiippppp" + "pppp",
-    "relu_relu_hidden": "iiiiippppppp" + "pppp",
-    "logits_moved": "iiiippp" + "pppp",
+    "snn_hidden": "iiiiii" + "pppppppp" + "ffff" + "pp",
+    "snn_output": "iiiii" + "ppppp" + "ff" + "pp",
+    "relu_hidden": "iiii" + "ppppp" + "pp" + "i",
+    "relu_relu_hidden": "iiiii" + "ppppppp" + "pp" + "i",
+    "logits_moved": "iiii" + "ppp" + "pp",
 }
 
 
@@ -83,7 +83,7 @@ def _build() -> ctypes.CDLL | str:
         for suffix, scalar in (("_f32", ctypes.c_float), ("_f64", ctypes.c_double)):
             fn = getattr(lib, name + suffix)
             fn.argtypes = [{"i": _I, "p": _P, "f": scalar}[c] for c in kinds]
-            fn.restype = None
+            fn.restype = None if name == "lif_trace" else _I  # the others: pairs written
     return lib
 
 
