@@ -8,13 +8,19 @@ candidates with one call of a compiled kernel (:mod:`polystep.evaluate.fused_ker
 
 * ``lif`` → Linear → ``lif, count`` (a hidden layer of a hard-LIF SNN): ``snn_hidden``;
 * ``lif, count`` to the output (the SNN's output layer): ``snn_output``;
-* ``relu`` → Linear as the last layer (a ReLU MLP's last hidden layer): ``relu_hidden``;
-* ``relu`` → Linear → ``relu`` → Linear, the last (the hidden layer before it; the middle
-  Linear may map its weight, as int8 ``QuantLinear`` does): ``relu_relu_hidden``;
-* nothing to the output (the last Linear itself): ``logits_moved``.
+* ``relu`` → Linear → ``relu`` → Linear, the last (the first layer of a two-hidden-layer ReLU
+  MLP; the middle Linear may map its weight, as int8 ``QuantLinear`` does): ``relu_relu_hidden``.
 
 Every other suffix keeps the eager path (:mod:`polystep.evaluate.events`), which is also the
-reference the fused one is tested against.
+reference the fused one is tested against. A ReLU layer right below the output is left to it
+on purpose: its eager suffix (one rank update of the logits for the whole chunk, then the
+cross-entropy, whose ``exp`` dominates) was faster than a per-sample kernel.
+
+The kernels return the new logits of the (candidate, sample) pairs that changed, and the losses
+come from the eager path's own code, so they are the eager losses wherever the logits are: to
+the bit for the SNN suffixes (spike counts; the rank update rounds as torch's ``addcmul`` does
+on this machine), within rounding for ``relu_relu_hidden`` (it moves the logits by the hidden
+change, where the eager path multiplies the whole hidden row).
 """
 
 from __future__ import annotations
@@ -76,8 +82,6 @@ def _match(layers: list[nn.Module], acts: list[torch.Tensor], i: int, j: int) ->
         return "snn_hidden"
     if first == ("lif", "count") and j == len(layers) and acts[i + 1].ndim == 3:
         return "snn_output"
-    if first == ("relu",) and j == len(layers) - 1 and acts[i + 1].ndim == 2:
-        return "relu_hidden"
     if (
         first == ("relu",)
         and j == len(layers) - 3
@@ -86,8 +90,6 @@ def _match(layers: list[nn.Module], acts: list[torch.Tensor], i: int, j: int) ->
         and acts[i + 1].ndim == 2
     ):
         return "relu_relu_hidden"
-    if first == () and j == len(layers) and acts[i + 1].ndim == 2:
-        return "logits_moved"
     return None
 
 
@@ -148,7 +150,7 @@ def fused_suffix(
 
         def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> int:
             return lib_fn(n, k, steps, batch, outs, head[0], change, units, *tail, *rest)
-    elif kind == "relu_relu_hidden":
+    else:  # relu_relu_hidden
         middle = acts[j + 1]
         head = (middle.shape[-1], ptr(unit_major))
         tail = (ptr(linear_weight(layers[j]).T), ptr(middle), ptr(linear_weight(layers[-1])),
@@ -156,17 +158,6 @@ def fused_suffix(
 
         def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> int:
             return lib_fn(n, k, batch, head[0], outs, head[1], change, units, *tail, *rest, fma)
-    elif kind == "relu_hidden":
-        head = (ptr(unit_major),)
-        tail = (ptr(linear_weight(layers[j]).T), ptr(out))
-
-        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> int:
-            return lib_fn(n, k, batch, outs, head[0], change, units, *tail, *rest, fma)
-    else:
-        head = (ptr(pre),)
-
-        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> int:
-            return lib_fn(n, k, batch, outs, head[0], change, units, *rest)
 
     lib_fn = _checked(getattr(lib, kind + t))
 

@@ -76,10 +76,12 @@ void lif_trace(i64 steps, i64 batch, i64 outs, const T* current, T beta, T thres
     }
 }
 
-// x + d*w rounded as torch's addcmul rounds it on this machine (once with fma, else twice).
-template <typename T>
-inline T add_product(T x, T d, T w, bool fma) {
-  return fma ? std::fma(d, w, x) : x + d * w;
+// FMA: whether x + d*w rounds once (std::fma) or twice. The kernels that use it are inlined
+// into entry points built for the fused instruction where the CPU has it (x86: POLYSTEP_FMA).
+template <bool FMA, typename T>
+inline __attribute__((always_inline)) void add_product(T* __restrict x, T d,
+                                                       const T* __restrict w, i64 n) {
+  for (i64 o = 0; o < n; ++o) x[o] = FMA ? std::fma(d, w[o], x[o]) : x[o] + d * w[o];
 }
 
 // One LIF step of a row of neurons in place: membranes v, input in, spike counts.
@@ -165,35 +167,6 @@ i64 snn_output(i64 n, i64 k, i64 steps, i64 batch, i64 outs, const T* pre, const
   return m;
 }
 
-// Hidden units of Linear -> ReLU -> Linear (the last layers): pre (F, 1, B) the incumbent
-// pre-activation, weight_t (F, O), out (B, O) the incumbent logits.
-template <typename T>
-i64 relu_hidden(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* change,
-                const i64* units, const T* weight_t, const T* out, T* logits, i64* pair,
-                i64 fma) {
-  std::vector<T> d(k);
-  i64 m = 0;
-  for (i64 c = 0; c < n; ++c) {
-    for (i64 b = 0; b < batch; ++b) {
-      bool moved = false;
-      for (i64 s = 0; s < k; ++s) {
-        const T was = pre[units[c * k + s] * batch + b];
-        d[s] = std::max(was + change[(c * batch + b) * k + s], T(0)) - std::max(was, T(0));
-        moved = moved || d[s] != 0;
-      }
-      if (!moved) continue;
-      T* row = logits + m * outs;
-      pair[m++] = c * batch + b;
-      std::copy_n(out + b * outs, outs, row);
-      for (i64 s = 0; s < k; ++s) {
-        const T* w = weight_t + units[c * k + s] * outs;
-        for (i64 o = 0; o < outs; ++o) row[o] = add_product(row[o], d[s], w[o], fma != 0);
-      }
-    }
-  }
-  return m;
-}
-
 // x . y over n entries with 8 partial sums (a fixed order that vectorizes).
 template <typename T>
 T dot8(const T* __restrict x, const T* __restrict y, i64 n) {
@@ -210,10 +183,11 @@ T dot8(const T* __restrict x, const T* __restrict y, i64 n) {
 // middle (B, H) its incumbent output, weight2 (O, H) the last layer's weight, out (B, O) the
 // incumbent logits. The logits move by weight2 times the change of the hidden activations
 // (the eager path multiplies the whole hidden row instead: equal up to rounding).
-template <typename T>
-i64 relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre,
-                     const T* change, const i64* units, const T* weight_t, const T* middle,
-                     const T* weight2, const T* out, T* logits, i64* pair, i64 fma) {
+template <bool FMA, typename T>
+inline __attribute__((always_inline)) i64 relu_relu_hidden(
+    i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre, const T* change,
+    const i64* units, const T* weight_t, const T* middle, const T* weight2, const T* out,
+    T* logits, i64* pair) {
   std::vector<T> d(k), z(hidden), step(hidden);
   i64 m = 0;
   for (i64 c = 0; c < n; ++c) {
@@ -227,11 +201,9 @@ i64 relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre
       if (!moved) continue;
       const T* hid = middle + b * hidden;
       std::copy_n(hid, hidden, z.begin());
-      for (i64 s = 0; s < k; ++s) {
-        const T* w = weight_t + units[c * k + s] * hidden;
+      for (i64 s = 0; s < k; ++s)
         if (d[s] != 0)
-          for (i64 h = 0; h < hidden; ++h) z[h] = add_product(z[h], d[s], w[h], fma != 0);
-      }
+          add_product<FMA>(z.data(), d[s], weight_t + units[c * k + s] * hidden, hidden);
       for (i64 h = 0; h < hidden; ++h) step[h] = std::max(z[h], T(0)) - std::max(hid[h], T(0));
       T* row = logits + m * outs;
       pair[m++] = c * batch + b;
@@ -242,29 +214,23 @@ i64 relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre
   return m;
 }
 
-// Units of the output layer itself: pre (B, O) the logits.
-template <typename T>
-i64 logits_moved(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* change,
-                 const i64* units, T* logits, i64* pair) {
-  i64 m = 0;
-  for (i64 c = 0; c < n; ++c) {
-    for (i64 b = 0; b < batch; ++b) {
-      T* row = logits + m * outs;
-      std::copy_n(pre + b * outs, outs, row);
-      bool moved = false;
-      for (i64 s = 0; s < k; ++s) {
-        const i64 u = units[c * k + s];
-        const T step = (pre[b * outs + u] + change[(c * batch + b) * k + s]) - pre[b * outs + u];
-        row[u] += step;
-        moved = moved || step != 0;
-      }
-      if (moved) pair[m++] = c * batch + b;
-    }
-  }
-  return m;
-}
-
 }  // namespace
+
+#if defined(__x86_64__) || defined(__i386__)
+#define POLYSTEP_FMA __attribute__((target("fma")))
+#else
+#define POLYSTEP_FMA
+#endif
+
+// The ReLU kernel with each rounding of the rank update, the fused one built for FMA.
+template <typename T>
+POLYSTEP_FMA i64 relu_relu_hidden_fma(i64 n, i64 k, i64 batch, i64 hidden, i64 outs,
+                                      const T* pre, const T* change, const i64* units,
+                                      const T* weight_t, const T* middle, const T* weight2,
+                                      const T* out, T* logits, i64* pair) {
+  return relu_relu_hidden<true>(n, k, batch, hidden, outs, pre, change, units, weight_t, middle,
+                                weight2, out, logits, pair);
+}
 
 // C entry points, one per kernel and type (suffix _f32 / _f64).
 #define POLYSTEP_EXPORT(T, SUFFIX)                                                              \
@@ -288,23 +254,15 @@ i64 logits_moved(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* chang
     return snn_output<T>(n, k, steps, batch, outs, pre, change, units, old, counts, beta,      \
                          threshold, logits, pair);                                              \
   }                                                                                             \
-  extern "C" i64 relu_hidden##SUFFIX(i64 n, i64 k, i64 batch, i64 outs, const T* pre,          \
-                                     const T* change, const i64* units, const T* weight_t,     \
-                                     const T* out, T* logits, i64* pair, i64 fma) {            \
-    return relu_hidden<T>(n, k, batch, outs, pre, change, units, weight_t, out, logits, pair,  \
-                          fma);                                                                 \
-  }                                                                                             \
   extern "C" i64 relu_relu_hidden##SUFFIX(                                                      \
       i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre, const T* change,            \
       const i64* units, const T* weight_t, const T* middle, const T* weight2, const T* out,    \
       T* logits, i64* pair, i64 fma) {                                                          \
-    return relu_relu_hidden<T>(n, k, batch, hidden, outs, pre, change, units, weight_t,        \
-                               middle, weight2, out, logits, pair, fma);                       \
-  }                                                                                             \
-  extern "C" i64 logits_moved##SUFFIX(i64 n, i64 k, i64 batch, i64 outs, const T* pre,         \
-                                      const T* change, const i64* units, T* logits,            \
-                                      i64* pair) {                                              \
-    return logits_moved<T>(n, k, batch, outs, pre, change, units, logits, pair);               \
+    if (fma)                                                                                    \
+      return relu_relu_hidden_fma<T>(n, k, batch, hidden, outs, pre, change, units, weight_t,  \
+                                     middle, weight2, out, logits, pair);                       \
+    return relu_relu_hidden<false, T>(n, k, batch, hidden, outs, pre, change, units, weight_t, \
+                                      middle, weight2, out, logits, pair);                      \
   }
 
 POLYSTEP_EXPORT(float, _f32)

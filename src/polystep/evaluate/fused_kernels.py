@@ -36,9 +36,7 @@ _SIGNATURES = {  # argument kinds: "i" int64, "p" pointer, "f" a scalar of the k
     "lif_trace": "iiipffpp",
     "snn_hidden": "iiiiii" + "pppppppp" + "ffff" + "pp",
     "snn_output": "iiiii" + "ppppp" + "ff" + "pp",
-    "relu_hidden": "iiii" + "ppppp" + "pp" + "i",
     "relu_relu_hidden": "iiiii" + "ppppppp" + "pp" + "i",
-    "logits_moved": "iiii" + "ppp" + "pp",
 }
 
 
