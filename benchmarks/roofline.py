@@ -32,6 +32,15 @@ figure is the best of 5 timing windows; on a machine whose load exceeds its free
 multi-thread calibration (short kernels that wait on every thread) collapses and its percentage
 means nothing: the table prints the load beside each row.
 
+``candidates_per_s`` is the default layered path (fused candidate kernels where the layers
+declare them, :mod:`polystep.evaluate.fused`); ``eager_candidates_per_s`` the same evaluator
+with its eager torch suffix (``fused=False``), timed right after it in the same run, so
+``fused_over_eager`` holds on a loaded machine where absolute figures drift;
+``fused_fraction`` is the share of the step's candidates a fused kernel scored. The
+``*_per_cpu_s`` figures count candidates per second of process CPU time (all threads): on one
+thread of a machine loaded past its cores, where wall-clock figures mean little, they estimate
+what an idle core would do.
+
     python benchmarks/roofline.py                    # ~2 min on 2 CPU cores
     python benchmarks/roofline.py --report results/roofline_cpu.jsonl   # markdown table
 
@@ -193,6 +202,16 @@ def timed(fn: Callable[[], object], min_time: float, device: torch.device) -> fl
     return best
 
 
+def cpu_seconds(fn: Callable[[], object], min_time: float) -> float:
+    """Process CPU seconds per call of ``fn`` (all threads), over ``min_time`` CPU seconds."""
+    fn()
+    calls, start = 0, time.process_time()
+    while time.process_time() - start < min_time:
+        fn()
+        calls += 1
+    return (time.process_time() - start) / calls
+
+
 def calibrate(
     model: nn.Module, batch: int, min_time: float, device: torch.device
 ) -> dict[str, float]:
@@ -235,8 +254,14 @@ def measure(
     z = torch.zeros(space.dim, device=device)
     cands = propose_blocks(rule, z, space.block_dim, 0, gen)[1]
     ev = LayeredEvaluator(model, nn.CrossEntropyLoss(), space, strict=True)
+    eager = LayeredEvaluator(model, nn.CrossEntropyLoss(), space, strict=True, fused=False)
     torch.set_num_threads(threads)
     per_s = len(cands) / timed(lambda: ev.evaluate(cands, (x, y)), min_time, device)
+    eager_per_s = len(cands) / timed(lambda: eager.evaluate(cands, (x, y)), min_time, device)
+    per_cpu_s = len(cands) / cpu_seconds(lambda: ev.evaluate(cands, (x, y)), min_time)
+    eager_per_cpu_s = len(cands) / cpu_seconds(lambda: eager.evaluate(cands, (x, y)), min_time)
+    probe = LayeredEvaluator(model, nn.CrossEntropyLoss(), space, strict=True)
+    probe.evaluate(cands, (x, y))
     cal = calibrate(model, batch, min_time, device)
     work = candidate_ops(model, space, x)
     limit = 1.0 / (work["elem_ops"] / cal["elem_rate"] + work["gemm_flops"] / cal["gemm_rate"])
@@ -250,13 +275,20 @@ def measure(
         "inputs": source,
         "candidates_per_step": len(cands),
         "candidates_per_s": round(per_s, 1),
+        "eager_candidates_per_s": round(eager_per_s, 1),
+        "fused_over_eager": round(per_s / eager_per_s, 2),
+        "fused_fraction": round(probe.fused_candidates / len(cands), 4),
+        "candidates_per_cpu_s": round(per_cpu_s, 1),
+        "eager_candidates_per_cpu_s": round(eager_per_cpu_s, 1),
         "limit_per_s": round(limit, 1),
         "percent_of_limit": round(100.0 * per_s / limit, 1),
         "elem_ops_per_candidate": round(work["elem_ops"]),
         "gemm_flops_per_candidate": round(work["gemm_flops"]),
         "elem_rate_per_s": round(cal["elem_rate"]),
         "gemm_flop_per_s": round(cal["gemm_rate"]),
-        "pairs_rerun_fraction": round(ev.pairs_run / ev.pairs_dense, 4) if ev.pairs_dense else None,
+        "pairs_rerun_fraction": (
+            round(probe.pairs_run / probe.pairs_dense, 4) if probe.pairs_dense else None
+        ),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "cpu": platform.processor() or platform.machine(),
         "load_average_1min": round(os.getloadavg()[0], 2),
@@ -275,8 +307,9 @@ def report(path: str) -> str:
             groups.setdefault((rec["model"], rec["threads"]), []).append(rec)
     out = [
         "| model | preset / space | threads | measured cand/s (median) | range over runs "
-        "| limit cand/s | % of limit | samples re-run | load avg / cores | runs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| limit cand/s | % of limit | fused / eager | per CPU-second fused / eager "
+        "| samples re-run | load avg / cores | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (_, _), recs in sorted(groups.items()):
         r = recs[0]
@@ -285,11 +318,20 @@ def report(path: str) -> str:
         percents = [float(x["percent_of_limit"]) for x in recs]
         loads = [x.get("load_average_1min") for x in recs if x.get("load_average_1min") is not None]
         frac = r["pairs_rerun_fraction"]
+        ratios = [float(x["fused_over_eager"]) for x in recs if "fused_over_eager" in x]
+        ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
+        cpu = [x for x in recs if "candidates_per_cpu_s" in x]
+        per_cpu = "-"
+        if cpu:
+            fused_cpu = statistics.median(float(x["candidates_per_cpu_s"]) for x in cpu)
+            eager_cpu = statistics.median(float(x["eager_candidates_per_cpu_s"]) for x in cpu)
+            per_cpu = f"{fused_cpu:,.0f} / {eager_cpu:,.0f}"
         load = f"{statistics.median(loads):.2f}" if loads else "?"
         out.append(
             f"| {r['model']} | {r['preset']} / {r['subspace']} | {r['threads']} "
             f"| {statistics.median(rates):,.0f} | {rates[0]:,.0f}-{rates[-1]:,.0f} "
-            f"| {statistics.median(limits):,.0f} | {statistics.median(percents):.1f} "
+            f"| {statistics.median(limits):,.0f} | {statistics.median(percents):.1f} | {ratio} "
+            f"| {per_cpu} "
             f"| {'-' if frac is None else f'{100 * frac:.0f} %'} "
             f"| {load} / {r.get('cpu_count', '?')} | {len(recs)} |"
         )

@@ -93,18 +93,38 @@ def sparse_unit_losses(
     batch = new.shape[1]
     diff = (new - old).reshape(n, batch, -1, k)  # (n, B, R, k)
     changed = diff.flatten(2).ne(0).any(dim=2)  # (n, B)
-    if float(changed.float().mean()) > DENSE_ABOVE:  # gathering pairs would cost more
+    if dense_pairs(int(changed.sum()), n, batch):  # gathering pairs would cost more
         out = _outputs(layers, acts, dims, j, units[:, None], diff, n, batch)
-        ce = per_sample_cross_entropy(out, targets.repeat(n)).view(n, batch)
-        return ce.double().mean(dim=1), n * batch
+        return every_sample_losses(out, targets, n), n * batch
     pair = torch.nonzero(changed.flatten()).flatten()  # flat (candidate, sample) index
     c, b = pair // batch, pair % batch
     d = diff.reshape(n * batch, -1, k).index_select(0, pair)  # (m, R, k)
     out = _outputs(layers, acts, dims, j, units.index_select(0, c), d, len(pair), b)
-    moved = per_sample_cross_entropy(out, targets.index_select(0, b)) - base_losses[b]
+    return pair_losses(out, pair, n, targets, base_losses), len(b)
+
+
+def dense_pairs(changed: int, n: int, batch: int) -> bool:
+    """Whether ``changed`` of ``n·batch`` pairs is so many that every sample is re-run."""
+    return changed / (n * batch) > DENSE_ABOVE
+
+
+def every_sample_losses(out: torch.Tensor, targets: torch.Tensor, n: int) -> torch.Tensor:
+    """Mean cross-entropy of each of ``n`` candidates from all their outputs ``(n·B, C)``."""
+    return per_sample_cross_entropy(out, targets.repeat(n)).view(n, -1).double().mean(dim=1)
+
+
+def pair_losses(
+    out: torch.Tensor, pair: torch.Tensor, n: int, targets: torch.Tensor, base: torch.Tensor
+) -> torch.Tensor:
+    """Mean cross-entropy of each of ``n`` candidates from the outputs ``out (m, C)`` of the
+    pairs ``pair (m,)`` it changed (flat ``candidate·B + sample``) and the incumbent's
+    per-sample losses ``base (B,)``: ``(n,)`` float64."""
+    batch = base.shape[0]
+    c, b = pair // batch, pair % batch
+    moved = per_sample_cross_entropy(out, targets.index_select(0, b)) - base[b]
     total = torch.zeros(n, dtype=torch.float64, device=out.device)
     total.index_add_(0, c, moved.double())
-    return (total + base_losses.double().sum()) / base_losses.shape[0], len(b)
+    return (total + base.double().sum()) / batch
 
 
 def _outputs(

@@ -48,6 +48,7 @@ from polystep.evaluate.base import (
 )
 from polystep.evaluate.batched import VmapEvaluator
 from polystep.evaluate.events import per_sample_cross_entropy, sparse_unit_losses
+from polystep.evaluate.fused import Suffix, fused_suffix
 from polystep.evaluate.traits import is_batchwise, is_unitwise, traits_of
 from polystep.evaluate.units import dedupe_slots, propagate_units
 from polystep.subspace.base import Subspace
@@ -95,8 +96,12 @@ class LayeredEvaluator(Evaluator):
         *,
         chunk_size: int | None = None,
         strict: bool = False,
+        fused: bool = True,
     ) -> None:
+        """``fused``: score unit-sparse candidates with the layers' fused kernels where they
+        declare them (:mod:`polystep.evaluate.fused`); False keeps the eager reference suffix."""
         super().__init__(model, loss_fn, subspace, chunk_size=chunk_size)
+        self.fused = bool(fused)
         self.layers = sequential_layers(self.model)
         self.sites = self._sites(self.subspace)
         self.strict = bool(strict)
@@ -105,6 +110,7 @@ class LayeredEvaluator(Evaluator):
         self._fallback: Evaluator | None = None
         self.pairs_run = 0  # (candidate, sample) pairs the event-driven suffix re-ran ...
         self.pairs_dense = 0  # ... out of this many that a dense suffix would have run
+        self.fused_candidates = 0  # candidates scored by a fused suffix kernel
         self.progress: Callable[[int], None] | None = None  # told each chunk's size when done
 
     @classmethod
@@ -187,6 +193,7 @@ class LayeredEvaluator(Evaluator):
             tasks: list[Callable[[], ChunkResult]] = []
             rows_of: list[torch.Tensor] = []
             pooled: list[bool] = []
+            fused: list[bool] = []
             for s, rows in segment_groups(self.subspace, candidates):
                 seg = self.subspace.segments[s]
                 i, local = self.sites[seg.name]
@@ -194,6 +201,7 @@ class LayeredEvaluator(Evaluator):
                 j = self._unit_target(i, local, to_output=base_losses is not None)
                 sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
                 if j is not None:
+                    suffix = self._suffix(i, j, acts) if base_losses is not None else None
                     cols, _ = self._cols_vals(seg, candidates, rows, candidates.offset)
                     sparse = seg.unit_sparse(cols).to(rows.device)
                     per = self.subspace.block_dim * max(
@@ -202,19 +210,22 @@ class LayeredEvaluator(Evaluator):
                     size = self._chunk(max([per, *(a.numel() for a in acts[j + 1 :])]), device)
                     for chunk in chunks(rows[sparse], size):
                         args = (i, j, local, seg, candidates, chunk, acts, dims, shared)
-                        tasks.append(partial(self._unit_task, *args, targets, base_losses))
+                        tasks.append(partial(self._unit_task, *args, targets, base_losses, suffix))
                         rows_of.append(chunk)
                         pooled.append(True)
+                        fused.append(suffix is not None)
                 size = self._chunk(max(a.numel() for a in acts[i + 1 :]), device)
                 for chunk in chunks(rows[~sparse], size):
                     args = (i, local, s, seg, candidates, chunk, acts, dims, shared)
                     tasks.append(partial(self._dense_task, *args, targets))
                     rows_of.append(chunk)
                     pooled.append(False)
+                    fused.append(False)
             sizes = [len(rows) for rows in rows_of]
             results = self._run(tasks, pooled, device, sizes, self.progress)
-            for chunk, (value, pairs) in zip(rows_of, results, strict=True):
+            for chunk, (value, pairs), by_kernel in zip(rows_of, results, fused, strict=True):
                 losses[chunk] = value
+                self.fused_candidates += len(chunk) if by_kernel else 0
                 if pairs is not None:
                     self.pairs_run += pairs
                     self.pairs_dense += len(chunk) * acts[0].shape[dims[0]]
@@ -263,9 +274,12 @@ class LayeredEvaluator(Evaluator):
         self, i: int, j: int, local: str, seg: Segment, candidates: BlockCandidates,
         chunk: torch.Tensor, acts: list[torch.Tensor], dims: list[int],
         shared: dict[str, torch.Tensor], targets: object, base_losses: torch.Tensor | None,
+        suffix: Suffix | None,
     ) -> ChunkResult:  # fmt: skip
         """Losses of unit-sparse candidates ``chunk`` and the pairs re-run (None: no events)."""
         units, change = self._unit_change(i, local, seg, candidates, chunk, acts[i], shared)
+        if suffix is not None:
+            return suffix(units, change, targets, base_losses)  # type: ignore[arg-type]
         if base_losses is not None:
             return sparse_unit_losses(
                 self.layers, acts, dims, i, j, units, change, targets, base_losses
@@ -280,6 +294,15 @@ class LayeredEvaluator(Evaluator):
     ) -> ChunkResult:  # fmt: skip
         h = self._perturbed(i, local, s, seg, candidates, chunk, acts, shared)
         return self._finish(h, i + 1, dims, targets), None
+
+    def _suffix(self, i: int, j: int, acts: list[torch.Tensor]) -> Suffix | None:
+        """The fused suffix of candidates moving units of layer ``i`` (None: the eager one)."""
+        if not self.fused:
+            return None
+        suffix, why = fused_suffix(self.layers, acts, i, j)
+        if why is not None:
+            self._fall_back(f"fused candidate kernel unavailable, eager suffix: {why}")
+        return suffix
 
     def _chunk(self, widest: int, device: torch.device) -> int:
         """Candidates per chunk: the widest activation of a chunk stays cache-sized on CPU."""

@@ -10,6 +10,8 @@ and the layered evaluator says so and uses a slower path.
   e.g. a LIF layer emits time-major ``(T, B, F)``);
 * ``unitwise``: feature ``f`` of the output depends only on feature ``f`` of the input
   (activations, spiking neurons, spike counts); implies batchwise;
+* ``kernel``: the layer's fused candidate kernel, a :class:`UnitKernel` naming the op the
+  compiled suffix (:mod:`polystep.evaluate.fused`) runs for it (unit-wise layers only);
 * ``weight_map`` / ``bias_map``: the layer is linear-like, ``y = x·f(W)ᵀ + g(b)`` with ``f``, ``g``
   elementwise maps (identity for ``nn.Linear``, fake quantization for int8, sign for binary):
   output unit ``u`` then depends only on row ``u`` of ``W`` and on ``b[u]``.
@@ -31,11 +33,21 @@ def identity(t: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class UnitKernel:
+    """A unit-wise layer's fused candidate kernel: the op ``name`` (``"lif"``, ``"count"``,
+    ``"relu"``) and its constants ``params`` (LIF: ``(beta, threshold)``)."""
+
+    name: str
+    params: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class Traits:
     """See the module docstring."""
 
     batchwise: bool = False
     unitwise: bool = False
+    kernel: UnitKernel | None = None
     weight_map: TensorMap | None = None
     bias_map: TensorMap | None = None
 
@@ -51,6 +63,7 @@ class Traits:
 
 BATCHWISE = Traits(batchwise=True)
 UNITWISE = Traits(batchwise=True, unitwise=True)
+RELU = Traits(batchwise=True, unitwise=True, kernel=UnitKernel("relu"))
 LINEAR = Traits(batchwise=True, weight_map=identity, bias_map=identity)
 
 
@@ -64,8 +77,9 @@ def _softmax(m: nn.Module) -> Traits:
 
 BUILTIN: dict[type, Traits | Callable[[nn.Module], Traits]] = {
     nn.Linear: LINEAR,
+    nn.ReLU: RELU,
     **{t: UNITWISE for t in (
-        nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh,
+        nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh,
         nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.Softplus, nn.Softsign, nn.Identity,
         nn.Dropout,
     )},

@@ -14,7 +14,7 @@ import itertools
 import torch
 from torch import nn
 
-from polystep.evaluate.traits import UNITWISE
+from polystep.evaluate.traits import Traits, UnitKernel
 from polystep.validation import check_positive_int
 
 
@@ -35,8 +35,6 @@ class LIF(nn.Module):
 
     Shapes: ``(*batch, F)`` or ``(T, *batch, F)`` -> spikes ``(T, *batch, F)`` in the input dtype.
     """
-
-    polystep_traits = UNITWISE  # each neuron sees only its own current
 
     def __init__(
         self,
@@ -61,6 +59,12 @@ class LIF(nn.Module):
         self.num_steps = num_steps
         self.surrogate = bool(surrogate)
         self.slope = float(slope)
+
+    def polystep_traits(self) -> Traits:
+        """Unit-wise (each neuron sees only its own current); the hard neuron has a fused
+        candidate kernel."""
+        kernel = None if self.surrogate else UnitKernel("lif", (self.beta, self.threshold))
+        return Traits(batchwise=True, unitwise=True, kernel=kernel)
 
     def init_state(self, current: torch.Tensor) -> torch.Tensor:
         """Zero membrane shaped like one step of ``current`` ``(*batch, F)``."""
@@ -123,7 +127,7 @@ def hard_lif(
 class SpikeCount(nn.Module):
     """Sum a spike train over time: ``(T, *batch, F) -> (*batch, F)`` (spike-count logits)."""
 
-    polystep_traits = UNITWISE
+    polystep_traits = Traits(batchwise=True, unitwise=True, kernel=UnitKernel("count"))
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         return spikes.sum(dim=0)
