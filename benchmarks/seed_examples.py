@@ -56,6 +56,9 @@ PROBES: dict[str, dict[str, dict[str, Any]]] = {
     "raw_units": {"optimizer": {"scale_cost": None}},
     "raw_units_simplex": {"optimizer": {"scale_cost": None, "polytope": "simplex"}},
     "theirs_no_restore_best": {"train": {"restore_best": False}},
+    "keep_best": {"keep_best": True},
+    "orthoplex": {"optimizer": {"polytope": "orthoplex"}},
+    "orthoplex_keep_best": {"optimizer": {"polytope": "orthoplex"}, "keep_best": True},
 }
 # Not a training run: the snippet's three schedules evaluated at the steps a 50-step run uses,
 # by each package (run with --against to see both).
@@ -144,7 +147,13 @@ def run_nn(seed: int, data: Path, variant: dict[str, dict[str, Any]]) -> dict[st
         probe_radius=CosineEpsilon(init=10.0, target=2.0, decay=0.016),
         **variant.get("optimizer", {}),
     )
-    config = TrainConfig(epochs=EPOCHS, **variant.get("train", {}))
+    extra = dict(variant.get("train", {}))
+    if variant.get("keep_best"):  # the paper's restore_best, which our train() lacks (see below)
+        from polystep.keep_best import KeepBestOnBatch, first_batch
+
+        batch = first_batch(train_loader)
+        extra["callbacks"] = [KeepBestOnBatch(model, nn.CrossEntropyLoss(), batch, optimizer)]
+    config = TrainConfig(epochs=EPOCHS, **extra)
     train(model, train_loader, nn.CrossEntropyLoss(), optimizer, config)
     # ---- end of the snippet ----
     wall = time.perf_counter() - start
@@ -341,17 +350,18 @@ def ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
 
 def run_pairs(args: argparse.Namespace) -> None:
     path = args.out / "runs.jsonl"
-    done = {(r["example"], r["seed"]) for r in read_records(path)}
+    done = {(r["example"], r["seed"], r.get("tag", "")) for r in read_records(path)}
     theirs_python = str(Path(args.against) / "bin" / "python") if args.against else None
     for example in args.examples:
         for seed in args.seeds:
-            if (example, seed) in done:
+            if (example, seed, args.tag) in done:
                 continue
+            ours_variant = {"keep_best": True} if args.keep_best and example == "nn" else {}
             logs = args.out / "logs"
             load0, t0 = load_average(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             commit = git_commit()
             ours_log = logs / f"{example}_seed{seed}_ours.log"
-            ours_p = start_worker(sys.executable, example, seed, args.data, {}, ours_log)
+            ours_p = start_worker(sys.executable, example, seed, args.data, ours_variant, ours_log)
             theirs_p = None
             if theirs_python:
                 theirs_log = logs / f"{example}_seed{seed}_theirs.log"
@@ -361,6 +371,8 @@ def run_pairs(args: argparse.Namespace) -> None:
             record = {
                 "example": example,
                 "seed": seed,
+                "tag": args.tag,
+                "ours_variant": ours_variant,
                 "ours": ours,
                 "theirs": theirs,
                 "ratio_ours_over_theirs": ratios(ours, theirs) if theirs else None,
@@ -438,13 +450,19 @@ def report(out: Path) -> str:
     lines: list[str] = []
     runs = read_records(out / "runs.jsonl")
     figure = {"nn": "test_accuracy", "ackley": "best_final_value", "ask_tell": "best_fitness"}
-    for example in EXAMPLES:
-        rows = [r for r in runs if r["example"] == example]
+    tags = list(dict.fromkeys(r.get("tag", "") for r in runs))
+    for tag, example in [(t, e) for t in reversed(tags) for e in EXAMPLES]:
+        rows = [r for r in runs if r["example"] == example and r.get("tag", "") == tag]
         if not rows:
             continue
         key = figure[example]
+        variants = {json.dumps(r.get("ours_variant", {})) for r in rows}
+        ours_note = "; ours: the snippet as written"
+        if variants != {"{}"}:
+            ours_note = f"; ours with {' / '.join(sorted(variants))}"
         lines += [
-            f"### {example} ({key}; wall_s = seconds of the example itself, one thread each)",
+            f"### {example}, runs {tag or 'untagged'} ({key}; wall_s = seconds of the example "
+            f"itself, one thread each{ours_note})",
             "",
             f"| seed | ours {key} | theirs {key} | ours wall_s | theirs wall_s | "
             "wall ratio ours/theirs | load average (start/end, 2 cores) | commit |",
@@ -525,6 +543,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="folder of the MNIST IDX files")
     parser.add_argument("--out", type=Path, default=OUT, help="where the records go")
     parser.add_argument("--probe", nargs="+", help=f"probe variants: {sorted(PROBES)}")
+    parser.add_argument(
+        "--tag", default="", help="label of a set of runs (a seed is rerun under a new tag)"
+    )
+    parser.add_argument(
+        "--keep-best",
+        action="store_true",
+        help="ours runs the snippet with polystep.keep_best.KeepBestOnBatch, the paper "
+        "package's restore_best rule, which our train() does not apply without a val_loader",
+    )
     parser.add_argument("--report", action="store_true", help="print the tables and exit")
     parser.add_argument(
         "--worker", choices=[*EXAMPLES, SCHEDULE_PROBE, CAPTURE_PROBE], help=argparse.SUPPRESS

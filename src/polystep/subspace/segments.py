@@ -262,8 +262,9 @@ def add_block_outputs(
     columns: Callable[[torch.Tensor], torch.Tensor],
 ) -> None:  # fmt: skip
     """``out[n] += sum_j vals[n, j] * columns(cols[n])[j]`` in place, one ``columns`` call per
-    block: ``columns(c (p,)) -> (p, M, d_out)`` is ``x M_jᵀ`` for each coordinate ``c_j`` (its
-    weight change ``M_j`` as a ``(d_out, d_in)`` matrix). Coordinates ``>= size`` are padding.
+    run of candidates of one block: ``columns(c (p,)) -> (p, M, d_out)`` is ``x M_jᵀ`` for each
+    coordinate ``c_j`` (its weight change ``M_j`` as a ``(d_out, d_in)`` matrix). Coordinates
+    ``>= size`` are padding. ``out (n, M, d_out)`` must be contiguous.
 
     All candidates of one block share ``cols`` and differ in ``vals``, so a block's column
     outputs are formed once and each candidate costs one small matrix product.
@@ -271,12 +272,13 @@ def add_block_outputs(
     valid = cols < size
     vals = vals * valid
     cols = torch.where(valid, cols, 0)
-    blocks, inverse = torch.unique(cols[:, 0], return_inverse=True)
-    for b in range(len(blocks)):
-        rows = torch.nonzero(inverse == b).flatten()
-        outs = columns(cols[rows[0]])
-        change = vals[rows] @ outs.reshape(outs.shape[0], -1).to(vals)
-        out[rows] += change.reshape(len(rows), *out.shape[1:])
+    flat = out.view(out.shape[0], -1)
+    _, counts = torch.unique_consecutive(cols[:, 0], return_counts=True)
+    start = 0
+    for n in counts.tolist():
+        outs = columns(cols[start])
+        flat[start : start + n].addmm_(vals[start : start + n], outs.reshape(len(outs), -1))
+        start += n
 
 
 @dataclass
@@ -346,13 +348,17 @@ class SparseSegment(Segment):
         d_out, d_in = int(self.shape[0]), int(self.shape[1])
 
         def columns(c: torch.Tensor) -> torch.Tensor:
-            index = self.index[c]  # (p, nnz) flat positions, row-major (unit, input)
+            index = self.index[c].reshape(-1)  # flat positions, row-major (unit, input)
             p = len(c)
-            contrib = x[:, (index % d_in).reshape(-1)] * self.sign[c].reshape(-1).to(x)
-            target = index // d_in + d_out * torch.arange(p, device=x.device)[:, None]
-            outs = x.new_zeros(x.shape[0], p * d_out)
-            outs.index_add_(1, target.reshape(-1), contrib)
-            return outs.reshape(x.shape[0], p, d_out).transpose(0, 1)
+            xt = shared.get("xt")
+            if xt is None:
+                xt = shared["xt"] = x.T.contiguous()  # (d_in, M): one row per input
+            contrib = xt[index % d_in] * self.sign[c].reshape(-1, 1).to(x)
+            target = index // d_in + d_out * torch.arange(p, device=x.device).repeat_interleave(
+                index.numel() // p
+            )
+            outs = x.new_zeros(p * d_out, x.shape[0]).index_add_(0, target, contrib)
+            return outs.reshape(p, d_out, -1).transpose(1, 2)
 
         add_block_outputs(out, cols, vals, self.index.shape[0], columns)
         return True
