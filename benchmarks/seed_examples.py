@@ -445,7 +445,41 @@ def _mean(values: list[float]) -> str:
     return f"{statistics.mean(values):.4g}" if values else "-"
 
 
-def report(out: Path) -> str:
+TARGET_ACCURACY = 0.818  # issue 15: the authors' figure for the snippet
+
+
+def target_line(
+    ours: list[float], theirs: list[float], wall: list[float], their_wall: list[float]
+) -> str:
+    """Issue 15's target on these runs: mean >= TARGET_ACCURACY and >= theirs, less wall time."""
+    mean, their_mean = statistics.mean(ours), statistics.mean(theirs)
+    ratio = sum(wall) / sum(their_wall)
+    checks = [
+        (mean >= TARGET_ACCURACY, f"ours mean {mean:.4f} vs {TARGET_ACCURACY}"),
+        (mean >= their_mean, f"vs theirs {their_mean:.4f}"),
+        (ratio < 1, f"total wall time ours/theirs {ratio:.3f}"),
+    ]
+    verdict = "met" if all(ok for ok, _ in checks) else "NOT met"
+    parts = "; ".join(f"{text} ({'yes' if ok else 'no'})" for ok, text in checks)
+    return f"Issue 15 target on these {len(ours)} seeds: **{verdict}**: {parts}."
+
+
+README_BEGIN, README_END = "<!-- seed_examples begin -->", "<!-- seed_examples end -->"
+
+
+def write_readme(path: Path, out: Path) -> None:
+    """Rewrite the block between ``README_BEGIN`` and ``README_END`` in ``path`` with the runs'
+    tables (generated from the records in ``out``; nothing else in the file changes)."""
+    text = path.read_text()
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1:
+        raise SystemExit(f"{path} needs one {README_BEGIN} and one {README_END} line")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    block = report(out, probes=False).replace("\n### ", "\n#### ")
+    path.write_text(f"{head}{README_BEGIN}\n{block.strip()}\n{README_END}{tail}")
+
+
+def report(out: Path, probes: bool = True) -> str:
     """Markdown tables from the records in ``out`` (runs, then probes)."""
     lines: list[str] = []
     runs = read_records(out / "runs.jsonl")
@@ -485,8 +519,12 @@ def report(out: Path) -> str:
             f"{_mean(theirs_wall)} | | | |",
             "",
         ]
-    probes = read_records(out / "probes.jsonl")
-    runs_of_nn = [r for r in probes if r["probe"] in PROBES]
+        if example == "nn" and theirs_vals and len(theirs_vals) == len(ours_vals):
+            lines += [target_line(ours_vals, theirs_vals, ours_wall, theirs_wall), ""]
+    if not probes:
+        return "\n" + "\n".join(lines)
+    records = read_records(out / "probes.jsonl")
+    runs_of_nn = [r for r in records if r["probe"] in PROBES]
     if runs_of_nn:
         lines += [
             "### Probes of the network snippet (MNIST, 50 steps; ours unless the name says)",
@@ -504,7 +542,7 @@ def report(out: Path) -> str:
                 f"{r['load_average_start']} / {r['load_average_end']} | {r['commit']} |"
             )
         lines.append("")
-    for r in probes:
+    for r in records:
         if r["probe"] == SCHEDULE_PROBE:
             lines += [f"### The snippet's schedules at step t (commit {r['commit']})", ""]
             steps = [str(t) for t in SCHEDULE_STEPS]
@@ -516,7 +554,7 @@ def report(out: Path) -> str:
                         cells = " | ".join(str(values[t]) for t in steps)
                         lines.append(f"| {side} | {name} | {cells} |")
             lines.append("")
-    captured = [r for r in probes if r["probe"] == CAPTURE_PROBE]
+    captured = [r for r in records if r["probe"] == CAPTURE_PROBE]
     if captured:
         lines += [
             "### Share of the first batch's gradient the rank-8 hybrid space sees, per weight",
@@ -554,6 +592,9 @@ def main() -> None:
     )
     parser.add_argument("--report", action="store_true", help="print the tables and exit")
     parser.add_argument(
+        "--readme", type=Path, help=f"rewrite the runs' tables between {README_BEGIN} lines"
+    )
+    parser.add_argument(
         "--worker", choices=[*EXAMPLES, SCHEDULE_PROBE, CAPTURE_PROBE], help=argparse.SUPPRESS
     )
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -561,6 +602,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.seed, args.data, json.loads(args.variant))))
+    elif args.readme:
+        write_readme(args.readme, args.out)
     elif args.report:
         print(report(args.out))
     elif args.probe:
