@@ -491,7 +491,7 @@ def report(out: Path, probes: bool = True) -> str:
             continue
         key = figure[example]
         variants = {json.dumps(r.get("ours_variant", {})) for r in rows}
-        ours_note = "; ours: the snippet as written"
+        ours_note = "; ours: the example as written"
         if variants != {"{}"}:
             ours_note = f"; ours with {' / '.join(sorted(variants))}"
         lines += [
