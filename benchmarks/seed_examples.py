@@ -52,6 +52,7 @@ N_TRAIN, N_TEST, BATCH, EPOCHS = 2560, 2000, 256, 5
 # "train" extra TrainConfig ones; a "theirs_" probe runs under the --against venv instead.
 PROBES: dict[str, dict[str, dict[str, Any]]] = {
     "snippet": {},
+    "as_written": {},  # the snippet with the code of a later commit (see the commit column)
     "row_scaled": {"optimizer": {"scale_cost": "row"}},
     "raw_units": {"optimizer": {"scale_cost": None}},
     "raw_units_simplex": {"optimizer": {"scale_cost": None, "polytope": "simplex"}},
