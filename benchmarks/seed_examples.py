@@ -19,12 +19,16 @@ on the same data and seed, so both see the same machine load; the record holds b
 the ratios. Records (one JSON line per example and seed) are appended to
 ``results/seed_examples/runs.jsonl`` as each pair finishes; finished pairs are skipped on rerun.
 
-``--probe NAME...`` runs named variants of the network snippet with our package only (the
-diagnosis of issue 15, records in ``probes.jsonl``); ``--report`` prints markdown tables of both
-record files.
+``--tag NAME`` labels a set of runs (a seed already run under another tag runs again);
+``--keep-best`` gives our network snippet the authors' ``restore_best`` rule
+(:class:`polystep.keep_best.KeepBestOnBatch`), which our ``train()`` applies only with a
+validation loader. ``--probe NAME...`` runs named variants of the network snippet with our
+package only (the diagnosis of issue 15, records in ``probes.jsonl``); ``--report`` prints
+markdown tables of both record files; ``--readme PATH`` rewrites the runs' tables between the
+``<!-- seed_examples begin -->`` and ``<!-- seed_examples end -->`` lines of PATH.
 
-    python benchmarks/seed_examples.py --against /work/venvs/orig --seeds 0 1 2
-    python benchmarks/seed_examples.py --report
+    python benchmarks/seed_examples.py --against /work/venvs/orig --seeds 0 1 2 --tag seed-gap --keep-best
+    python benchmarks/seed_examples.py --readme benchmarks/README.md
 """
 
 from __future__ import annotations
