@@ -27,7 +27,7 @@ package only (the diagnosis of issue 15, records in ``probes.jsonl``); ``--repor
 markdown tables of both record files; ``--readme PATH`` rewrites the runs' tables between the
 ``<!-- seed_examples begin -->`` and ``<!-- seed_examples end -->`` lines of PATH.
 
-    python benchmarks/seed_examples.py --against /work/venvs/orig --seeds 0 1 2 --tag seed-gap --keep-best
+    python benchmarks/seed_examples.py --against /work/venvs/orig --tag seed-gap --keep-best
     python benchmarks/seed_examples.py --readme benchmarks/README.md
 """
 
