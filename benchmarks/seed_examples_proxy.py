@@ -43,6 +43,15 @@ from seed_examples import (
 )
 
 OURS_SPACES = ("hybrid", "unit_and_mix", "unit_only", "dense_qr")
+# Runs of our HybridSubspace as rebuilt after the "hybrid" rows (which are dW = C E, commit
+# 4d40e85): the paper package's dense orthonormal map per weight, with extra optimizer keywords
+# and/or the paper's keep-best rule (polystep.keep_best.KeepBestOnBatch).
+PAPER_VARIANTS: dict[str, dict[str, Any]] = {
+    "hybrid_paper": {},
+    "hybrid_paper_simplex": {"optimizer": {"polytope": "simplex"}},
+    "hybrid_paper_keep_best": {"keep_best": True},
+    "hybrid_paper_simplex_keep_best": {"optimizer": {"polytope": "simplex"}, "keep_best": True},
+}
 RANK, BLOCK = 8, 8
 
 
@@ -125,7 +134,8 @@ def run_digits(seed: int, space: str, data_file: Path, restore_best: bool | None
     start = time.perf_counter()
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     layout = ParamLayout.from_module(model)
-    if space == "hybrid":
+    variant = PAPER_VARIANTS.get(space, {})
+    if space == "hybrid" or space in PAPER_VARIANTS:
         subspace = HybridSubspace.from_layout(layout, rank=RANK)
     else:
         subspace = variant_space(space, layout)
@@ -136,8 +146,14 @@ def run_digits(seed: int, space: str, data_file: Path, restore_best: bool | None
         epsilon=CosineEpsilon(init=10.0, target=0.1, decay=0.02),
         step_radius=CosineEpsilon(init=5.0, target=1.0, decay=0.008),
         probe_radius=CosineEpsilon(init=10.0, target=2.0, decay=0.016),
+        **variant.get("optimizer", {}),
     )
-    extra = {} if restore_best is None else {"restore_best": restore_best}
+    extra: dict[str, Any] = {} if restore_best is None else {"restore_best": restore_best}
+    if variant.get("keep_best"):
+        from polystep.keep_best import KeepBestOnBatch, first_batch
+
+        keep = KeepBestOnBatch(model, nn.CrossEntropyLoss(), first_batch(loader), optimizer)
+        extra["callbacks"] = [keep]
     train(model, loader, nn.CrossEntropyLoss(), optimizer, TrainConfig(epochs=5, **extra))
     wall = time.perf_counter() - start
     x_test, y_test = data["test"]
@@ -176,9 +192,9 @@ def run_all(args: argparse.Namespace) -> None:
     save_digits(data)
     done = {(r["package"], r["space"], r["restore_best"], r["seed"]) for r in read_records(path)}
     runs: list[tuple[str, str, str, bool | None]] = [
-        ("ours", sys.executable, space, None) for space in OURS_SPACES
+        ("ours", sys.executable, space, None) for space in args.spaces
     ]
-    if args.against:
+    if args.against and not args.ours_only:
         theirs = str(Path(args.against) / "bin" / "python")
         runs += [("theirs", theirs, "hybrid", None), ("theirs", theirs, "hybrid", False)]
     for seed in args.seeds:
@@ -229,7 +245,10 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--report", action="store_true")
-    parser.add_argument("--worker", choices=OURS_SPACES, help=argparse.SUPPRESS)
+    spaces = [*OURS_SPACES, *PAPER_VARIANTS]
+    parser.add_argument("--spaces", nargs="+", choices=spaces, default=spaces)
+    parser.add_argument("--ours-only", action="store_true", help="skip the authors' runs")
+    parser.add_argument("--worker", choices=spaces, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--restore-best", default="null", help=argparse.SUPPRESS)

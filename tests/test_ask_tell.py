@@ -26,6 +26,14 @@ def test_minimize_sphere_and_ackley():
         assert res.fun < 1e-2
 
 
+def test_asked_points_lie_at_step_radius_unless_probe_radius_is_given():
+    # As the paper's PolyStepES: ask() returns x +- step_radius along rotated axes.
+    es = PolyStepES(5, step_radius=0.3)
+    assert torch.allclose(es.ask().norm(dim=1), torch.full((10,), 0.3), atol=1e-6)
+    es = PolyStepES(5, step_radius=0.3, probe_radius=1.0)  # the one probe at half of it
+    assert torch.allclose(es.ask().norm(dim=1), torch.full((10,), 0.5), atol=1e-6)
+
+
 def test_improves_mean_and_tracks_best():
     es = PolyStepES(6, x0=torch.ones(6) * 3, step_radius=0.5, probe_radius=1.0, seed=1)
     start = float(Sphere(dim=6)(es.mean[None]))

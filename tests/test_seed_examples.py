@@ -48,14 +48,42 @@ def test_readme_snippet_learns_digits() -> None:
     assert accuracy >= 0.7, accuracy  # chance is 0.1; a space of single-unit moves gets ~0.25
 
 
-def test_explicit_epsilon_is_in_raw_loss_units() -> None:
+def test_explicit_epsilon_is_in_raw_loss_units_on_the_simplex() -> None:
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     raw = readme_optimizer(model)
     assert raw.rule.scale_cost is None and not raw.row_scaled
-    preset = PolyStepOptimizer(model)  # the preset's epsilon keeps the preset's scaling
-    assert preset.row_scaled
-    chosen = readme_optimizer(model, scale_cost="mean")  # an explicit scale_cost wins
-    assert chosen.rule.scale_cost == "mean"
+    assert raw.rule.polytope == "simplex"  # the paper package's default polytope
+    preset = PolyStepOptimizer(model)  # the preset's epsilon keeps the preset's choices
+    assert preset.row_scaled and preset.rule.polytope == "orthoplex"
+    chosen = readme_optimizer(model, scale_cost="mean", polytope="orthoplex")  # explicit wins
+    assert chosen.rule.scale_cost == "mean" and chosen.rule.polytope == "orthoplex"
+
+
+def test_keep_best_restores_the_lowest_loss_on_the_first_training_batch() -> None:
+    from polystep.keep_best import KeepBestOnBatch, first_batch
+
+    splits = load_digits_splits(val_fraction=0.1, seed=0, normalize="standard")
+    torch.manual_seed(1)
+    loader = DataLoader(TensorDataset(*splits.train.tensors), batch_size=128, shuffle=True)
+    batch = first_batch(loader)
+    assert torch.equal(next(iter(loader))[0], batch[0])  # the global generator was restored
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+    optimizer = readme_optimizer(model)
+    keep = KeepBestOnBatch(model, nn.CrossEntropyLoss(), batch, optimizer)
+    seen: list[float] = []
+
+    class Spy:
+        def on_step_end(self, state: object, metrics: dict) -> None:
+            seen.append(keep.loss())
+
+    config = TrainConfig(epochs=1, progress=False, callbacks=[keep, Spy()])
+    train(model, loader, nn.CrossEntropyLoss(), optimizer, config)
+    assert keep.best_loss == min(seen) and keep.best_step == 1 + seen.index(min(seen))
+    assert keep.loss() == pytest.approx(min(seen))  # the kept weights are the model's now
+    assert float(optimizer.z.abs().sum()) == 0.0  # re-anchored at the restored weights
+    with pytest.raises(ValueError, match="batch"):
+        KeepBestOnBatch(model, nn.CrossEntropyLoss(), batch[0])
 
 
 def test_float_radius_with_epsilon_warns_once_with_the_translation(

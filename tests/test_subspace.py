@@ -8,11 +8,11 @@ from torch import nn
 
 from polystep.hybrid_subspace import HybridSubspace as ReExported
 from polystep.subspace import (
+    DenseSegment,
     DirectSegment,
     FactoredSubspace,
     FullSpace,
     HybridSubspace,
-    LowRankSegment,
     SparseProjection,
     SparseSegment,
 )
@@ -50,26 +50,35 @@ def test_segments_tile_the_coordinates_and_map_linearly(build) -> None:
 
 
 def test_hybrid_allocation_and_isometry() -> None:
+    # The paper package's count: r (d_out + d_in), capped at d_out d_in, dense orthonormal map.
     space = HybridSubspace.from_layout(layout(), rank=4, seed=0)
     kinds = [type(s) for s in space.segments]
-    assert kinds == [LowRankSegment, DirectSegment, LowRankSegment, DirectSegment]
-    # at least the rank-4 LoRA count, in whole rows of E: ceil(4 * (24 + 40) / 40) = 7 rows
+    assert kinds == [DenseSegment, DirectSegment, DenseSegment, DirectSegment]
     seg = space.segments[0]
-    assert seg.size == 7 * 40 >= 4 * (24 + 40) and seg.right is None
-    assert space.segments[2].size == 3 * 24  # capped at d_out rows: a rotation of the weight
-    assert torch.allclose(seg.left.T @ seg.left, torch.eye(7), atol=1e-5)
+    assert seg.size == 4 * (24 + 40) and seg.basis.shape == (24 * 40, 4 * (24 + 40))
+    assert space.segments[2].basis.shape == (3 * 24, 3 * 24)  # capped: a rotation of the weight
+    assert torch.allclose(seg.basis.T @ seg.basis, torch.eye(seg.size), atol=1e-5)
     e = torch.randn(1, seg.size)
     assert torch.allclose(seg.delta(e).norm(), e.norm(), rtol=1e-5)
 
 
-def test_hybrid_coordinates_move_every_unit() -> None:
-    # No coordinate may put its whole length on one unit (issue 15): each moves a whole column
-    # of the weight along a random direction of the output units.
+def test_hybrid_goes_sparse_where_a_dense_map_is_too_big() -> None:
+    lay = ParamLayout.from_module(nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10)))
+    space = HybridSubspace.from_layout(lay, rank=8, seed=0)
+    big, small = space.segments[0], space.segments[2]
+    assert isinstance(big, SparseSegment) and isinstance(small, DenseSegment)
+    assert big.size == 8 * (784 + 128) and small.size == 8 * (128 + 10)  # as the paper's
+    assert big.index.shape == (big.size, 316)  # isqrt(100352) entries per coordinate
+    norms = big.delta(torch.eye(big.size)[:16]).reshape(16, -1).norm(dim=1)
+    assert torch.allclose(norms, torch.ones(16), atol=0.05)
+
+
+def test_hybrid_coordinates_move_many_units() -> None:
+    # No coordinate puts its whole length on one unit (issue 15).
     seg = HybridSubspace.from_layout(layout(), rank=4, seed=0).segments[0]
     moves = seg.delta(torch.eye(seg.size)).reshape(seg.size, 24, 40)
     per_unit = moves.norm(dim=2)  # (coordinate, unit)
     assert (per_unit.max(dim=1).values < 0.9).all()
-    assert ((moves != 0).sum(dim=(1, 2)) == 24).all()
 
 
 def test_factored_has_only_a_coordinates_and_redraws_by_seed() -> None:
@@ -89,8 +98,8 @@ def test_factored_has_only_a_coordinates_and_redraws_by_seed() -> None:
 
 
 def test_seed_changes_bases() -> None:
-    a = HybridSubspace.from_layout(layout(), rank=4, seed=0).segments[0].left
-    b = HybridSubspace.from_layout(layout(), rank=4, seed=1).segments[0].left
+    a = HybridSubspace.from_layout(layout(), rank=4, seed=0).segments[0].basis
+    b = HybridSubspace.from_layout(layout(), rank=4, seed=1).segments[0].basis
     assert not torch.allclose(a, b)
 
 

@@ -17,7 +17,8 @@ import torch
 
 from polystep.distributed import sharded
 from polystep.engine import DEFAULTS, Engine, Particles, population, resolve, shaping
-from polystep.schedules import Cosine, Schedule
+from polystep.epsilon import scaled
+from polystep.schedules import Cosine, Schedule, as_schedule
 from polystep.step import StepRule
 from polystep.validation import check_positive_int
 
@@ -30,7 +31,9 @@ class PolyStepES:
         num_particles: independent particles (each spends ``V * num_probe`` evaluations a step).
         epsilon: temperature, in units of the step's mean cost spread (``scale_cost="mean"``).
         step_radius: how far a particle can move in one step.
-        probe_radius: where the probes sit (the one probe at half of it).
+        probe_radius: where the probes sit (the one probe at half of it); None (default):
+            ``2 * step_radius``, so the asked points lie at ``step_radius``, as in the paper's
+            ``PolyStepES``.
         polytope, num_probe, solver: as in :class:`~polystep.step.StepRule`.
         x0: start ``(dim,)`` shared by all particles, or ``(num_particles, dim)``; default 0.
         bounds: ``(lower, upper)``, floats or ``(dim,)`` tensors; probes and particles are clipped.
@@ -49,7 +52,7 @@ class PolyStepES:
         num_particles: int = 1,
         epsilon: float | Schedule = DEFAULTS["epsilon"],
         step_radius: float | Schedule = 0.5,
-        probe_radius: float | Schedule = 1.0,
+        probe_radius: float | Schedule | None = None,
         polytope: str = DEFAULTS["polytope"],
         num_probe: int = DEFAULTS["num_probe"],
         solver: str = DEFAULTS["solver"],
@@ -63,6 +66,8 @@ class PolyStepES:
         check_positive_int("num_particles", num_particles)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        if probe_radius is None:
+            probe_radius = scaled(as_schedule(step_radius, "step_radius"), 2.0)
         rule = StepRule.build(
             epsilon=epsilon,
             step_radius=step_radius,

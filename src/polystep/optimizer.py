@@ -288,7 +288,9 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             where it would be a multiple of epsilon).
         preset: ``"default"``, ``"snn"`` or ``"quantized"``: radii, epsilon, cost scaling,
             polytope, probes, rank and redraw interval tuned per task family.
-        polytope, scale_cost: override the preset's. ``scale_cost`` is None (raw loss units),
+        polytope, scale_cost: override the preset's. ``polytope`` None is the preset's when
+            epsilon is the preset's, and ``"simplex"`` (the paper package's default) when you
+            pass epsilon. ``scale_cost`` is None (raw loss units),
             ``"mean"`` (divide by the step's mean cost spread), ``"max"``, a float, or
             ``"row"`` (each particle's costs divided by their own mean spread). By default
             it is the preset's when epsilon is the preset's, and None when you pass epsilon:
@@ -366,7 +368,8 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             epsilon=cfg["epsilon"] if epsilon is None else epsilon,
             step_radius=cfg["step_radius"] if step_radius is None else step_radius,
             probe_radius=cfg["probe_radius"] if probe_radius is None else probe_radius,
-            polytope=cfg["polytope"] if polytope is None else polytope,
+            # an explicit epsilon is a paper-style call: the paper package's simplex default
+            polytope=polytope or (cfg["polytope"] if epsilon is None else "simplex"),
             num_probe=cfg["num_probe"],
             solver=solver,
             scale_cost=None if self.row_scaled else scale_cost,

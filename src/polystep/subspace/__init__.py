@@ -4,10 +4,17 @@ from polystep.subspace.base import Subspace
 from polystep.subspace.factored import FactoredSubspace
 from polystep.subspace.full import FullSpace
 from polystep.subspace.hybrid import HybridSubspace
-from polystep.subspace.segments import DirectSegment, LowRankSegment, Segment, SparseSegment
+from polystep.subspace.segments import (
+    DenseSegment,
+    DirectSegment,
+    LowRankSegment,
+    Segment,
+    SparseSegment,
+)
 from polystep.subspace.sparse import SparseProjection
 
 __all__ = [
+    "DenseSegment",
     "DirectSegment",
     "FactoredSubspace",
     "FullSpace",

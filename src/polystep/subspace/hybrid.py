@@ -1,37 +1,46 @@
-"""HybridSubspace: per-layer random projections; 1-D parameters searched directly.
+"""HybridSubspace: one fixed random projection per weight; 1-D parameters searched directly.
 
-A weight ``W`` seen as ``(d_out, d_in)`` gets as many coordinates as a rank-r LoRA has degrees
-of freedom, ``r (d_out + d_in)`` (``r`` capped at ``min(d_out, d_in)``, the count capped at
-``d_out d_in``), rounded up to whole rows of ``E``, through a LINEAR isometry:
-``dW = C @ E`` with ``C (d_out, r2)`` random orthonormal columns fixed by the seed and
-coordinates ``E (r2, d_in)``, ``r2 = min(d_out, ceil(r (d_out + d_in) / d_in))``.
+As in the paper's package (1.1.0): a weight ``W`` seen as ``(d_out, d_in)`` gets as many
+coordinates as a rank-r LoRA has degrees of freedom, ``k = r (d_out + d_in)`` with
+``r = min(rank, d_out, d_in)``, capped at ``d_out d_in`` (and rounded up to whole blocks), and
+a LINEAR map ``vec(dW) = P c`` from its coordinates ``c (k,)``:
 
-Every coordinate moves ALL units of the layer at once, along a column of ``C``; none moves one
-unit alone. That matters at the radii the paper's README uses (probes 5 to 10 away): a probe
-that puts its whole length on one unit's weights saturates or silences that unit, and its
-finite differences stop measuring the loss's slope (issue 15; the measurements are in
-``benchmarks/results/seed_examples/report.md``).
-Candidates stay cheap to score: ``x dWᵀ = (x Eᵀ) Cᵀ`` and a candidate changes 8 entries of E.
+* ``P (d_out d_in, k)`` dense with orthonormal columns (QR of a Gaussian fixed by the seed)
+  when it takes at most ``DENSE_MAX_BYTES`` in float32;
+* otherwise (the 784x128 layer of an MNIST MLP at rank 8: 2.9 GB dense) a very sparse random
+  projection: each coordinate moves ``isqrt(d_out d_in)`` random entries by ``+-1/sqrt(nnz)``
+  (Li, Hastie and Church's density ``1/sqrt(n)``; the paper's package switches at 1 GiB, we
+  at 64 MiB so that no QR of a huge matrix runs at build time).
+
+Every coordinate moves many units of the layer a little; none moves one unit alone. Candidates
+stay cheap to score: a candidate changes one block of ``c``, and ``x dWᵀ`` for each of the
+block's coordinates is formed once per block and shared by the block's candidates.
 """
 
 from __future__ import annotations
 
+import math
+
 from polystep.subspace.base import RankedSubspace
 from polystep.subspace.segments import (
+    DenseSegment,
     DirectSegment,
-    LowRankSegment,
     Segment,
-    orthonormal_rows,
+    orthonormal_columns,
     round_up,
     seeded_generator,
 )
+from polystep.subspace.sparse import sparse_segment
 from polystep.transform import ParamLayout
 
+DENSE_MAX_BYTES = 2**26  # a dense projection up to this size in float32, sparse above
 
-def mixing_rank(rank: int, d_out: int, d_in: int) -> int:
-    """Rows of ``E`` that hold the rank-``rank`` LoRA coordinate count: ``r2`` above."""
+
+def coordinate_count(rank: int, d_out: int, d_in: int) -> int:
+    """The paper package's coordinates for one weight: ``r (d_out + d_in)``, at most
+    ``d_out d_in``, with ``r = min(rank, d_out, d_in)``."""
     r = min(rank, d_out, d_in)
-    return min(d_out, -(-r * (d_out + d_in) // d_in))
+    return min(r * (d_out + d_in), d_out * d_in)
 
 
 class HybridSubspace(RankedSubspace):
@@ -69,13 +78,15 @@ class HybridSubspace(RankedSubspace):
             if not e.is_matrix or e.numel <= self.direct_max:
                 size = round_up(e.numel, self.block_dim)
                 out.append(DirectSegment(e.name, e.shape, start, size))
-            else:
-                r2 = mixing_rank(self.rank, d_out, d_in)
-                size = round_up(r2 * d_in, self.block_dim)
-                left = None
-                if not sizes_only:
-                    gen = seeded_generator(seed, "hybrid", index, draw)
-                    left = orthonormal_rows(r2, d_out, gen).T.contiguous()
-                out.append(LowRankSegment(e.name, e.shape, start, size, left=left))
+                start += size
+                continue
+            k = coordinate_count(self.rank, d_out, d_in)
+            size = round_up(k, self.block_dim)
+            gen = None if sizes_only else seeded_generator(seed, "hybrid", index, draw)
+            if e.numel * k * 4 <= DENSE_MAX_BYTES:
+                basis = None if gen is None else orthonormal_columns(e.numel, k, gen)
+                out.append(DenseSegment(e.name, e.shape, start, size, basis=basis))
+            else:  # the padding coordinates of a sparse map are real ones
+                out.append(sparse_segment(e, start, size, max(1, math.isqrt(e.numel)), gen))
             start += size
         return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -251,6 +252,69 @@ class LowRankSegment(Segment):
         return c // r, (vals * valid)[:, :, None] * self.right[c % r].to(vals)
 
 
+def orthonormal_columns(rows: int, cols: int, generator: torch.Generator) -> torch.Tensor:
+    """A ``(rows, cols)`` float64 matrix with orthonormal columns (``cols <= rows``)."""
+    return orthonormal_rows(cols, rows, generator).T.contiguous()
+
+
+def add_block_outputs(
+    out: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, size: int,
+    columns: Callable[[torch.Tensor], torch.Tensor],
+) -> None:  # fmt: skip
+    """``out[n] += sum_j vals[n, j] * columns(cols[n])[j]`` in place, one ``columns`` call per
+    run of candidates of one block: ``columns(c (p,)) -> (p, M, d_out)`` is ``x M_jᵀ`` for each
+    coordinate ``c_j`` (its weight change ``M_j`` as a ``(d_out, d_in)`` matrix). Coordinates
+    ``>= size`` are padding. ``out (n, M, d_out)`` must be contiguous.
+
+    All candidates of one block share ``cols`` and differ in ``vals``, so a block's column
+    outputs are formed once and each candidate costs one small matrix product.
+    """
+    valid = cols < size
+    vals = vals * valid
+    cols = torch.where(valid, cols, 0)
+    flat = out.view(out.shape[0], -1)
+    _, counts = torch.unique_consecutive(cols[:, 0], return_counts=True)
+    start = 0
+    for n in counts.tolist():
+        outs = columns(cols[start])
+        flat[start : start + n].addmm_(vals[start : start + n], outs.reshape(len(outs), -1))
+        start += n
+
+
+@dataclass
+class DenseSegment(Segment):
+    """``dW = basis @ coords`` (flattened): ``basis (numel, k)`` has orthonormal columns, so
+    the map is an isometry; coordinates ``>= k`` are padding."""
+
+    basis: torch.Tensor | None = None
+
+    @property
+    def k(self) -> int:
+        return self.basis.shape[1]
+
+    def delta(self, coords: torch.Tensor) -> torch.Tensor:
+        return (coords[:, : self.k] @ self.basis.T.to(coords)).reshape(-1, *self.shape)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> DenseSegment:
+        self.basis = self.basis.to(device=device, dtype=dtype)
+        return self
+
+    def output_delta(
+        self, out: torch.Tensor, x: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
+        shared: dict,
+    ) -> bool:  # fmt: skip
+        if len(self.shape) != 2:
+            return False
+        d_out, d_in = self.shape
+
+        def columns(c: torch.Tensor) -> torch.Tensor:
+            m = self.basis[:, c].T.reshape(-1, d_in).to(x)  # (p d_out, d_in)
+            return (x @ m.T).reshape(x.shape[0], len(c), d_out).transpose(0, 1)
+
+        add_block_outputs(out, cols, vals, self.k, columns)
+        return True
+
+
 @dataclass
 class SparseSegment(Segment):
     """Very sparse random projection: coordinate ``c`` adds ``sign[c, j]`` at ``index[c, j]``.
@@ -274,3 +338,27 @@ class SparseSegment(Segment):
         self.index = self.index.to(device)
         self.sign = self.sign.to(device=device, dtype=dtype)
         return self
+
+    def output_delta(
+        self, out: torch.Tensor, x: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
+        shared: dict,
+    ) -> bool:  # fmt: skip
+        if len(self.shape) != 2:
+            return False
+        d_out, d_in = int(self.shape[0]), int(self.shape[1])
+
+        def columns(c: torch.Tensor) -> torch.Tensor:
+            index = self.index[c].reshape(-1)  # flat positions, row-major (unit, input)
+            p = len(c)
+            xt = shared.get("xt")
+            if xt is None:
+                xt = shared["xt"] = x.T.contiguous()  # (d_in, M): one row per input
+            contrib = xt[index % d_in] * self.sign[c].reshape(-1, 1).to(x)
+            target = index // d_in + d_out * torch.arange(p, device=x.device).repeat_interleave(
+                index.numel() // p
+            )
+            outs = x.new_zeros(p * d_out, x.shape[0]).index_add_(0, target, contrib)
+            return outs.reshape(p, d_out, -1).transpose(1, 2)
+
+        add_block_outputs(out, cols, vals, self.index.shape[0], columns)
+        return True
