@@ -20,14 +20,15 @@ the ratios. Records (one JSON line per example and seed) are appended to
 ``results/seed_examples/runs.jsonl`` as each pair finishes; finished pairs are skipped on rerun.
 
 ``--tag NAME`` labels a set of runs (a seed already run under another tag runs again);
-``--keep-best`` gives our network snippet the authors' ``restore_best`` rule
-(:class:`polystep.keep_best.KeepBestOnBatch`), which our ``train()`` applies only with a
-validation loader. ``--probe NAME...`` runs named variants of the network snippet with our
-package only (the diagnosis of issue 15, records in ``probes.jsonl``); ``--report`` prints
-markdown tables of both record files; ``--readme PATH`` rewrites the runs' tables between the
-``<!-- seed_examples begin -->`` and ``<!-- seed_examples end -->`` lines of PATH.
+Our ``train()`` applies the authors' ``restore_best`` rule itself (without a validation loader,
+the weights of lowest loss on the first training batch; the ``seed-gap`` records ran it as a
+callback, variant ``keep_best``, before it did). ``--probe NAME...`` runs named variants of the
+network snippet with our package only (the diagnosis of issue 15, records in ``probes.jsonl``);
+``--report`` prints markdown tables of both record files; ``--readme PATH`` rewrites the runs'
+tables between the ``<!-- seed_examples begin -->`` and ``<!-- seed_examples end -->`` lines
+of PATH.
 
-    python benchmarks/seed_examples.py --against /work/venvs/orig --tag seed-gap --keep-best
+    python benchmarks/seed_examples.py --against /work/venvs/orig --tag seed-gap
     python benchmarks/seed_examples.py --readme benchmarks/README.md
 """
 
@@ -61,7 +62,7 @@ PROBES: dict[str, dict[str, dict[str, Any]]] = {
     "raw_units": {"optimizer": {"scale_cost": None}},
     "raw_units_simplex": {"optimizer": {"scale_cost": None, "polytope": "simplex"}},
     "theirs_no_restore_best": {"train": {"restore_best": False}},
-    "keep_best": {"keep_best": True},
+    "keep_best": {"keep_best": True},  # train()'s own rule now: runs as "snippet" does
     "orthoplex": {"optimizer": {"polytope": "orthoplex"}},
     "orthoplex_keep_best": {"optimizer": {"polytope": "orthoplex"}, "keep_best": True},
 }
@@ -153,11 +154,6 @@ def run_nn(seed: int, data: Path, variant: dict[str, dict[str, Any]]) -> dict[st
         **variant.get("optimizer", {}),
     )
     extra = dict(variant.get("train", {}))
-    if variant.get("keep_best"):  # the paper's restore_best, which our train() lacks (see below)
-        from polystep.keep_best import KeepBestOnBatch, first_batch
-
-        batch = first_batch(train_loader)
-        extra["callbacks"] = [KeepBestOnBatch(model, nn.CrossEntropyLoss(), batch, optimizer)]
     config = TrainConfig(epochs=EPOCHS, **extra)
     train(model, train_loader, nn.CrossEntropyLoss(), optimizer, config)
     # ---- end of the snippet ----
@@ -361,7 +357,7 @@ def run_pairs(args: argparse.Namespace) -> None:
         for seed in args.seeds:
             if (example, seed, args.tag) in done:
                 continue
-            ours_variant = {"keep_best": True} if args.keep_best and example == "nn" else {}
+            ours_variant: dict[str, Any] = {}
             logs = args.out / "logs"
             load0, t0 = load_average(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             commit = git_commit()
@@ -588,12 +584,6 @@ def main() -> None:
     parser.add_argument("--probe", nargs="+", help=f"probe variants: {sorted(PROBES)}")
     parser.add_argument(
         "--tag", default="", help="label of a set of runs (a seed is rerun under a new tag)"
-    )
-    parser.add_argument(
-        "--keep-best",
-        action="store_true",
-        help="ours runs the snippet with polystep.keep_best.KeepBestOnBatch, the paper "
-        "package's restore_best rule, which our train() does not apply without a val_loader",
     )
     parser.add_argument("--report", action="store_true", help="print the tables and exit")
     parser.add_argument(

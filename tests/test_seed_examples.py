@@ -59,31 +59,35 @@ def test_explicit_epsilon_is_in_raw_loss_units_on_the_simplex() -> None:
     assert chosen.rule.scale_cost == "mean" and chosen.rule.polytope == "orthoplex"
 
 
-def test_keep_best_restores_the_lowest_loss_on_the_first_training_batch() -> None:
-    from polystep.keep_best import KeepBestOnBatch, first_batch
-
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_train_without_validation_keeps_the_lowest_loss_on_the_first_training_batch(
+    restore_best: bool,
+) -> None:
+    """The paper package's restore_best rule: no val_loader, so the weights of lowest loss on
+    the run's first training batch (scored after every step) are the model's at the end."""
     splits = load_digits_splits(val_fraction=0.1, seed=0, normalize="standard")
-    torch.manual_seed(1)
     loader = DataLoader(TensorDataset(*splits.train.tensors), batch_size=128, shuffle=True)
-    batch = first_batch(loader)
-    assert torch.equal(next(iter(loader))[0], batch[0])  # the global generator was restored
+    torch.manual_seed(1)
+    x0, y0 = next(iter(loader))
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
     optimizer = readme_optimizer(model)
-    keep = KeepBestOnBatch(model, nn.CrossEntropyLoss(), batch, optimizer)
-    seen: list[float] = []
+    loss_fn = nn.CrossEntropyLoss()
+    losses: list[float] = []
+    weights: list[torch.Tensor] = []
 
     class Spy:
         def on_step_end(self, state: object, metrics: dict) -> None:
-            seen.append(keep.loss())
+            with torch.no_grad():
+                losses.append(float(loss_fn(model(x0), y0)))
+            weights.append(torch.cat([p.detach().flatten().clone() for p in model.parameters()]))
 
-    config = TrainConfig(epochs=1, progress=False, callbacks=[keep, Spy()])
-    train(model, loader, nn.CrossEntropyLoss(), optimizer, config)
-    assert keep.best_loss == min(seen) and keep.best_step == 1 + seen.index(min(seen))
-    assert keep.loss() == pytest.approx(min(seen))  # the kept weights are the model's now
-    assert float(optimizer.z.abs().sum()) == 0.0  # re-anchored at the restored weights
-    with pytest.raises(ValueError, match="batch"):
-        KeepBestOnBatch(model, nn.CrossEntropyLoss(), batch[0])
+    torch.manual_seed(1)  # train() sees x0 first
+    config = TrainConfig(epochs=2, progress=False, restore_best=restore_best, callbacks=[Spy()])
+    train(model, loader, loss_fn, optimizer, config)
+    final = torch.cat([p.detach().flatten() for p in model.parameters()])
+    kept = losses.index(min(losses)) if restore_best else len(losses) - 1
+    assert torch.equal(final, weights[kept])
 
 
 def test_float_radius_with_epsilon_warns_once_with_the_translation(

@@ -68,7 +68,10 @@ class TrainConfig:
         val_every: validate every this many steps (None: at epoch ends only).
         select_on: ``"accuracy"`` (classification) or ``"loss"``: the validation metric that
             picks the best weights (accuracy falls back to loss when outputs are not logits).
-        restore_best: load the best-validation weights at the end (needs a validation loader).
+        restore_best: load the best weights at the end: with a validation loader the best on
+            validation; without one, the paper package's rule: the weights of lowest loss on the
+            run's first training batch, scored (in eval mode, outside the budgets) after every
+            step.
         callbacks: objects with any of ``on_train_begin``, ``on_step_end``,
             ``on_validation_end``, ``on_train_end`` (a True return from the middle two stops).
         checkpoint_path: where checkpoints go (None: no checkpoints).
@@ -124,6 +127,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_metric: float | None = None
     best_state: dict[str, torch.Tensor] | None = None
+    keep_batch: tuple[Any, Any] | None = None  # restore_best without validation: (x, y)
     epoch_rng: dict[str, Any] = field(default_factory=dict)
     stop: bool = False
     budget: StepBudget | None = None
@@ -290,6 +294,8 @@ def check_model_state(model: nn.Module, state: Any, source: str) -> None:
 
 RUNTIME_KEYS = frozenset({"stop", "budget"})
 TRAIN_STATE_KEYS = frozenset(TrainState.__dataclass_fields__) - RUNTIME_KEYS
+# Loop keys that older checkpoints lack, and what they load as.
+ADDED_KEYS: dict[str, Any] = {"evaluations": None, "keep_batch": None}
 CHECKPOINT_KEYS = frozenset({"model", "optimizer", "train"})
 
 
@@ -306,8 +312,8 @@ def resume_from(path: str | Path, model: nn.Module, optimizer: Any) -> TrainStat
         raise CheckpointError(f"{source} is not a train() checkpoint (keys: {keys})")
     check_model_state(model, ckpt["model"], source)
     loop = ckpt["train"]
-    if isinstance(loop, dict) and set(loop) == TRAIN_STATE_KEYS - {"evaluations"}:
-        loop = {**loop, "evaluations": None}  # written before the loop counted forward passes
+    if isinstance(loop, dict) and TRAIN_STATE_KEYS - set(loop) <= set(ADDED_KEYS):
+        loop = {**ADDED_KEYS, **loop}  # written before these keys existed
     if not isinstance(loop, dict) or set(loop) != TRAIN_STATE_KEYS:
         raise CheckpointError(
             f"{source} has no valid loop state (expected {sorted(TRAIN_STATE_KEYS)})"
@@ -462,6 +468,14 @@ def train(
                 }
                 save_checkpoint(cfg.checkpoint_path, payload)
 
+    def keep_if_best() -> None:
+        """restore_best without validation: keep the weights of lowest first-batch loss."""
+        with clock.excluded(), evaluation_mode(model):
+            value = float(loss_fn(model(state.keep_batch[0]), state.keep_batch[1]))
+        if math.isfinite(value) and (state.best_metric is None or -value > state.best_metric):
+            state.best_metric = -value
+            state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
     def validate() -> None:
         nonlocal losses, stop
         with clock.excluded():
@@ -513,6 +527,10 @@ def train(
                 stop = True  # out of forward passes, or this step would end past max_seconds
                 break
             x, y = split_batch(batch, device)
+            if cfg.restore_best and not has_val and state.step == 0:  # the paper's selection
+                state.keep_batch = tuple(
+                    t.detach().clone() if isinstance(t, torch.Tensor) else t for t in (x, y)
+                )
             if forward_only:
                 before = optimizer.evaluations
                 loss = optimizer.step_batch(x, y, loss_fn)
@@ -536,6 +554,8 @@ def train(
                 "seconds": budget.elapsed,
                 "evals_per_s": rate,
             }
+            if state.keep_batch is not None:
+                keep_if_best()
             stop = fire("on_step_end", state, metrics)
             if cfg.val_every and state.step % cfg.val_every == 0:
                 validate()
@@ -561,7 +581,7 @@ def train(
         checkpoint()
     if bar is not None:
         bar.close()
-    if cfg.restore_best and has_val and state.best_state is not None:
+    if cfg.restore_best and state.best_state is not None:
         model.load_state_dict(copy.deepcopy(state.best_state))
     fire("on_train_end", state)
     return state.history
