@@ -20,11 +20,13 @@ one batch of 16 windows: PolyStep's LSTM candidates plus its incumbent, OpenAI-E
 Adam gets ``--adam-epochs`` epochs of batch-64 steps. The budgets are small because the 2-core
 machine was shared (see the records' ``load_avg_1min``). Every run is checked on the whole
 validation split at 10 evenly spaced points (the last at the end); the best-validation weights
-are scored once on test. Settings are fixed in this file. The only tuning was PolyStep's radii:
-of two cosine schedules, ``r_s 0.05 -> 0.005, r_p 0.2 -> 0.05`` and ``r_s 0.3 -> 0.03,
-r_p 1.0 -> 0.1``, the second had the lower validation MSE in a 30-step pilot (seed 0, batch 64).
-Baselines use the library's OpenAI-ES preset and the authors' Adam learning rate, untuned. The
-test split is never used for selection. ``hard`` variants use binary (Heaviside) gates.
+are scored once on test. ``hard`` variants use binary (Heaviside) gates.
+
+Tuning, the same for every method: ``GRIDS`` gives each method two configurations (the base
+settings in this file and one alternative, fixed before any run); both run at the full budget on
+seed 0, the one with the lower best validation MSE is selected, and seeds 1 and 2 run only the
+selected one. The table reports the selected configuration's three seeds; ``--report`` also
+prints the tuning log. The test split is never used for selection.
 
     .venv/bin/python benchmarks/etth1.py --data ../shared/data/etth1/ETTh1.csv \
         --methods persistence,adam,polystep,openai_es,polystep_hard,adam_hard --seeds 0,1,2
@@ -83,6 +85,15 @@ POLYSTEP = {
 }
 ADAM = {"lr": 1e-3}
 OPENAI_ES = dict(NN_PRESETS["openai_es"])
+BASE = {"adam": ADAM, "polystep": POLYSTEP, "openai_es": OPENAI_ES}
+GRIDS: dict[str, list[dict[str, Any]]] = {
+    "adam": [{"lr": 1e-3}, {"lr": 3e-3}],
+    "polystep": [
+        {"step_radius": [0.3, 0.03], "probe_radius": [1.0, 0.1]},
+        {"step_radius": [0.05, 0.005], "probe_radius": [0.2, 0.05]},
+    ],
+    "openai_es": [{"learning_rate": 0.03}, {"learning_rate": 0.01}],
+}
 
 
 class ForecastSpace(Subspace):
@@ -160,10 +171,10 @@ def checkpoints(total: int) -> set[int]:
 
 
 def run_adam(
-    model: nn.Module, splits: ForecastSplits, seed: int, args: argparse.Namespace
+    model: nn.Module, splits: ForecastSplits, seed: int, args: argparse.Namespace, cfg: dict
 ) -> dict[str, Any]:
     batches = TensorBatches(splits.train, ADAM_BATCH, shuffle=True, seed=seed)
-    opt = torch.optim.Adam(model.parameters(), lr=ADAM["lr"])
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     loss_fn = nn.MSELoss()
     total = args.adam_epochs * len(batches)
     marks, sel, step, loss = checkpoints(total), Selector(model, splits), 0, math.nan
@@ -176,17 +187,16 @@ def run_adam(
             step, loss = step + 1, float(out.detach())
             if step in marks:
                 sel.check(step, loss)
-    config = {**ADAM, "batch": ADAM_BATCH, "epochs": args.adam_epochs}
+    config = {**cfg, "batch": ADAM_BATCH, "epochs": args.adam_epochs}
     return {**sel.finish(), "steps": step, "lstm_passes": step, "config": config}
 
 
 def run_polystep(
-    model: nn.Module, splits: ForecastSplits, seed: int, args: argparse.Namespace
+    model: nn.Module, splits: ForecastSplits, seed: int, args: argparse.Namespace, cfg: dict
 ) -> dict[str, Any]:
     space = ForecastSpace(ParamLayout.from_module(model), block_dim=8, seed=seed, redraw_every=1)
     lstm_cands = sum(LSTM_COORDS.values()) // 8 * 16
     steps = args.passes // (lstm_cands + 1)
-    cfg = POLYSTEP
     opt = PolyStepOptimizer(
         model,
         subspace=space,
@@ -230,13 +240,13 @@ def run_polystep(
 
 
 def run_openai_es(
-    model: nn.Module, splits: ForecastSplits, seed: int, args: argparse.Namespace
+    model: nn.Module, splits: ForecastSplits, seed: int, args: argparse.Namespace, cfg: dict
 ) -> dict[str, Any]:
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for p in model.parameters()]
     sizes = [p.numel() for p in model.parameters()]
     x0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    es = OpenAIES(x0.numel(), x0=x0, seed=seed, **OPENAI_ES)
+    es = OpenAIES(x0.numel(), x0=x0, seed=seed, **cfg)
     loss_fn = nn.MSELoss()
 
     def loss(vec: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -271,7 +281,7 @@ def run_openai_es(
         **sel.finish(),
         "steps": gen,
         "lstm_passes": gen * es.popsize,
-        "config": {**OPENAI_ES, "update": "adam", "params": "all", "batch": SEARCH_BATCH},
+        "config": {**cfg, "update": "adam", "params": "all", "batch": SEARCH_BATCH},
     }
 
 
@@ -284,7 +294,32 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def run_one(method: str, seed: int, splits: ForecastSplits, args: argparse.Namespace) -> dict:
+def family(method: str) -> str:
+    """The tuning grid a method uses (a hard-gated variant tunes like its soft twin)."""
+    return method.removesuffix("_hard")
+
+
+def grid_index(record: dict[str, Any]) -> int:
+    """Which ``GRIDS`` entry a record ran (records before the grid ran its first entry)."""
+    if "grid_index" in record:
+        return int(record["grid_index"])
+    for index, entry in enumerate(GRIDS[family(record["method"])]):
+        if all(record["config"].get(k) == v for k, v in entry.items()):
+            return index
+    raise ValueError(f"record {record['method']} seed {record['seed']} matches no grid entry")
+
+
+def selected(method: str, records: list[dict[str, Any]]) -> int | None:
+    """The grid entry with the lowest seed-0 validation MSE, once every entry has run."""
+    val = {grid_index(r): r["val_mse"] for r in records if r["method"] == method and r["seed"] == 0}
+    if len(val) < len(GRIDS[family(method)]):
+        return None
+    return min(val, key=val.__getitem__)
+
+
+def run_one(
+    method: str, seed: int, splits: ForecastSplits, args: argparse.Namespace, index: int = 0
+) -> dict:
     record: dict[str, Any] = {"method": method, "seed": seed}
     if method == "persistence":
         for part in ("val", "test"):
@@ -296,7 +331,9 @@ def run_one(method: str, seed: int, splits: ForecastSplits, args: argparse.Names
     torch.manual_seed(seed)
     model = lstm_forecaster(HORIZON, hard_gates=method.endswith("_hard"))
     wall, cpu = time.perf_counter(), time.process_time()
-    record.update(RUNNERS[method](model, splits, seed, args))
+    cfg = {**BASE[family(method)], **GRIDS[family(method)][index]}
+    record.update(RUNNERS[method](model, splits, seed, args, cfg))
+    record["grid_index"] = index
     record["wall_s"] = round(time.perf_counter() - wall, 1)
     record["cpu_s"] = round(time.process_time() - cpu, 1)
     record["hard_gates"] = method.endswith("_hard")
@@ -349,6 +386,11 @@ def report(path: Path) -> str:
         rows = [r for r in recs if r["method"] == method]
         if not rows:
             continue
+        if method != "persistence":
+            chosen = selected(method, recs)
+            rows = [r for r in rows if grid_index(r) == chosen]
+            if not rows:
+                continue
         if method == "persistence":
             r = rows[0]
             lines.append(
@@ -368,6 +410,21 @@ def report(path: Path) -> str:
     return "\n".join(lines)
 
 
+def tuning_log(path: Path) -> str:
+    """Markdown: every grid entry's seed-0 validation MSE and which one each method selected."""
+    recs = load_records(path)
+    lines = ["| method | configuration | seed-0 val MSE | selected |", "|---|---|---|---|"]
+    for method in METHODS[1:]:
+        chosen = selected(method, recs)
+        for index, entry in enumerate(GRIDS[family(method)]):
+            val = [r["val_mse"] for r in recs if r["method"] == method and r["seed"] == 0
+                   and grid_index(r) == index]  # fmt: skip
+            shown = f"{val[0]:.4f}" if val else "not run"
+            mark = "yes" if index == chosen else ""
+            lines.append(f"| {method} | {json.dumps(entry)} | {shown} | {mark} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/etth1/ETTh1.csv"))
@@ -382,6 +439,8 @@ def main() -> None:
     out = Path(args.out)
     if args.report:
         print(report(out))
+        print("\nTuning log (seed 0, full budget, validation MSE):\n")
+        print(tuning_log(out))
         return
     methods = [m for m in args.methods.split(",") if m]
     bad = [m for m in methods if m not in METHODS]
@@ -391,14 +450,24 @@ def main() -> None:
     splits = load_etth1(args.data, lookback=LOOKBACK, horizon=HORIZON)
     for seed in (int(s) for s in args.seeds.split(",")):
         for method in methods:
-            done = {(r["method"], r["seed"]) for r in load_records(out)}
-            if (method, seed) in done or (method == "persistence" and seed != 0):
-                continue
-            record = run_one(method, seed, splits, args)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with out.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
+            for index in runs_owed(method, seed, load_records(out)):
+                record = run_one(method, seed, splits, args, index)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with out.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                print(json.dumps({k: v for k, v in record.items() if k != "curve"}), flush=True)
+
+
+def runs_owed(method: str, seed: int, records: list[dict[str, Any]]) -> list[int]:
+    """Grid entries still to run for ``(method, seed)``: all of them on seed 0, the selected one
+    on other seeds (none until seed 0's tuning is complete)."""
+    if method == "persistence":
+        return [0] if seed == 0 and not any(r["method"] == method for r in records) else []
+    done = {grid_index(r) for r in records if r["method"] == method and r["seed"] == seed}
+    if seed == 0:
+        return [i for i in range(len(GRIDS[family(method)])) if i not in done]
+    chosen = selected(method, records)
+    return [] if chosen is None or chosen in done else [chosen]
 
 
 if __name__ == "__main__":

@@ -97,18 +97,31 @@ def test_bench_report_and_search_space(tmp_path: Path) -> None:
     recs = [
         {"method": "persistence", "seed": 0, "val_mse": 0.2, "test_mse": 0.1, "test_mae": 0.3},
         *[
-            {"method": "polystep", "seed": s, "val_mse": 0.2, "test_mse": m, "test_mae": 0.4,
+            {"method": "polystep", "seed": s, "val_mse": v, "test_mse": m, "test_mae": 0.4,
              "last_test_mse": m, "lstm_passes": 970, "wall_s": 5.0, "cpu_s": 2.0, "steps": 10,
-             "candidates": 125_760, "config": {"batch": 16}}
-            for s, m in ((0, 0.2), (1, 0.4))
+             "candidates": 125_760, "config": {"batch": 16}, "grid_index": g}
+            for s, g, v, m in ((0, 0, 0.2, 0.2), (0, 1, 0.3, 0.01), (1, 0, 0.2, 0.4))
         ],
     ]  # fmt: skip
     path = tmp_path / "runs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     table = bench.report(path)
     assert "| persistence (last value) | — | 0.100 |" in table
+    # grid entry 1 has the better test MSE but the worse validation MSE: entry 0 is reported
     assert "| PolyStep (sigmoid gates) | 0,1 | 0.300 ± 0.141 |" in table
     assert "| 10 steps, 970 LSTM passes × 16 windows, 0.13 M candidates | 5 | 2 |" in table
+    log = bench.tuning_log(path)
+    assert (
+        '| polystep | {"step_radius": [0.05, 0.005], "probe_radius": [0.2, 0.05]} | 0.3000 |  |'
+        in log
+    )
+    assert '| adam | {"lr": 0.001} | not run |  |' in log
+    # seed 0 runs every grid entry; later seeds wait for the selection, then run only it
+    assert bench.runs_owed("adam", 0, recs) == [0, 1]
+    assert bench.runs_owed("adam", 1, recs) == []
+    assert bench.runs_owed("polystep", 1, recs) == []
+    assert bench.runs_owed("polystep", 2, recs) == [0]
+    assert bench.runs_owed("persistence", 0, recs) == []
     model = bench.lstm_forecaster()
     space = bench.ForecastSpace(
         bench.ParamLayout.from_module(model), block_dim=8, seed=0, redraw_every=1
