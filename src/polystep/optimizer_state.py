@@ -70,7 +70,18 @@ def _restore_group(items: dict[str, Any], written: list[str]) -> ParamGroup:
 
 STATE_FORMAT = 2  # version of state_dict(); load_state_dict reads it and version 1
 STATE_KEYS_V1 = frozenset(
-    "layout iteration evaluations skipped_steps z generator duals subspace rule seed".split()
+    [
+        "layout",
+        "iteration",
+        "evaluations",
+        "skipped_steps",
+        "z",
+        "generator",
+        "duals",
+        "subspace",
+        "rule",
+        "seed",
+    ]
 )
 STATE_KEYS = STATE_KEYS_V1 | {"group_owns"}
 
