@@ -25,7 +25,6 @@ validation only, never test data).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -116,16 +115,6 @@ def run_adam(
     return {**spent, "steps": callback.steps}
 
 
-def _forever(batches: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    while True:
-        yielded = False
-        for batch in batches:
-            yielded = True
-            yield batch
-        if not yielded:
-            raise ValueError("the training loader yielded no batch")
-
-
 def run_vector_baseline(
     name: str,
     model: nn.Module,
@@ -139,7 +128,7 @@ def run_vector_baseline(
 ) -> dict[str, Any]:
     """OpenAI-ES / SPSA / CMA-ES with ``settings`` over the full flat parameter vector, one batch
     per generation."""
-    objective = ModuleObjective(model, nn.CrossEntropyLoss(), _forever(loaders.train))
+    objective = ModuleObjective(model, nn.CrossEntropyLoss(), loaders.train)
     es = make_baseline(name, objective.dim, x0=objective.x0, seed=seed, **settings)
     clock = TrainingClock()
     budget = StepBudget(max_evaluations, max_seconds, clock=clock)

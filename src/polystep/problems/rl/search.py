@@ -1,4 +1,5 @@
-"""Policy search: PolyStep (preset + driver) and the OpenAI-ES baseline at equal evaluations.
+"""Policy search: PolyStep's driver, and the OpenAI-ES baseline at equal evaluations
+(:mod:`.openai_es`; presets: :mod:`.presets`).
 
 The search vector is the policy's flat parameter vector (about 100-170 numbers here), searched
 either directly or through a random ``k``-dimensional subspace around the current parameters:
@@ -17,7 +18,6 @@ a search episode.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -45,7 +45,6 @@ from polystep.problems.rl.presets import (  # noqa: F401  (also imported from he
     openai_es_preset,
     polystep_preset,
 )
-from polystep.schedules import Cosine
 
 
 @dataclass
@@ -123,7 +122,9 @@ def search_policy(
         preset = preset if preset is not None else OpenAIESPreset()
         if not isinstance(preset, OpenAIESPreset):
             raise ValueError("method='openai_es' needs an OpenAIESPreset")
-        return _search_openai_es(env, policy, budget_evals, seed, preset, callback)
+        from polystep.problems.rl.openai_es import search_openai_es
+
+        return search_openai_es(env, policy, budget_evals, seed, preset, callback)
     raise ValueError(f"method must be 'polystep' or 'openai_es', got {method!r}")
 
 
@@ -225,54 +226,6 @@ class PolicySearch(ProblemRun):
             history=list(self.history),
             config={"popsize": self.preset.popsize(self.policy.dim), **asdict(self.preset)},
         )
-
-
-def _search_openai_es(
-    env: Any,
-    policy: MLPPolicy,
-    budget: int,
-    seed: int,
-    preset: OpenAIESPreset,
-    callback: Callback | None,
-) -> PolicySearchResult:
-    from polystep.baselines.openai_es import OpenAIES
-
-    start = time.perf_counter()
-    generations = budget // preset.popsize
-    if generations < 1:
-        raise ValueError(f"budget_evals must be at least one population ({preset.popsize})")
-    generator = torch.Generator().manual_seed(int(seed))
-    x0 = policy.init(generator) * preset.init_scale
-    es = OpenAIES(
-        policy.dim,
-        popsize=preset.popsize,
-        sigma=preset.sigma,
-        learning_rate=preset.learning_rate,
-        x0=x0,
-        seed=int(seed),
-    )
-    sigma = None
-    if preset.sigma_final is not None:
-        sigma = Cosine(init=preset.sigma, target=preset.sigma_final, total_steps=generations)
-    history: list[float] = []
-    for gen in range(generations):
-        if sigma is not None:
-            es.sigma = sigma(gen)
-        params = torch.as_tensor(es.ask(), dtype=torch.float32)
-        losses = _losses(env, policy, params, seed, gen, preset.rollouts, preset.horizon)
-        es.tell(losses)
-        history.append(-float(losses.min()))
-        if callback is not None:
-            callback(gen, (gen + 1) * preset.popsize, history[-1])
-    return PolicySearchResult(
-        params=torch.as_tensor(es.mean, dtype=torch.float32).clone(),
-        method="openai_es",
-        evaluations=generations * preset.popsize,
-        steps=generations,
-        seconds=time.perf_counter() - start,
-        history=history,
-        config=asdict(preset),
-    )
 
 
 def evaluate_policy(
