@@ -40,14 +40,11 @@ from polystep.epsilon import Constant, Schedule, scaled
 from polystep.evaluate import EVALUATORS, Evaluator, make_evaluator
 from polystep.evaluate.base import LossFn, local_coords, segment_groups
 from polystep.optimizer_state import (
-    GROUP_ALIASES,
     GROUP_KEYS,
-    STATE_FORMAT,
     ParamGroup,
-    check_group_value,
-    check_state,
+    restore,
+    save,
 )
-from polystep.parts import shape_rows
 from polystep.presets import (  # noqa: F401  (also imported from here, their old home)
     FULL_MAX_PARAMS,
     LARGE_MIN_PARAMS,
@@ -242,7 +239,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         self.progress = True
         self.seed = seed
         self._evaluators: dict[int, Evaluator] = {}
-        self.shaping = shape_rows if self.row_scaled else shaping(scale_cost, "scale_cost")
+        self.shaping = shaping(scale_cost, "scale_cost")  # "row": the engine's row shaping
         self.skipped_steps = 0
         z = torch.zeros(self.subspace.dim, dtype=params[0].dtype, device=params[0].device)
         self.search = EngineState(x=z, generator=torch.Generator().manual_seed(seed))
@@ -279,7 +276,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             finally:
                 ev.progress = None
 
-        self._step(lambda c, tick: self.shard.score(score, c, tick, state=(self.model, self)))
+        self._step(score)
         self._opt_called = True  # what torch's step wrapper records, for lr_scheduler's check
         return center
 
@@ -292,8 +289,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
                 "use step_batch(inputs, targets, loss_fn) for the fast path"
             )
         center = float(closure())
-        losses = partial(self._closure_losses, closure)
-        self._step(lambda c, tick: self.shard.score(losses, c, tick, state=(self.model, self)))
+        self._step(partial(self._closure_losses, closure))
         return center
 
     @property
@@ -378,9 +374,10 @@ class PolyStepOptimizer(torch.optim.Optimizer):
 
     def candidate_losses(self, score: Scorer, cands: BlockCandidates) -> torch.Tensor:
         """Every candidate's loss ``(N,)``, from ``score``: the one place a step's candidates
-        are scored (with progress reported as they are)."""
+        are scored (with progress reported as they are; under torchrun each rank scores its
+        slice)."""
         with step_progress(self.progress, len(cands), self.iteration) as tick:
-            return score(cands, tick)
+            return self.shard.score(score, cands, tick, state=(self.model, self))
 
     @torch.no_grad()
     def _closure_losses(
@@ -442,23 +439,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         the group owns. Tensors, strings, numbers and plain containers only, so it loads with
         ``torch.load(..., weights_only=True)``.
         """
-        group = self.group
-        saved_group = {key: value for key, value in group.items() if key != "params"}
-        saved_group["params"] = list(range(len(group["params"])))
-        run = {
-            "layout": self.layout.describe(),
-            "iteration": self.iteration,
-            "evaluations": self.evaluations,
-            "skipped_steps": self.skipped_steps,
-            "z": self.z.detach().cpu().clone(),
-            "generator": self.generator.get_state(),
-            "duals": {"f": self.duals.f, "g": self.duals.g},
-            "subspace": self.subspace.state_dict(),
-            "rule": {key: getattr(self.rule, key).state_dict() for key in GROUP_KEYS},
-            "seed": self.seed,
-            "group_owns": sorted(group.written),
-        }
-        return {"format": STATE_FORMAT, "state": run, "param_groups": [saved_group]}
+        return save(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
         """Restore :meth:`state_dict` output (format 2, or format 1: the flat dict of earlier
@@ -467,26 +448,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         Every field is checked first: a state that does not fit (another format version, model,
         subspace or polytope) raises a ValueError naming what differs and changes nothing.
         """
-        run, schedules, saved_group = check_state(self, state)
-        self.subspace.load_state_dict(run["subspace"])
-        search = self.search
-        search.iteration = int(run["iteration"])
-        search.evaluations = int(run["evaluations"])
-        self.skipped_steps = int(run["skipped_steps"])
-        search.x = run["z"].to(search.x)
-        search.generator.set_state(run["generator"])
-        search.duals = Duals(f=run["duals"]["f"], g=run["duals"]["g"])
-        self.rule = StepRule(**{**self.rule.__dict__, **schedules})
-        self.seed = int(run["seed"])
-        group = self.group
-        for key, value in saved_group.items():
-            if key != "params" and GROUP_ALIASES.get(key, key) not in GROUP_KEYS:
-                dict.__setitem__(group, key, value)  # e.g. a torch scheduler's "initial_lr"
-        group.written.clear()
-        for key in run.get("group_owns", []):
-            group.put(key, check_group_value(key, saved_group[key]))
-            group.written.add(key)
-        self._refresh_group()
+        restore(self, state)
 
     def __repr__(self) -> str:
         return (

@@ -12,6 +12,7 @@ import torch
 
 from polystep.epsilon import Schedule, from_state
 from polystep.geometry import num_vertices
+from polystep.step import Duals, StepRule
 
 GROUP_KEYS = ("epsilon", "step_radius", "probe_radius")  # the step's knobs in param_groups[0]
 GROUP_ALIASES = {"lr": "step_radius"}  # so torch.optim.lr_scheduler drives the step radius
@@ -187,3 +188,48 @@ def check_saved_groups(opt: Any, groups: Any, owns: Any) -> dict[str, Any]:
             f"got {owns!r}"
         )
     return group
+
+
+def save(opt: Any) -> dict[str, Any]:
+    """``opt.state_dict()``: the format-2 state of the optimizer ``opt``."""
+    group = opt.group
+    saved_group = {key: value for key, value in group.items() if key != "params"}
+    saved_group["params"] = list(range(len(group["params"])))
+    run = {
+        "layout": opt.layout.describe(),
+        "iteration": opt.iteration,
+        "evaluations": opt.evaluations,
+        "skipped_steps": opt.skipped_steps,
+        "z": opt.z.detach().cpu().clone(),
+        "generator": opt.generator.get_state(),
+        "duals": {"f": opt.duals.f, "g": opt.duals.g},
+        "subspace": opt.subspace.state_dict(),
+        "rule": {key: getattr(opt.rule, key).state_dict() for key in GROUP_KEYS},
+        "seed": opt.seed,
+        "group_owns": sorted(group.written),
+    }
+    return {"format": STATE_FORMAT, "state": run, "param_groups": [saved_group]}
+
+
+def restore(opt: Any, state: Any) -> None:
+    """``opt.load_state_dict(state)``: checked in full by :func:`check_state` first."""
+    run, schedules, saved_group = check_state(opt, state)
+    opt.subspace.load_state_dict(run["subspace"])
+    search = opt.search
+    search.iteration = int(run["iteration"])
+    search.evaluations = int(run["evaluations"])
+    opt.skipped_steps = int(run["skipped_steps"])
+    search.x = run["z"].to(search.x)
+    search.generator.set_state(run["generator"])
+    search.duals = Duals(f=run["duals"]["f"], g=run["duals"]["g"])
+    opt.rule = StepRule(**{**opt.rule.__dict__, **schedules})
+    opt.seed = int(run["seed"])
+    group = opt.group
+    for key, value in saved_group.items():
+        if key != "params" and GROUP_ALIASES.get(key, key) not in GROUP_KEYS:
+            dict.__setitem__(group, key, value)  # e.g. a torch scheduler's "initial_lr"
+    group.written.clear()
+    for key in run.get("group_owns", []):
+        group.put(key, check_group_value(key, saved_group[key]))
+        group.written.add(key)
+    opt._refresh_group()
