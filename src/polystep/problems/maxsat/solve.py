@@ -125,11 +125,7 @@ def solve_maxsat(
         device=device,
         evaluator=evaluator,
     )
-    while not run.finished and (max_seconds is None or run.seconds <= max_seconds):
-        metrics = run.step()
-        if callback is not None:
-            callback(metrics)
-    return run.result()
+    return run.run(callback, max_seconds)
 
 
 class MaxSATRun(ProblemRun):

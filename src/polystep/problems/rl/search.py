@@ -113,11 +113,7 @@ def search_policy(
         if not isinstance(preset, PolicySearchPreset):
             raise ValueError("method='polystep' needs a PolicySearchPreset")
         search = PolicySearch(env, policy, budget_evals=budget_evals, seed=seed, preset=preset)
-        while not search.finished:
-            step, evaluations, best_return = search.step()
-            if callback is not None:
-                callback(step, evaluations, best_return)
-        return search.result()
+        return search.run(None if callback is None else lambda metrics: callback(*metrics))
     if method == "openai_es":
         preset = preset if preset is not None else OpenAIESPreset()
         if not isinstance(preset, OpenAIESPreset):
