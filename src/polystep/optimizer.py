@@ -22,10 +22,9 @@ Both return the incumbent's loss on the batch BEFORE the move (a float).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -53,51 +52,14 @@ from polystep.presets import (  # noqa: F401  (also imported from here, their ol
     preset_settings,
     resolve_blocks_per_step,
 )
+from polystep.progress import ProgressFn, step_progress
 from polystep.spaces import Blocks, BlockSubset
 from polystep.step import Duals, StepRule
 from polystep.subspace import Subspace
 from polystep.transform import ParamLayout
 
-PROGRESS_DELAY_S = 5.0  # a step's progress bar appears once the step has run this long
-ProgressFn = Callable[[int, int], None]
 Tick = Callable[[int], None]
 Scorer = Callable[[BlockCandidates, Tick], torch.Tensor]  # candidates (N) -> losses (N,)
-
-
-@contextlib.contextmanager
-def step_progress(
-    progress: bool | ProgressFn, total: int, step: int
-) -> Iterator[Callable[[int], None]]:
-    """``tick(n)``: ``n`` more of a step's ``total`` candidates are scored.
-
-    ``progress=True`` draws a tqdm bar on stderr that appears only once the step has run
-    ``PROGRESS_DELAY_S`` seconds; a callable gets ``(done, total)`` after every tick; False
-    reports nothing.
-    """
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=total, desc=f"step {step}", unit="cand", delay=PROGRESS_DELAY_S, leave=False
-        )
-    done = 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if bar is not None:
-            bar.update(n)
-        elif callable(progress):
-            progress(done, total)
-
-    try:
-        yield tick
-        if done < total:  # an evaluator that reports nothing within its call
-            tick(total - done)
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 _WARNED: set[str] = set()
