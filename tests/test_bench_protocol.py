@@ -57,6 +57,8 @@ def test_overrides_are_passed_down_to_the_run_and_never_change_the_tables():
     model = TASKS["mlp_mnist"].model(64, 10, "smoke")
     optimizer = PolyStepOptimizer(model, preset=settings, subspace="factored")
     assert optimizer.subspace.rank == 2 and optimizer.settings == settings
+    with pytest.raises(ValueError, match="preset as a dict must have exactly the keys"):
+        PolyStepOptimizer(model, preset={"rank": 2})
     splits = load_task_data(task, "smoke", seed=0)
     run = runner.train_one(
         task, "spsa", 0, splits, scale="smoke", budget_fwd=64, budget_seconds=None,
