@@ -21,6 +21,7 @@ from polystep.baselines import (
     run_ask_tell,
 )
 from polystep.data import load_digits_splits, make_loaders
+from polystep.deadline import StepBudget
 from polystep.nn import mlp, smooth_twin, spiking_mlp
 from polystep.training import TrainConfig, train
 
@@ -291,6 +292,28 @@ def test_wall_clock_budget_stops_run() -> None:
     assert len(result.history) == 5 and result.evaluations == 20
     both = Budget(max_evals=12, max_seconds=100.0, clock=lambda: now[0])
     assert run_ask_tell(OpenAIES(3, popsize=4), objective, both).evaluations == 12
+
+
+def test_one_budget_never_starts_a_generation_it_cannot_finish() -> None:
+    now = [0.0]
+
+    def objective(x: torch.Tensor) -> torch.Tensor:
+        now[0] += 3.0  # each generation takes three fake seconds
+        return quadratic(x)
+
+    budget = Budget(max_seconds=10.0, clock=lambda: now[0])
+    assert isinstance(budget, StepBudget)  # the budget of train() and the bench
+    result = run_ask_tell(OpenAIES(3, popsize=4), objective, budget)
+    # Generations start at 0, 3 and 6 s; the one that would start at 9 s would end at 12 s.
+    assert len(result.history) == budget.steps == 3 and now[0] == 9.0
+    recent = list(budget.recent)
+    assert not budget.exhausted() and list(budget.recent) == recent  # asking times nothing
+
+
+def test_module_objective_names_an_empty_stream() -> None:
+    objective = ModuleObjective(nn.Linear(2, 1), nn.MSELoss(), [])
+    with pytest.raises(ValueError, match="yielded no batch"):
+        objective(torch.zeros(1, 3))
 
 
 def test_openai_es_linear_lr_decay() -> None:

@@ -10,10 +10,10 @@ from polystep.baselines import NN_PRESETS
 from polystep.bench import equal_time, readme, report, runner, tuning
 from polystep.bench.codeversion import code_version
 from polystep.bench.methods import METHODS
-from polystep.bench.overrides import configured
-from polystep.bench.tasks import TASKS
+from polystep.bench.overrides import resolved_settings
+from polystep.bench.tasks import TASKS, load_task_data
 from polystep.cli import main as cli_main
-from polystep.optimizer import PRESETS
+from polystep.optimizer import PRESETS, PolyStepOptimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SPSA_ARGS = ["bench", "mlp_mnist", "--scale", "smoke", "--seeds", "0", "--methods", "spsa"]
@@ -30,8 +30,8 @@ def test_every_method_gets_the_same_number_of_configurations_from_its_declared_g
         assert all(c in points for c in drawn)
         assert tuning.draw_configs(method, 3) == drawn[:3]  # a larger k extends a smaller one
         for config in drawn:  # every axis is a real setting of the method
-            with configured(TASKS["snn_mnist"], method, config) as (_, settings):
-                assert {k: settings[k] for k in config} == config
+            settings = resolved_settings(TASKS["snn_mnist"], method, config)
+            assert {k: settings[k] for k in config} == config
 
 
 @pytest.mark.bad_input(
@@ -43,23 +43,30 @@ def test_bad_tuning_arguments_are_named():
         tuning.draw_configs("adam", 10_000)
     with pytest.raises(ValueError, match="method must be one of"):
         tuning.draw_configs("sgd", 2)
-    with (
-        pytest.raises(ValueError, match="unknown \\['sigma'\\]"),
-        configured(TASKS["mlp_mnist"], "adam", {"sigma": 1.0}),
-    ):
-        pass
+    with pytest.raises(ValueError, match="unknown \\['sigma'\\]"):
+        resolved_settings(TASKS["mlp_mnist"], "adam", {"sigma": 1.0})
 
 
-def test_configured_puts_overrides_in_force_only_inside_the_block():
+def test_overrides_are_passed_down_to_the_run_and_never_change_the_tables():
     task = TASKS["mlp_mnist"]
-    before_es, before_presets = dict(NN_PRESETS["openai_es"]), set(PRESETS)
-    with configured(task, "openai_es", {"sigma": 0.1}) as (run_task, settings):
-        assert NN_PRESETS["openai_es"]["sigma"] == 0.1 and settings["popsize"] == 50
-        assert run_task is task
-    with configured(task, "polystep", {"rank": 2}) as (run_task, settings):
-        assert PRESETS[run_task.preset]["rank"] == 2
-        assert settings == {**PRESETS["default"], "rank": 2}
-    assert NN_PRESETS["openai_es"] == before_es and set(PRESETS) == before_presets
+    before_es, before_presets = dict(NN_PRESETS["openai_es"]), {**PRESETS}
+    settings = resolved_settings(task, "openai_es", {"sigma": 0.1})
+    assert settings == {**NN_PRESETS["openai_es"], "sigma": 0.1}
+    settings = resolved_settings(task, "polystep", {"rank": 2})
+    assert settings == {**PRESETS["default"], "rank": 2}
+    model = TASKS["mlp_mnist"].model(64, 10, "smoke")
+    optimizer = PolyStepOptimizer(model, preset=settings, subspace="factored")
+    assert optimizer.subspace.rank == 2 and optimizer.settings == settings
+    with pytest.raises(ValueError, match="preset as a dict must have exactly the keys"):
+        PolyStepOptimizer(model, preset={"rank": 2})
+    splits = load_task_data(task, "smoke", seed=0)
+    run = runner.train_one(
+        task, "spsa", 0, splits, scale="smoke", budget_fwd=64, budget_seconds=None,
+        device="cpu", overrides={"num_directions": 2},
+    )  # fmt: skip
+    assert run.config["settings"]["num_directions"] == 2
+    assert run.extra["evaluations"] == 64 and run.extra["generations"] == 16  # 2 x 2 probes
+    assert NN_PRESETS["openai_es"] == before_es and before_presets == PRESETS
 
 
 def test_edge_flags_name_selected_values_at_the_end_of_an_axis():

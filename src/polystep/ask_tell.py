@@ -118,11 +118,9 @@ class PolyStepES:
     iteration = property(lambda self: self.state.iteration)
     evaluations = property(lambda self: self.state.evaluations)
     generator = property(lambda self: self.state.generator)
-
-    @property
-    def mean(self) -> torch.Tensor:
-        """Mean of the particles: ``(dim,)``."""
-        return self.positions.mean(dim=0)
+    mean = property(
+        lambda self: self.positions.mean(dim=0), doc="Mean of the particles ``(dim,)``."
+    )
 
     def ask(self) -> torch.Tensor:
         """The population to evaluate: ``(popsize, dim)``. Call :meth:`tell` before asking again."""

@@ -1,4 +1,5 @@
-"""Budgets of a training run: forward passes, and training seconds with a step-sized deadline.
+"""The one evaluation budget (forward passes, and seconds with a step-sized deadline) of
+:func:`polystep.training.train`, the bench and the vector baselines.
 
 :class:`TrainingClock` reads wall seconds minus the time spent inside its :meth:`excluded`
 blocks: :func:`polystep.training.train` excludes validation, callbacks and checkpoint writes, so
@@ -18,8 +19,13 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import Any
 
 RECENT = 10  # steps the estimate of the next one looks back on
+
+
+class BudgetExceeded(RuntimeError, ValueError):
+    """A charge of more forward passes than the budget has left."""
 
 
 class TrainingClock:
@@ -47,7 +53,7 @@ class StepBudget:
     Args:
         max_evaluations: forward passes allowed (None: no limit; 0: no step at all).
         max_seconds: training seconds allowed from :meth:`start` (None: no limit).
-        clock: the time source, e.g. a :class:`TrainingClock`.
+        clock: the time source, e.g. a :class:`TrainingClock` (default ``time.perf_counter``).
     """
 
     def __init__(
@@ -55,7 +61,7 @@ class StepBudget:
         max_evaluations: int | None,
         max_seconds: float | None,
         *,
-        clock: Callable[[], float],
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if max_evaluations is not None and (
             isinstance(max_evaluations, bool)
@@ -99,6 +105,14 @@ class StepBudget:
             return math.inf
         return self.max_evaluations - self.evaluations
 
+    def time_up(self) -> bool:
+        """True once ``max_seconds`` have passed."""
+        return self.max_seconds is not None and self.elapsed >= self.max_seconds
+
+    def exhausted(self) -> bool:
+        """True when not even one more forward pass is allowed (no step is timed)."""
+        return self.remaining_evaluations < 1 or self.time_up()
+
     def next_step_estimate(self) -> float:
         """Seconds the next step is expected to take: the longest recent one (0 before any)."""
         return max(self.recent, default=0.0)
@@ -119,13 +133,30 @@ class StepBudget:
         return now < self.max_seconds and now + self.next_step_estimate() <= self.max_seconds
 
     def charge(self, n: int) -> None:
-        """Record one step of ``n`` forward passes (refused when they do not fit)."""
+        """Record one step of ``n`` forward passes (starts the clock); raises
+        :class:`BudgetExceeded` when they do not fit."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"n must be a non-negative int, got {n!r}")
+        self.start()
         if n > self.remaining_evaluations:
-            raise ValueError(
+            raise BudgetExceeded(
                 f"a step of {n} forward passes does not fit: {self.remaining_evaluations} left "
                 f"of max_evaluations={self.max_evaluations}"
             )
         self.evaluations += n
         self.steps += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """The limits and what has been spent (a record, not a resumable clock)."""
+        return {
+            "max_evaluations": self.max_evaluations,
+            "max_seconds": self.max_seconds,
+            "evaluations": self.evaluations,
+            "elapsed": self.elapsed,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(evaluations={self.evaluations}/{self.max_evaluations}, "
+            f"elapsed={self.elapsed:.2f}/{self.max_seconds})"
+        )

@@ -22,10 +22,9 @@ Both return the incumbent's loss on the batch BEFORE the move (a float).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -36,161 +35,31 @@ from torch import nn
 from polystep.blocks import BlockCandidates, num_blocks
 from polystep.distributed import Shard
 from polystep.engine import Engine, EngineState, shaping
-from polystep.epsilon import Constant, Schedule, from_state, scaled
+from polystep.epsilon import Constant, Schedule, scaled
 from polystep.evaluate import EVALUATORS, Evaluator, make_evaluator
 from polystep.evaluate.base import LossFn, local_coords, segment_groups
-from polystep.geometry import num_vertices
-from polystep.parts import shape_rows
+from polystep.optimizer_state import (
+    GROUP_KEYS,
+    ParamGroup,
+    restore,
+    save,
+)
+from polystep.presets import (  # noqa: F401  (also imported from here, their old home)
+    FULL_MAX_PARAMS,
+    LARGE_MIN_PARAMS,
+    PRESETS,
+    build_subspace,
+    preset_settings,
+    resolve_blocks_per_step,
+)
+from polystep.progress import ProgressFn, step_progress
 from polystep.spaces import Blocks, BlockSubset
 from polystep.step import Duals, StepRule
-from polystep.subspace import (
-    FactoredSubspace,
-    FullSpace,
-    HybridSubspace,
-    SparseProjection,
-    Subspace,
-)
+from polystep.subspace import Subspace
 from polystep.transform import ParamLayout
 
-FULL_MAX_PARAMS = 2_000
-LARGE_MIN_PARAMS = 10_000_000  # from here a step searches a random subset of the blocks
-SUBSPACES = ("auto", "full", "hybrid", "factored", "sparse")
-PROGRESS_DELAY_S = 5.0  # a step's progress bar appears once the step has run this long
-
-# Task knowledge lives here, not in the constructor. Radii are distances in search coordinates
-# (weight units: every projection is an isometry per factor); each preset's epsilon is in the
-# units of its own cost scaling ("mean": the step's mean recentred cost; "row": each particle's),
-# so the same values transfer across loss scales. An epsilon passed by the caller comes without
-# that scaling (raw loss units), as in the paper's package.
-#
-# Large models (LARGE_MIN_PARAMS parameters and more) keep the preset's space, whose candidates
-# each touch one layer (the layered evaluator's savings apply), but each step searches only
-# "large_blocks_per_step" blocks drawn at random (without replacement) from all of them; the
-# others stay where they are. 512 blocks of 8 with the orthoplex are 8,192 candidates a step:
-# one step of a 784-4096-2048-10 MLP (6,924 blocks) at batch 256 then takes about 10 s on 2
-# shared CPU cores, where every block would be 110,784 candidates (benchmarks/large_model.py).
-PRESETS: dict[str, dict[str, Any]] = {
-    # Generic non-differentiable nets (ReLU, staircase, argmax routing). A factored space
-    # redrawn every step gives each hidden unit a fresh random direction per step; "row"
-    # scaling makes every particle move about step_radius whatever its layer's sensitivity.
-    # Chosen on digits VALIDATION accuracy with the earlier tune_presets.py (in git history;
-    # benchmarks/tune.py is the one protocol now; results/preset_tuning.json); the hybrid
-    # space it replaced fit only ~6 steps in 40k passes.
-    "default": {
-        "epsilon": 0.03,
-        "step_radius": 0.3,
-        "probe_radius": 2.0,
-        "scale_cost": "row",
-        "polytope": "orthoplex",
-        "num_probe": 1,
-        "subspace": "factored",
-        "rank": 8,
-        "direct_max": 0,
-        "redraw_every": 1,
-        "sparse_dim": 4096,
-        "large_blocks_per_step": 512,
-    },
-    # Hard-threshold spiking nets: a wide probe sees spike-count changes; a factored space makes
-    # every hidden-layer candidate touch one neuron (cheap in the layered evaluator); small
-    # output layers are searched directly. Measured on the digits SNN demo.
-    "snn": {
-        "epsilon": 0.03,
-        "step_radius": 0.2,
-        "probe_radius": 1.0,
-        "scale_cost": "mean",
-        "polytope": "orthoplex",
-        "num_probe": 1,
-        "subspace": "factored",
-        "rank": 8,
-        "direct_max": 1024,
-        "redraw_every": 5,
-        "sparse_dim": 4096,
-        "large_blocks_per_step": 512,
-    },
-}
-# Quantized weights and activations: shorter steps than "default" (same tuning script).
-PRESETS["quantized"] = {**PRESETS["default"], "step_radius": 0.1, "probe_radius": 1.0}
-
-
-def build_subspace(
-    kind: str | Subspace, layout: ParamLayout, preset: dict[str, Any], seed: int
-) -> Subspace:
-    """The search space ``kind`` over ``layout`` (``"auto"``: the full space up to
-    ``FULL_MAX_PARAMS`` parameters, the preset's space above)."""
-    if isinstance(kind, Subspace):
-        kind.check_layout(layout)
-        if kind.seed is None:
-            kind.set_seed(seed)
-        return kind
-    if kind not in SUBSPACES:
-        raise ValueError(f"subspace must be a Subspace or one of {SUBSPACES}, got {kind!r}")
-    if kind == "auto":
-        kind = "full" if layout.numel <= FULL_MAX_PARAMS else preset["subspace"]
-    rank, redraw, direct = preset["rank"], preset["redraw_every"], preset["direct_max"]
-    if kind == "full":
-        return FullSpace.from_layout(layout, block_dim=2)
-    if kind == "hybrid":
-        return HybridSubspace.from_layout(
-            layout, rank, seed=seed, direct_max=direct, redraw_every=redraw
-        )
-    if kind == "factored":
-        return FactoredSubspace.from_layout(
-            layout, rank, seed=seed, direct_max=direct, redraw_every=redraw
-        )
-    return SparseProjection.from_layout(layout, preset["sparse_dim"], seed=seed)
-
-
-def resolve_blocks_per_step(
-    value: int | str | None, num_params: int, preset: dict[str, Any]
-) -> int | None:
-    """Blocks searched per step (None: all): ``"auto"`` is None below ``LARGE_MIN_PARAMS``
-    parameters and the preset's ``large_blocks_per_step`` from there."""
-    if isinstance(value, str) and value == "auto":
-        return None if num_params < LARGE_MIN_PARAMS else preset["large_blocks_per_step"]
-    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        return value
-    raise ValueError(f"blocks_per_step must be 'auto', None or an int >= 1, got {value!r}")
-
-
-ProgressFn = Callable[[int, int], None]
 Tick = Callable[[int], None]
 Scorer = Callable[[BlockCandidates, Tick], torch.Tensor]  # candidates (N) -> losses (N,)
-
-
-@contextlib.contextmanager
-def step_progress(
-    progress: bool | ProgressFn, total: int, step: int
-) -> Iterator[Callable[[int], None]]:
-    """``tick(n)``: ``n`` more of a step's ``total`` candidates are scored.
-
-    ``progress=True`` draws a tqdm bar on stderr that appears only once the step has run
-    ``PROGRESS_DELAY_S`` seconds; a callable gets ``(done, total)`` after every tick; False
-    reports nothing.
-    """
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=total, desc=f"step {step}", unit="cand", delay=PROGRESS_DELAY_S, leave=False
-        )
-    done = 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if bar is not None:
-            bar.update(n)
-        elif callable(progress):
-            progress(done, total)
-
-    try:
-        yield tick
-        if done < total:  # an evaluator that reports nothing within its call
-            tick(total - done)
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 _WARNED: set[str] = set()
@@ -217,61 +86,6 @@ def warn_radius_convention(epsilon: Schedule, radii: dict[str, object]) -> None:
         )
 
 
-GROUP_KEYS = ("epsilon", "step_radius", "probe_radius")  # the step's knobs in param_groups[0]
-GROUP_ALIASES = {"lr": "step_radius"}  # so torch.optim.lr_scheduler drives the step radius
-
-
-def check_group_value(key: str, value: Any) -> float:
-    """``value`` as a float; a ValueError naming ``param_groups[0][key]`` unless finite > 0."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not (ok and math.isfinite(value) and value > 0):
-        raise ValueError(f"param_groups[0][{key!r}] must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-class ParamGroup(dict):
-    """``param_groups[0]`` of :class:`PolyStepOptimizer`: a dict that records which of
-    ``GROUP_KEYS`` were written from outside the optimizer (``"lr"`` writes ``step_radius``:
-    both keys always hold the same value). Written values are checked at once."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__()
-        self.written: set[str] = set()
-        self.update(*args, **kwargs)
-        self.written.clear()  # the initial values are the optimizer's, not the caller's
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        name = GROUP_ALIASES.get(key, key)
-        if name not in GROUP_KEYS:
-            super().__setitem__(key, value)
-            return
-        self.put(name, check_group_value(key, value))
-        self.written.add(name)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
-
-    def put(self, name: str, value: float) -> None:
-        """Set ``name`` (and its aliases) without marking it written: the optimizer's own
-        writes."""
-        super().__setitem__(name, value)
-        for alias, target in GROUP_ALIASES.items():
-            if target == name:
-                super().__setitem__(alias, value)
-
-    def __reduce__(self) -> tuple[Any, ...]:  # pickle and deepcopy keep the written set
-        return (_restore_group, (dict(self), sorted(self.written)))
-
-
-def _restore_group(items: dict[str, Any], written: list[str]) -> ParamGroup:
-    group = ParamGroup(items)
-    group.written.update(written)
-    return group
-
-
 class PolyStepOptimizer(torch.optim.Optimizer):
     """Forward-only optimizer (see the module docstring for the closure contract).
 
@@ -287,7 +101,8 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             with an explicit epsilon warns once with its translation from the paper's package,
             where it would be a multiple of epsilon).
         preset: ``"default"``, ``"snn"`` or ``"quantized"``: radii, epsilon, cost scaling,
-            polytope, probes, rank and redraw interval tuned per task family.
+            polytope, probes, rank and redraw interval tuned per task family
+            (:mod:`polystep.presets`); or a dict with the same keys (e.g. a tuning trial's).
         polytope, scale_cost: override the preset's. ``polytope`` None is the preset's when
             epsilon is the preset's, and ``"simplex"`` (the paper package's default) when you
             pass epsilon. ``scale_cost`` is None (raw loss units),
@@ -337,7 +152,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         epsilon: float | Schedule | None = None,
         step_radius: float | Schedule | None = None,
         probe_radius: float | Schedule | None = None,
-        preset: str = "default",
+        preset: str | dict[str, Any] = "default",
         polytope: str | None = None,
         scale_cost: str | float | None = "preset",
         evaluator: str = "auto",
@@ -348,20 +163,18 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             raise ValueError(
                 f"model must be a torch.nn.Module (not its parameters), got {type(model).__name__}"
             )
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
         if evaluator != "auto" and evaluator not in EVALUATORS:
             raise ValueError(
                 f"evaluator must be 'auto' or one of {sorted(EVALUATORS)}, got {evaluator!r}"
             )
-        cfg = PRESETS[preset]
+        cfg = self.settings = preset_settings(preset)
         if isinstance(scale_cost, str) and scale_cost == "preset":
             scale_cost = cfg["scale_cost"] if epsilon is None else None
         self.row_scaled = scale_cost == "row"
         self.model = model
-        self.preset = preset
+        self.preset = preset if isinstance(preset, str) else "custom"
         self.layout = ParamLayout.from_module(model)
         params = list(self.layout.parameters(model).values())
         self.rule = StepRule.build(
@@ -388,7 +201,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         self.progress = True
         self.seed = seed
         self._evaluators: dict[int, Evaluator] = {}
-        self.shaping = shape_rows if self.row_scaled else shaping(scale_cost, "scale_cost")
+        self.shaping = shaping(scale_cost, "scale_cost")  # "row": the engine's row shaping
         self.skipped_steps = 0
         z = torch.zeros(self.subspace.dim, dtype=params[0].dtype, device=params[0].device)
         self.search = EngineState(x=z, generator=torch.Generator().manual_seed(seed))
@@ -425,7 +238,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             finally:
                 ev.progress = None
 
-        self._step(lambda c, tick: self.shard.score(score, c, tick, state=(self.model, self)))
+        self._step(score)
         self._opt_called = True  # what torch's step wrapper records, for lr_scheduler's check
         return center
 
@@ -438,8 +251,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
                 "use step_batch(inputs, targets, loss_fn) for the fast path"
             )
         center = float(closure())
-        losses = partial(self._closure_losses, closure)
-        self._step(lambda c, tick: self.shard.score(losses, c, tick, state=(self.model, self)))
+        self._step(partial(self._closure_losses, closure))
         return center
 
     @property
@@ -449,9 +261,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
 
     @blocks_per_step.setter
     def blocks_per_step(self, value: int | str | None) -> None:
-        self._blocks_per_step = resolve_blocks_per_step(
-            value, self.layout.numel, PRESETS[self.preset]
-        )
+        self._blocks_per_step = resolve_blocks_per_step(value, self.layout.numel, self.settings)
 
     @property
     def progress(self) -> bool | ProgressFn:
@@ -526,9 +336,10 @@ class PolyStepOptimizer(torch.optim.Optimizer):
 
     def candidate_losses(self, score: Scorer, cands: BlockCandidates) -> torch.Tensor:
         """Every candidate's loss ``(N,)``, from ``score``: the one place a step's candidates
-        are scored (with progress reported as they are)."""
+        are scored (with progress reported as they are; under torchrun each rank scores its
+        slice)."""
         with step_progress(self.progress, len(cands), self.iteration) as tick:
-            return score(cands, tick)
+            return self.shard.score(score, cands, tick, state=(self.model, self))
 
     @torch.no_grad()
     def _closure_losses(
@@ -590,23 +401,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         the group owns. Tensors, strings, numbers and plain containers only, so it loads with
         ``torch.load(..., weights_only=True)``.
         """
-        group = self.group
-        saved_group = {key: value for key, value in group.items() if key != "params"}
-        saved_group["params"] = list(range(len(group["params"])))
-        run = {
-            "layout": self.layout.describe(),
-            "iteration": self.iteration,
-            "evaluations": self.evaluations,
-            "skipped_steps": self.skipped_steps,
-            "z": self.z.detach().cpu().clone(),
-            "generator": self.generator.get_state(),
-            "duals": {"f": self.duals.f, "g": self.duals.g},
-            "subspace": self.subspace.state_dict(),
-            "rule": {key: getattr(self.rule, key).state_dict() for key in GROUP_KEYS},
-            "seed": self.seed,
-            "group_owns": sorted(group.written),
-        }
-        return {"format": STATE_FORMAT, "state": run, "param_groups": [saved_group]}
+        return save(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
         """Restore :meth:`state_dict` output (format 2, or format 1: the flat dict of earlier
@@ -615,151 +410,10 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         Every field is checked first: a state that does not fit (another format version, model,
         subspace or polytope) raises a ValueError naming what differs and changes nothing.
         """
-        run, schedules, saved_group = self.check_state_dict(state)
-        self.subspace.load_state_dict(run["subspace"])
-        search = self.search
-        search.iteration = int(run["iteration"])
-        search.evaluations = int(run["evaluations"])
-        self.skipped_steps = int(run["skipped_steps"])
-        search.x = run["z"].to(search.x)
-        search.generator.set_state(run["generator"])
-        search.duals = Duals(f=run["duals"]["f"], g=run["duals"]["g"])
-        self.rule = StepRule(**{**self.rule.__dict__, **schedules})
-        self.seed = int(run["seed"])
-        group = self.group
-        for key, value in saved_group.items():
-            if key != "params" and GROUP_ALIASES.get(key, key) not in GROUP_KEYS:
-                dict.__setitem__(group, key, value)  # e.g. a torch scheduler's "initial_lr"
-        group.written.clear()
-        for key in run.get("group_owns", []):
-            group.put(key, check_group_value(key, saved_group[key]))
-            group.written.add(key)
-        self._refresh_group()
-
-    def check_state_dict(
-        self, state: Any
-    ) -> tuple[dict[str, Any], dict[str, Schedule], dict[str, Any]]:
-        """Raise a ValueError naming the first field of ``state`` that does not fit this
-        optimizer; return the run state, its schedules rebuilt and the saved group (empty for
-        format 1). Changes nothing."""
-        if not isinstance(state, dict):
-            raise ValueError(f"optimizer state must be a dict, got {type(state).__name__}")
-        version = state.get("format")
-        if version == 1:  # the flat layout of earlier versions: no group, schedules own all
-            run, saved_group, needed = dict(state), {}, STATE_KEYS_V1
-            del run["format"]
-        elif version == STATE_FORMAT:
-            if set(state) != {"format", "state", "param_groups"}:
-                raise ValueError(
-                    "optimizer state (format 2) must have keys ['format', 'param_groups', "
-                    f"'state'], got {sorted(state)}"
-                )
-            run, needed = state["state"], STATE_KEYS
-            if not isinstance(run, dict):
-                raise ValueError(f"optimizer state 'state' must be a dict, got {run!r:.80}")
-            saved_group = self._check_saved_groups(state["param_groups"], run.get("group_owns"))
-        else:
-            raise ValueError(
-                f"optimizer state has format version {version!r}, this polystep reads versions "
-                f"1 and {STATE_FORMAT}"
-            )
-        missing = sorted(needed - set(run))
-        if missing:
-            raise ValueError(f"optimizer state lacks {missing}")
-        self.layout.check_described(run["layout"], "optimizer state")
-        self.subspace.check_state_dict(run["subspace"])
-        num_blocks = -(-self.subspace.dim // self.subspace.block_dim)
-        vertices = num_vertices(self.rule.polytope, self.subspace.block_dim)
-        _check_tensor("z", run["z"], tuple(self.z.shape), floating=True)
-        generator = self.generator.get_state()
-        _check_tensor("generator", run["generator"], tuple(generator.shape), generator.dtype)
-        duals = run["duals"]
-        if not isinstance(duals, dict) or set(duals) != {"f", "g"}:
-            raise ValueError("optimizer state duals must be a dict with keys 'f' and 'g'")
-        for key, size in (("f", num_blocks), ("g", vertices)):
-            if duals[key] is not None:
-                _check_tensor(f"duals {key}", duals[key], (size,), floating=True)
-        for key in ("iteration", "evaluations", "skipped_steps", "seed"):
-            value = run[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"optimizer state {key} must be an int >= 0, got {value!r}")
-        rule = run["rule"]
-        if not isinstance(rule, dict) or set(rule) != set(GROUP_KEYS):
-            raise ValueError(f"optimizer state rule must be a dict with keys {list(GROUP_KEYS)}")
-        try:
-            return run, {k: from_state(rule[k]) for k in GROUP_KEYS}, saved_group
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"optimizer state rule holds an invalid schedule: {exc}") from exc
-
-    def _check_saved_groups(self, groups: Any, owns: Any) -> dict[str, Any]:
-        """The one saved group of a format-2 state, checked against this optimizer."""
-        if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict):
-            raise ValueError("optimizer state param_groups must be a list of one dict")
-        group = groups[0]
-        wanted = list(range(len(self.group["params"])))
-        if group.get("params") != wanted:
-            raise ValueError(
-                f"optimizer state param_groups params must be {wanted[:3]}... "
-                f"({len(wanted)} parameters), got {group.get('params')!r:.80}"
-            )
-        for key in (*GROUP_KEYS, *GROUP_ALIASES):
-            if key not in group:
-                raise ValueError(f"optimizer state param_groups lack {key!r}")
-            check_group_value(key, group[key])
-        for alias, target in GROUP_ALIASES.items():
-            if group[alias] != group[target]:
-                raise ValueError(
-                    f"optimizer state param_groups {alias!r} ({group[alias]!r}) differs from "
-                    f"its alias {target!r} ({group[target]!r})"
-                )
-        if not isinstance(owns, list) or not set(owns) <= set(GROUP_KEYS):
-            raise ValueError(
-                f"optimizer state group_owns must be a list of keys from {list(GROUP_KEYS)}, "
-                f"got {owns!r}"
-            )
-        return group
+        restore(self, state)
 
     def __repr__(self) -> str:
         return (
             f"PolyStepOptimizer(preset={self.preset!r}, subspace={self.subspace!r}, "
             f"solver={self.rule.solver!r}, iteration={self.iteration})"
         )
-
-
-# -- state checks (used by load_state_dict) ------------------------------------------------
-STATE_FORMAT = 2  # version of state_dict(); load_state_dict reads it and version 1
-STATE_KEYS_V1 = frozenset(
-    {
-        "layout",
-        "iteration",
-        "evaluations",
-        "skipped_steps",
-        "z",
-        "generator",
-        "duals",
-        "subspace",
-        "rule",
-        "seed",
-    }
-)
-STATE_KEYS = STATE_KEYS_V1 | {"group_owns"}
-
-
-def _check_tensor(
-    name: str,
-    value: Any,
-    shape: tuple[int, ...],
-    dtype: torch.dtype | None = None,
-    *,
-    floating: bool = False,
-) -> None:
-    """Raise a ValueError naming ``name`` unless ``value`` is a tensor of ``shape`` (and dtype)."""
-    if not isinstance(value, torch.Tensor):
-        raise ValueError(f"optimizer state {name} must be a tensor, got {type(value).__name__}")
-    if tuple(value.shape) != shape:
-        raise ValueError(
-            f"optimizer state {name} has shape {tuple(value.shape)}, this optimizer needs {shape}"
-        )
-    if (dtype is not None and value.dtype != dtype) or (floating and not value.is_floating_point()):
-        wanted = dtype or "a floating dtype"
-        raise ValueError(f"optimizer state {name} has dtype {value.dtype}, expected {wanted}")

@@ -215,7 +215,8 @@ class ProblemRun:
     """A problem run around the engine's ``state``: its checkpoint is the engine's (under
     ``"engine"``) plus ``config`` (must match on load), ``history``, wall ``seconds`` (counted
     across resumes), ``seed`` and the run's :meth:`own_state`. Subclasses set ``state``,
-    ``config``, ``history`` and ``seed``, and call :meth:`start_clock` first."""
+    ``config``, ``history`` and ``seed``, call :meth:`start_clock` first, and define
+    ``finished``, ``step()`` (returns the step's metrics) and ``result()``."""
 
     state: Any  # EngineState
     config: dict[str, Any]
@@ -228,6 +229,17 @@ class ProblemRun:
     @property
     def seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started
+
+    def run(
+        self, callback: Callable[[Any], None] | None = None, max_seconds: float | None = None
+    ) -> Any:
+        """``step()`` until ``finished`` (or past ``max_seconds``, checked between steps), with
+        ``callback(metrics)`` after every step; returns ``result()``."""
+        while not self.finished and (max_seconds is None or self.seconds <= max_seconds):
+            metrics = self.step()
+            if callback is not None:
+                callback(metrics)
+        return self.result()
 
     def own_state(self) -> dict[str, Any]:
         """The run's own fields in its checkpoint."""

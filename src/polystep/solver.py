@@ -46,13 +46,8 @@ class SolverState(EngineState):
         super().__init__(*args, **kwargs)
         self.costs: list[float] = [] if costs is None else costs
 
-    @property
-    def positions(self) -> torch.Tensor:
-        return self.x
-
-    @property
-    def best_cost(self) -> float:
-        return self.best
+    positions = property(lambda self: self.x, doc="The particles ``(N, dim)`` (``x``).")
+    best_cost = property(lambda self: self.best, doc="The best particle value (``best``).")
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "costs": list(self.costs)}
@@ -157,8 +152,7 @@ class PolyStep:
         probes = engine.ask(state)
         engine.tell(state, evaluate_in_chunks(self.objective, probes, self.chunk_size))
         values = self._score(state, state.x)
-        clean = torch.where(torch.isfinite(values), values, torch.full_like(values, math.inf))
-        state.costs.append(float(clean.min()))
+        state.costs.append(float(torch.where(torch.isfinite(values), values, math.inf).min()))
         return state
 
     def run(self, x: torch.Tensor) -> SolverState:

@@ -36,7 +36,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from polystep.blocks import num_blocks
 from polystep.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -46,7 +45,6 @@ from polystep.checkpoint import (
 from polystep.deadline import StepBudget, TrainingClock
 from polystep.distributed import is_writer, report
 from polystep.evaluate.base import LossFn, evaluation_mode
-from polystep.geometry import num_vertices
 from polystep.optimizer import PolyStepOptimizer
 from polystep.validation import check_positive_int
 
@@ -338,13 +336,7 @@ def forward_passes_per_step(optimizer: torch.optim.Optimizer) -> int:
     """Forward passes one step costs: a PolyStep step scores its candidates (as
     ``optimizer.evaluations`` counts them) and the current weights once; a gradient step runs
     one forward pass (its backward pass is not counted)."""
-    if not isinstance(optimizer, PolyStepOptimizer):
-        return 1
-    rule, space = optimizer.rule, optimizer.subspace
-    blocks = num_blocks(space.dim, space.block_dim)
-    if optimizer.blocks_per_step is not None:
-        blocks = min(blocks, optimizer.blocks_per_step)
-    return blocks * num_vertices(rule.polytope, space.block_dim) * rule.num_probe + 1
+    return optimizer.engine().popsize + 1 if isinstance(optimizer, PolyStepOptimizer) else 1
 
 
 def gradient_step(

@@ -1,9 +1,11 @@
-"""Evaluation budgets shared by every baseline (and PolyStep runs compared against them).
+"""Budgeted ask/tell runs of the vector baselines.
 
-A :class:`Budget` counts forward passes (one candidate evaluated on one batch = 1) and/or wall
-seconds. Forward-pass accounting is exact: :meth:`Budget.charge` refuses to go over the limit, so a
-method driven through :class:`CountedObjective` can never exceed it. The wall-clock limit is checked
-between evaluations (a batch that starts before the deadline is allowed to finish).
+The budget is the one of :func:`polystep.training.train` and the bench,
+:class:`~polystep.deadline.StepBudget` (:class:`Budget` is it under the earlier argument names):
+forward passes (one candidate evaluated on one batch = 1) and/or seconds. Forward-pass accounting
+is exact: ``charge`` refuses to go over the limit, so a method driven through
+:class:`CountedObjective` can never exceed it; a generation starts only if its evaluations fit and
+its estimated time (the longest of the last few generations) would end within the seconds.
 """
 
 from __future__ import annotations
@@ -16,24 +18,16 @@ from typing import Any
 
 import torch
 
+from polystep.deadline import BudgetExceeded as BudgetExceeded  # re-exported
+from polystep.deadline import StepBudget
+
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
 
-class BudgetExceeded(RuntimeError):
-    """Raised when an evaluation would spend more than the remaining forward-pass budget."""
-
-
-class Budget:
-    """Forward-pass and/or wall-second limit with exact accounting.
-
-    Args:
-        max_evals: forward passes allowed (None: unlimited).
-        max_seconds: wall seconds allowed, measured from the first :meth:`start` / :meth:`charge`
-            (None: unlimited).
-        clock: time source (``time.perf_counter``; injectable for tests).
-
-    At least one limit must be given.
-    """
+class Budget(StepBudget):
+    """The one budget, :class:`~polystep.deadline.StepBudget`, under the baselines' earlier
+    argument name ``max_evals`` (also readable as ``max_evals`` / ``remaining_evals``). Here at
+    least one limit must be given, and a forward-pass limit is at least 1."""
 
     def __init__(
         self,
@@ -48,70 +42,10 @@ class Budget:
             isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1
         ):
             raise ValueError(f"max_evals must be None or a positive int, got {max_evals!r}")
-        if max_seconds is not None and (
-            isinstance(max_seconds, bool)
-            or not isinstance(max_seconds, int | float)
-            or not max_seconds > 0
-        ):
-            raise ValueError(f"max_seconds must be None or a positive number, got {max_seconds!r}")
-        self.max_evals = max_evals
-        self.max_seconds = None if max_seconds is None else float(max_seconds)
-        self.clock = clock
-        self.evaluations = 0
-        self._t0: float | None = None
+        super().__init__(max_evals, max_seconds, clock=clock)
 
-    def start(self) -> Budget:
-        """Start the wall clock (idempotent); returns self."""
-        if self._t0 is None:
-            self._t0 = self.clock()
-        return self
-
-    @property
-    def elapsed(self) -> float:
-        """Wall seconds since :meth:`start` (0 before)."""
-        return 0.0 if self._t0 is None else self.clock() - self._t0
-
-    @property
-    def remaining_evals(self) -> float:
-        """Forward passes left (``math.inf`` without a forward-pass limit)."""
-        return math.inf if self.max_evals is None else self.max_evals - self.evaluations
-
-    def time_up(self) -> bool:
-        """True once the wall-clock limit is reached."""
-        return self.max_seconds is not None and self.elapsed >= self.max_seconds
-
-    def allows(self, n: int) -> bool:
-        """Whether ``n`` more forward passes fit (and time is not up)."""
-        return n <= self.remaining_evals and not self.time_up()
-
-    def exhausted(self) -> bool:
-        """True when not even one more forward pass is allowed."""
-        return not self.allows(1)
-
-    def charge(self, n: int) -> None:
-        """Record ``n`` forward passes; raises :class:`BudgetExceeded` when they do not fit."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative int, got {n!r}")
-        self.start()
-        if n > self.remaining_evals:
-            raise BudgetExceeded(
-                f"{n} evaluations requested, {self.remaining_evals} left of {self.max_evals}"
-            )
-        self.evaluations += n
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "max_evals": self.max_evals,
-            "max_seconds": self.max_seconds,
-            "evaluations": self.evaluations,
-            "elapsed": self.elapsed,
-        }
-
-    def __repr__(self) -> str:
-        return (
-            f"Budget(evaluations={self.evaluations}/{self.max_evals}, "
-            f"elapsed={self.elapsed:.2f}/{self.max_seconds})"
-        )
+    max_evals = property(lambda self: self.max_evaluations)
+    remaining_evals = property(lambda self: self.remaining_evaluations)
 
 
 class CountedObjective:
@@ -121,7 +55,7 @@ class CountedObjective:
     point it actually evaluated.
     """
 
-    def __init__(self, fn: Objective, budget: Budget) -> None:
+    def __init__(self, fn: Objective, budget: StepBudget) -> None:
         if not callable(fn):
             raise ValueError("fn must be callable: (N, D) -> (N,)")
         self.fn = fn
@@ -158,13 +92,14 @@ class BaselineResult:
 def run_ask_tell(
     optimizer: Any,
     objective: Objective,
-    budget: Budget,
+    budget: StepBudget,
     *,
     callback: Callable[[dict[str, float]], None] | None = None,
 ) -> BaselineResult:
     """Drive an ask/tell optimizer (``ask() -> (N, D)``, ``tell((N,))``) until the budget ends.
 
-    A generation runs only when all its ``N`` evaluations fit, so the forward-pass limit is never
+    A generation runs only when all its ``N`` evaluations fit and its estimated time would end
+    within the budget's seconds (:meth:`~polystep.deadline.StepBudget.allows`), so no limit is
     exceeded. ``callback`` receives one history record per generation.
     """
     counted = CountedObjective(objective, budget)
@@ -201,7 +136,7 @@ class AskTellRunner:
     def run(
         self,
         objective: Objective,
-        budget: Budget,
+        budget: StepBudget,
         *,
         callback: Callable[[dict[str, float]], None] | None = None,
     ) -> BaselineResult:

@@ -96,7 +96,9 @@ class ModuleObjective:
             batch = next(self._iter)
         except StopIteration:
             self._iter = iter(self.batches)
-            batch = next(self._iter)
+            batch = next(self._iter, None)
+            if batch is None:
+                raise ValueError("the batches stream yielded no batch") from None
         self.batch = (batch[0], batch[1])
         self.batches_drawn += 1
         return self.batch

@@ -6,7 +6,8 @@ passes and, when given, ``max_seconds`` training seconds, with the same rule for
 time would end within the budget; validation is not training time). The :class:`Selector`
 scores the model on validation as it goes. PolyStep and Adam run through
 :func:`polystep.training.train`, the loop users call; the vector baselines (OpenAI-ES, SPSA,
-CMA-ES) search the flat parameter vector by ask/tell and keep their own short loop here.
+CMA-ES) search the flat parameter vector through :func:`polystep.baselines.run_ask_tell` on the
+same budget and clock.
 Forward passes: one candidate (or population member, or SPSA probe) scored on one batch counts
 1, and so does PolyStep's forward pass of the current weights that each step reports as its loss;
 an Adam step on one batch counts 1 (its backward pass is not counted; the wall seconds show its
@@ -15,23 +16,22 @@ cost).
 Each runner returns ``evaluations``, ``budget_seconds_used`` (training seconds the budget
 counted), ``longest_step_seconds`` and its step count (``steps`` or ``generations``).
 
-Baseline settings are :data:`polystep.baselines.NN_PRESETS`, chosen on the digits VALIDATION
-split with the earlier ``tune_baselines.py`` (git history; ``benchmarks/tune.py`` is the one
-protocol now; see ``polystep.baselines.presets``); they are not tuned per task and never on test
-data.
+Every runner takes its ``settings`` from the caller (:mod:`polystep.bench.overrides`): by
+default PolyStep's preset and the baselines' :data:`polystep.baselines.NN_PRESETS`, chosen on the
+digits VALIDATION split with the earlier ``tune_baselines.py`` (git history; see
+``polystep.baselines.presets``), or a tuning trial's or tuned selection's (``benchmarks/tune.py``,
+validation only, never test data).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from polystep.baselines import NN_PRESETS, ModuleObjective, make_nn_baseline
+from polystep.baselines import ModuleObjective, make_baseline, run_ask_tell
 from polystep.bench.selection import SelectionCallback, Selector
-from polystep.bench.tasks import TaskSpec
 from polystep.data import Loaders
 from polystep.deadline import StepBudget, TrainingClock
 from polystep.distributed import report
@@ -72,7 +72,7 @@ def _train(
 
 
 def run_polystep(
-    task: TaskSpec,
+    settings: dict[str, Any],
     model: nn.Module,
     loaders: Loaders,
     selector: Selector,
@@ -81,8 +81,8 @@ def run_polystep(
     max_evaluations: int,
     max_seconds: float | None,
 ) -> dict[str, Any]:
-    """PolyStepOptimizer with the task's preset through ``train()``."""
-    optimizer = PolyStepOptimizer(model, preset=task.preset, seed=seed)
+    """PolyStepOptimizer with ``settings`` (a preset's, or a tuning trial's) through ``train()``."""
+    optimizer = PolyStepOptimizer(model, preset=settings, seed=seed)
     per_step = forward_passes_per_step(optimizer)
     spent = _train(
         model, optimizer, loaders, selector.callback(model), max_evaluations, max_seconds
@@ -101,27 +101,18 @@ def run_adam(
     loaders: Loaders,
     selector: Selector,
     *,
+    settings: dict[str, Any],
     max_evaluations: int,
     max_seconds: float | None,
 ) -> dict[str, Any]:
-    """torch.optim.Adam on the smooth twin through ``train()``; the HARD model (the twin's
-    weights copied in) is what is selected and scored."""
+    """torch.optim.Adam with ``settings`` on the smooth twin through ``train()``; the HARD model
+    (the twin's weights copied in) is what is selected and scored."""
     twin.load_state_dict(model.state_dict())
-    optimizer = torch.optim.Adam(twin.parameters(), **NN_PRESETS["adam"])
+    optimizer = torch.optim.Adam(twin.parameters(), **settings)
     callback = selector.callback(model, trained=twin)
     spent = _train(twin, optimizer, loaders, callback, max_evaluations, max_seconds)
     model.load_state_dict(twin.state_dict())
     return {**spent, "steps": callback.steps}
-
-
-def _forever(batches: Any) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    while True:
-        yielded = False
-        for batch in batches:
-            yielded = True
-            yield batch
-        if not yielded:
-            raise ValueError("the training loader yielded no batch")
 
 
 def run_vector_baseline(
@@ -131,12 +122,14 @@ def run_vector_baseline(
     selector: Selector,
     seed: int,
     *,
+    settings: dict[str, Any],
     max_evaluations: int,
     max_seconds: float | None,
 ) -> dict[str, Any]:
-    """OpenAI-ES / SPSA / CMA-ES over the full flat parameter vector, one batch per generation."""
-    objective = ModuleObjective(model, nn.CrossEntropyLoss(), _forever(loaders.train))
-    es = make_nn_baseline(name, objective.dim, x0=objective.x0, seed=seed)
+    """OpenAI-ES / SPSA / CMA-ES with ``settings`` over the full flat parameter vector, one batch
+    per generation."""
+    objective = ModuleObjective(model, nn.CrossEntropyLoss(), loaders.train)
+    es = make_baseline(name, objective.dim, x0=objective.x0, seed=seed, **settings)
     clock = TrainingClock()
     budget = StepBudget(max_evaluations, max_seconds, clock=clock)
 
@@ -144,15 +137,11 @@ def run_vector_baseline(
         with clock.excluded():
             selector.observe(model, budget.evaluations, budget.steps, budget.elapsed, force=force)
 
-    observe(force=True)  # the untrained model
-    budget.start()
-    while True:
-        population = es.ask()
-        if not budget.allows(int(population.shape[0])):
-            break
-        es.tell(objective(population))
-        budget.charge(int(population.shape[0]))
+    def generation(record: dict[str, float]) -> None:
         objective.load(es.mean, model)
         observe()
+
+    observe(force=True)  # the untrained model
+    run_ask_tell(es, objective, budget, callback=generation)
     observe(force=True)
     return {**_spent(budget), "generations": budget.steps}

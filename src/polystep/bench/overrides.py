@@ -1,26 +1,21 @@
-"""Run a bench method with some of its settings replaced (a tuning trial, or a tuned selection).
+"""The settings a bench method runs with: its table's, with some replaced (a tuning trial, or a
+tuned selection).
 
-The method runners of :mod:`polystep.bench.methods` read their settings from two tables: PolyStep
-from ``polystep.optimizer.PRESETS[task.preset]`` and the baselines from
-:data:`polystep.baselines.NN_PRESETS`. :func:`configured` puts ``overrides`` on top of the right
-table for the length of one run and gives back the task to run (a PolyStep task points at a
-temporary preset) and the settings the run really uses, which the run's record stores.
+PolyStep reads its settings from ``polystep.presets.PRESETS[task.preset]`` and the baselines
+from :data:`polystep.baselines.NN_PRESETS`. :func:`resolved_settings` puts ``overrides`` on top
+of a copy; the runner passes the result down to the method (the tables never change), and the
+run's record stores it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from polystep.baselines import NN_PRESETS
 from polystep.bench.methods import METHODS
 from polystep.bench.tasks import TaskSpec
-from polystep.optimizer import PRESETS
-
-TEMP_PRESET = "_bench_overrides"
+from polystep.presets import PRESETS
 
 
 def base_settings(task: TaskSpec, method: str) -> dict[str, Any]:
@@ -41,29 +36,3 @@ def resolved_settings(task: TaskSpec, method: str, overrides: dict[str, Any]) ->
             f"overrides for {method} must be among {sorted(base)}, got unknown {unknown}"
         )
     return json.loads(json.dumps({**base, **overrides}))
-
-
-@contextlib.contextmanager
-def configured(
-    task: TaskSpec, method: str, overrides: dict[str, Any]
-) -> Iterator[tuple[TaskSpec, dict[str, Any]]]:
-    """``(task to run, settings used)`` with ``overrides`` in force until the block ends."""
-    settings = resolved_settings(task, method, overrides)
-    if not overrides:
-        yield task, settings
-        return
-    if method == "polystep":
-        if TEMP_PRESET in PRESETS:
-            raise RuntimeError("configured() blocks do not nest")
-        PRESETS[TEMP_PRESET] = settings
-        try:
-            yield dataclasses.replace(task, preset=TEMP_PRESET), settings
-        finally:
-            del PRESETS[TEMP_PRESET]
-        return
-    saved = NN_PRESETS[method]
-    NN_PRESETS[method] = settings
-    try:
-        yield task, settings
-    finally:
-        NN_PRESETS[method] = saved

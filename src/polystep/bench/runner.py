@@ -29,7 +29,7 @@ from polystep import __version__
 from polystep.bench import methods
 from polystep.bench.codeversion import code_version
 from polystep.bench.outdir import config_mismatch, refuse_stale
-from polystep.bench.overrides import configured, resolved_settings
+from polystep.bench.overrides import resolved_settings
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TASKS, TaskSpec, data_label, load_task_data
 from polystep.data import Loaders, Splits, make_loaders
@@ -110,15 +110,17 @@ def run_config(
 
 @dataclass
 class Trained:
-    """What one training run leaves: the trained model, its data and selector, and what the
-    method runner returned (``evaluations``, ``steps``, ``budget_seconds_used`` (training
-    seconds counted against the budget, validation excluded), ``longest_step_seconds``, ...)."""
+    """What one training run leaves: the trained model, its data and selector, what the method
+    runner returned (``evaluations``, ``steps``, ``budget_seconds_used`` (training seconds
+    counted against the budget, validation excluded), ``longest_step_seconds``, ...), and the
+    run's :func:`run_config`."""
 
     model: nn.Module
     loaders: Loaders
     selector: Selector
     extra: dict[str, Any]
     seconds: float  # wall seconds of training, validation included
+    config: dict[str, Any]
 
 
 def train_one(
@@ -133,10 +135,15 @@ def train_one(
     device: str,
     overrides: dict[str, Any] | None = None,
 ) -> Trained:
-    """Train ``method`` on ``task`` under the bench protocol; the test split is not touched."""
+    """Train ``method`` on ``task`` under the bench protocol with its settings as
+    :func:`run_config` resolves them (passed down to the method); the test split is not touched."""
     if method not in methods.METHODS:
         raise ValueError(f"method must be one of {methods.METHODS}, got {method!r}")
-    spec = task.scales[scale]
+    config = run_config(
+        task, method, scale=scale, budget_fwd=budget_fwd, budget_seconds=budget_seconds,
+        device=device, overrides=overrides,
+    )  # fmt: skip
+    settings, spec = config["settings"], task.scales[scale]
     torch.manual_seed(seed)
     model = task.model(splits.num_features, splits.num_classes, scale).to(device)
     loaders = make_loaders(splits.to(device), spec.batch_size, seed=seed, fast=True)
@@ -147,19 +154,19 @@ def train_one(
     )
     limits = {"max_evaluations": budget_fwd, "max_seconds": budget_seconds}
     started = time.perf_counter()
-    with configured(task, method, overrides or {}) as (run_task, _):
-        if method == "polystep":
-            extra = methods.run_polystep(run_task, model, loaders, selector, seed, **limits)
-        elif method == "adam":
-            twin = (
-                task.model(splits.num_features, splits.num_classes, scale, surrogate=True)
-                if task.has_twin
-                else copy.deepcopy(model)
-            ).to(device)
-            extra = methods.run_adam(model, twin, loaders, selector, **limits)
-        else:
-            extra = methods.run_vector_baseline(method, model, loaders, selector, seed, **limits)
-    return Trained(model, loaders, selector, extra, time.perf_counter() - started)
+    if method == "polystep":
+        extra = methods.run_polystep(settings, model, loaders, selector, seed, **limits)
+    elif method == "adam":
+        twin = (
+            task.model(splits.num_features, splits.num_classes, scale, surrogate=True)
+            if task.has_twin
+            else copy.deepcopy(model)
+        ).to(device)
+        extra = methods.run_adam(model, twin, loaders, selector, settings=settings, **limits)
+    else:
+        run = methods.run_vector_baseline
+        extra = run(method, model, loaders, selector, seed, settings=settings, **limits)
+    return Trained(model, loaders, selector, extra, time.perf_counter() - started, config)
 
 
 def run_one(
@@ -175,10 +182,6 @@ def run_one(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One training run; returns the JSON payload (config, versions, machine, figures, curve)."""
-    config = run_config(
-        task, method, scale=scale, budget_fwd=budget_fwd, budget_seconds=budget_seconds,
-        device=device, overrides=overrides,
-    )  # fmt: skip
     run = train_one(
         task, method, seed, splits, scale=scale, budget_fwd=budget_fwd,
         budget_seconds=budget_seconds, device=device, overrides=overrides,
@@ -190,7 +193,7 @@ def run_one(
         "seed": seed,
         "scale": scale,
         "data": data_label(task, scale),
-        "config": {**config, "splits": splits.sizes()},
+        "config": {**run.config, "splits": splits.sizes()},
         "protocol": PROTOCOL,
         "versions": {"polystep": __version__, "torch": torch.__version__},
         "code": code_version(),

@@ -148,10 +148,6 @@ def run_trial(
     mnist_dir: str | None = None,
 ) -> dict[str, Any]:
     """One tuning trial: train, score validation only, return its log line."""
-    settings = run_config(
-        task, method, scale=scale, budget_fwd=budget_fwd, budget_seconds=budget_seconds,
-        device=device, overrides=config,
-    )  # fmt: skip
     splits = load_task_data(task, scale, seed, mnist_dir=mnist_dir)
     run = train_one(
         task, method, seed, splits, scale=scale, budget_fwd=budget_fwd,
@@ -166,8 +162,8 @@ def run_trial(
         "budget_fwd": budget_fwd,
         "budget_seconds": budget_seconds,
         "config": config,
-        "settings": settings["settings"],
-        "threads": settings["threads"],
+        "settings": run.config["settings"],
+        "threads": run.config["threads"],
         "val_acc_best": run.selector.best_val,
         "val_acc_last": run.selector.curve[-1]["val_acc"],
         "selected_step": run.selector.best_step,

@@ -12,6 +12,7 @@ from polystep.problems.maxsat.objective import (
     unsat_weight,
     unsat_weight_numpy,
 )
+from polystep.problems.maxsat.openai_es import solve_maxsat_openai_es
 from polystep.problems.maxsat.solve import (
     DEFAULT_PRESET,
     ESConfig,
@@ -20,7 +21,6 @@ from polystep.problems.maxsat.solve import (
     preset_for_budget,
     satisfied_fraction,
     solve_maxsat,
-    solve_maxsat_openai_es,
 )
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Policy search: PolyStep (preset + driver) and the OpenAI-ES baseline at equal evaluations.
+"""Policy search: PolyStep's driver, and the OpenAI-ES baseline at equal evaluations
+(:mod:`.openai_es`; presets: :mod:`.presets`).
 
 The search vector is the policy's flat parameter vector (about 100-170 numbers here), searched
 either directly or through a random ``k``-dimensional subspace around the current parameters:
@@ -17,7 +18,6 @@ a search episode.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -25,9 +25,8 @@ from typing import Any
 
 import torch
 
-from polystep.blocks import num_blocks
 from polystep.distributed import Shard
-from polystep.engine import Engine, Subspace, population, shaping
+from polystep.engine import Engine, Subspace, shaping
 from polystep.parts import ProblemRun
 from polystep.problems.rl.envs import (
     HELDOUT_STREAM,
@@ -38,113 +37,14 @@ from polystep.problems.rl.envs import (
 )
 from polystep.problems.rl.gym_adapter import gym_vector_returns
 from polystep.problems.rl.policies import MLPPolicy
-from polystep.schedules import Cosine
-from polystep.step import StepRule
-
-
-@dataclass(frozen=True, kw_only=True)
-class PolicySearchPreset:
-    """PolyStep settings for small-policy search. Radii are distances in search coordinates.
-
-    ``epsilon`` is in units of the step's mean cost spread (``scale_cost="mean"``), so the same
-    numbers serve CartPole (returns up to 500) and Acrobot (returns down to -500). Each
-    ``(init, target)`` pair is a cosine decay over the run. ``horizon`` caps the search episodes
-    (held-out evaluation always plays the environment's full horizon).
-
-    Flat start: while every candidate of every step so far has scored the same (a fresh policy
-    that always picks one action, or never swings Acrobot up within ``horizon``), the costs
-    carry no information and the softmax move is zero. The search then folds ``z`` into the base
-    point and scales the next probes and moves by ``stall_growth`` per flat step (at most
-    ``stall_max``); from the first step whose costs differ, the scale is 1 for the rest of the
-    run (a later plateau, e.g. every candidate at CartPole's maximum 500, is left alone). Runs
-    whose first step is informative are unaffected.
-
-    Best incumbent (``keep_best``): every step also plays the incumbent itself on that step's
-    search episodes (one more evaluation a step, counted in the budget), and one last evaluation
-    scores the incumbent after the final move on a fresh search draw. The search returns the
-    incumbent with the best of these search scores (ties: the later one) instead of the last, so
-    a late move onto a worse policy (noisy 16-episode costs, quantized policies) is not what gets
-    reported. Only search episodes are used; held-out episodes never take part in the choice.
-    """
-
-    rollouts: int = 16
-    subspace_dim: int | None = 24
-    block_dim: int = 4
-    polytope: str = "orthoplex"
-    epsilon: tuple[float, float] = (1.0, 0.1)
-    step_radius: tuple[float, float] = (0.5, 0.05)
-    probe_radius: tuple[float, float] = (1.0, 0.1)
-    redraw_every: int = 1
-    init_scale: float = 1.0
-    horizon: int | None = None
-    stall_growth: float = 2.0
-    stall_max: float = 64.0
-    keep_best: bool = False
-
-    def popsize(self, dim: int) -> int:
-        """Candidates per step for a policy with ``dim`` parameters (without the incumbent)."""
-        k = dim if self.subspace_dim is None else min(self.subspace_dim, dim)
-        return population(self.polytope, self.block_dim, num_blocks(k, self.block_dim))
-
-    def steps(self, dim: int, budget: int) -> int:
-        """Steps that fit ``budget`` evaluations, incumbent evaluations included."""
-        if self.keep_best:
-            return (budget - 1) // (self.popsize(dim) + 1)
-        return budget // self.popsize(dim)
-
-    def rule(self, steps: int) -> StepRule:
-        def cosine(pair: tuple[float, float]) -> Cosine:
-            return Cosine(init=pair[0], target=pair[1], total_steps=max(1, steps))
-
-        return StepRule.build(
-            epsilon=cosine(self.epsilon),
-            step_radius=cosine(self.step_radius),
-            probe_radius=cosine(self.probe_radius),
-            polytope=self.polytope,
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
-class OpenAIESPreset:
-    """OpenAI-ES settings for the baseline (see ``polystep.baselines.openai_es``)."""
-
-    rollouts: int = 16
-    popsize: int = 50
-    sigma: float = 0.1
-    sigma_final: float | None = None
-    learning_rate: float = 0.05
-    init_scale: float = 1.0
-    horizon: int | None = None
-
-
-# Tuned on seeds 1, 2, 3 only (never on the reported 42, 123, 456); see benchmarks/results/rl.
-# Both environments: a 24-dim random subspace redrawn every step, 6 particles x 8 orthoplex
-# vertices = 48 candidates a step. CartPole: 67 steps in 3,216 evaluations. Acrobot: the
-# incumbent is played too (keep_best, 49 evaluations a step, 195 steps in 9,600) and the best
-# incumbent by search score is returned; it searches with a 200-step horizon (held-out
-# evaluation uses 500). keep_best is off for CartPole: its two lost steps cost tanh seed 3
-# (held-out 454 instead of 500).
-_SUBSPACE: dict[str, Any] = {"probe_radius": (3.0, 0.45), "step_radius": (0.2, 0.03)}
-POLYSTEP_PRESETS: dict[str, dict[str, Any]] = {
-    "cartpole": dict(_SUBSPACE),
-    "acrobot": {**_SUBSPACE, "keep_best": True, "horizon": 200},
-}
-OPENAI_ES_PRESETS: dict[str, dict[str, Any]] = {
-    "cartpole": {"popsize": 50},
-    "acrobot": {"popsize": 200, "horizon": 200},
-}
-
-
-def polystep_preset(env: str, policy: str = "tanh") -> PolicySearchPreset:
-    """The documented PolyStep preset for ``env`` (``"cartpole"`` / ``"acrobot"``)."""
-    del policy  # one preset per environment serves every policy
-    return PolicySearchPreset(**POLYSTEP_PRESETS.get(env, {}))
-
-
-def openai_es_preset(env: str, policy: str = "tanh") -> OpenAIESPreset:
-    """The OpenAI-ES baseline settings for ``env``."""
-    del policy
-    return OpenAIESPreset(**OPENAI_ES_PRESETS.get(env, {}))
+from polystep.problems.rl.presets import (  # noqa: F401  (also imported from here)
+    OPENAI_ES_PRESETS,
+    POLYSTEP_PRESETS,
+    OpenAIESPreset,
+    PolicySearchPreset,
+    openai_es_preset,
+    polystep_preset,
+)
 
 
 @dataclass
@@ -213,16 +113,14 @@ def search_policy(
         if not isinstance(preset, PolicySearchPreset):
             raise ValueError("method='polystep' needs a PolicySearchPreset")
         search = PolicySearch(env, policy, budget_evals=budget_evals, seed=seed, preset=preset)
-        while not search.finished:
-            step, evaluations, best_return = search.step()
-            if callback is not None:
-                callback(step, evaluations, best_return)
-        return search.result()
+        return search.run(None if callback is None else lambda metrics: callback(*metrics))
     if method == "openai_es":
         preset = preset if preset is not None else OpenAIESPreset()
         if not isinstance(preset, OpenAIESPreset):
             raise ValueError("method='openai_es' needs an OpenAIESPreset")
-        return _search_openai_es(env, policy, budget_evals, seed, preset, callback)
+        from polystep.problems.rl.openai_es import search_openai_es
+
+        return search_openai_es(env, policy, budget_evals, seed, preset, callback)
     raise ValueError(f"method must be 'polystep' or 'openai_es', got {method!r}")
 
 
@@ -324,54 +222,6 @@ class PolicySearch(ProblemRun):
             history=list(self.history),
             config={"popsize": self.preset.popsize(self.policy.dim), **asdict(self.preset)},
         )
-
-
-def _search_openai_es(
-    env: Any,
-    policy: MLPPolicy,
-    budget: int,
-    seed: int,
-    preset: OpenAIESPreset,
-    callback: Callback | None,
-) -> PolicySearchResult:
-    from polystep.baselines.openai_es import OpenAIES
-
-    start = time.perf_counter()
-    generations = budget // preset.popsize
-    if generations < 1:
-        raise ValueError(f"budget_evals must be at least one population ({preset.popsize})")
-    generator = torch.Generator().manual_seed(int(seed))
-    x0 = policy.init(generator) * preset.init_scale
-    es = OpenAIES(
-        policy.dim,
-        popsize=preset.popsize,
-        sigma=preset.sigma,
-        learning_rate=preset.learning_rate,
-        x0=x0,
-        seed=int(seed),
-    )
-    sigma = None
-    if preset.sigma_final is not None:
-        sigma = Cosine(init=preset.sigma, target=preset.sigma_final, total_steps=generations)
-    history: list[float] = []
-    for gen in range(generations):
-        if sigma is not None:
-            es.sigma = sigma(gen)
-        params = torch.as_tensor(es.ask(), dtype=torch.float32)
-        losses = _losses(env, policy, params, seed, gen, preset.rollouts, preset.horizon)
-        es.tell(losses)
-        history.append(-float(losses.min()))
-        if callback is not None:
-            callback(gen, (gen + 1) * preset.popsize, history[-1])
-    return PolicySearchResult(
-        params=torch.as_tensor(es.mean, dtype=torch.float32).clone(),
-        method="openai_es",
-        evaluations=generations * preset.popsize,
-        steps=generations,
-        seconds=time.perf_counter() - start,
-        history=history,
-        config=asdict(preset),
-    )
 
 
 def evaluate_policy(
