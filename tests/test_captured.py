@@ -21,6 +21,7 @@ from polystep.evaluate import (
     fused_kernels,
     make_evaluator,
 )
+from polystep.evaluate.graph import capture, run_graph
 from polystep.nn import LIF, QuantLinear, SpikeCount, SpikingMLP
 from polystep.optimizer import PolyStepOptimizer
 from polystep.subspace import FactoredSubspace, FullSpace, HybridSubspace
@@ -554,3 +555,12 @@ def test_a_matched_loop_without_kernels_falls_back_once_and_strict_mode_raises(
     assert torch.equal(got, want)
     with pytest.raises(FallbackError, match="compiler"):
         CapturedEvaluator(model, loss_fn, space, strict=True).evaluate(cands, batch)
+
+
+def test_a_layer_called_every_step_on_the_same_input_runs_once_per_forward() -> None:
+    model, _, (x, _), _ = setup("snn2", "factored", torch.float64)
+    calls = []
+    model.fc1.register_forward_hook(lambda *args: calls.append(1))
+    env = run_graph(capture(model), x)
+    assert len(calls) == 1  # fc1(x) in each of the T steps
+    assert torch.equal(env[next(n for n in env if n.op == "output")], model(x))

@@ -443,6 +443,8 @@ class CapturedEvaluator(Evaluator):
                 run = self._fused_run(plan, env, dims, base, shared)
                 for unit_sparse in (True, False):
                     group = rows[sparse == unit_sparse]
+                    if not len(group):
+                        continue
                     if unit_sparse and run is not None:
                         for chunk in chunks(group, self.chunk_size or run.chunk):
                             losses[chunk] = self._fused_losses(
