@@ -448,6 +448,24 @@ class TimedSNN(nn.Module):
         return torch.stack(record).sum(dim=0)
 
 
+class SummedSNN(SNN2):
+    """``.type_as``, ``(1 − s)·v``, ``β·v`` written after the current, ``sum(list)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v1 = torch.zeros_like(self.fc1(x))
+        v2 = x.new_zeros(x.shape[0], 5)
+        record = []
+        for _ in range(T):
+            v1 = self.fc1(x) + 0.7 * v1
+            s1 = (v1 >= 1.0).type_as(x)
+            v1 = (1.0 - s1) * v1
+            v2 = self.fc2(s1) + v2 * 0.9
+            s2 = (v2 >= 1.0).type_as(x)
+            v2 = (1.0 - s2) * v2
+            record.append(s2)
+        return sum(record)
+
+
 class Delayed(SNN2):
     """The output layer takes the PREVIOUS step's spikes: a different net, no kernel match."""
 
@@ -477,12 +495,12 @@ def loop_setup(model: nn.Module, dtype: torch.dtype, inputs: tuple[int, ...] = (
 
 @needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", ["snn2", "timed"])
+@pytest.mark.parametrize("name", ["snn2", "timed", "summed"])
 def test_hard_lif_loops_get_the_fused_kernels_and_agree(name: str, dtype: torch.dtype) -> None:
     """float64: the oracle to 1e-10; both dtypes: the eager captured suffix (the kernels'
     logits are spike counts, the same to the bit)."""
-    model = SNN2() if name == "snn2" else TimedSNN()
-    inputs = (24, 12) if name == "snn2" else (24, T, 12)
+    model = {"snn2": SNN2, "timed": TimedSNN, "summed": SummedSNN}[name]()
+    inputs = (24, T, 12) if name == "timed" else (24, 12)
     model, space, batch, cands = loop_setup(model, dtype, inputs)
     loss_fn = nn.CrossEntropyLoss()
     ev = CapturedEvaluator(model, loss_fn, space, chunk_size=23, strict=True)

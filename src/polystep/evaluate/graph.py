@@ -364,7 +364,10 @@ def shape_problem(gm: fx.GraphModule, plan: Plan, env: dict[fx.Node, Any]) -> st
             if not linear and env[src].shape[-1] != d:
                 return f"{_describe(node)} changes the number of units"
             continue
-        for a in node.all_input_nodes:
+        read = node.all_input_nodes
+        if node.target == "type_as" and plan.kind.get(node.args[0]) == DIRTY:
+            read = [node.args[0]]  # the other tensor gives its dtype only
+        for a in read:
             other = env[a]
             if plan.kind.get(a) == DIRTY and other.shape[-1] != d:
                 return f"{_describe(node)} broadcasts a changed operand along the unit dim"

@@ -8,7 +8,8 @@ steps, which ``torch.fx`` unrolls. Each step, per unit:
     v = v * (1.0 - s)             # or v - v * s: reset to 0
     count = count + s             # or spikes kept in a list and torch.stack(...).sum(0)
 
-the membrane starting at 0 (``torch.zeros``, ``zeros_like``, ``new_zeros`` or a literal 0).
+the membrane and the count starting at 0 (``torch.zeros``, ``zeros_like``, ``new_zeros``, a
+literal 0: ``sum(spikes)`` counts too).
 :func:`match_suffix` gives every node a candidate of one linear-like module changes (its
 :class:`~polystep.evaluate.graph.Plan`) one of these roles and returns the suffix they spell:
 
@@ -163,7 +164,7 @@ class _Roles:
         a, b = (self.operand(x) for x in node.args)
         pair = {a.kind: a, b.kind: b}
         if op == "add":
-            return self._add(node, a, b, pair)
+            return self._add(node, a, b)
         if op == "mul":
             if "reset" in pair and "const" in pair:
                 return Role("leak", pair["reset"].mem, pair["const"].value)
@@ -182,7 +183,9 @@ class _Roles:
             return Role("cmp", a.mem, b.value)
         return None
 
-    def _add(self, node: fx.Node, a: Role, b: Role, pair: dict[str, Role]) -> Role | None:
+    def _add(self, node: fx.Node, a: Role, b: Role) -> Role | None:
+        a, b = (Role("zero") if r.kind == "const" and r.value == 0 else r for r in (a, b))
+        pair = {a.kind: a, b.kind: b}
         if "spike" in pair and ("count" in pair or "zero" in pair) and a.kind != b.kind:
             before = pair["count"].spikes if "count" in pair else ()
             return Role("count", spikes=(*before, pair["spike"].mem))  # type: ignore[arg-type]
@@ -190,7 +193,7 @@ class _Roles:
             return None
         cur = node.args[[a.kind, b.kind].index("cur")]
         other = b if a.kind == "cur" else a
-        if other.kind == "zero" or (other.kind == "const" and other.value == 0):
+        if other.kind == "zero":
             self.prev[node] = None
         elif other.kind == "leak":
             self.prev[node], self.leak[node] = other.mem, other.value  # type: ignore[assignment]
