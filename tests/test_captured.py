@@ -582,3 +582,19 @@ def test_a_layer_called_every_step_on_the_same_input_runs_once_per_forward() -> 
     env = run_graph(capture(model), x)
     assert len(calls) == 1  # fc1(x) in each of the T steps
     assert torch.equal(env[next(n for n in env if n.op == "output")], model(x))
+
+
+@needs_kernels
+def test_kernel_chunks_on_two_threads_give_the_one_thread_losses() -> None:
+    model, space, batch, cands = loop_setup(SNN2(), torch.float32)
+    runs = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            ev = CapturedEvaluator(model, nn.CrossEntropyLoss(), space, chunk_size=16, strict=True)
+            runs.append(ev.evaluate(cands, batch))
+            assert ev.fused_candidates == len(cands)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(runs[0], runs[1])

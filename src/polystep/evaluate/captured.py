@@ -30,6 +30,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -63,7 +64,7 @@ from polystep.evaluate.graph import (
     run_graph,
     shape_problem,
 )
-from polystep.evaluate.layered import CPU_CHUNK_ELEMENTS, FallbackError
+from polystep.evaluate.layered import CPU_CHUNK_ELEMENTS, FallbackError, LayeredEvaluator
 from polystep.evaluate.loops import Match, match_suffix
 from polystep.evaluate.traits import Traits, UnitKernel, traits_of
 from polystep.evaluate.units import dedupe_slots, linear_weight
@@ -422,6 +423,8 @@ class CapturedEvaluator(Evaluator):
         device = candidates.block.device
         losses = torch.empty(len(candidates), dtype=torch.float64, device=device)
         shared: dict = {}
+        kernel_tasks: list[Callable[[], tuple[torch.Tensor, int]]] = []
+        kernel_rows: list[torch.Tensor] = []
         with evaluation_mode(self.model):
             env = run_graph(self.graph, inputs)
             self._check(env, inputs)
@@ -446,10 +449,13 @@ class CapturedEvaluator(Evaluator):
                     if not len(group):
                         continue
                     if unit_sparse and run is not None:
+                        cache = shared.setdefault((s, "fused"), {})
                         for chunk in chunks(group, self.chunk_size or run.chunk):
-                            losses[chunk] = self._fused_losses(
-                                plan, run, seg, s, candidates, chunk, targets, shared, base
-                            )
+                            kernel_tasks.append(partial(
+                                self._fused_losses, plan, run, seg, candidates, chunk, targets,
+                                cache, base,
+                            ))  # fmt: skip
+                            kernel_rows.append(chunk)
                         continue
                     per = self._per_candidate(plan, env, p if unit_sparse else None)
                     for chunk in chunks(group, self.chunk_size or max(1, CHUNK_ELEMENTS // per)):
@@ -458,6 +464,14 @@ class CapturedEvaluator(Evaluator):
                             plan, seg, s, candidates, chunk, env, targets, unit_sparse, shared,
                             dims, base if pairs else None,
                         )  # fmt: skip
+            sizes = [len(chunk) for chunk in kernel_rows]  # kernel chunks: n threads, n at once
+            pooled = [True] * len(kernel_tasks)
+            done = LayeredEvaluator._run(kernel_tasks, pooled, device, sizes, None)
+        for chunk, (value, pairs) in zip(kernel_rows, done, strict=True):
+            losses[chunk] = value
+            self.fused_candidates += len(chunk)
+            self.pairs_run += pairs
+            self.pairs_dense += len(chunk) * len(base)  # type: ignore[arg-type]
         return losses
 
     def _vmap_losses(
@@ -558,23 +572,19 @@ class CapturedEvaluator(Evaluator):
         return _FusedRun(suffix, x, max(1, CPU_CHUNK_ELEMENTS // widest))  # type: ignore[arg-type]
 
     def _fused_losses(
-        self, plan: Plan, run: _FusedRun, seg: Segment, s: int, candidates: BlockCandidates,
-        rows: torch.Tensor, targets: Any, shared: dict, base: torch.Tensor,
-    ) -> torch.Tensor:  # fmt: skip
-        """Losses ``(n,)`` float64 of unit-sparse candidates ``rows`` by the fused kernel."""
+        self, plan: Plan, run: _FusedRun, seg: Segment, candidates: BlockCandidates,
+        rows: torch.Tensor, targets: Any, cache: dict, base: torch.Tensor,
+    ) -> tuple[torch.Tensor, int]:  # fmt: skip
+        """Losses ``(n,)`` float64 of unit-sparse candidates ``rows`` by the fused kernel, and
+        the (candidate, sample) pairs it re-ran (only reads the model: runs on any thread)."""
         module = self.graph.get_submodule(plan.module)
         p = self.subspace.block_dim
         cols = (candidates.block[rows] * p - seg.start)[:, None]
         cols = cols + torch.arange(p, device=cols.device)
         vals = candidates.offset[rows].to(run.rows)
-        cache = shared.setdefault((s, "fused"), {})
         local = seg.name.rpartition(".")[2]
         units, change = _unit_change(module, local, seg, run.rows, cols, vals, cache)
-        losses, pairs = run.suffix(units, change, targets, base)
-        self.fused_candidates += len(rows)
-        self.pairs_run += pairs
-        self.pairs_dense += len(rows) * len(base)
-        return losses
+        return run.suffix(units, change, targets, base)
 
     def _steps(self, plan: Plan, phase: str) -> list[Step]:
         key = (plan.module, phase)
