@@ -231,7 +231,7 @@ def test_user_models_agree_with_the_oracle_in_float64(name: str, space_name: str
         assert torch.allclose(got, vmap, atol=1e-10, rtol=0)
     assert ev.pairs_dense > 0  # the rest of the net ran on changed (candidate, sample) pairs
     kernels = not isinstance(fused_kernels.library(), str)
-    assert (ev.fused_candidates > 0) == (kernels and name in ("snn2", "augmented"))
+    assert (ev.fused_candidates > 0) == (kernels and name in ("snn2", "augmented", "modules"))
 
 
 def test_a_loss_that_is_not_per_sample_runs_every_sample() -> None:
@@ -495,11 +495,11 @@ def loop_setup(model: nn.Module, dtype: torch.dtype, inputs: tuple[int, ...] = (
 
 @needs_kernels
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("name", ["snn2", "timed", "summed"])
+@pytest.mark.parametrize("name", ["snn2", "timed", "summed", "modules"])
 def test_hard_lif_loops_get_the_fused_kernels_and_agree(name: str, dtype: torch.dtype) -> None:
     """float64: the oracle to 1e-10; both dtypes: the eager captured suffix (the kernels'
-    logits are spike counts, the same to the bit)."""
-    model = {"snn2": SNN2, "timed": TimedSNN, "summed": SummedSNN}[name]()
+    logits are spike counts, the same to the bit). ``modules``: polystep's layers, not a loop."""
+    model = {"snn2": SNN2, "timed": TimedSNN, "summed": SummedSNN, "modules": ModuleSNN}[name]()
     inputs = (24, T, 12) if name == "timed" else (24, 12)
     model, space, batch, cands = loop_setup(model, dtype, inputs)
     loss_fn = nn.CrossEntropyLoss()
@@ -543,7 +543,6 @@ def test_a_user_snn_scores_as_spiking_mlp_with_the_same_weights(dtype: torch.dty
     [
         (SNN3(), "node 'sub'"),  # reset by subtraction: not the kernels' neuron
         (Delayed(), "node 'add_3'"),  # fc1's spikes reach fc2 a step later
-        (ModuleSNN(), "node 'lif1'"),  # polystep's LIF modules inside a user class
     ],
 )
 def test_other_loops_keep_the_eager_suffix_and_say_why(model: nn.Module, why: str) -> None:

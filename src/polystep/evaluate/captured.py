@@ -65,7 +65,7 @@ from polystep.evaluate.graph import (
     shape_problem,
 )
 from polystep.evaluate.layered import CPU_CHUNK_ELEMENTS, FallbackError, LayeredEvaluator
-from polystep.evaluate.loops import Match, match_suffix
+from polystep.evaluate.loops import Chain, Match, match_suffix
 from polystep.evaluate.traits import Traits, UnitKernel, traits_of
 from polystep.evaluate.units import dedupe_slots, linear_weight
 from polystep.subspace.base import Subspace
@@ -324,8 +324,9 @@ _COUNT = _Neuron(UnitKernel("count"))
 
 @dataclass
 class _FusedRun:
-    """One evaluation's fused suffix of a module: the kernel call, the module's input rows
-    ``(S·B, d_in)`` the candidates' changes are computed on, candidates per chunk."""
+    """One evaluation's fused suffix of a module: the kernel call, the module's input
+    ``(B, d_in)`` or ``(T, B, d_in)`` the candidates' changes are computed on, candidates per
+    chunk."""
 
     suffix: Suffix
     rows: torch.Tensor
@@ -380,11 +381,11 @@ class CapturedEvaluator(Evaluator):
         self.pairs_run = 0  # (candidate, sample) pairs run past the touched units ...
         self.pairs_dense = 0  # ... out of this many
         self.fused_candidates = 0  # candidates scored by a fused kernel
-        self.matches: dict[str, Match] = {}  # module -> the hard-LIF suffix it spells
+        self.matches: dict[str, Match | Chain] = {}  # module -> the hard-LIF suffix it spells
         self.eager: dict[str, str] = {}  # module -> why its candidates take the eager suffix
         for plan in {p.module: p for p in self.plans.values()}.values():
-            found = match_suffix(plan) if self.fused else "fused kernels turned off"
-            if isinstance(found, Match):
+            found = match_suffix(self.graph, plan) if self.fused else "fused kernels turned off"
+            if not isinstance(found, str):
                 self.matches[plan.module] = found
             else:
                 self.eager[plan.module] = found
@@ -530,11 +531,17 @@ class CapturedEvaluator(Evaluator):
         return shared[key]
 
     def _build_fused(
-        self, plan: Plan, match: Match, env: dict[fx.Node, Any], dims: dict[fx.Node, int | None]
-    ) -> _FusedRun | None:
-        """The layers and activations the SNN kernels read, from the loop's node values: a
-        static current ``(B, F)`` when every step calls the module on one input, else
-        ``(T, B, F)``; spikes and the next module's outputs ``(T, B, ·)``; counts ``(B, O)``."""
+        self, plan: Plan, match: Match | Chain, env: dict[fx.Node, Any],
+        dims: dict[fx.Node, int | None],
+    ) -> _FusedRun | None:  # fmt: skip
+        """The layers and activations the SNN kernels read: a chain's own, or from the loop's
+        node values: a static current ``(B, F)`` when every step calls the module on one
+        input, else ``(T, B, F)``; spikes and the next module's outputs ``(T, B, ·)``; counts
+        ``(B, O)``."""
+        if isinstance(match, Chain):
+            layers = [self.graph.get_submodule(n.target) for n in match.nodes]
+            acts = [env[match.nodes[0].args[0]], *(env[n] for n in match.nodes)]
+            return self._kernel_run(plan, match.kind, layers, acts, None)
         first = match.first
         inputs = [c.args[0] for c in first.currents]
         static = len(set(inputs)) == 1
@@ -552,13 +559,19 @@ class CapturedEvaluator(Evaluator):
         layers.append(_COUNT)
         acts.append(env[match.count])
         why = _loop_problem(match, acts, static, [(env[n], dims.get(n)) for n in nodes])
-        j = 3 if match.top is None else 2  # the next linear layer, or the output
+        return self._kernel_run(plan, match.kind, layers, acts, why)
+
+    def _kernel_run(
+        self, plan: Plan, kind: str, layers: list[Any], acts: list[torch.Tensor], why: str | None
+    ) -> _FusedRun | None:
+        """:func:`fused_suffix` on ``layers``, ``acts`` (``why``: the loop cannot have it)."""
+        j = 2 if kind == "snn_hidden" else 3  # the next linear layer, or the output
         if why is None:
-            suffix, why = fused_suffix(layers, acts, 0, j)  # type: ignore[arg-type]
+            suffix, why = fused_suffix(layers, acts, 0, j)
             if why is not None:
                 why = f"fused candidate kernel unavailable: {why}"
             elif suffix is None:
-                self.eager[plan.module] = "the fused kernels serve float32 / float64 on CPU"
+                self.eager[plan.module] = "the fused kernels do not serve its shapes or dtype"
                 del self.matches[plan.module]
                 return None
         if why is not None:
@@ -569,7 +582,7 @@ class CapturedEvaluator(Evaluator):
         p = self.subspace.block_dim
         per = p * max(a.numel() // a.shape[-1] for a in acts[1 : j + 1])
         widest = max([per, *(a.numel() for a in acts[j + 1 :])])
-        return _FusedRun(suffix, x, max(1, CPU_CHUNK_ELEMENTS // widest))  # type: ignore[arg-type]
+        return _FusedRun(suffix, acts[0], max(1, CPU_CHUNK_ELEMENTS // widest))  # type: ignore[arg-type]
 
     def _fused_losses(
         self, plan: Plan, run: _FusedRun, seg: Segment, candidates: BlockCandidates,

@@ -17,7 +17,9 @@ literal 0: ``sum(spikes)`` counts too).
 * ``snn_hidden``: through one loop, then the next linear-like module on each step's spikes, a
   second loop on its outputs, and the count of that loop's spikes returned;
 
-the two suffixes :mod:`polystep.evaluate.fused` runs for :class:`~polystep.nn.SpikingMLP`.
+the two suffixes :mod:`polystep.evaluate.fused` runs for :class:`~polystep.nn.SpikingMLP`
+(a user class calling polystep's ``LIF`` and ``SpikeCount`` layers in that order spells them
+too: a :class:`Chain`).
 Anything else (another op, a node used in another way, a step out of order) is no match, and
 the reason names the node. Each role is the neuron's arithmetic (``v·β + I``, ``v ≥ θ``,
 ``v·(1 − s)`` is ``v`` or ``0``, counts are small integers), so the kernel reproduces the
@@ -26,6 +28,7 @@ graph's spikes; the evaluator also checks that on the incumbent.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ import torch
 from torch import fx
 
 from polystep.evaluate.graph import Plan
+from polystep.evaluate.traits import traits_of
 
 _OPS = {
     operator.add: "add", torch.add: "add", "add": "add",
@@ -229,8 +233,38 @@ class _Roles:
         return out
 
 
-def match_suffix(plan: Plan) -> Match | str:
+@dataclass(frozen=True)
+class Chain:
+    """The same suffixes spelled with layers that declare the kernels (polystep's ``LIF`` and
+    ``SpikeCount`` in a user class): the moved module's call, then one call of each layer on
+    the previous one's output, the last returned."""
+
+    kind: str
+    nodes: tuple[fx.Node, ...]
+
+
+def _layer_chain(gm: fx.GraphModule, plan: Plan) -> Chain | None:
+    nodes = plan.dirty[:-1]
+    if nodes[0] not in plan.sources or plan.dirty[-1].args[0] is not nodes[-1]:
+        return None
+    names = []
+    for prev, node in itertools.pairwise(nodes):
+        if node.op != "call_module" or node.args != (prev,) or node.kwargs:
+            return None
+        traits = traits_of(gm.get_submodule(node.target))
+        names.append("linear" if traits.linear else getattr(traits.kernel, "name", None))
+    if names == ["lif", "count"]:
+        return Chain("snn_output", tuple(nodes))
+    if names == ["lif", "linear", "lif", "count"]:
+        return Chain("snn_hidden", tuple(nodes))
+    return None
+
+
+def match_suffix(gm: fx.GraphModule, plan: Plan) -> Match | Chain | str:
     """The hard-LIF suffix ``plan`` spells, or why it spells none (naming the node)."""
+    chain = _layer_chain(gm, plan)
+    if chain is not None:
+        return chain
     roles = _Roles(plan)
     try:
         for node in plan.dirty[:-1]:
