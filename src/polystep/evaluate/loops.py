@@ -75,14 +75,13 @@ class Loop:
 @dataclass(frozen=True)
 class Match:
     """The suffix a plan spells: ``kind`` (``snn_hidden`` / ``snn_output``), the loop on the
-    moved module's units, the next module's calls step by step and its loop (``snn_hidden``),
-    a spike node of every membrane, and the count returned."""
+    moved module's units, a spike node of every membrane, the count returned, and the loop on
+    the next module's outputs (``snn_hidden``: its currents are that module's calls)."""
 
     kind: str
     first: Loop
     spikes: dict[fx.Node, fx.Node]
     count: fx.Node
-    boundary: tuple[fx.Node, ...] = ()
     top: Loop | None = None
 
 
@@ -297,11 +296,4 @@ def match_suffix(gm: fx.GraphModule, plan: Plan) -> Match | Chain | str:
         roles.fired.get(cur) is not mem for cur, mem in zip(loop.currents, below, strict=True)
     ):
         return "the next module's step t does not take the spikes of step t"
-    return Match(
-        "snn_hidden",
-        first[0],
-        spikes,
-        plan.dirty[-1].args[0],
-        loop.currents,
-        loop,  # type: ignore[arg-type]
-    )
+    return Match("snn_hidden", first[0], spikes, plan.dirty[-1].args[0], loop)  # type: ignore[arg-type]
