@@ -9,7 +9,9 @@ most 1,024 entries direct; its radii and polytope) are scored on the same batch 
 training images (uniform noise where ``../shared/data/mnist`` is absent) by:
 
 * ``spiking_mlp``: ``evaluator="auto"`` on the ``SpikingMLP`` (the layered path);
-* ``user_snn``: ``evaluator="auto"`` on the ``UserSNN`` (whatever path ``auto`` picks for it);
+* ``user_snn``: ``evaluator="auto"`` on the ``UserSNN`` (whatever path ``auto`` picks for it:
+  the captured path, whose hard-LIF loop is handed to the fused kernel ``SpikingMLP`` gets; the
+  notice ``auto`` gives, recorded, names the path);
 
 alternating, ``--repeats`` times, one thread, in this one process. Prints one JSON line: the
 candidates/s of each side per repeat (per wall second and per CPU second of this thread), the
@@ -104,6 +106,7 @@ def report(paths: list[str]) -> int:
         for line in Path(path).read_text().splitlines():
             r = json.loads(line)
             got = r["user_snn_evaluator"].split(" ")[0]
+            got += " + fused kernel" if "fused hard-LIF kernel" in r["user_snn_evaluator"] else ""
             mlp = statistics.median(r["spiking_mlp_candidates_per_s"])
             user = statistics.median(r["user_snn_candidates_per_s"])
             ratio = r["ratio_user_to_spiking_mlp"]

@@ -8,23 +8,29 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from polystep.blocks import BlockCandidates, propose_blocks
+from candidate_helpers import step_candidates
 from polystep.evaluate import (
     CapturedEvaluator,
     FallbackError,
+    LayeredEvaluator,
     NotCapturable,
     NotLayerable,
     ReferenceEvaluator,
     VmapEvaluator,
+    fused,
+    fused_kernels,
     make_evaluator,
 )
-from polystep.nn import LIF, QuantLinear, SpikeCount
+from polystep.evaluate.graph import capture, run_graph
+from polystep.nn import LIF, QuantLinear, SpikeCount, SpikingMLP
 from polystep.optimizer import PolyStepOptimizer
-from polystep.step import StepRule
 from polystep.subspace import FactoredSubspace, FullSpace, HybridSubspace
 from polystep.transform import ParamLayout
 
 T = 5
+needs_kernels = pytest.mark.skipif(
+    isinstance(fused_kernels.library(), str), reason="no C++ compiler for the fused kernels"
+)
 
 
 def lif_loop(current: torch.Tensor, v: torch.Tensor, beta: float = 0.9) -> tuple:
@@ -199,17 +205,6 @@ SPACES = {
 }
 
 
-def candidates(space, radius: float, keep: int = 160) -> BlockCandidates:
-    """``keep`` evenly spaced candidates of one step, and the first of every segment."""
-    rule = StepRule.build(epsilon=1.0, step_radius=radius, probe_radius=radius)
-    z = torch.zeros(space.dim, dtype=space.dtype)
-    cands = propose_blocks(rule, z, space.block_dim, 0, torch.Generator().manual_seed(0))[1]
-    seg = space.block_segments()[cands.block]
-    firsts = torch.stack([torch.nonzero(seg == s)[0, 0] for s in torch.unique(seg)])
-    idx = torch.unique(torch.cat([torch.linspace(0, len(cands) - 1, keep).long(), firsts]))
-    return BlockCandidates(cands.block[idx], cands.offset[idx], cands.dim)
-
-
 def setup(name: str, space_name: str, dtype: torch.dtype):
     torch.manual_seed(0)
     model = {**MODELS, "float_snn": FloatSNN}[name]().to(dtype)
@@ -218,7 +213,7 @@ def setup(name: str, space_name: str, dtype: torch.dtype):
             p.mul_(3.0)  # spikes occur, staircases move
     space = SPACES[space_name](ParamLayout.from_module(model)).to("cpu", dtype)
     x, y = torch.randn(9, 12, dtype=dtype), torch.randint(0, 5, (9,))
-    return model, space, (x, y), candidates(space, 1.0)
+    return model, space, (x, y), step_candidates(space, 1.0, keep=160)
 
 
 @pytest.mark.parametrize("space_name", sorted(SPACES))
@@ -235,6 +230,8 @@ def test_user_models_agree_with_the_oracle_in_float64(name: str, space_name: str
         vmap = VmapEvaluator(model, loss_fn, space).evaluate(cands, batch)
         assert torch.allclose(got, vmap, atol=1e-10, rtol=0)
     assert ev.pairs_dense > 0  # the rest of the net ran on changed (candidate, sample) pairs
+    kernels = not isinstance(fused_kernels.library(), str)
+    assert (ev.fused_candidates > 0) == (kernels and name in ("snn2", "augmented", "modules"))
 
 
 def test_a_loss_that_is_not_per_sample_runs_every_sample() -> None:
@@ -252,7 +249,7 @@ def test_a_loss_that_is_not_per_sample_runs_every_sample() -> None:
 
 def test_candidates_that_change_no_spike_keep_the_incumbent_loss() -> None:
     model, space, batch, _ = setup("snn2", "factored", torch.float64)
-    cands = candidates(space, 1e-12)
+    cands = step_candidates(space, 1e-12, keep=160)
     loss_fn = nn.CrossEntropyLoss()
     ev = CapturedEvaluator(model, loss_fn, space, strict=True)
     got = ev.evaluate(cands, batch)
@@ -274,7 +271,7 @@ def test_user_models_agree_in_float32_within_rounding(name: str) -> None:
 
 def test_auto_gives_a_user_class_the_captured_path_and_says_so() -> None:
     model, space, _, _ = setup("snn2", "factored", torch.float64)
-    with pytest.warns(UserWarning, match="captured.*not an nn.Sequential"):
+    with pytest.warns(UserWarning, match="captured.*not an nn.Sequential.*kernel for fc1"):
         ev = make_evaluator("auto", model, nn.CrossEntropyLoss(), space)
     assert isinstance(ev, CapturedEvaluator)
     assert ev.fallback_reason is None
@@ -292,7 +289,7 @@ def test_normalisation_across_units_falls_back_for_that_layer_naming_the_node() 
         ev = CapturedEvaluator(model, loss_fn, space)
     assert set(ev.refused) == {"a.weight", "a.bias"} and set(ev.plans) == {"b.weight", "b.bias"}
     x, y = torch.randn(9, 12, dtype=torch.float64), torch.randint(0, 5, (9,))
-    cands = candidates(space, 1.0)
+    cands = step_candidates(space, 1.0, keep=160)
     ref = ReferenceEvaluator(model, loss_fn, space).evaluate(cands, (x, y))
     assert torch.allclose(ev.evaluate(cands, (x, y)), ref, atol=1e-10, rtol=0)
     with pytest.raises(FallbackError, match="mean"):
@@ -371,7 +368,7 @@ def test_refusals_name_the_parameter_and_the_reason(model, refused: set, why: st
         ev = CapturedEvaluator(model, nn.MSELoss(), space)
     assert set(ev.refused) == refused and all(why in r for r in ev.refused.values())
     x, y = torch.randn(4, 12), torch.randn(4, model(torch.randn(4, 12)).shape[-1])
-    cands = candidates(space, 0.5, keep=40)
+    cands = step_candidates(space, 0.5, keep=40)
     ref = ReferenceEvaluator(model, nn.MSELoss(), space).evaluate(cands, (x, y))
     got = ev.evaluate(cands, (x, y))
     assert torch.allclose(got, ref.to(got), atol=1e-5, rtol=1e-4)
@@ -390,7 +387,7 @@ def test_a_graph_that_differs_from_the_model_falls_back_on_first_use() -> None:
     space = FullSpace.from_layout(ParamLayout.from_module(model))
     ev = CapturedEvaluator(model, nn.MSELoss(), space)
     x, y = torch.randn(4, 12), torch.randn(4, 8)
-    cands = candidates(space, 0.5, keep=20)
+    cands = step_candidates(space, 0.5, keep=20)
     with pytest.warns(RuntimeWarning, match="does not reproduce the model's forward"):
         got = ev.evaluate(cands, (x, y))
     assert not ev.plans
@@ -425,3 +422,178 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+# -- hard-LIF loops as users write them: the fused SNN kernels ------------------------------------
+class TimedSNN(nn.Module):
+    """A current per step (inputs ``(B, T, 12)``), other spellings of the same neuron:
+    ``v·β``, reset ``v − v·s``, ``.to(dtype)``, no leak above (β = 1), spikes in a list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(12, 16), nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v1 = x.new_zeros(x.shape[0], 16)
+        v2 = torch.zeros(x.shape[0], 5, dtype=x.dtype)
+        record = []
+        for t in range(T):
+            v1 = v1 * 0.8 + self.fc1(x[:, t])
+            s1 = (v1 >= 1.0).to(x.dtype)
+            v1 = v1 - v1 * s1
+            v2 = v2 + self.fc2(s1)
+            s2 = (v2 >= 0.5).to(x.dtype)
+            v2 = v2 - v2 * s2
+            record.append(s2)
+        return torch.stack(record).sum(dim=0)
+
+
+class SummedSNN(SNN2):
+    """``.type_as``, ``(1 − s)·v``, ``β·v`` written after the current, ``sum(list)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v1 = torch.zeros_like(self.fc1(x))
+        v2 = x.new_zeros(x.shape[0], 5)
+        record = []
+        for _ in range(T):
+            v1 = self.fc1(x) + 0.7 * v1
+            s1 = (v1 >= 1.0).type_as(x)
+            v1 = (1.0 - s1) * v1
+            v2 = self.fc2(s1) + v2 * 0.9
+            s2 = (v2 >= 1.0).type_as(x)
+            v2 = (1.0 - s2) * v2
+            record.append(s2)
+        return sum(record)
+
+
+class Delayed(SNN2):
+    """The output layer takes the PREVIOUS step's spikes: a different net, no kernel match."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v1 = torch.zeros(x.shape[0], self.fc1.out_features, dtype=x.dtype)
+        v2 = torch.zeros(x.shape[0], self.fc2.out_features, dtype=x.dtype)
+        s1 = torch.zeros_like(v1)
+        count = torch.zeros_like(v2)
+        for _ in range(T):
+            s2, v2 = lif_loop(self.fc2(s1), v2)
+            s1, v1 = lif_loop(self.fc1(x), v1)
+            count = count + s2
+        return count
+
+
+def loop_setup(model: nn.Module, dtype: torch.dtype, inputs: tuple[int, ...] = (24, 12)):
+    torch.manual_seed(0)
+    model = model.to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    layout = ParamLayout.from_module(model)
+    space = FactoredSubspace.from_layout(layout, rank=4, seed=2, direct_max=64).to("cpu", dtype)
+    x, y = 1.5 * torch.rand(*inputs, dtype=dtype), torch.randint(0, 5, (inputs[0],))
+    return model, space, (x, y), step_candidates(space, 0.5, keep=200)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", ["snn2", "timed", "summed", "modules"])
+def test_hard_lif_loops_get_the_fused_kernels_and_agree(name: str, dtype: torch.dtype) -> None:
+    """float64: the oracle to 1e-10; both dtypes: the eager captured suffix (the kernels'
+    logits are spike counts, the same to the bit). ``modules``: polystep's layers, not a loop."""
+    model = {"snn2": SNN2, "timed": TimedSNN, "summed": SummedSNN, "modules": ModuleSNN}[name]()
+    inputs = (24, T, 12) if name == "timed" else (24, 12)
+    model, space, batch, cands = loop_setup(model, dtype, inputs)
+    loss_fn = nn.CrossEntropyLoss()
+    ev = CapturedEvaluator(model, loss_fn, space, chunk_size=23, strict=True)
+    got = ev.evaluate(cands, batch)
+    assert ev.path == "fused hard-LIF kernel for fc1 (snn_hidden), fc2 (snn_output)"
+    assert ev.fused_candidates == len(cands) and ev.pairs_run < ev.pairs_dense
+    eager = CapturedEvaluator(model, loss_fn, space, chunk_size=23, strict=True, fused=False)
+    want = eager.evaluate(cands, batch)
+    assert eager.fused_candidates == 0 and "turned off" in eager.path
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    assert torch.allclose(got, want, atol=tol, rtol=0)
+    if dtype == torch.float64:
+        ref = ReferenceEvaluator(model, loss_fn, space).evaluate(cands, batch)
+        assert ref.std() > 0 and torch.allclose(got, ref, atol=1e-10, rtol=0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_user_snn_scores_as_spiking_mlp_with_the_same_weights(dtype: torch.dtype) -> None:
+    user, space, batch, cands = loop_setup(SNN2(), dtype)
+    mlp = SpikingMLP((12, 16, 5), num_steps=T, beta=0.9).to(dtype)
+    with torch.no_grad():
+        for mine, theirs in ((user.fc1, mlp[0]), (user.fc2, mlp[2])):
+            theirs.weight.copy_(mine.weight)
+            theirs.bias.copy_(mine.bias)
+    mlp_space = FactoredSubspace.from_layout(
+        ParamLayout.from_module(mlp), rank=4, seed=2, direct_max=64
+    ).to("cpu", dtype)
+    loss_fn = nn.CrossEntropyLoss()
+    got = CapturedEvaluator(user, loss_fn, space, strict=True).evaluate(cands, batch)
+    ref = LayeredEvaluator(mlp, loss_fn, mlp_space, strict=True)
+    want = ref.evaluate(cands, batch)
+    assert ref.fused_candidates == len(cands)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    assert want.std() > 0 and torch.allclose(got, want, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("model", "why"),
+    [
+        (SNN3(), "node 'sub'"),  # reset by subtraction: not the kernels' neuron
+        (Delayed(), "node 'add_3'"),  # fc1's spikes reach fc2 a step later
+    ],
+)
+def test_other_loops_keep_the_eager_suffix_and_say_why(model: nn.Module, why: str) -> None:
+    model, space, batch, cands = loop_setup(model, torch.float64)
+    loss_fn = nn.CrossEntropyLoss()
+    ev = CapturedEvaluator(model, loss_fn, space, strict=True)
+    assert "eager suffix for fc1: " in ev.path and why in ev.eager["fc1"]
+    got = ev.evaluate(cands, batch)
+    assert "fc1" not in ev.matches
+    ref = ReferenceEvaluator(model, loss_fn, space).evaluate(cands, batch)
+    assert torch.allclose(got, ref, atol=1e-10, rtol=0)
+
+
+@needs_kernels
+def test_a_matched_loop_without_kernels_falls_back_once_and_strict_mode_raises(
+    monkeypatch,
+) -> None:
+    model, space, batch, cands = loop_setup(SNN2(), torch.float64)
+    loss_fn = nn.CrossEntropyLoss()
+    want = CapturedEvaluator(model, loss_fn, space, fused=False).evaluate(cands, batch)
+    monkeypatch.setattr(fused, "library", lambda: "no C++ compiler found (set CXX)")
+    ev = CapturedEvaluator(model, loss_fn, space)
+    with pytest.warns(RuntimeWarning, match="'fc1' takes the eager suffix.*compiler") as rec:
+        got = ev.evaluate(cands, batch)
+        ev.evaluate(cands, batch)
+    assert len(rec) == 1 and ev.fused_candidates == 0 and "compiler" in ev.path
+    assert torch.equal(got, want)
+    with pytest.raises(FallbackError, match="compiler"):
+        CapturedEvaluator(model, loss_fn, space, strict=True).evaluate(cands, batch)
+
+
+def test_a_layer_called_every_step_on_the_same_input_runs_once_per_forward() -> None:
+    model, _, (x, _), _ = setup("snn2", "factored", torch.float64)
+    calls = []
+    model.fc1.register_forward_hook(lambda *args: calls.append(1))
+    env = run_graph(capture(model), x)
+    assert len(calls) == 1  # fc1(x) in each of the T steps
+    assert torch.equal(env[next(n for n in env if n.op == "output")], model(x))
+
+
+@needs_kernels
+def test_kernel_chunks_on_two_threads_give_the_one_thread_losses() -> None:
+    model, space, batch, cands = loop_setup(SNN2(), torch.float32)
+    runs = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            ev = CapturedEvaluator(model, nn.CrossEntropyLoss(), space, chunk_size=16, strict=True)
+            runs.append(ev.evaluate(cands, batch))
+            assert ev.fused_candidates == len(cands)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(runs[0], runs[1])

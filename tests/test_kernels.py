@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from polystep.blocks import BlockCandidates, propose_blocks
+from candidate_helpers import step_candidates
 from polystep.evaluate import LayeredEvaluator, ReferenceEvaluator, make_evaluator
 from polystep.evaluate.layered import FallbackError, NotLayerable
 from polystep.evaluate.traits import BATCHWISE, UNITWISE, Traits, traits_of
@@ -21,7 +21,6 @@ from polystep.nn import (
     spiking_mlp,
     staircase_mlp,
 )
-from polystep.step import StepRule
 from polystep.subspace import FactoredSubspace, FullSpace
 from polystep.transform import ParamLayout
 
@@ -47,17 +46,6 @@ SPACES = {
     "factored": lambda lay: FactoredSubspace.from_layout(lay, rank=8, seed=2, direct_max=64),
     "full": lambda lay: FullSpace.from_layout(lay, block_dim=2),
 }
-
-
-def step_candidates(space, radius: float, keep: int = 400) -> BlockCandidates:
-    """One step's candidates: ``keep`` evenly spaced ones and the first of every segment."""
-    rule = StepRule.build(epsilon=1.0, step_radius=radius, probe_radius=radius)
-    z = torch.zeros(space.dim, dtype=space.dtype)
-    cands = propose_blocks(rule, z, space.block_dim, 0, torch.Generator().manual_seed(0))[1]
-    seg = space.block_segments()[cands.block]
-    firsts = torch.stack([torch.nonzero(seg == s)[0, 0] for s in torch.unique(seg)])
-    idx = torch.unique(torch.cat([torch.linspace(0, len(cands) - 1, keep).long(), firsts]))
-    return BlockCandidates(block=cands.block[idx], offset=cands.offset[idx], dim=cands.dim)
 
 
 def setup(name: str, space_name: str, dtype: torch.dtype, radius: float = 0.5):

@@ -69,7 +69,7 @@ def make_evaluator(
             else:
                 warnings.warn(
                     "evaluator 'auto' uses the captured (torch.fx) path: "
-                    f"not a layer chain ({why})",
+                    f"not a layer chain ({why}); {ev.path}",
                     stacklevel=2,
                 )
                 return ev

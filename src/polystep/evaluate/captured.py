@@ -16,14 +16,21 @@ whose parameters the subspace searches, the nodes a candidate changes are found
    run on (as rows in the batch dim; the others keep the incumbent's per-sample loss), else
    every sample does, folded ``(..., n·d)``.
 
+Where the nodes of a module spell a hard-LIF loop as users write it (:mod:`polystep.evaluate.loops`)
+and the loss is a per-sample cross-entropy, steps 2-3 are instead one call of the fused kernel
+:class:`~polystep.nn.SpikingMLP` gets (:mod:`polystep.evaluate.fused`); :attr:`path` says which
+modules got it and why the others did not.
+
 Parameters the analysis refuses (its reason names the node) go to the vmap evaluator, said once
-(``strict``: an error instead).
+(``strict``: an error instead); so does a matched loop whose kernel cannot run.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -44,6 +51,7 @@ from polystep.evaluate.base import (
 )
 from polystep.evaluate.batched import VmapEvaluator
 from polystep.evaluate.events import per_sample_cross_entropy, rank_update
+from polystep.evaluate.fused import Suffix, fused_suffix
 from polystep.evaluate.graph import (
     DIRTY,
     NotCapturable,
@@ -56,8 +64,9 @@ from polystep.evaluate.graph import (
     run_graph,
     shape_problem,
 )
-from polystep.evaluate.layered import FallbackError
-from polystep.evaluate.traits import traits_of
+from polystep.evaluate.layered import CPU_CHUNK_ELEMENTS, FallbackError, LayeredEvaluator
+from polystep.evaluate.loops import Chain, Match, match_suffix
+from polystep.evaluate.traits import Traits, UnitKernel, traits_of
 from polystep.evaluate.units import dedupe_slots, linear_weight
 from polystep.subspace.base import Subspace
 from polystep.subspace.segments import Segment
@@ -303,8 +312,30 @@ class _Chunk:
             self.vals[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
 
 
+class _Neuron:
+    """Stand-in layer of a matched loop for :func:`fused_suffix`: its kernel, nothing else."""
+
+    def __init__(self, kernel: UnitKernel) -> None:
+        self.polystep_traits = Traits(batchwise=True, unitwise=True, kernel=kernel)
+
+
+_COUNT = _Neuron(UnitKernel("count"))
+
+
+@dataclass
+class _FusedRun:
+    """One evaluation's fused suffix of a module: the kernel call, the module's input
+    ``(B, d_in)`` or ``(T, B, d_in)`` the candidates' changes are computed on, candidates per
+    chunk."""
+
+    suffix: Suffix
+    rows: torch.Tensor
+    chunk: int
+
+
 class CapturedEvaluator(Evaluator):
-    """See the module docstring. ``strict``: any candidate sent to vmap is an error."""
+    """See the module docstring. ``strict``: any candidate sent to vmap is an error.
+    ``fused``: False keeps the eager suffix where a hard-LIF loop matches (the reference)."""
 
     name = "captured"
 
@@ -316,9 +347,11 @@ class CapturedEvaluator(Evaluator):
         *,
         chunk_size: int | None = None,
         strict: bool = False,
+        fused: bool = True,
     ) -> None:
         super().__init__(model, loss_fn, subspace, chunk_size=chunk_size)
         self.strict = bool(strict)
+        self.fused = bool(fused)
         self.graph = capture(model)
         names = list(subspace.layout.names)
         sites, refused = parameter_sites(self.graph, names)
@@ -347,9 +380,27 @@ class CapturedEvaluator(Evaluator):
         self._compiled: dict[tuple[str, str], list[Step]] = {}
         self.pairs_run = 0  # (candidate, sample) pairs run past the touched units ...
         self.pairs_dense = 0  # ... out of this many
+        self.fused_candidates = 0  # candidates scored by a fused kernel
+        self.matches: dict[str, Match | Chain] = {}  # module -> the hard-LIF suffix it spells
+        self.eager: dict[str, str] = {}  # module -> why its candidates take the eager suffix
+        for plan in {p.module: p for p in self.plans.values()}.values():
+            found = match_suffix(self.graph, plan) if self.fused else "fused kernels turned off"
+            if not isinstance(found, str):
+                self.matches[plan.module] = found
+            else:
+                self.eager[plan.module] = found
         if refused:
             name, why = next(iter(refused.items()))
             self._fall_back(f"{len(refused)} of {len(names)} parameters run on vmap: {why}")
+
+    @property
+    def path(self) -> str:
+        """Which suffix each module's unit-sparse candidates take, and why (one line)."""
+        modules = sorted({p.module for p in self.plans.values()})
+        fused = [f"{m} ({self.matches[m].kind})" for m in modules if m in self.matches]
+        eager = [f"{m}: {self.eager[m]}" for m in modules if m not in self.matches]
+        parts = ["fused hard-LIF kernel for " + ", ".join(fused)] if fused else []
+        return "; ".join(parts + (["eager suffix for " + "; ".join(eager)] if eager else []))
 
     def _fall_back(self, reason: str) -> None:
         """Announce (once) that some candidates take the vmap path; an error when strict."""
@@ -373,6 +424,8 @@ class CapturedEvaluator(Evaluator):
         device = candidates.block.device
         losses = torch.empty(len(candidates), dtype=torch.float64, device=device)
         shared: dict = {}
+        kernel_tasks: list[Callable[[], tuple[torch.Tensor, int]]] = []
+        kernel_rows: list[torch.Tensor] = []
         with evaluation_mode(self.model):
             env = run_graph(self.graph, inputs)
             self._check(env, inputs)
@@ -391,8 +444,20 @@ class CapturedEvaluator(Evaluator):
                 cols = (candidates.block[rows] * p - seg.start)[:, None]
                 cols = cols + torch.arange(p, device=device)
                 sparse = seg.unit_sparse(cols).to(device)
+                run = self._fused_run(plan, env, dims, base, shared)
                 for unit_sparse in (True, False):
                     group = rows[sparse == unit_sparse]
+                    if not len(group):
+                        continue
+                    if unit_sparse and run is not None:
+                        cache = shared.setdefault((s, "fused"), {})
+                        for chunk in chunks(group, self.chunk_size or run.chunk):
+                            kernel_tasks.append(partial(
+                                self._fused_losses, plan, run, seg, candidates, chunk, targets,
+                                cache, base,
+                            ))  # fmt: skip
+                            kernel_rows.append(chunk)
+                        continue
                     per = self._per_candidate(plan, env, p if unit_sparse else None)
                     for chunk in chunks(group, self.chunk_size or max(1, CHUNK_ELEMENTS // per)):
                         pairs = plan.pairs[tuple(inputs.shape)]
@@ -400,6 +465,14 @@ class CapturedEvaluator(Evaluator):
                             plan, seg, s, candidates, chunk, env, targets, unit_sparse, shared,
                             dims, base if pairs else None,
                         )  # fmt: skip
+            sizes = [len(chunk) for chunk in kernel_rows]  # kernel chunks: n threads, n at once
+            pooled = [True] * len(kernel_tasks)
+            done = LayeredEvaluator._run(kernel_tasks, pooled, device, sizes, None)
+        for chunk, (value, pairs) in zip(kernel_rows, done, strict=True):
+            losses[chunk] = value
+            self.fused_candidates += len(chunk)
+            self.pairs_run += pairs
+            self.pairs_dense += len(chunk) * len(base)  # type: ignore[arg-type]
         return losses
 
     def _vmap_losses(
@@ -444,6 +517,87 @@ class CapturedEvaluator(Evaluator):
             full = node in plan.full or k is None
             widest = max(widest, value.numel() if full else value.numel() // value.shape[-1] * k)
         return widest
+
+    def _fused_run(
+        self, plan: Plan, env: dict[fx.Node, Any], dims: dict[fx.Node, int | None],
+        base: torch.Tensor | None, shared: dict,
+    ) -> _FusedRun | None:  # fmt: skip
+        """The fused suffix of ``plan``'s module for this evaluation (None: the eager one)."""
+        if plan.module not in self.matches or base is None:
+            return None
+        key = ("fused", plan.module)
+        if key not in shared:
+            shared[key] = self._build_fused(plan, self.matches[plan.module], env, dims)
+        return shared[key]
+
+    def _build_fused(
+        self, plan: Plan, match: Match | Chain, env: dict[fx.Node, Any],
+        dims: dict[fx.Node, int | None],
+    ) -> _FusedRun | None:  # fmt: skip
+        """The layers and activations the SNN kernels read: a chain's own, or from the loop's
+        node values: a static current ``(B, F)`` when every step calls the module on one
+        input, else ``(T, B, F)``; spikes and the next module's outputs ``(T, B, ·)``; counts
+        ``(B, O)``."""
+        if isinstance(match, Chain):
+            layers = [self.graph.get_submodule(n.target) for n in match.nodes]
+            acts = [env[match.nodes[0].args[0]], *(env[n] for n in match.nodes)]
+            return self._kernel_run(plan, match.kind, layers, acts, None)
+        first = match.first
+        inputs = [c.args[0] for c in first.currents]
+        static = len(set(inputs)) == 1
+        nodes = [*first.currents, *(match.spikes[m] for m in first.mems), match.count]
+        x = env[inputs[0]] if static else torch.stack([env[a] for a in inputs])
+        pre = env[first.currents[0]] if static else torch.stack([env[c] for c in first.currents])
+        layers = [self.graph.get_submodule(plan.module), _Neuron(_lif(first))]
+        acts = [x, pre, torch.stack([env[match.spikes[m]] for m in first.mems])]
+        if match.top is not None:
+            top = match.top
+            nodes += [*top.currents, *(match.spikes[m] for m in top.mems)]
+            layers += [self.graph.get_submodule(top.currents[0].target), _Neuron(_lif(top))]
+            acts.append(torch.stack([env[c] for c in top.currents]))
+            acts.append(torch.stack([env[match.spikes[m]] for m in top.mems]))
+        layers.append(_COUNT)
+        acts.append(env[match.count])
+        why = _loop_problem(match, acts, static, [(env[n], dims.get(n)) for n in nodes])
+        return self._kernel_run(plan, match.kind, layers, acts, why)
+
+    def _kernel_run(
+        self, plan: Plan, kind: str, layers: list[Any], acts: list[torch.Tensor], why: str | None
+    ) -> _FusedRun | None:
+        """:func:`fused_suffix` on ``layers``, ``acts`` (``why``: the loop cannot have it)."""
+        j = 2 if kind == "snn_hidden" else 3  # the next linear layer, or the output
+        if why is None:
+            suffix, why = fused_suffix(layers, acts, 0, j)
+            if why is not None:
+                why = f"fused candidate kernel unavailable: {why}"
+            elif suffix is None:
+                self.eager[plan.module] = "the fused kernels do not serve its shapes or dtype"
+                del self.matches[plan.module]
+                return None
+        if why is not None:
+            self.eager[plan.module] = why
+            del self.matches[plan.module]
+            self._fall_back(f"module {plan.module!r} takes the eager suffix: {why}")
+            return None
+        p = self.subspace.block_dim
+        per = p * max(a.numel() // a.shape[-1] for a in acts[1 : j + 1])
+        widest = max([per, *(a.numel() for a in acts[j + 1 :])])
+        return _FusedRun(suffix, acts[0], max(1, CPU_CHUNK_ELEMENTS // widest))  # type: ignore[arg-type]
+
+    def _fused_losses(
+        self, plan: Plan, run: _FusedRun, seg: Segment, candidates: BlockCandidates,
+        rows: torch.Tensor, targets: Any, cache: dict, base: torch.Tensor,
+    ) -> tuple[torch.Tensor, int]:  # fmt: skip
+        """Losses ``(n,)`` float64 of unit-sparse candidates ``rows`` by the fused kernel, and
+        the (candidate, sample) pairs it re-ran (only reads the model: runs on any thread)."""
+        module = self.graph.get_submodule(plan.module)
+        p = self.subspace.block_dim
+        cols = (candidates.block[rows] * p - seg.start)[:, None]
+        cols = cols + torch.arange(p, device=cols.device)
+        vals = candidates.offset[rows].to(run.rows)
+        local = seg.name.rpartition(".")[2]
+        units, change = _unit_change(module, local, seg, run.rows, cols, vals, cache)
+        return run.suffix(units, change, targets, base)
 
     def _steps(self, plan: Plan, phase: str) -> list[Step]:
         key = (plan.module, phase)
@@ -503,6 +657,37 @@ class CapturedEvaluator(Evaluator):
         for step in self._steps(plan, "folded"):
             step(state)
         return per_candidate_loss(self.loss_fn, state.outputs(output), targets).double()
+
+
+def _lif(loop: Any) -> UnitKernel:
+    return UnitKernel("lif", (loop.beta, loop.threshold))
+
+
+def _loop_problem(
+    match: Match, acts: list[torch.Tensor], static: bool,
+    values: list[tuple[Any, int | None]],
+) -> str | None:  # fmt: skip
+    """Why the kernels cannot stand in for the matched loops on these values, or None: every
+    loop value must be ``(batch, units)`` of one dtype, and the kernels' neuron
+    (:func:`~polystep.nn.spiking.hard_lif`) must give the graph's spikes and counts."""
+    from polystep.nn.spiking import hard_lif  # polystep.nn imports this package
+
+    if any(not isinstance(v, torch.Tensor) or v.ndim != 2 or d != 0 for v, d in values):
+        return "a loop value is not (batch, units)"
+    if len({a.dtype for a in acts[1:]}) != 1:
+        return "the loop's values differ in dtype"
+    loops = [(match.first, acts[1], acts[2])]
+    if match.top is not None:
+        loops.append((match.top, acts[3], acts[4]))
+    for k, (loop, current, spikes) in enumerate(loops):
+        steps = len(loop.mems)
+        own = hard_lif(current if static and k == 0 else None, current, loop.beta,
+                       loop.threshold, steps)  # fmt: skip
+        if not torch.equal(own, spikes):
+            return "the graph's spikes are not those of the kernels' neuron"
+    if not torch.equal(loops[-1][2].sum(dim=0), acts[-1]):
+        return "the count returned is not the sum of the spikes"
+    return None
 
 
 def _unit_change(

@@ -314,11 +314,33 @@ def run_node(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any]) -> Any:
 
 
 def run_graph(gm: fx.GraphModule, inputs: torch.Tensor) -> dict[fx.Node, Any]:
-    """Every node's value on ``inputs`` (the incumbent's forward, cached by node)."""
+    """Every node's value on ``inputs`` (the incumbent's forward, cached by node). A layer
+    with traits (a function of its input: torch's layers, declared ones) called again on the
+    same node, as ``fc1(x)`` in every step of a time loop, is run once."""
     env: dict[fx.Node, Any] = {}
+    calls: dict[tuple, Any] = {}
     for node in gm.graph.nodes:
-        env[node] = inputs if node.op == "placeholder" else run_node(gm, node, env)
+        if node.op == "placeholder":
+            env[node] = inputs
+            continue
+        key = (node.target, *node.args) if _repeatable(gm, node) else None
+        if key is not None and key in calls:
+            env[node] = calls[key]
+            continue
+        env[node] = run_node(gm, node, env)
+        if key is not None:
+            calls[key] = env[node]
     return env
+
+
+def _repeatable(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """A call of a layer with traits on graph nodes only: the same call, the same value."""
+    if node.op != "call_module" or node.kwargs:
+        return False
+    if not all(isinstance(a, fx.Node) for a in node.args):
+        return False
+    traits = traits_of(gm.get_submodule(node.target))
+    return traits.linear or traits.unitwise or traits.batchwise
 
 
 def shape_problem(gm: fx.GraphModule, plan: Plan, env: dict[fx.Node, Any]) -> str | None:
@@ -342,7 +364,10 @@ def shape_problem(gm: fx.GraphModule, plan: Plan, env: dict[fx.Node, Any]) -> st
             if not linear and env[src].shape[-1] != d:
                 return f"{_describe(node)} changes the number of units"
             continue
-        for a in node.all_input_nodes:
+        read = node.all_input_nodes
+        if node.target == "type_as" and plan.kind.get(node.args[0]) == DIRTY:
+            read = [node.args[0]]  # the other tensor gives its dtype only
+        for a in read:
             other = env[a]
             if plan.kind.get(a) == DIRTY and other.shape[-1] != d:
                 return f"{_describe(node)} broadcasts a changed operand along the unit dim"
