@@ -27,7 +27,9 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +43,7 @@ from polystep.evaluate.base import (
     LossFn,
     _plain_cross_entropy,
     chunks,
+    compute_loss,
     evaluation_mode,
     local_coords,
     per_candidate_loss,
@@ -58,6 +61,44 @@ CPU_CHUNK_ELEMENTS = 2**22  # about 1 MiB of float32: elementwise time loops sta
 
 
 ChunkResult = tuple[torch.Tensor, int | None]  # losses of a chunk, pairs re-run (None: no events)
+
+
+Sources = tuple[tuple[Any, object], ...]
+
+
+@dataclass
+class Base:
+    """The incumbent's forward on a batch: ``acts[k]`` the input of layer ``k`` (the last the
+    output), ``dims`` their batch dims, ``losses (B,)`` per sample (None: not a mean of
+    per-sample cross-entropies), ``sources``: what it was computed from (:meth:`sources_of`)."""
+
+    sources: Sources
+    acts: list[torch.Tensor]
+    dims: list[int]
+    losses: torch.Tensor | None
+
+    @staticmethod
+    def sources_of(model: nn.Module, batch: Batch) -> Sources:
+        """The batch's parts and the model's parameters, each with its version counter (bumped
+        by every in-place change); the objects are held, so no id is reused meanwhile."""
+        return tuple((t, _version(t)) for t in (*batch, *model.parameters()))
+
+    def fits(self, sources: Sources) -> bool:
+        """Whether ``sources`` are the same objects, unchanged since."""
+        return len(sources) == len(self.sources) and all(
+            a is b and u is not None and u == v
+            for (a, u), (b, v) in zip(sources, self.sources, strict=True)
+        )
+
+
+def _version(value: object) -> int | None:
+    """A tensor's version counter (0 for other objects; None where torch keeps none)."""
+    if not isinstance(value, torch.Tensor):
+        return 0
+    try:
+        return value._version
+    except RuntimeError:  # an inference tensor has no version counter: never reused
+        return None
 
 
 class NotLayerable(ValueError):
@@ -112,6 +153,7 @@ class LayeredEvaluator(Evaluator):
         self.pairs_dense = 0  # ... out of this many that a dense suffix would have run
         self.fused_candidates = 0  # candidates scored by a fused suffix kernel
         self.progress: Callable[[int], None] | None = None  # told each chunk's size when done
+        self._kept: Base | None = None  # the forward of the last loss(), for the next evaluate
 
     @classmethod
     def supports(cls, model: nn.Module, subspace: Subspace) -> str | None:
@@ -166,7 +208,8 @@ class LayeredEvaluator(Evaluator):
             self._batch_dims[key] = dims
         return self._batch_dims[key]
 
-    def evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
+    def _layerable(self, batch: Batch) -> bool:
+        """Whether the layered path serves ``batch``; else the vmap fallback (announced once)."""
         if self._fallback is None:
             try:
                 with evaluation_mode(self.model):
@@ -176,20 +219,47 @@ class LayeredEvaluator(Evaluator):
                 self._fallback = VmapEvaluator(
                     self.model, self.loss_fn, self.subspace, chunk_size=self.chunk_size
                 )
-        if self._fallback is not None:
-            return self._fallback.evaluate(candidates, batch)
+        return self._fallback is None
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Loss of the incumbent on ``batch`` (a 0-d tensor), from a layer-by-layer forward
+        that the next :meth:`evaluate` of the same batch reuses while the parameters are
+        unchanged (buffers are restored after every forward)."""
+        if not self._layerable(batch):
+            return super().loss(batch)
+        with evaluation_mode(self.model):
+            base = self._base(batch)
+            self._kept = base
+            return compute_loss(self.loss_fn, base.acts[-1], batch[1]).detach()
+
+    def evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
+        if not self._layerable(batch):
+            return self._fallback.evaluate(candidates, batch)  # type: ignore[union-attr]
         return self._evaluate(candidates, batch)
 
-    def _evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
+    def _base(self, batch: Batch) -> Base:
+        """The incumbent's activations on ``batch``: the ones :meth:`loss` kept when the batch
+        and every parameter are the same objects, unmodified since (their version counters),
+        else a fresh forward. Kept activations serve one call only."""
+        kept, self._kept = self._kept, None
+        sources = Base.sources_of(self.model, batch)
+        if kept is not None and kept.fits(sources):
+            return kept
         inputs, targets = batch
+        dims = self.batch_dims(inputs)
+        acts = [inputs]
+        for layer in self.layers:
+            acts.append(layer(acts[-1]))
+        return Base(sources, acts, dims, self._per_sample_losses(acts, dims, targets))
+
+    def _evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
+        targets = batch[1]
         device = candidates.block.device
         losses = torch.empty(len(candidates), dtype=torch.float64, device=device)
         with evaluation_mode(self.model):
-            dims = self.batch_dims(inputs)
-            acts = [inputs]
-            for layer in self.layers:
-                acts.append(layer(acts[-1]))
-            base_losses = self._per_sample_losses(acts, dims, targets)
+            base = self._base(batch)
+            acts, dims, base_losses = base.acts, base.dims, base.losses
+            suffixes: dict[tuple[int, int], Suffix | None] = {}  # one per moved layer, per call
             tasks: list[Callable[[], ChunkResult]] = []
             rows_of: list[torch.Tensor] = []
             pooled: list[bool] = []
@@ -201,7 +271,9 @@ class LayeredEvaluator(Evaluator):
                 j = self._unit_target(i, local, to_output=base_losses is not None)
                 sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
                 if j is not None:
-                    suffix = self._suffix(i, j, acts) if base_losses is not None else None
+                    if base_losses is not None and (i, j) not in suffixes:
+                        suffixes[i, j] = self._suffix(i, j, acts)
+                    suffix = suffixes.get((i, j))
                     cols, _ = self._cols_vals(seg, candidates, rows, candidates.offset)
                     sparse = seg.unit_sparse(cols).to(rows.device)
                     per = self.subspace.block_dim * max(
