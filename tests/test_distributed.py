@@ -225,17 +225,20 @@ def scenario_train(out: Path, max_steps: int = 8, resume: bool = False) -> dict[
 
 
 def scenario_train_rows() -> dict[str, Any]:
-    """train() for 3 steps, each rank told to checkpoint into its own folder: only rank 0 may."""
+    """train() for 3 steps, each rank told to checkpoint and write its metrics CSV into its own
+    folder: only rank 0 may."""
     import tempfile
 
     from polystep.training import TrainConfig, train
 
     model, loader, loss_fn, opt = train_setup(Path("."))
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "ckpt.pt"
-        config = TrainConfig(epochs=1, max_steps=3, checkpoint_path=path, progress=False)
+        path, csv = Path(folder) / "ckpt.pt", Path(folder) / "metrics.csv"
+        config = TrainConfig(
+            epochs=1, max_steps=3, checkpoint_path=path, metrics_csv=csv, progress=False
+        )
         history = train(model, loader, loss_fn, opt, config)
-        written = path.exists()
+        written = [path.exists(), csv.exists()]
     return {"params": digest(model).hex(), "metrics_row": history[-1], "metrics_written": written}
 
 
@@ -349,7 +352,8 @@ def test_two_ranks_match_one_process_bit_for_bit(name, two_ranks):
 
 def test_train_reports_ranks_and_only_rank_0_writes(two_ranks):
     rows = [rank["train_rows"]["metrics_row"] for rank in two_ranks]
-    assert [rank["train_rows"]["metrics_written"] for rank in two_ranks] == [True, False]
+    written = [rank["train_rows"]["metrics_written"] for rank in two_ranks]
+    assert written == [[True, True], [False, False]]  # checkpoint, metrics CSV
     for row in rows:
         assert row["world_size"] == 2 and row["rank0_evals_per_s"] > 0
         assert row["rank1_evals_per_s"] > 0 and row["comm_bytes_received"] > 0
@@ -374,7 +378,8 @@ def test_three_ranks_match_one_process_bit_for_bit(tmp_path):
             for key, value in reference.items():
                 if "metrics" not in key:
                     assert rank[name][key] == value, (name, key)
-    assert [rank["train_rows"]["metrics_written"] for rank in ranks] == [True, False, False]
+    written = [rank["train_rows"]["metrics_written"] for rank in ranks]
+    assert written == [[True, True], [False, False], [False, False]]
     assert all("ranks [1]" in rank["diverge"]["error"] for rank in ranks)
 
 

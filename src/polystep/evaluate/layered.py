@@ -210,7 +210,9 @@ class LayeredEvaluator(Evaluator):
 
     def _layerable(self, batch: Batch) -> bool:
         """Whether the layered path serves ``batch``; else the vmap fallback (announced once)."""
-        if self._fallback is None:
+        inputs = batch[0]
+        known = isinstance(inputs, torch.Tensor) and tuple(inputs.shape[1:]) in self._batch_dims
+        if self._fallback is None and not known:
             try:
                 with evaluation_mode(self.model):
                     self.batch_dims(batch[0])
