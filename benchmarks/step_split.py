@@ -52,8 +52,9 @@ Seconds = defaultdict[str, float]
 
 
 def timed(owner: type, name: str, part: str, spent: Seconds, stack: list[float]) -> None:
-    """Wrap ``owner.name`` so that its CPU time, less that of timed calls inside it, is added
-    to ``spent[part]``."""
+    """Wrap ``owner.name`` (where the class or a base defines it) so that its CPU time, less
+    that of timed calls inside it, is added to ``spent[part]``."""
+    owner = next(cls for cls in owner.__mro__ if name in cls.__dict__)
     raw = owner.__dict__[name]
     static = isinstance(raw, staticmethod)
     fn: Callable[..., Any] = raw.__func__ if static else raw
