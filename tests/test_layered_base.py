@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from polystep.blocks import propose_blocks
+from polystep.blocks import BlockCandidates, propose_blocks
 from polystep.evaluate import LayeredEvaluator
 from polystep.nn import spiking_mlp
 from polystep.step import StepRule
@@ -69,3 +69,14 @@ def test_a_changed_parameter_or_batch_is_not_served_stale_activations() -> None:
     batch[0].mul_(0.5)  # the same tensor changed in place
     expected = LayeredEvaluator(model, nn.CrossEntropyLoss(), space).evaluate(cands, batch)
     assert torch.equal(ev.evaluate(cands, batch), expected)
+
+
+def test_candidates_out_of_block_order_score_as_in_order() -> None:
+    """Steps ask candidates in block order (segments split into ranges); another order takes
+    the general grouping and gives each candidate the same loss."""
+    model, space, cands, batch = problem()
+    ev = LayeredEvaluator(model, nn.CrossEntropyLoss(), space)
+    ordered = ev.evaluate(cands, batch)
+    perm = torch.randperm(len(cands), generator=torch.Generator().manual_seed(3))
+    shuffled = BlockCandidates(cands.block[perm], cands.offset[perm], cands.dim)
+    assert torch.equal(ev.evaluate(shuffled, batch), ordered[perm])

@@ -154,6 +154,7 @@ class LayeredEvaluator(Evaluator):
         self.fused_candidates = 0  # candidates scored by a fused suffix kernel
         self.progress: Callable[[int], None] | None = None  # told each chunk's size when done
         self._kept: Base | None = None  # the forward of the last loss(), for the next evaluate
+        self._tables: tuple[list[Segment], torch.Tensor, torch.Tensor] | None = None  # _groups
 
     @classmethod
     def supports(cls, model: nn.Module, subspace: Subspace) -> str | None:
@@ -266,7 +267,7 @@ class LayeredEvaluator(Evaluator):
             rows_of: list[torch.Tensor] = []
             pooled: list[bool] = []
             fused: list[bool] = []
-            for s, rows in segment_groups(self.subspace, candidates):
+            for s, rows, unit_sparse in self._groups(candidates):
                 seg = self.subspace.segments[s]
                 i, local = self.sites[seg.name]
                 shared: dict[str, torch.Tensor] = {}
@@ -276,8 +277,7 @@ class LayeredEvaluator(Evaluator):
                     if base_losses is not None and (i, j) not in suffixes:
                         suffixes[i, j] = self._suffix(i, j, acts)
                     suffix = suffixes.get((i, j))
-                    cols, _ = self._cols_vals(seg, candidates, rows, candidates.offset)
-                    sparse = seg.unit_sparse(cols).to(rows.device)
+                    sparse = unit_sparse
                     per = self.subspace.block_dim * max(
                         a.numel() // a.shape[-1] for a in acts[i + 1 : j + 1]
                     )
@@ -304,6 +304,31 @@ class LayeredEvaluator(Evaluator):
                     self.pairs_run += pairs
                     self.pairs_dense += len(chunk) * acts[0].shape[dims[0]]
         return losses
+
+    def _groups(self, candidates: BlockCandidates) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """``(segment, rows, unit-sparse flags (n,))`` of every segment that candidates perturb,
+        rows ascending as :func:`segment_groups` gives them. A block's segment and whether it
+        moves few units depend on the block alone: both are tabled once per subspace draw, and
+        candidates in block order (as steps ask them) split into ranges without a search."""
+        segments = self.subspace.segments
+        if self._tables is None or self._tables[0] is not segments:
+            p = self.subspace.block_dim
+            flags = [seg.unit_sparse(torch.arange(seg.size).view(-1, p)) for seg in segments]
+            self._tables = (segments, self.subspace.block_segments(), torch.cat(flags))
+        of_block, sparse_block = (t.to(candidates.block.device) for t in self._tables[1:])
+        seg = of_block[candidates.block]
+        sparse = sparse_block[candidates.block]
+        if len(seg) and not bool((seg[1:] >= seg[:-1]).all()):
+            return [
+                (s, rows, sparse[rows]) for s, rows in segment_groups(self.subspace, candidates)
+            ]
+        values, counts = torch.unique_consecutive(seg, return_counts=True)
+        out, start = [], 0
+        for s, n in zip(values.tolist(), counts.tolist(), strict=True):
+            rows = torch.arange(start, start + n, device=seg.device)
+            out.append((s, rows, sparse[start : start + n]))
+            start += n
+        return out
 
     @staticmethod
     def _run(
