@@ -7,6 +7,7 @@ from torch import nn
 
 from polystep.blocks import BlockCandidates, propose_blocks
 from polystep.evaluate import LayeredEvaluator
+from polystep.evaluate.traits import UNITWISE
 from polystep.nn import spiking_mlp
 from polystep.step import StepRule
 from polystep.subspace import FactoredSubspace
@@ -80,3 +81,37 @@ def test_candidates_out_of_block_order_score_as_in_order() -> None:
     perm = torch.randperm(len(cands), generator=torch.Generator().manual_seed(3))
     shuffled = BlockCandidates(cands.block[perm], cands.offset[perm], cands.dim)
     assert torch.equal(ev.evaluate(shuffled, batch), ordered[perm])
+
+
+class Gain(nn.Module):
+    """``x * gain`` with ``gain`` a scalar buffer: a unit-wise layer that holds state."""
+
+    polystep_traits = UNITWISE
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("gain", torch.tensor(1.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain
+
+
+def test_buffers_are_sources_too() -> None:
+    """A model with a buffer: its forward is still reused (the eval-mode restore does not count
+    as a change), and a buffer changed in place between loss() and evaluate() is seen."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 16), Gain(), nn.Tanh(), nn.Linear(16, 5))
+    space = FactoredSubspace.from_layout(ParamLayout.from_module(model), rank=3, seed=2)
+    _, _, cands, batch = problem()
+    cands = BlockCandidates(cands.block % (space.dim // space.block_dim), cands.offset, space.dim)
+    ev = LayeredEvaluator(model, nn.CrossEntropyLoss(), space)
+    ev.evaluate(cands, batch)
+    calls = counting(model)
+    ev.loss(batch)
+    ev.evaluate(cands, batch)
+    assert calls[0] == 1
+    ev.loss(batch)
+    with torch.no_grad():
+        model[1].gain.mul_(2.0)
+    expected = LayeredEvaluator(model, nn.CrossEntropyLoss(), space).evaluate(cands, batch)
+    assert torch.equal(ev.evaluate(cands, batch), expected)

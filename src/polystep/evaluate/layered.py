@@ -27,7 +27,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -79,9 +79,11 @@ class Base:
 
     @staticmethod
     def sources_of(model: nn.Module, batch: Batch) -> Sources:
-        """The batch's parts and the model's parameters, each with its version counter (bumped
-        by every in-place change); the objects are held, so no id is reused meanwhile."""
-        return tuple((t, _version(t)) for t in (*batch, *model.parameters()))
+        """The batch's parts and the model's parameters and buffers, each with its version
+        counter (bumped by every in-place change); the objects are held, so no id is reused
+        meanwhile."""
+        parts = (*batch, *model.parameters(), *model.buffers())
+        return tuple((t, _version(t)) for t in parts)
 
     def fits(self, sources: Sources) -> bool:
         """Whether ``sources`` are the same objects, unchanged since."""
@@ -226,14 +228,16 @@ class LayeredEvaluator(Evaluator):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Loss of the incumbent on ``batch`` (a 0-d tensor), from a layer-by-layer forward
-        that the next :meth:`evaluate` of the same batch reuses while the parameters are
-        unchanged (buffers are restored after every forward)."""
+        that the next :meth:`evaluate` of the same batch reuses while the batch, parameters
+        and buffers are unchanged."""
         if not self._layerable(batch):
             return super().loss(batch)
         with evaluation_mode(self.model):
             base = self._base(batch)
-            self._kept = base
-            return compute_loss(self.loss_fn, base.acts[-1], batch[1]).detach()
+            value = compute_loss(self.loss_fn, base.acts[-1], batch[1]).detach()
+        # taken after evaluation_mode restored the buffers (a copy that bumps their versions)
+        self._kept = replace(base, sources=Base.sources_of(self.model, batch))
+        return value
 
     def evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
         if not self._layerable(batch):
@@ -242,8 +246,8 @@ class LayeredEvaluator(Evaluator):
 
     def _base(self, batch: Batch) -> Base:
         """The incumbent's activations on ``batch``: the ones :meth:`loss` kept when the batch
-        and every parameter are the same objects, unmodified since (their version counters),
-        else a fresh forward. Kept activations serve one call only."""
+        and every parameter and buffer are the same objects, unmodified since (their version
+        counters), else a fresh forward. Kept activations serve one call only."""
         kept, self._kept = self._kept, None
         sources = Base.sources_of(self.model, batch)
         if kept is not None and kept.fits(sources):
