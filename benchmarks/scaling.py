@@ -4,7 +4,10 @@ The task: the hard-LIF SNN 784-128-10 (T=15, direct-current input, weights x3 so
 trained by ``PolyStepOptimizer(preset="snn")`` with ``step_batch`` at batch 128, on MNIST
 training images from ``../shared/data/mnist`` when present, else synthetic inputs of the same
 shape (the record says which). Every configuration runs the same steps: ``--warmup`` untimed
-steps, then ``--steps`` timed ones. Each rank has ``--threads`` torch threads; world size 1 is a
+steps, then ``--steps`` timed ones. The warm-up also lets the load balance settle: the ranks'
+row ranges start equal and move towards equal seconds over about 8 steps (dear rows sit at
+the end of this step: the output layer and the biases), so the timed steps show the steady
+state of a long run. Each rank has ``--threads`` torch threads; world size 1 is a
 plain process without a process group, the reference for the speed-up. One JSON line per
 world size with candidate evaluations per second (candidates scored / wall time of the timed
 steps, taken by rank 0 after a barrier), the speed-up over world size 1 of the same invocation,
@@ -61,12 +64,22 @@ def data(batches: int, batch: int, device: torch.device) -> tuple[torch.Tensor, 
     return x.reshape(batches, batch, 784).to(device), y.reshape(batches, batch).to(device), source
 
 
+def spiking_model() -> nn.Module:
+    """The hard-LIF SNN 784-128-10, T=15, weights x3 (neurons fire), from torch's RNG."""
+    from polystep.nn import spiking_mlp
+
+    model = spiking_mlp((784, 128, 10), num_steps=15)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    return model
+
+
 def worker(args: argparse.Namespace) -> dict | None:
     """One rank (or the lone process) runs the steps; rank 0 returns the record."""
     import torch.distributed as dist
 
     from polystep import distributed
-    from polystep.nn import spiking_mlp
     from polystep.optimizer import PolyStepOptimizer
 
     torch.set_num_threads(args.threads)
@@ -76,11 +89,7 @@ def worker(args: argparse.Namespace) -> dict | None:
     distributed.init()
     world, rank = distributed.world_size(), dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(0)
-    model = spiking_mlp((784, 128, 10), num_steps=15)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(3.0)
-    model = model.to(device)
+    model = spiking_model().to(device)
     opt = PolyStepOptimizer(model, preset="snn", seed=0)
     opt.progress = False
     total = args.warmup + args.steps
@@ -149,8 +158,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def launch(world: int, argv: list[str], timeout: float) -> dict:
-    """Run ``world`` ranks of this script's worker on 127.0.0.1; rank 0's record."""
+def run_ranks(script: Path, world: int, argv: list[str], timeout: float) -> list[str]:
+    """Run ``world`` ranks of ``script --worker`` on 127.0.0.1 (a plain process for one);
+    every rank's stdout lines. A rank that fails stops the others at once."""
     port, procs = str(free_port()), []
     for rank in range(world):
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -162,13 +172,31 @@ def launch(world: int, argv: list[str], timeout: float) -> dict:
                 MASTER_ADDR="127.0.0.1",
                 MASTER_PORT=port,
             )
-        cmd = [sys.executable, __file__, "--worker", *argv]
+        cmd = [sys.executable, str(script), "--worker", *argv]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
-    outputs = [proc.communicate(timeout=timeout)[0] for proc in procs]
+    deadline = time.monotonic() + timeout
+    try:
+        while any(proc.poll() is None for proc in procs):
+            failed = [r for r, proc in enumerate(procs) if proc.poll() not in (None, 0)]
+            if failed or time.monotonic() > deadline:
+                why = f"failed (exit {procs[failed[0]].returncode})" if failed else "timed out"
+                raise SystemExit(f"rank {failed[0] if failed else '?'} of {world} {why}")
+            time.sleep(0.05)
+        outputs = [proc.communicate()[0] for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     for rank, proc in enumerate(procs):
         if proc.returncode != 0:
             raise SystemExit(f"rank {rank} of {world} failed (exit {proc.returncode})")
-    return json.loads(outputs[0].strip().splitlines()[-1])
+    return [line for text in outputs for line in text.splitlines() if line.strip()]
+
+
+def launch(world: int, argv: list[str], timeout: float) -> dict:
+    """Run ``world`` ranks of this script's worker on 127.0.0.1; rank 0's record."""
+    return json.loads(run_ranks(Path(__file__), world, argv, timeout)[-1])
 
 
 def table(records: list[dict]) -> str:
@@ -197,8 +225,10 @@ def table(records: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="world sizes")
-    parser.add_argument("--steps", type=int, default=6, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument(
+        "--warmup", type=int, default=10, help="untimed steps first (the cuts settle in ~8)"
+    )
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

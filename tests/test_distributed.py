@@ -180,6 +180,27 @@ def scenario_raise() -> dict[str, Any]:
     return {"error": None, "calls": len(calls)}
 
 
+def scenario_fail_early(where: str) -> dict[str, Any]:
+    """Rank 1 raises outside any scoring, ``where="step"``: after building its optimizer (the
+    group is formed then), ``"group"``: before; rank 0 builds its optimizer and steps."""
+    from polystep.optimizer import PolyStepOptimizer
+
+    model, x, y = snn_data()
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 1 and where == "group":
+        raise RuntimeError("rank 1 broke before the group formed")
+    start = time.time()
+    try:
+        opt = PolyStepOptimizer(model, preset="snn", seed=0)
+        if rank == 1:
+            raise RuntimeError("rank 1 broke outside scoring")
+        opt.progress = False
+        opt.step_batch(x[0], y[0], nn.CrossEntropyLoss())
+    except distributed.RankError as exc:
+        return {"error": str(exc), "seconds": time.time() - start}
+    return {"error": None}
+
+
 def train_setup(out: Path) -> tuple[nn.Module, Any, Any, Any]:
     from polystep.optimizer import PolyStepOptimizer
 
@@ -225,17 +246,20 @@ def scenario_train(out: Path, max_steps: int = 8, resume: bool = False) -> dict[
 
 
 def scenario_train_rows() -> dict[str, Any]:
-    """train() for 3 steps, each rank told to checkpoint into its own folder: only rank 0 may."""
+    """train() for 3 steps, each rank told to checkpoint and write its metrics CSV into its own
+    folder: only rank 0 may."""
     import tempfile
 
     from polystep.training import TrainConfig, train
 
     model, loader, loss_fn, opt = train_setup(Path("."))
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "ckpt.pt"
-        config = TrainConfig(epochs=1, max_steps=3, checkpoint_path=path, progress=False)
+        path, csv = Path(folder) / "ckpt.pt", Path(folder) / "metrics.csv"
+        config = TrainConfig(
+            epochs=1, max_steps=3, checkpoint_path=path, metrics_csv=csv, progress=False
+        )
         history = train(model, loader, loss_fn, opt, config)
-        written = path.exists()
+        written = [path.exists(), csv.exists()]
     return {"params": digest(model).hex(), "metrics_row": history[-1], "metrics_written": written}
 
 
@@ -255,6 +279,8 @@ def worker(name: str, out: Path) -> None:
     torch.set_num_threads(1)
     if name == "train":
         result = scenario_train(out)
+    elif name.startswith("fail_early_"):
+        result = scenario_fail_early(name.removeprefix("fail_early_"))
     else:
         names = list(SCENARIOS) if name == "all" else [name]
         result = {key: SCENARIOS[key]() for key in names}
@@ -349,7 +375,8 @@ def test_two_ranks_match_one_process_bit_for_bit(name, two_ranks):
 
 def test_train_reports_ranks_and_only_rank_0_writes(two_ranks):
     rows = [rank["train_rows"]["metrics_row"] for rank in two_ranks]
-    assert [rank["train_rows"]["metrics_written"] for rank in two_ranks] == [True, False]
+    written = [rank["train_rows"]["metrics_written"] for rank in two_ranks]
+    assert written == [[True, True], [False, False]]  # checkpoint, metrics CSV
     for row in rows:
         assert row["world_size"] == 2 and row["rank0_evals_per_s"] > 0
         assert row["rank1_evals_per_s"] > 0 and row["comm_bytes_received"] > 0
@@ -374,7 +401,8 @@ def test_three_ranks_match_one_process_bit_for_bit(tmp_path):
             for key, value in reference.items():
                 if "metrics" not in key:
                     assert rank[name][key] == value, (name, key)
-    assert [rank["train_rows"]["metrics_written"] for rank in ranks] == [True, False, False]
+    written = [rank["train_rows"]["metrics_written"] for rank in ranks]
+    assert written == [[True, True], [False, False], [False, False]]
     assert all("ranks [1]" in rank["diverge"]["error"] for rank in ranks)
 
 
@@ -387,6 +415,32 @@ def test_an_error_on_one_rank_stops_every_rank_at_once(two_ranks):
     assert rank1 == {"error": "ArithmeticError: objective broke", "calls": 2}
     assert rank0["error"].startswith("RankError: rank 0: the scorer raised on ranks [1]")
     assert rank0["calls"] == 2
+
+
+def failed_early(tmp_path: Path, where: str, timeout: float) -> dict[str, Any]:
+    """Rank 0's record of :func:`scenario_fail_early` (rank 1 exits with its error)."""
+    procs = launch(f"fail_early_{where}", tmp_path, POLYSTEP_DIST_TIMEOUT_S=str(timeout))
+    text, _ = procs[0].communicate(timeout=timeout + 120)
+    failed, _ = procs[1].communicate(timeout=60)
+    assert procs[0].returncode == 0, text[-3000:]
+    assert procs[1].returncode != 0 and "rank 1 broke" in failed
+    return json.loads((tmp_path / "rank0.json").read_text())
+
+
+@pytest.mark.bad_input(
+    "a rank that raises outside scoring (data, user code) after building its optimizer",
+    "every other rank raises RankError at its next collective, not at the timeout",
+)
+def test_an_error_outside_scoring_stops_the_others_at_once(tmp_path):
+    rank0 = failed_early(tmp_path, "step", timeout=120.0)
+    assert "rank 0 of 2" in rank0["error"] and "died" in rank0["error"]
+    assert rank0["seconds"] < 60  # the timeout is 120 s: the closed connection was heard
+
+
+@pytest.mark.slow
+def test_a_rank_that_never_joins_is_a_rank_error_at_the_timeout(tmp_path):
+    rank0 = failed_early(tmp_path, "group", timeout=3.0)
+    assert rank0["error"].startswith("rank 0 of 2: the process group did not form within 3 s")
 
 
 def test_killed_rank_stops_the_survivor_and_the_run_resumes_on_one_process(tmp_path):

@@ -96,7 +96,16 @@ def init() -> bool:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s()))
+        seconds = timeout_s()
+        try:
+            dist.init_process_group(backend, timeout=timedelta(seconds=seconds))
+        except dist.DistError as exc:  # the rendezvous timed out or broke
+            why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise RankError(
+                f"rank {os.environ.get('RANK', '?')} of {text}: the process group did not form "
+                f"within {seconds:g} s (${TIMEOUT_ENV}): a rank failed or was not started "
+                f"before it joined; see that rank's log ({why})"
+            ) from exc
         atexit.register(_leave)  # a group left to interpreter exit can abort the process
     return dist.get_world_size() > 1
 
@@ -243,6 +252,7 @@ class Shard:
             raise ValueError(f"check_every must be a positive int, got {self.check_every!r}")
         if self.check_every < 1:
             raise ValueError(f"check_every must be a positive int, got {self.check_every!r}")
+        init()  # join now: a rank that fails after this exits, and the others hear it at once
 
     @property
     def active(self) -> bool:

@@ -496,7 +496,7 @@ def train(
                     }
                     row["best"] = True
             state.history.append(row)
-            if cfg.metrics_csv is not None:
+            if cfg.metrics_csv is not None and is_writer():  # under torchrun: rank 0 only
                 write_csv(cfg.metrics_csv, state.history)
             if bar is not None and has_val and "val_accuracy" in row:
                 shown = f"loss {row['train_loss']:.3f} val_acc {row['val_accuracy']:.3f}"

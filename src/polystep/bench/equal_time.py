@@ -24,6 +24,7 @@ from polystep.bench.report import load_runs, write_report
 from polystep.bench.runner import UNBOUNDED_FWD, run_bench
 from polystep.bench.tasks import TaskSpec
 from polystep.bench.tuning import K, tune, tuned_overrides
+from polystep.distributed import is_writer
 
 GRADIENT_FREE = ("openai_es", "spsa", "cmaes")
 SHORT_SECONDS = 60.0
@@ -82,7 +83,8 @@ def run_protocol(
             budget_fwd=UNBOUNDED_FWD, budget_seconds=seconds, device=device,
             mnist_dir=mnist_dir, resume=resume, log=log, overrides=overrides,
         )  # fmt: skip
-        write_report(folder(out, seconds))
+        if is_writer():  # under torchrun: rank 0 writes the report
+            write_report(folder(out, seconds))
 
     bench(tasks, list(METHODS), short)
     short_runs = load_runs(folder(out, short))

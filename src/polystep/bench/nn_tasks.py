@@ -36,6 +36,7 @@ from polystep.cliargs import (
     torch_device,
 )
 from polystep.data import has_idx_files
+from polystep.distributed import is_writer
 
 
 def _report(argv: list[str]) -> int:
@@ -126,5 +127,6 @@ def main(argv: list[str]) -> int:
         )  # fmt: skip
     except StaleRecordError as err:
         ap.error(f"argument --out: {err} (or rerun it with --resume)")
-    print(write_report(args.out).read_text())
+    if is_writer():  # under torchrun: rank 0 writes the report
+        print(write_report(args.out).read_text())
     return 0

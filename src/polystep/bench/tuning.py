@@ -31,6 +31,7 @@ from typing import Any
 from polystep.bench.codeversion import code_version
 from polystep.bench.runner import machine_info, run_config, train_one
 from polystep.bench.tasks import TaskSpec, data_label, load_task_data
+from polystep.distributed import is_writer
 
 GRIDS: dict[str, dict[str, list[Any]]] = {
     "polystep": {
@@ -219,7 +220,8 @@ def tune(
                         task, method, config, seed, scale=scale, budget_fwd=fwd,
                         budget_seconds=budget_seconds, device=device, mnist_dir=mnist_dir,
                     )  # fmt: skip
-                    append_line(log_path, line)
+                    if is_writer():  # under torchrun: rank 0 appends the line
+                        append_line(log_path, line)
                     log(
                         f"{task.name:16s} {method:10s} {config_key(config)} seed {seed}: "
                         f"val {line['val_acc_best']:.4f} ({line['steps']} steps, "

@@ -27,7 +27,9 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +43,7 @@ from polystep.evaluate.base import (
     LossFn,
     _plain_cross_entropy,
     chunks,
+    compute_loss,
     evaluation_mode,
     local_coords,
     per_candidate_loss,
@@ -58,6 +61,46 @@ CPU_CHUNK_ELEMENTS = 2**22  # about 1 MiB of float32: elementwise time loops sta
 
 
 ChunkResult = tuple[torch.Tensor, int | None]  # losses of a chunk, pairs re-run (None: no events)
+
+
+Sources = tuple[tuple[Any, object], ...]
+
+
+@dataclass
+class Base:
+    """The incumbent's forward on a batch: ``acts[k]`` the input of layer ``k`` (the last the
+    output), ``dims`` their batch dims, ``losses (B,)`` per sample (None: not a mean of
+    per-sample cross-entropies), ``sources``: what it was computed from (:meth:`sources_of`)."""
+
+    sources: Sources
+    acts: list[torch.Tensor]
+    dims: list[int]
+    losses: torch.Tensor | None
+
+    @staticmethod
+    def sources_of(model: nn.Module, batch: Batch) -> Sources:
+        """The batch's parts and the model's parameters and buffers, each with its version
+        counter (bumped by every in-place change); the objects are held, so no id is reused
+        meanwhile."""
+        parts = (*batch, *model.parameters(), *model.buffers())
+        return tuple((t, _version(t)) for t in parts)
+
+    def fits(self, sources: Sources) -> bool:
+        """Whether ``sources`` are the same objects, unchanged since."""
+        return len(sources) == len(self.sources) and all(
+            a is b and u is not None and u == v
+            for (a, u), (b, v) in zip(sources, self.sources, strict=True)
+        )
+
+
+def _version(value: object) -> int | None:
+    """A tensor's version counter (0 for other objects; None where torch keeps none)."""
+    if not isinstance(value, torch.Tensor):
+        return 0
+    try:
+        return value._version
+    except RuntimeError:  # an inference tensor has no version counter: never reused
+        return None
 
 
 class NotLayerable(ValueError):
@@ -112,6 +155,8 @@ class LayeredEvaluator(Evaluator):
         self.pairs_dense = 0  # ... out of this many that a dense suffix would have run
         self.fused_candidates = 0  # candidates scored by a fused suffix kernel
         self.progress: Callable[[int], None] | None = None  # told each chunk's size when done
+        self._kept: Base | None = None  # the forward of the last loss(), for the next evaluate
+        self._tables: tuple[list[Segment], torch.Tensor, torch.Tensor] | None = None  # _groups
 
     @classmethod
     def supports(cls, model: nn.Module, subspace: Subspace) -> str | None:
@@ -166,8 +211,11 @@ class LayeredEvaluator(Evaluator):
             self._batch_dims[key] = dims
         return self._batch_dims[key]
 
-    def evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
-        if self._fallback is None:
+    def _layerable(self, batch: Batch) -> bool:
+        """Whether the layered path serves ``batch``; else the vmap fallback (announced once)."""
+        inputs = batch[0]
+        known = isinstance(inputs, torch.Tensor) and tuple(inputs.shape[1:]) in self._batch_dims
+        if self._fallback is None and not known:
             try:
                 with evaluation_mode(self.model):
                     self.batch_dims(batch[0])
@@ -176,34 +224,64 @@ class LayeredEvaluator(Evaluator):
                 self._fallback = VmapEvaluator(
                     self.model, self.loss_fn, self.subspace, chunk_size=self.chunk_size
                 )
-        if self._fallback is not None:
-            return self._fallback.evaluate(candidates, batch)
+        return self._fallback is None
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Loss of the incumbent on ``batch`` (a 0-d tensor), from a layer-by-layer forward
+        that the next :meth:`evaluate` of the same batch reuses while the batch, parameters
+        and buffers are unchanged."""
+        if not self._layerable(batch):
+            return super().loss(batch)
+        with evaluation_mode(self.model):
+            base = self._base(batch)
+            value = compute_loss(self.loss_fn, base.acts[-1], batch[1]).detach()
+        # taken after evaluation_mode restored the buffers (a copy that bumps their versions)
+        self._kept = replace(base, sources=Base.sources_of(self.model, batch))
+        return value
+
+    def evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
+        if not self._layerable(batch):
+            return self._fallback.evaluate(candidates, batch)  # type: ignore[union-attr]
         return self._evaluate(candidates, batch)
 
-    def _evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
+    def _base(self, batch: Batch) -> Base:
+        """The incumbent's activations on ``batch``: the ones :meth:`loss` kept when the batch
+        and every parameter and buffer are the same objects, unmodified since (their version
+        counters), else a fresh forward. Kept activations serve one call only."""
+        kept, self._kept = self._kept, None
+        sources = Base.sources_of(self.model, batch)
+        if kept is not None and kept.fits(sources):
+            return kept
         inputs, targets = batch
+        dims = self.batch_dims(inputs)
+        acts = [inputs]
+        for layer in self.layers:
+            acts.append(layer(acts[-1]))
+        return Base(sources, acts, dims, self._per_sample_losses(acts, dims, targets))
+
+    def _evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
+        targets = batch[1]
         device = candidates.block.device
         losses = torch.empty(len(candidates), dtype=torch.float64, device=device)
         with evaluation_mode(self.model):
-            dims = self.batch_dims(inputs)
-            acts = [inputs]
-            for layer in self.layers:
-                acts.append(layer(acts[-1]))
-            base_losses = self._per_sample_losses(acts, dims, targets)
+            base = self._base(batch)
+            acts, dims, base_losses = base.acts, base.dims, base.losses
+            suffixes: dict[tuple[int, int], Suffix | None] = {}  # one per moved layer, per call
             tasks: list[Callable[[], ChunkResult]] = []
             rows_of: list[torch.Tensor] = []
             pooled: list[bool] = []
             fused: list[bool] = []
-            for s, rows in segment_groups(self.subspace, candidates):
+            for s, rows, unit_sparse in self._groups(candidates):
                 seg = self.subspace.segments[s]
                 i, local = self.sites[seg.name]
                 shared: dict[str, torch.Tensor] = {}
                 j = self._unit_target(i, local, to_output=base_losses is not None)
                 sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
                 if j is not None:
-                    suffix = self._suffix(i, j, acts) if base_losses is not None else None
-                    cols, _ = self._cols_vals(seg, candidates, rows, candidates.offset)
-                    sparse = seg.unit_sparse(cols).to(rows.device)
+                    if base_losses is not None and (i, j) not in suffixes:
+                        suffixes[i, j] = self._suffix(i, j, acts)
+                    suffix = suffixes.get((i, j))
+                    sparse = unit_sparse
                     per = self.subspace.block_dim * max(
                         a.numel() // a.shape[-1] for a in acts[i + 1 : j + 1]
                     )
@@ -230,6 +308,31 @@ class LayeredEvaluator(Evaluator):
                     self.pairs_run += pairs
                     self.pairs_dense += len(chunk) * acts[0].shape[dims[0]]
         return losses
+
+    def _groups(self, candidates: BlockCandidates) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """``(segment, rows, unit-sparse flags (n,))`` of every segment that candidates perturb,
+        rows ascending as :func:`segment_groups` gives them. A block's segment and whether it
+        moves few units depend on the block alone: both are tabled once per subspace draw, and
+        candidates in block order (as steps ask them) split into ranges without a search."""
+        segments = self.subspace.segments
+        if self._tables is None or self._tables[0] is not segments:
+            p = self.subspace.block_dim
+            flags = [seg.unit_sparse(torch.arange(seg.size).view(-1, p)) for seg in segments]
+            self._tables = (segments, self.subspace.block_segments(), torch.cat(flags))
+        of_block, sparse_block = (t.to(candidates.block.device) for t in self._tables[1:])
+        seg = of_block[candidates.block]
+        sparse = sparse_block[candidates.block]
+        if len(seg) and not bool((seg[1:] >= seg[:-1]).all()):
+            return [
+                (s, rows, sparse[rows]) for s, rows in segment_groups(self.subspace, candidates)
+            ]
+        values, counts = torch.unique_consecutive(seg, return_counts=True)
+        out, start = [], 0
+        for s, n in zip(values.tolist(), counts.tolist(), strict=True):
+            rows = torch.arange(start, start + n, device=seg.device)
+            out.append((s, rows, sparse[start : start + n]))
+            start += n
+        return out
 
     @staticmethod
     def _run(
