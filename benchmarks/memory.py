@@ -49,27 +49,13 @@ from torch import nn
 
 from polystep import PolyStepOptimizer
 from polystep.bench.runner import machine_info
-from polystep.evaluate.traits import BATCHWISE
-from polystep.nn import LIF, SpikeCount, smooth_twin, spiking_mlp
+from polystep.nn import LIF, OverTime, SpikeCount, smooth_twin, spiking_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "memory" / "runs.jsonl"
 MODELS = ("snn_mlp", "snn_conv")
 MODES = ("polystep", "bptt", "forward")
 MIB = 2**20
-
-
-class OverTime(nn.Module):
-    """Apply ``inner`` to every step of a time-major tensor ``(T, B, ...)`` at once."""
-
-    polystep_traits = BATCHWISE
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
 def spiking_conv_net(num_steps: int, *, surrogate: bool = False) -> nn.Sequential:

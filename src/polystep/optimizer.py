@@ -567,9 +567,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             raise
         move = state.x - z
         if bool(torch.isfinite(move).all()):
-            delta = self.layout.unflatten(self.subspace.delta(move))
-            for name, param in self.layout.parameters(self.model).items():
-                param.add_(delta[name].to(param))
+            self.subspace.add_to(self.layout.parameters(self.model), move)
             self._last_move = float(move.norm())
         else:  # cannot happen with sanitised costs; kept as a hard guarantee
             state.x, state.duals = z, duals
