@@ -6,13 +6,16 @@ Two hard-LIF networks (direct-current input, spike-count logits, cross-entropy, 
 * ``snn_conv``: :func:`spiking_conv_net`, conv 1->8 -> LIF -> pool -> conv 8->16 -> LIF -> pool
   -> Linear(784 -> 4096) -> LIF -> Linear(4096 -> 10) -> LIF -> counts (3.26 M parameters).
 
-Three modes, each measured once per (model, T) in a FRESH subprocess on the same batch:
+Five modes, each measured once per (model, T) in a FRESH subprocess on the same batch:
 
 * ``polystep``: one whole ``PolyStepOptimizer(model, preset="snn").step_batch`` (every candidate,
   the evaluator ``auto`` picks and its own chunking, as in training);
+* ``streamed``: the same step with ``evaluator="streamed"``: one time step at a time, chunks
+  sized by the evaluator's default memory bound (:mod:`polystep.evaluate.streamed`);
 * ``bptt``: one Adam step (lr 1e-3) on the smooth twin (sigmoid surrogate spikes), backprop
   through all T steps;
-* ``forward``: one plain forward pass without grad (the authors' "forward-only" figure).
+* ``forward``: one plain forward pass without grad (the authors' "forward-only" figure);
+* ``forward_streamed``: the same forward one time step at a time (``stream_forward``).
 
 Memory on CPU is the growth of the process's peak resident set during the step: the peak
 (``VmHWM``) is reset through ``/proc/self/clear_refs`` right before the step and read after it,
@@ -49,12 +52,13 @@ from torch import nn
 
 from polystep import PolyStepOptimizer
 from polystep.bench.runner import machine_info
+from polystep.evaluate import stream_forward
 from polystep.nn import LIF, OverTime, SpikeCount, smooth_twin, spiking_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "memory" / "runs.jsonl"
 MODELS = ("snn_mlp", "snn_conv")
-MODES = ("polystep", "bptt", "forward")
+MODES = ("polystep", "streamed", "bptt", "forward", "forward_streamed")
 MIB = 2**20
 
 
@@ -103,8 +107,9 @@ def make_step(
     def describe() -> dict[str, Any]:
         return {"params": params}
 
-    if mode == "polystep":
-        opt = PolyStepOptimizer(model, preset="snn", seed=0)
+    if mode in ("polystep", "streamed"):
+        kind = "streamed" if mode == "streamed" else "auto"
+        opt = PolyStepOptimizer(model, preset="snn", seed=0, evaluator=kind)
 
         def step() -> None:
             opt.step_batch(x, y, loss_fn)
@@ -116,6 +121,7 @@ def make_step(
                 "evaluator": type(ev).__name__,
                 "fallback": getattr(ev, "fallback_reason", None),
                 "candidates": opt.evaluations,
+                **({"memory_bytes": ev.memory_bytes} if mode == "streamed" else {}),
             }
 
     elif mode == "bptt":
@@ -127,11 +133,17 @@ def make_step(
             loss_fn(model(x), y).backward()
             adam.step()
 
-    else:
+    elif mode == "forward":
 
         def step() -> None:
             with torch.no_grad():
                 model(x)
+
+    else:
+
+        def step() -> None:
+            with torch.no_grad():
+                stream_forward(model, x)
 
     return step, describe
 
