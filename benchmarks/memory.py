@@ -198,44 +198,61 @@ def load_records(path: Path) -> list[dict[str, Any]]:
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    """Markdown table: one row per (model, T); ratios are BPTT over PolyStep / forward."""
-    peak = {(r["model"], r["T"], r["mode"]): r["peak_mib"] for r in records}
+    """Markdown table: one row per (model, batch, T); ratios are BPTT over each PolyStep step.
+
+    The latest record of each (model, mode, T, batch) counts.
+    """
+    peak = {(r["model"], r["batch"], r["T"], r["mode"]): r["peak_mib"] for r in records}
     lines = [
-        "| model | T | PolyStep step MiB | BPTT step MiB | BPTT / PolyStep "
-        "| forward-only MiB | BPTT / forward |",
-        "|---|---|---|---|---|---|---|",
+        "| model | batch | T | BPTT step MiB | PolyStep streamed MiB | BPTT / streamed "
+        "| PolyStep default MiB | BPTT / default | forward MiB | streamed forward MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def cell(v: float | None) -> str:
+        return "—" if v is None else f"{v:,.2f}"
+
+    def ratio(num: float | None, den: float | None) -> str:
+        if num is None or not den:
+            return "—"
+        return f"{num / den:.2f}×" if num < den else f"{num / den:.1f}×"
+
     for model in MODELS:
-        for t in sorted({r["T"] for r in records if r["model"] == model}):
-            p, b, f = (peak.get((model, t, m)) for m in MODES)
-
-            def cell(v: float | None) -> str:
-                return "—" if v is None else f"{v:,.1f}"
-
-            def ratio(num: float | None, den: float | None) -> str:
-                if num is None or not den:
-                    return "—"
-                return f"{num / den:.2f}×" if num < den else f"{num / den:.1f}×"
-
-            lines.append(
-                f"| {model} | {t} | {cell(p)} | {cell(b)} | {ratio(b, p)} | {cell(f)} "
-                f"| {ratio(b, f)} |"
-            )
+        for batch in sorted({r["batch"] for r in records if r["model"] == model}):
+            steps = sorted({r["T"] for r in records if (r["model"], r["batch"]) == (model, batch)})
+            for t in steps:
+                p, st, b, f, fs = (peak.get((model, batch, t, m)) for m in MODES)
+                lines.append(
+                    f"| {model} | {batch} | {t} | {cell(b)} | {cell(st)} | {ratio(b, st)} "
+                    f"| {cell(p)} | {ratio(b, p)} | {cell(f)} | {cell(fs)} |"
+                )
     return "\n".join(lines)
 
 
 def plot(records: list[dict[str, Any]], path: Path) -> None:
+    """Peak memory against T, one panel per (model, batch), every mode a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(MODELS), figsize=(10, 4))
-    styles = {"polystep": "o-", "bptt": "s-", "forward": "^--"}
-    for ax, model in zip(axes, MODELS, strict=True):
+    panels = sorted(
+        {(r["model"], r["batch"]) for r in records}, key=lambda k: (MODELS.index(k[0]), k[1])
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    styles = {
+        "polystep": "o-",
+        "streamed": "D-",
+        "bptt": "s-",
+        "forward": "^--",
+        "forward_streamed": "v--",
+    }
+    for ax, (model, batch) in zip(axes[0], panels, strict=True):
         for mode in MODES:
             pts = sorted(
-                (r["T"], r["peak_mib"]) for r in records if (r["model"], r["mode"]) == (model, mode)
+                (r["T"], max(r["peak_mib"], 0.01))
+                for r in records
+                if (r["model"], r["batch"], r["mode"]) == (model, batch, mode)
             )
             if pts:
                 ax.plot(*zip(*pts, strict=True), styles[mode], label=mode)
@@ -243,8 +260,8 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("time steps T")
         ax.set_ylabel("peak memory growth of one step (MiB)")
-        ax.set_title(model)
-        ax.legend()
+        ax.set_title(f"{model}, batch {batch}")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
