@@ -54,7 +54,8 @@ from polystep.evaluate.units import dedupe_slots, linear_weight
 from polystep.subspace.base import Subspace
 from polystep.subspace.segments import Segment
 
-DEFAULT_MEMORY_BYTES = 4 * 2**20  # working set of one chunk of candidates
+DEFAULT_MEMORY_BYTES = 2 * 2**20  # working set of one chunk of candidates
+MASK_ROWS = 4096  # candidates sorted into unit / dense path at a time
 
 
 class _OneStep(nn.Module):
@@ -116,9 +117,10 @@ class StreamedEvaluator(Evaluator):
                 i, local = self.sites[seg.name]
                 j = self._unit_target(i, local)
                 sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
-                if j is not None:
-                    cols, _ = self._cols_vals(seg, candidates, rows, candidates.offset)
-                    sparse = seg.unit_sparse(cols).to(rows.device)
+                if j is not None:  # in slices: no index of every candidate at once
+                    for part in chunks(torch.arange(len(rows)), MASK_ROWS):
+                        cols, _ = self._cols_vals(seg, candidates, rows[part], candidates.offset)
+                        sparse[part] = seg.unit_sparse(cols).to(rows.device)
                     per = 2 * (self.subspace.block_dim * (j - i) + sum(widths[j:]))
                     for chunk in chunks(rows[sparse], self._size(per)):
                         value = self._unit_chunk(i, j, seg, candidates, chunk, inputs, targets)
