@@ -229,6 +229,39 @@ def table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+GOAL_RATIO = 30.0  # BPTT over the whole PolyStep step at the longest T (issue 13)
+FLAT_SLACK = 1.25  # "flat in T": the largest streamed step at most this times the smallest
+
+
+def summary(records: list[dict[str, Any]]) -> str:
+    """One sentence per (model, batch) against the goals, from the records alone."""
+    peak = {(r["model"], r["batch"], r["T"], r["mode"]): r["peak_mib"] for r in records}
+    lines = []
+    for model in MODELS:
+        for batch in sorted({r["batch"] for r in records if r["model"] == model}):
+            mine = {
+                t: v
+                for (m, b, t, mode), v in peak.items()
+                if (m, b, mode) == (model, batch, "streamed")
+            }
+            both = [t for t in mine if (model, batch, t, "bptt") in peak]
+            if not both:
+                continue
+            t = max(both)
+            ratio = peak[(model, batch, t, "bptt")] / mine[t]
+            verdict = "met" if ratio >= GOAL_RATIO else "missed"
+            lo, hi = min(mine.values()), max(mine.values())
+            flat = "flat" if hi <= FLAT_SLACK * lo else "not flat"
+            lines.append(
+                f"- {model}, batch {batch}: at T={t} one BPTT step takes {ratio:.1f}× the memory "
+                f"of one streamed PolyStep step ({peak[(model, batch, t, 'bptt')]:,.1f} vs "
+                f"{mine[t]:,.1f} MiB; goal ≥ {GOAL_RATIO:.0f}×: {verdict}); the streamed step "
+                f"spans {lo:,.1f}–{hi:,.1f} MiB over T = {min(mine)}–{max(mine)} ({flat}: "
+                f"≤ {FLAT_SLACK}× asked)."
+            )
+    return "\n".join(lines)
+
+
 def plot(records: list[dict[str, Any]], path: Path) -> None:
     """Peak memory against T, one panel per (model, batch), every mode a line."""
     import matplotlib
@@ -287,7 +320,9 @@ def main() -> None:
         return
     if args.report:
         records = load_records(out)
-        print(table(records))
+        text = table(records) + "\n\n" + summary(records) + "\n"
+        (out.parent / "table.md").write_text(text)
+        print(text, end="")
         plot(records, out.parent / "memory.png")
         return
     models, modes = args.models.split(","), args.modes.split(",")

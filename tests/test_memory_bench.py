@@ -61,3 +61,19 @@ def test_table_and_plot(bench, tmp_path: Path) -> None:
     assert "| snn_conv | 8 | 50 | 80.00 | — | — | — | — | — | — |" in text
     bench.plot(recs, tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_summary_says_met_or_missed(bench) -> None:
+    recs = [
+        {"model": "snn_conv", "batch": 4, "T": 25, "mode": "streamed", "peak_mib": 10.0},
+        {"model": "snn_conv", "batch": 4, "T": 400, "mode": "streamed", "peak_mib": 11.0},
+        {"model": "snn_conv", "batch": 4, "T": 400, "mode": "bptt", "peak_mib": 440.0},
+        {"model": "snn_mlp", "batch": 4, "T": 25, "mode": "streamed", "peak_mib": 1.0},
+        {"model": "snn_mlp", "batch": 4, "T": 400, "mode": "streamed", "peak_mib": 2.0},
+        {"model": "snn_mlp", "batch": 4, "T": 400, "mode": "bptt", "peak_mib": 10.0},
+    ]
+    text = bench.summary(recs)
+    assert "snn_conv, batch 4: at T=400 one BPTT step takes 40.0×" in text
+    assert "goal ≥ 30×: met" in text and "(flat:" in text
+    assert "snn_mlp, batch 4: at T=400 one BPTT step takes 5.0×" in text
+    assert "goal ≥ 30×: missed" in text and "(not flat:" in text
