@@ -111,7 +111,7 @@ class StreamedEvaluator(Evaluator):
         inputs, targets = batch
         losses = torch.empty(len(candidates), dtype=torch.float64, device=candidates.block.device)
         with evaluation_mode(self.model):
-            widths = self._step_widths(inputs)
+            widths, item = self._step_widths(inputs)
             for s, rows in segment_groups(self.subspace, candidates):
                 seg = self.subspace.segments[s]
                 i, local = self.sites[seg.name]
@@ -122,30 +122,32 @@ class StreamedEvaluator(Evaluator):
                         cols, _ = self._cols_vals(seg, candidates, rows[part], candidates.offset)
                         sparse[part] = seg.unit_sparse(cols).to(rows.device)
                     per = 2 * (self.subspace.block_dim * (j - i) + sum(widths[j:]))
-                    for chunk in chunks(rows[sparse], self._size(per)):
+                    for chunk in chunks(rows[sparse], self._size(per * item)):
                         value = self._unit_chunk(i, j, seg, candidates, chunk, inputs, targets)
                         losses[chunk] = value
                         self.unit_candidates += len(chunk)
                 per = 2 * sum(widths[i:]) + (
                     0 if traits_of(self.layers[i]).plain_linear else seg.numel
                 )
-                for chunk in chunks(rows[~sparse], self._size(per)):
+                for chunk in chunks(rows[~sparse], self._size(per * item)):
                     value = self._dense_chunk(i, local, s, seg, candidates, chunk, inputs, targets)
                     losses[chunk] = value
         return losses
 
     # -- sizes --------------------------------------------------------------------------------
-    def _step_widths(self, inputs: torch.Tensor) -> list[int]:
-        """Elements of every layer's output at one step (static layers: once), whole batch."""
+    def _step_widths(self, inputs: torch.Tensor) -> tuple[list[int], int]:
+        """Elements of every layer's output at one step (static layers: once) for the whole
+        batch, and the bytes of one element."""
         base = BaseStream(self.plan, inputs)
         base.step(self.plan.stop + 1)
         widths = [base.out(k).numel() for k in range(self.plan.stop + 1)]
         out = finish(self.plan, base.states[self.plan.stop])
-        return widths + [out.numel()] * (len(self.layers) - self.plan.stop - 1)
+        widths += [out.numel()] * (len(self.layers) - self.plan.stop - 1)
+        return widths, out.element_size()
 
-    def _size(self, elements_per_candidate: int) -> int:
-        """Candidates per chunk: ``chunk_size``, else what ``memory_bytes`` holds (float32)."""
-        return self.chunk_size or max(1, self.memory_bytes // (4 * max(1, elements_per_candidate)))
+    def _size(self, bytes_per_candidate: int) -> int:
+        """Candidates per chunk: ``chunk_size``, else as many as ``memory_bytes`` holds."""
+        return self.chunk_size or max(1, self.memory_bytes // max(1, bytes_per_candidate))
 
     # -- which path ---------------------------------------------------------------------------
     def _unit_target(self, i: int, local: str) -> int | None:
