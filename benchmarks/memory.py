@@ -40,6 +40,7 @@ import gc
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -197,12 +198,19 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def table(records: list[dict[str, Any]]) -> str:
-    """Markdown table: one row per (model, batch, T); ratios are BPTT over each PolyStep step.
+def medians(records: list[dict[str, Any]]) -> dict[tuple[str, int, int, str], float]:
+    """Median peak (MiB) of every ``(model, batch, T, mode)`` over its repeated records (RSS
+    growth of small steps varies by a few MiB between identical runs)."""
+    runs: dict[tuple[str, int, int, str], list[float]] = {}
+    for r in records:
+        runs.setdefault((r["model"], r["batch"], r["T"], r["mode"]), []).append(r["peak_mib"])
+    return {key: statistics.median(values) for key, values in runs.items()}
 
-    The latest record of each (model, mode, T, batch) counts.
-    """
-    peak = {(r["model"], r["batch"], r["T"], r["mode"]): r["peak_mib"] for r in records}
+
+def table(records: list[dict[str, Any]]) -> str:
+    """Markdown table: one row per (model, batch, T); ratios are BPTT over each PolyStep step
+    (medians of the repeats, see :func:`medians`)."""
+    peak = medians(records)
     lines = [
         "| model | batch | T | BPTT step MiB | PolyStep streamed MiB | BPTT / streamed "
         "| PolyStep default MiB | BPTT / default | forward MiB | streamed forward MiB |",
@@ -235,7 +243,7 @@ FLAT_SLACK = 1.25  # "flat in T": the largest streamed step at most this times t
 
 def summary(records: list[dict[str, Any]]) -> str:
     """One sentence per (model, batch) against the goals, from the records alone."""
-    peak = {(r["model"], r["batch"], r["T"], r["mode"]): r["peak_mib"] for r in records}
+    peak = medians(records)
     lines = []
     for model in MODELS:
         for batch in sorted({r["batch"] for r in records if r["model"] == model}):
@@ -308,6 +316,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="records wanted per case")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--report", action="store_true", help="print the table, write the plot")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # model,mode,T: measure one case
@@ -333,8 +342,8 @@ def main() -> None:
     for model in models:
         for t in (int(s) for s in args.steps.split(",")):
             for mode in modes:
-                done = {(r["model"], r["mode"], r["T"], r["batch"]) for r in load_records(out)}
-                if (model, mode, t, args.batch) in done:
+                done = [(r["model"], r["mode"], r["T"], r["batch"]) for r in load_records(out)]
+                if done.count((model, mode, t, args.batch)) >= args.repeats:
                     continue
                 cmd = [sys.executable, __file__, "--child", f"{model},{mode},{t}"]
                 cmd += ["--batch", str(args.batch), "--device", args.device]

@@ -77,3 +77,11 @@ def test_summary_says_met_or_missed(bench) -> None:
     assert "goal ≥ 30×: met" in text and "(flat:" in text
     assert "snn_mlp, batch 4: at T=400 one BPTT step takes 5.0×" in text
     assert "goal ≥ 30×: missed" in text and "(not flat:" in text
+
+
+def test_repeats_count_by_their_median(bench) -> None:
+    recs = [
+        {"model": "snn_mlp", "batch": 4, "T": 25, "mode": "streamed", "peak_mib": v}
+        for v in (3.0, 9.0, 4.0)
+    ]
+    assert bench.medians(recs) == {("snn_mlp", 4, 25, "streamed"): 4.0}
