@@ -271,7 +271,7 @@ def summary(records: list[dict[str, Any]]) -> str:
 
 
 def plot(records: list[dict[str, Any]], path: Path) -> None:
-    """Peak memory against T, one panel per (model, batch), every mode a line."""
+    """Median peak memory against T, one panel per (model, batch), every mode a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -288,15 +288,17 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
         "forward": "^--",
         "forward_streamed": "v--",
     }
+    colors = dict(zip(MODES, ("C0", "C1", "C2", "C3", "C4"), strict=True))
+    peak = medians(records)
     for ax, (model, batch) in zip(axes[0], panels, strict=True):
         for mode in MODES:
             pts = sorted(
-                (r["T"], max(r["peak_mib"], 0.01))
-                for r in records
-                if (r["model"], r["batch"], r["mode"]) == (model, batch, mode)
+                (t, max(v, 0.01))
+                for (m, b, t, md), v in peak.items()
+                if (m, b, md) == (model, batch, mode)
             )
             if pts:
-                ax.plot(*zip(*pts, strict=True), styles[mode], label=mode)
+                ax.plot(*zip(*pts, strict=True), styles[mode], color=colors[mode], label=mode)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("time steps T")
