@@ -1,5 +1,6 @@
 """Streamed evaluator: candidates of a spiking net scored one time step at a time, in chunks
-sized by a memory bound. Memory is flat in ``T`` and in the number of candidates.
+sized by a memory bound. The evaluator's memory is flat in ``T`` and in the number of
+candidates (the step's own buffers of every candidate, drawn by the optimizer, are not its own).
 
 The model must be streamable (:mod:`polystep.evaluate.stream`). Candidates are grouped by the
 parameter they move (layer ``i``) and cut into chunks; each chunk runs its own time loop next
@@ -18,7 +19,7 @@ one chunk outlives it and nothing of shape ``(T, ...)`` exists. Within a chunk:
 ``memory_bytes`` bounds a chunk's working set: its neurons' state and one step's activations,
 estimated from the shapes of one step. It is a time-for-memory trade: every chunk re-runs the
 incumbent over all ``T`` steps. Pick this evaluator explicitly (``evaluator="streamed"``) when
-``T`` is long and memory is what limits you; ``"layered"`` is much faster otherwise.
+``T`` is long and memory is what limits you; ``"layered"`` is faster otherwise.
 """
 
 from __future__ import annotations
