@@ -6,13 +6,16 @@ Two hard-LIF networks (direct-current input, spike-count logits, cross-entropy, 
 * ``snn_conv``: :func:`spiking_conv_net`, conv 1->8 -> LIF -> pool -> conv 8->16 -> LIF -> pool
   -> Linear(784 -> 4096) -> LIF -> Linear(4096 -> 10) -> LIF -> counts (3.26 M parameters).
 
-Three modes, each measured once per (model, T) in a FRESH subprocess on the same batch:
+Five modes, each measured once per (model, T) in a FRESH subprocess on the same batch:
 
 * ``polystep``: one whole ``PolyStepOptimizer(model, preset="snn").step_batch`` (every candidate,
   the evaluator ``auto`` picks and its own chunking, as in training);
+* ``streamed``: the same step with ``evaluator="streamed"``: one time step at a time, chunks
+  sized by the evaluator's default memory bound (:mod:`polystep.evaluate.streamed`);
 * ``bptt``: one Adam step (lr 1e-3) on the smooth twin (sigmoid surrogate spikes), backprop
   through all T steps;
-* ``forward``: one plain forward pass without grad (the authors' "forward-only" figure).
+* ``forward``: one plain forward pass without grad (the authors' "forward-only" figure);
+* ``forward_streamed``: the same forward one time step at a time (``stream_forward``).
 
 Memory on CPU is the growth of the process's peak resident set during the step: the peak
 (``VmHWM``) is reset through ``/proc/self/clear_refs`` right before the step and read after it,
@@ -37,6 +40,7 @@ import gc
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -49,27 +53,14 @@ from torch import nn
 
 from polystep import PolyStepOptimizer
 from polystep.bench.runner import machine_info
-from polystep.evaluate.traits import BATCHWISE
-from polystep.nn import LIF, SpikeCount, smooth_twin, spiking_mlp
+from polystep.evaluate import stream_forward
+from polystep.nn import LIF, OverTime, SpikeCount, smooth_twin, spiking_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "memory" / "runs.jsonl"
 MODELS = ("snn_mlp", "snn_conv")
-MODES = ("polystep", "bptt", "forward")
+MODES = ("polystep", "streamed", "bptt", "forward", "forward_streamed")
 MIB = 2**20
-
-
-class OverTime(nn.Module):
-    """Apply ``inner`` to every step of a time-major tensor ``(T, B, ...)`` at once."""
-
-    polystep_traits = BATCHWISE
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
 def spiking_conv_net(num_steps: int, *, surrogate: bool = False) -> nn.Sequential:
@@ -117,8 +108,9 @@ def make_step(
     def describe() -> dict[str, Any]:
         return {"params": params}
 
-    if mode == "polystep":
-        opt = PolyStepOptimizer(model, preset="snn", seed=0)
+    if mode in ("polystep", "streamed"):
+        kind = "streamed" if mode == "streamed" else "auto"
+        opt = PolyStepOptimizer(model, preset="snn", seed=0, evaluator=kind)
 
         def step() -> None:
             opt.step_batch(x, y, loss_fn)
@@ -130,6 +122,7 @@ def make_step(
                 "evaluator": type(ev).__name__,
                 "fallback": getattr(ev, "fallback_reason", None),
                 "candidates": opt.evaluations,
+                **({"memory_bytes": ev.memory_bytes} if mode == "streamed" else {}),
             }
 
     elif mode == "bptt":
@@ -141,11 +134,17 @@ def make_step(
             loss_fn(model(x), y).backward()
             adam.step()
 
-    else:
+    elif mode == "forward":
 
         def step() -> None:
             with torch.no_grad():
                 model(x)
+
+    else:
+
+        def step() -> None:
+            with torch.no_grad():
+                stream_forward(model, x)
 
     return step, describe
 
@@ -199,54 +198,113 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def medians(records: list[dict[str, Any]]) -> dict[tuple[str, int, int, str], float]:
+    """Median peak (MiB) of every ``(model, batch, T, mode)`` over its repeated records (RSS
+    growth of small steps varies by a few MiB between identical runs)."""
+    runs: dict[tuple[str, int, int, str], list[float]] = {}
+    for r in records:
+        runs.setdefault((r["model"], r["batch"], r["T"], r["mode"]), []).append(r["peak_mib"])
+    return {key: statistics.median(values) for key, values in runs.items()}
+
+
 def table(records: list[dict[str, Any]]) -> str:
-    """Markdown table: one row per (model, T); ratios are BPTT over PolyStep / forward."""
-    peak = {(r["model"], r["T"], r["mode"]): r["peak_mib"] for r in records}
+    """Markdown table: one row per (model, batch, T); ratios are BPTT over each PolyStep step
+    (medians of the repeats, see :func:`medians`)."""
+    peak = medians(records)
     lines = [
-        "| model | T | PolyStep step MiB | BPTT step MiB | BPTT / PolyStep "
-        "| forward-only MiB | BPTT / forward |",
-        "|---|---|---|---|---|---|---|",
+        "| model | batch | T | BPTT step MiB | PolyStep streamed MiB | BPTT / streamed "
+        "| PolyStep default MiB | BPTT / default | forward MiB | streamed forward MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def cell(v: float | None) -> str:
+        return "—" if v is None else f"{v:,.2f}"
+
+    def ratio(num: float | None, den: float | None) -> str:
+        if num is None or not den:
+            return "—"
+        return f"{num / den:.2f}×" if num < den else f"{num / den:.1f}×"
+
     for model in MODELS:
-        for t in sorted({r["T"] for r in records if r["model"] == model}):
-            p, b, f = (peak.get((model, t, m)) for m in MODES)
+        for batch in sorted({r["batch"] for r in records if r["model"] == model}):
+            steps = sorted({r["T"] for r in records if (r["model"], r["batch"]) == (model, batch)})
+            for t in steps:
+                p, st, b, f, fs = (peak.get((model, batch, t, m)) for m in MODES)
+                lines.append(
+                    f"| {model} | {batch} | {t} | {cell(b)} | {cell(st)} | {ratio(b, st)} "
+                    f"| {cell(p)} | {ratio(b, p)} | {cell(f)} | {cell(fs)} |"
+                )
+    return "\n".join(lines)
 
-            def cell(v: float | None) -> str:
-                return "—" if v is None else f"{v:,.1f}"
 
-            def ratio(num: float | None, den: float | None) -> str:
-                if num is None or not den:
-                    return "—"
-                return f"{num / den:.2f}×" if num < den else f"{num / den:.1f}×"
+GOAL_RATIO = 30.0  # BPTT over the whole PolyStep step at the longest T (issue 13)
+FLAT_SLACK = 1.25  # "flat in T": the largest streamed step at most this times the smallest
 
+
+def summary(records: list[dict[str, Any]]) -> str:
+    """One sentence per (model, batch) against the goals, from the records alone."""
+    peak = medians(records)
+    lines = []
+    for model in MODELS:
+        for batch in sorted({r["batch"] for r in records if r["model"] == model}):
+            mine = {
+                t: v
+                for (m, b, t, mode), v in peak.items()
+                if (m, b, mode) == (model, batch, "streamed")
+            }
+            both = [t for t in mine if (model, batch, t, "bptt") in peak]
+            if not both:
+                continue
+            t = max(both)
+            ratio = peak[(model, batch, t, "bptt")] / mine[t]
+            verdict = "met" if ratio >= GOAL_RATIO else "missed"
+            lo, hi = min(mine.values()), max(mine.values())
+            flat = "flat" if hi <= FLAT_SLACK * lo else "not flat"
             lines.append(
-                f"| {model} | {t} | {cell(p)} | {cell(b)} | {ratio(b, p)} | {cell(f)} "
-                f"| {ratio(b, f)} |"
+                f"- {model}, batch {batch}: at T={t} one BPTT step takes {ratio:.1f}× the memory "
+                f"of one streamed PolyStep step ({peak[(model, batch, t, 'bptt')]:,.1f} vs "
+                f"{mine[t]:,.1f} MiB; goal ≥ {GOAL_RATIO:.0f}×: {verdict}); the streamed step "
+                f"spans {lo:,.1f}–{hi:,.1f} MiB over T = {min(mine)}–{max(mine)} ({flat}: "
+                f"≤ {FLAT_SLACK}× asked)."
             )
     return "\n".join(lines)
 
 
 def plot(records: list[dict[str, Any]], path: Path) -> None:
+    """Median peak memory against T, one panel per (model, batch), every mode a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(MODELS), figsize=(10, 4))
-    styles = {"polystep": "o-", "bptt": "s-", "forward": "^--"}
-    for ax, model in zip(axes, MODELS, strict=True):
+    panels = sorted(
+        {(r["model"], r["batch"]) for r in records}, key=lambda k: (MODELS.index(k[0]), k[1])
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    styles = {
+        "polystep": "o-",
+        "streamed": "D-",
+        "bptt": "s-",
+        "forward": "^--",
+        "forward_streamed": "v--",
+    }
+    colors = dict(zip(MODES, ("C0", "C1", "C2", "C3", "C4"), strict=True))
+    peak = medians(records)
+    for ax, (model, batch) in zip(axes[0], panels, strict=True):
         for mode in MODES:
             pts = sorted(
-                (r["T"], r["peak_mib"]) for r in records if (r["model"], r["mode"]) == (model, mode)
+                (t, max(v, 0.01))
+                for (m, b, t, md), v in peak.items()
+                if (m, b, md) == (model, batch, mode)
             )
             if pts:
-                ax.plot(*zip(*pts, strict=True), styles[mode], label=mode)
+                ax.plot(*zip(*pts, strict=True), styles[mode], color=colors[mode], label=mode)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("time steps T")
         ax.set_ylabel("peak memory growth of one step (MiB)")
-        ax.set_title(model)
-        ax.legend()
+        ax.set_title(f"{model}, batch {batch}")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -260,6 +318,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="records wanted per case")
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--report", action="store_true", help="print the table, write the plot")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # model,mode,T: measure one case
@@ -272,7 +331,9 @@ def main() -> None:
         return
     if args.report:
         records = load_records(out)
-        print(table(records))
+        text = table(records) + "\n\n" + summary(records) + "\n"
+        (out.parent / "table.md").write_text(text)
+        print(text, end="")
         plot(records, out.parent / "memory.png")
         return
     models, modes = args.models.split(","), args.modes.split(",")
@@ -283,8 +344,8 @@ def main() -> None:
     for model in models:
         for t in (int(s) for s in args.steps.split(",")):
             for mode in modes:
-                done = {(r["model"], r["mode"], r["T"], r["batch"]) for r in load_records(out)}
-                if (model, mode, t, args.batch) in done:
+                done = [(r["model"], r["mode"], r["T"], r["batch"]) for r in load_records(out)]
+                if done.count((model, mode, t, args.batch)) >= args.repeats:
                     continue
                 cmd = [sys.executable, __file__, "--child", f"{model},{mode},{t}"]
                 cmd += ["--batch", str(args.batch), "--device", args.device]

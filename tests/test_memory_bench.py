@@ -37,25 +37,51 @@ def test_conv_net_is_spiking_layerable_and_millions(bench) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
-@pytest.mark.parametrize("mode", ["forward", "bptt", "polystep"])
+@pytest.mark.parametrize("mode", ["forward", "forward_streamed", "bptt", "polystep", "streamed"])
 def test_measure_one_small_case(bench, mode: str) -> None:
     record = bench.measure("snn_mlp", mode, 3, 2, "cpu")
     assert record["mode"] == mode and record["T"] == 3 and record["params"] == 101_770
     assert record["peak_mib"] >= 0
-    if mode == "polystep":
-        assert record["evaluator"] == "LayeredEvaluator" and record["fallback"] is None
+    if mode in ("polystep", "streamed"):
+        name = "StreamedEvaluator" if mode == "streamed" else "LayeredEvaluator"
+        assert record["evaluator"] == name and record["fallback"] is None
         assert record["candidates"] > 0
 
 
 def test_table_and_plot(bench, tmp_path: Path) -> None:
     recs = [
-        {"model": "snn_mlp", "T": 25, "mode": "polystep", "peak_mib": 10.0},
-        {"model": "snn_mlp", "T": 25, "mode": "bptt", "peak_mib": 40.0},
-        {"model": "snn_mlp", "T": 25, "mode": "forward", "peak_mib": 2.0},
-        {"model": "snn_conv", "T": 50, "mode": "bptt", "peak_mib": 80.0},
+        {"model": "snn_mlp", "batch": 4, "T": 25, "mode": "polystep", "peak_mib": 10.0},
+        {"model": "snn_mlp", "batch": 4, "T": 25, "mode": "streamed", "peak_mib": 1.0},
+        {"model": "snn_mlp", "batch": 4, "T": 25, "mode": "bptt", "peak_mib": 40.0},
+        {"model": "snn_mlp", "batch": 4, "T": 25, "mode": "forward", "peak_mib": 2.0},
+        {"model": "snn_conv", "batch": 8, "T": 50, "mode": "bptt", "peak_mib": 80.0},
     ]
     text = bench.table(recs)
-    assert "| snn_mlp | 25 | 10.0 | 40.0 | 4.0× | 2.0 | 20.0× |" in text
-    assert "| snn_conv | 50 | — | 80.0 | — | — | — |" in text
+    assert "| snn_mlp | 4 | 25 | 40.00 | 1.00 | 40.0× | 10.00 | 4.0× | 2.00 | — |" in text
+    assert "| snn_conv | 8 | 50 | 80.00 | — | — | — | — | — | — |" in text
     bench.plot(recs, tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 0
+
+
+def test_summary_says_met_or_missed(bench) -> None:
+    recs = [
+        {"model": "snn_conv", "batch": 4, "T": 25, "mode": "streamed", "peak_mib": 10.0},
+        {"model": "snn_conv", "batch": 4, "T": 400, "mode": "streamed", "peak_mib": 11.0},
+        {"model": "snn_conv", "batch": 4, "T": 400, "mode": "bptt", "peak_mib": 440.0},
+        {"model": "snn_mlp", "batch": 4, "T": 25, "mode": "streamed", "peak_mib": 1.0},
+        {"model": "snn_mlp", "batch": 4, "T": 400, "mode": "streamed", "peak_mib": 2.0},
+        {"model": "snn_mlp", "batch": 4, "T": 400, "mode": "bptt", "peak_mib": 10.0},
+    ]
+    text = bench.summary(recs)
+    assert "snn_conv, batch 4: at T=400 one BPTT step takes 40.0×" in text
+    assert "goal ≥ 30×: met" in text and "(flat:" in text
+    assert "snn_mlp, batch 4: at T=400 one BPTT step takes 5.0×" in text
+    assert "goal ≥ 30×: missed" in text and "(not flat:" in text
+
+
+def test_repeats_count_by_their_median(bench) -> None:
+    recs = [
+        {"model": "snn_mlp", "batch": 4, "T": 25, "mode": "streamed", "peak_mib": v}
+        for v in (3.0, 9.0, 4.0)
+    ]
+    assert bench.medians(recs) == {("snn_mlp", 4, 25, "streamed"): 4.0}

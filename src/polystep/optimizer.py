@@ -111,8 +111,9 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             it is the preset's when epsilon is the preset's, and None when you pass epsilon:
             an explicit epsilon is a temperature in loss units, as in the paper's package.
         evaluator: ``"auto"`` (layered where the model is a layer chain, else captured where
-            its forward can be captured, else vmap), ``"layered"``, ``"captured"``, ``"vmap"``
-            or ``"reference"``; used by :meth:`step_batch`.
+            its forward can be captured, else vmap), ``"layered"``, ``"captured"``, ``"vmap"``,
+            ``"reference"`` or ``"streamed"`` (spiking nets one time step at a time, in
+            memory-bounded chunks: memory flat in T, slower); used by :meth:`step_batch`.
         chunk_size: candidates per evaluator call (None: sized to memory).
         seed: seed of the rotations (and of the subspace when it has none).
 
@@ -378,9 +379,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             raise
         move = state.x - z
         if bool(torch.isfinite(move).all()):
-            delta = self.layout.unflatten(self.subspace.delta(move))
-            for name, param in self.layout.parameters(self.model).items():
-                param.add_(delta[name].to(param))
+            self.subspace.add_to(self.layout.parameters(self.model), move)
             self._last_move = float(move.norm())
         else:  # cannot happen with sanitised costs; kept as a hard guarantee
             state.x, state.duals = z, duals

@@ -1,9 +1,10 @@
 """Candidate evaluators behind one interface: ``losses = evaluator.evaluate(candidates, batch)``.
 
 ``reference`` (oracle, one at a time), ``vmap`` (batched, reported fallback to reference),
-``layered`` (sequential models: shared prefix, sparse perturbed layer) and ``captured`` (models
-as users write them, through a ``torch.fx`` graph). :func:`make_evaluator` picks one; ``"auto"``
-prefers layered, then captured, then vmap.
+``layered`` (sequential models: shared prefix, sparse perturbed layer), ``captured`` (models
+as users write them, through a ``torch.fx`` graph) and ``streamed`` (spiking nets one time step
+at a time, in memory-bounded chunks; chosen explicitly, never by ``"auto"``).
+:func:`make_evaluator` picks one; ``"auto"`` prefers layered, then captured, then vmap.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from polystep.evaluate.captured import CapturedEvaluator
 from polystep.evaluate.graph import NotCapturable
 from polystep.evaluate.layered import FallbackError, LayeredEvaluator, NotLayerable
 from polystep.evaluate.reference import ReferenceEvaluator
+from polystep.evaluate.stream import NotStreamable, stream_forward
+from polystep.evaluate.streamed import StreamedEvaluator
 from polystep.subspace.base import Subspace
 
 EVALUATORS = {
@@ -25,6 +28,7 @@ EVALUATORS = {
     "vmap": VmapEvaluator,
     "layered": LayeredEvaluator,
     "captured": CapturedEvaluator,
+    "streamed": StreamedEvaluator,
 }
 
 
@@ -37,8 +41,8 @@ def make_evaluator(
     chunk_size: int | None = None,
     strict: bool = False,
 ) -> Evaluator:
-    """Evaluator ``kind`` (``"auto"``, ``"layered"``, ``"captured"``, ``"vmap"`` or
-    ``"reference"``).
+    """Evaluator ``kind`` (``"auto"``, ``"layered"``, ``"captured"``, ``"vmap"``,
+    ``"reference"`` or ``"streamed"``).
 
     ``"auto"`` takes the layered path where the model is a layer chain, else the captured path
     where its forward can be captured (it warns once if some parameters still go to vmap), else
@@ -88,9 +92,12 @@ __all__ = [
     "LayeredEvaluator",
     "NotCapturable",
     "NotLayerable",
+    "NotStreamable",
     "ReferenceEvaluator",
+    "StreamedEvaluator",
     "VmapEvaluator",
     "evaluation_mode",
     "make_evaluator",
     "per_candidate_loss",
+    "stream_forward",
 ]

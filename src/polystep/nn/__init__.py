@@ -23,7 +23,7 @@ from polystep.nn.models import (
 )
 from polystep.nn.quant import BinaryLinear, QuantLinear, binarize, fake_quantize
 from polystep.nn.routing import ArgmaxAttention, HardMoE, one_hot_argmax
-from polystep.nn.spiking import LIF, SpikeCount, SpikingMLP
+from polystep.nn.spiking import LIF, OverTime, SpikeCount, SpikingMLP
 
 SURROGATE_BLOCKS = (LIF, QuantLinear, BinaryLinear, Staircase, ArgmaxAttention, HardMoE)
 
@@ -63,6 +63,7 @@ __all__ = [
     "ArgmaxAttention",
     "BinaryLinear",
     "HardMoE",
+    "OverTime",
     "QuantLinear",
     "SpikeCount",
     "SpikingMLP",

@@ -4,7 +4,12 @@ Time is the leading dimension of every spike train: ``(T, *batch, features)``. A
 static current (direct-current input, the first layer of :class:`SpikingMLP`) takes ``(*batch, F)``
 and integrates it for ``num_steps`` steps, so the projection that produced the current runs once,
 not once per step. Networks are plain ``nn.Sequential`` s of ``Linear`` / :class:`LIF` /
-:class:`SpikeCount`, so a layered evaluator can walk them layer by layer.
+:class:`SpikeCount` (and :class:`OverTime` around per-frame layers such as convolutions), so a
+layered evaluator can walk them layer by layer.
+
+Each time-aware layer also runs ONE step at a time, ``stream_step(x_t, state) -> (y_t, state)``
+(``state`` None at the first step), which is what the streamed, memory-bounded evaluation
+(:mod:`polystep.evaluate.stream`) uses instead of holding ``(T, ...)`` tensors.
 """
 
 from __future__ import annotations
@@ -82,6 +87,13 @@ class LIF(nn.Module):
         s = self.spike(v)
         return s, v * (1.0 - s)
 
+    def stream_step(
+        self, current: torch.Tensor, v: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the stream: the current ``I_t`` (the static current when ``num_steps``
+        is set) and the membrane (None: at rest) -> ``(s_t, v_t)``."""
+        return self.step(current, self.init_state(current) if v is None else v)
+
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         static = self.num_steps is not None
         steps = self.num_steps if static else current.shape[0]
@@ -128,9 +140,37 @@ class SpikeCount(nn.Module):
     """Sum a spike train over time: ``(T, *batch, F) -> (*batch, F)`` (spike-count logits)."""
 
     polystep_traits = Traits(batchwise=True, unitwise=True, kernel=UnitKernel("count"))
+    sums_time = True  # ends the time loop of a streamed run (polystep.evaluate.stream)
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         return spikes.sum(dim=0)
+
+    def stream_step(
+        self, spikes: torch.Tensor, count: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add one step's spikes ``(*batch, F)`` to the running count (None: zero)."""
+        count = spikes.clone() if count is None else count.add_(spikes)
+        return count, count
+
+
+class OverTime(nn.Module):
+    """Apply a per-frame layer (a convolution, a pooling) to every step of ``(T, B, ...)``.
+
+    The steps are folded into the batch for one call of ``inner``; one step of the stream is
+    ``inner`` on ``(B, ...)``. Shapes: ``(T, B, *in) -> (T, B, *out)``.
+    """
+
+    polystep_traits = Traits(batchwise=True)
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
+    def stream_step(self, x: torch.Tensor, state: None) -> tuple[torch.Tensor, None]:
+        return self.inner(x), None
 
 
 class SpikingMLP(nn.Sequential):

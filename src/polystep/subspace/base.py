@@ -98,6 +98,13 @@ class Subspace:
         out = torch.cat(parts, dim=1)
         return out[0] if z.ndim == 1 else out
 
+    def add_to(self, params: dict[str, torch.Tensor], z: torch.Tensor) -> None:
+        """``params += M(z)`` in place, one segment at a time (``z (D,)``; ``params`` by name):
+        never a buffer of all the parameters, unlike :meth:`delta`."""
+        z = z.to(self.dtype)
+        for s in self.segments:
+            s.add_to(params[s.name], z[s.start : s.start + s.size])
+
     def check_layout(self, layout: ParamLayout) -> None:
         """Raise a ValueError unless this space was built for ``layout`` (same names, shapes)."""
         if self.layout.names != layout.names:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+ADD_ROWS_ELEMENTS = 2**16  # weight rows updated at a time by LowRankSegment.add_to
+
 
 def round_up(value: int, multiple: int) -> int:
     """Smallest multiple of ``multiple`` that is ``>= value``."""
@@ -63,6 +65,10 @@ class Segment:
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Segment:
         return self
+
+    def add_to(self, param: torch.Tensor, coords: torch.Tensor) -> None:
+        """``param += delta(coords)`` in place for one coordinate vector ``(size,)``."""
+        param.add_(self.delta(coords[None])[0].to(param))
 
     def unit_sparse(self, cols: torch.Tensor) -> torch.Tensor:
         """``(n,)`` bool: which blocks change only a few output units (see :meth:`unit_change`)."""
@@ -194,6 +200,18 @@ class LowRankSegment(Segment):
             e = coords[:, self.a_size : self.a_size + self.e_size].reshape(n, -1, self.d_in)
             out = out + self.left @ e
         return out.reshape(n, *self.shape)
+
+    def add_to(self, param: torch.Tensor, coords: torch.Tensor) -> None:
+        """``param += A @ right + left @ E`` a few rows at a time: no parameter-sized buffer
+        (each row is the same dot products as :meth:`delta`'s, so the result is identical)."""
+        if self.left is not None or not param.is_contiguous():
+            super().add_to(param, coords)
+            return
+        w = param.view(self.d_out, self.d_in)
+        a = coords[: self.a_size].reshape(self.d_out, -1)
+        step = max(1, ADD_ROWS_ELEMENTS // self.d_in)
+        for r in range(0, self.d_out, step):
+            w[r : r + step].add_((a[r : r + step] @ self.right).to(param))
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> LowRankSegment:
         if self.right is not None:
