@@ -32,11 +32,14 @@ _loaded: ctypes.CDLL | str | None = None
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
+_SINK = "ppppp"  # logits, pair; targets, base, totals (float64; null: logits mode)
 _SIGNATURES = {  # argument kinds: "i" int64, "p" pointer, "f" a scalar of the kernel's type
     "lif_trace": "iiipffpp",
-    "snn_hidden": "iiiiii" + "pppppppp" + "ffff" + "pp",
-    "snn_output": "iiiii" + "ppppp" + "ff" + "pp",
-    "relu_relu_hidden": "iiiii" + "ppppppp" + "pp" + "i",
+    "snn_hidden": "iiiiii" + "pppppppp" + "ffff" + _SINK,
+    "snn_output": "iiiii" + "ppppp" + "ff" + _SINK,
+    "relu_output": "iiii" + "ppppp" + "i" + _SINK,
+    "linear_output": "iiii" + "ppp" + _SINK,
+    "relu_relu_hidden": "iiiii" + "ppppppp" + "i" + _SINK,
 }
 
 
