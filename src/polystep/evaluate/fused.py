@@ -69,6 +69,15 @@ def addcmul_fuses(dtype: torch.dtype) -> bool:
     return bool((got != 2 * tiny).all())
 
 
+def _distinct(units: torch.Tensor) -> bool:
+    """Whether every candidate's slots ``units (n, p)`` name distinct units (nothing to merge:
+    the kernels take the slots as they are)."""
+    if units.shape[1] == 1:
+        return True
+    ordered = units.sort(dim=1).values
+    return bool((ordered[:, 1:] != ordered[:, :-1]).all())
+
+
 def _kernels(layers: list[nn.Module]) -> tuple[str, ...] | None:
     """The fused kernel names of ``layers`` (None if one has none)."""
     out = [traits_of(m).kernel for m in layers]
@@ -197,7 +206,8 @@ def fused_suffix(
         own code (:mod:`polystep.evaluate.events`), the same losses wherever the logits are the
         same. Loss mode: the kernel's sums of the changed pairs' loss changes, combined as
         the eager path combines its own."""
-        units, change = dedupe_slots(units, change)
+        if not _distinct(units):
+            units, change = dedupe_slots(units, change)
         n, k = units.shape
         units = units.to(torch.int64).contiguous()
         change = change.to(out.dtype).contiguous()
