@@ -189,7 +189,7 @@ def fused_suffix(
             return (n, k, batch, outs, unit_major, change, units, weight_t, out_t, fma)
     else:  # relu_relu_hidden
         middle = acts[j + 1]
-        tail = (ptr(linear_weight(layers[j]).T), ptr(middle), ptr(linear_weight(layers[-1])),
+        tail = (ptr(linear_weight(layers[j]).T), ptr(middle.T), ptr(linear_weight(layers[-1])),
                 out_t, fma)  # fmt: skip
         hidden = middle.shape[-1]
 

@@ -432,55 +432,57 @@ i64 linear_output(i64 n, i64 k, i64 batch, i64 outs, const T* change, const i64*
   return sink.m;
 }
 
-// x . y over n entries with 8 partial sums (a fixed order that vectorizes).
-template <typename T>
-T dot8(const T* __restrict x, const T* __restrict y, i64 n) {
-  T part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  i64 h = 0;
-  for (; h + 8 <= n; h += 8)
-    for (int q = 0; q < 8; ++q) part[q] = part[q] + x[h + q] * y[h + q];
-  for (; h < n; ++h) part[0] = part[0] + x[h] * y[h];
-  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-}
-
 // Hidden units of Linear -> ReLU -> Linear -> ReLU -> Linear (the last layers): pre (F, 1, B)
 // the incumbent pre-activation, weight_t (F, H) the middle layer's weight transposed,
-// middle (B, H) its incumbent output, weight2 (O, H) the last layer's weight, out_t (O, B) the
-// incumbent logits. The logits move by weight2 times the change of the hidden activations
-// (the eager path multiplies the whole hidden row instead: equal up to rounding).
+// middle_t (H, B) its incumbent output transposed, weight2 (O, H) the last layer's weight,
+// out_t (O, B) the incumbent logits. As relu_output, every sample at once (the loops over
+// samples vectorize), the changed ones counted: the middle pre-activation takes the rank update
+// as the eager path's, and the logits move by weight2 times the change of the hidden
+// activations (the eager path multiplies the whole hidden row instead: equal up to rounding).
 template <bool FMA, typename T>
 i64 relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre,
-                     const T* change, const i64* units, const T* weight_t, const T* middle,
+                     const T* change, const i64* units, const T* weight_t, const T* middle_t,
                      const T* weight2, const T* out_t, Sink<T>& sink) {
-  std::vector<T> d(k), z(hidden), step(hidden), L(outs * batch);
+  std::vector<T> d(k * batch), z(batch), step(hidden * batch), L(outs * batch);
+  std::vector<unsigned char> keep(batch);
   std::vector<i64> sample(batch);
+  std::iota(sample.begin(), sample.end(), i64(0));
   for (i64 c = 0; c < n; ++c) {
-    i64 m = 0;
-    for (i64 b = 0; b < batch; ++b) {
-      bool moved = false;
-      for (i64 s = 0; s < k; ++s) {
-        const T was = pre[units[c * k + s] * batch + b];
-        d[s] = std::max(was + change[(c * batch + b) * k + s], T(0)) - std::max(was, T(0));
-        moved = moved || d[s] != 0;
+    std::fill(keep.begin(), keep.end(), 0);
+    for (i64 s = 0; s < k; ++s) {
+      const T* was = pre + units[c * k + s] * batch;
+      const T* moved = change + c * batch * k + s;
+      T* ds = d.data() + s * batch;
+      for (i64 b = 0; b < batch; ++b) {
+        ds[b] = std::max(was[b] + moved[b * k], T(0)) - std::max(was[b], T(0));
+        keep[b] = keep[b] | (ds[b] != T(0));
       }
-      if (!moved) continue;
-      const T* hid = middle + b * hidden;
-      std::copy_n(hid, hidden, z.begin());
-      for (i64 s = 0; s < k; ++s) {
-        if (d[s] == 0) continue;
-        const T* w = weight_t + units[c * k + s] * hidden;
-        for (i64 h = 0; h < hidden; ++h) z[h] = add_product<FMA>(z[h], d[s], w[h]);
-      }
-      for (i64 h = 0; h < hidden; ++h) step[h] = std::max(z[h], T(0)) - std::max(hid[h], T(0));
-      for (i64 o = 0; o < outs; ++o)
-        L[o * batch + m] = out_t[o * batch + b] + dot8(step.data(), weight2 + o * hidden, hidden);
-      sample[m++] = b;
     }
-    if (m == 0) {
+    if (std::find(keep.begin(), keep.end(), 1) == keep.end()) {
       sink.nothing(c);
       continue;
     }
-    sink.take(c, L.data(), batch, m, sample.data(), nullptr);
+    for (i64 h = 0; h < hidden; ++h) {
+      const T* mid = middle_t + h * batch;
+      std::copy_n(mid, batch, z.begin());
+      for (i64 s = 0; s < k; ++s) {
+        const T w = weight_t[units[c * k + s] * hidden + h];
+        const T* ds = d.data() + s * batch;
+        for (i64 b = 0; b < batch; ++b) z[b] = add_product<FMA>(z[b], ds[b], w);
+      }
+      T* st = step.data() + h * batch;
+      for (i64 b = 0; b < batch; ++b) st[b] = std::max(z[b], T(0)) - std::max(mid[b], T(0));
+    }
+    std::copy_n(out_t, outs * batch, L.begin());
+    for (i64 o = 0; o < outs; ++o) {
+      T* lo = L.data() + o * batch;
+      for (i64 h = 0; h < hidden; ++h) {
+        const T w = weight2[o * hidden + h];
+        const T* st = step.data() + h * batch;
+        for (i64 b = 0; b < batch; ++b) lo[b] = lo[b] + w * st[b];
+      }
+    }
+    sink.take(c, L.data(), batch, batch, sample.data(), keep.data());
   }
   return sink.m;
 }
@@ -547,14 +549,14 @@ i64 relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre
   }                                                                                             \
   POLYSTEP_KERNEL i64 relu_relu_hidden##SUFFIX(                                                 \
       i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre, const T* change,            \
-      const i64* units, const T* weight_t, const T* middle, const T* weight2, const T* out_t,  \
-      i64 fma, POLYSTEP_SINK_ARGS(T)) {                                                         \
+      const i64* units, const T* weight_t, const T* middle_t, const T* weight2,                \
+      const T* out_t, i64 fma, POLYSTEP_SINK_ARGS(T)) {                                         \
     POLYSTEP_SINK(T, outs, batch);                                                              \
     if (fma)                                                                                    \
       return relu_relu_hidden<true, T>(n, k, batch, hidden, outs, pre, change, units,          \
-                                       weight_t, middle, weight2, out_t, sink);                 \
+                                       weight_t, middle_t, weight2, out_t, sink);               \
     return relu_relu_hidden<false, T>(n, k, batch, hidden, outs, pre, change, units, weight_t, \
-                                      middle, weight2, out_t, sink);                            \
+                                      middle_t, weight2, out_t, sink);                          \
   }
 
 POLYSTEP_EXPORT(float, _f32)
