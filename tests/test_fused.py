@@ -1,16 +1,19 @@
-"""Fused candidate kernels against the eager reference suffix: float64 to 1e-10, float32 within
-rounding (threshold flips counted and printed), a reported fallback where they cannot be built,
-and the same float64 training trajectory with and without them."""
+"""Fused candidate kernels against the eager reference suffix: float64 to 1e-10 in both modes
+(logits for the eager loss code, the kernel's own cross-entropy), float32 within rounding
+(threshold flips counted and printed) and, in logits mode, to the bit; a reported fallback
+where they cannot be built, and the same float64 training trajectory with and without them."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
-from polystep.evaluate import LayeredEvaluator, fused, fused_kernels
+from polystep.evaluate import LayeredEvaluator, fused, fused_kernels, layered
 from polystep.evaluate.layered import FallbackError
-from polystep.nn import mlp, quantized_mlp, spiking_mlp
+from polystep.nn import binary_mlp, mlp, quantized_mlp, spiking_mlp
 from polystep.subspace import FactoredSubspace
 from polystep.transform import ParamLayout
 from test_kernels import step_candidates
@@ -28,12 +31,15 @@ def snn(sizes: tuple[int, ...] = (12, 16, 5), steps: int = 6) -> nn.Module:
     return model
 
 
-# Every zoo model with a fused suffix (the int8 MLP: its first layer's candidates).
+# Every zoo model with a fused suffix: SNN hidden and output layers, a ReLU MLP's hidden layer
+# (one or two above it; int8 and binary weights) and its output layer.
 FUSED = {
     "snn": snn,
     "snn_wide": lambda: snn((24, 32, 10), steps=15),
     "int8": lambda: quantized_mlp((12, 16, 16, 5)),
+    "mlp": lambda: mlp((12, 16, 5)),
     "mlp2": lambda: mlp((12, 16, 16, 5)),
+    "binary": lambda: binary_mlp((12, 16, 5)),
 }
 
 
@@ -52,37 +58,70 @@ def both(name: str, dtype: torch.dtype, **kw: float):
     model, space, batch, cands = setup(name, dtype, **kw)
     loss_fn = nn.CrossEntropyLoss()
     fast = LayeredEvaluator(model, loss_fn, space, chunk_size=29, strict=True)
+    assert fast.fused  # the default
     eager = LayeredEvaluator(model, loss_fn, space, chunk_size=29, strict=True, fused=False)
     return fast, fast.evaluate(cands, batch), eager, eager.evaluate(cands, batch), cands
 
 
+def mode(monkeypatch, losses_in_kernel: bool) -> None:
+    """Make the evaluator's fused suffixes run in the given mode whatever the dtype."""
+    monkeypatch.setattr(
+        layered, "fused_suffix", partial(fused.fused_suffix, losses_in_kernel=losses_in_kernel)
+    )
+
+
+@pytest.mark.parametrize("in_kernel", [False, True], ids=["logits", "losses"])
 @pytest.mark.parametrize("name", sorted(FUSED))
-def test_fused_suffix_matches_eager_in_float64(name: str) -> None:
-    fast, got, eager, want, _ = both(name, torch.float64)
-    assert fast.fused_candidates > 0 and eager.fused_candidates == 0
+def test_fused_suffix_matches_eager_in_float64(name: str, in_kernel: bool, monkeypatch) -> None:
+    """Both modes: logits mode (float64's default) and the kernel's own cross-entropy (its
+    polynomial exp and log are accurate to a few units in the last place)."""
+    mode(monkeypatch, in_kernel)
+    fast, got, eager, want, cands = both(name, torch.float64)
+    assert fast.fused_candidates == len(cands) and eager.fused_candidates == 0
     assert want.std() > 0
     assert torch.allclose(got, want, atol=1e-10, rtol=0)
 
 
 # The suffixes whose logits the eager path computes in another order (a whole hidden row times
-# the last weight, not its change): their float32 losses agree within rounding only.
+# the last weight, not its change): their logits agree within rounding only.
 REORDERED = {"int8", "mlp2"}
 
 
 @pytest.mark.parametrize("name", sorted(FUSED))
 def test_fused_suffix_matches_eager_in_float32(name: str) -> None:
-    """The kernels round as the eager path does (spikes, counts, the rank update as torch's
-    addcmul rounds it here) and the losses come from the eager code: equal to the bit, except
-    where the eager path sums in another order. There a candidate whose loss differs beyond
-    rounding had a unit flip on a value within rounding of its threshold: counted, printed,
-    and rare (none were seen when this was written)."""
+    """float32's default, loss mode: the kernels round the logits as the eager path does
+    (spikes, counts, the rank update as torch's addcmul rounds it here) and compute the
+    cross-entropy with their own exp and log, so the losses agree within rounding. A candidate
+    whose loss differs beyond rounding had a unit flip on a value within rounding of its
+    threshold: counted, printed, and rare (none were seen when this was written)."""
     fast, got, _, want, cands = both(name, torch.float32)
-    assert fast.fused_candidates > 0
-    if name not in REORDERED:
-        assert torch.equal(got, want)
+    assert fast.fused_candidates == len(cands)
     flips = ~torch.isclose(got, want, rtol=1e-5, atol=1e-6)
     print(f"{name}: {int(flips.sum())} of {len(cands)} candidates differ beyond rounding")
     assert int(flips.sum()) <= max(1, len(cands) // 100)
+
+
+@pytest.mark.parametrize("name", sorted(set(FUSED) - REORDERED))
+def test_float32_logits_mode_gives_the_eager_losses_to_the_bit(name: str, monkeypatch) -> None:
+    mode(monkeypatch, False)
+    fast, got, _, want, _ = both(name, torch.float32)
+    assert fast.fused_candidates > 0
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("in_kernel", [False, True], ids=["logits", "losses"])
+def test_non_finite_logits_give_the_eager_losses(in_kernel: bool, monkeypatch) -> None:
+    """An infinite or NaN logit takes the exact formula, as torch's logsumexp (an infinite
+    maximum is not subtracted): the same inf / NaN losses as the eager path."""
+    mode(monkeypatch, in_kernel)
+    model, space, batch, cands = setup("mlp", torch.float32)
+    with torch.no_grad():
+        model[-1].bias[0] = float("inf")
+    loss_fn = nn.CrossEntropyLoss()
+    got = LayeredEvaluator(model, loss_fn, space, strict=True).evaluate(cands, batch)
+    want = LayeredEvaluator(model, loss_fn, space, fused=False).evaluate(cands, batch)
+    assert not torch.isfinite(want).all()
+    torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_suffix_skips_unchanged_samples() -> None:

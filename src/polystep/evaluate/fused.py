@@ -8,19 +8,24 @@ candidates with one call of a compiled kernel (:mod:`polystep.evaluate.fused_ker
 
 * ``lif`` → Linear → ``lif, count`` (a hidden layer of a hard-LIF SNN): ``snn_hidden``;
 * ``lif, count`` to the output (the SNN's output layer): ``snn_output``;
+* ``relu`` → Linear, the last (the hidden layer of a one-hidden-layer ReLU MLP, the last
+  hidden layer of a deeper one): ``relu_output``;
+* nothing unit-wise to the output (the last linear layer itself): ``linear_output``;
 * ``relu`` → Linear → ``relu`` → Linear, the last (the first layer of a two-hidden-layer ReLU
-  MLP; the middle Linear may map its weight, as int8 ``QuantLinear`` does): ``relu_relu_hidden``.
+  MLP): ``relu_relu_hidden``.
 
-Every other suffix keeps the eager path (:mod:`polystep.evaluate.events`), which is also the
-reference the fused one is tested against. A ReLU layer right below the output is left to it
-on purpose: its eager suffix (one rank update of the logits for the whole chunk, then the
-cross-entropy, whose ``exp`` dominates) was faster than a per-sample kernel.
+Linear layers may map their weights (int8 ``QuantLinear``, ``BinaryLinear``). Every other
+suffix keeps the eager path (:mod:`polystep.evaluate.events`), which is also the reference the
+fused one is tested against.
 
-The kernels return the new logits of the (candidate, sample) pairs that changed, and the losses
-come from the eager path's own code, so they are the eager losses wherever the logits are: to
-the bit for the SNN suffixes (spike counts; the rank update rounds as torch's ``addcmul`` does
-on this machine), within rounding for ``relu_relu_hidden`` (it moves the logits by the hidden
-change, where the eager path multiplies the whole hidden row).
+Two modes. In logits mode (float64's) the kernels return the new logits of the (candidate,
+sample) pairs that changed and the losses come from the eager path's own code, so they are the
+eager losses wherever the logits are: to the bit for every suffix but ``relu_relu_hidden``,
+which moves the logits by the hidden change where the eager path multiplies the whole hidden
+row (equal within rounding). In loss mode (float32's) the kernels also compute the
+cross-entropies, with polynomial exp and log that vectorize, and return each candidate's sum
+of loss changes: the eager losses within rounding, without a torch pass over every pair's
+logits (which cost more than the kernel itself).
 """
 
 from __future__ import annotations
@@ -64,6 +69,15 @@ def addcmul_fuses(dtype: torch.dtype) -> bool:
     return bool((got != 2 * tiny).all())
 
 
+def _distinct(units: torch.Tensor) -> bool:
+    """Whether every candidate's slots ``units (n, p)`` name distinct units (nothing to merge:
+    the kernels take the slots as they are)."""
+    if units.shape[1] == 1:
+        return True
+    ordered = units.sort(dim=1).values
+    return bool((ordered[:, 1:] != ordered[:, :-1]).all())
+
+
 def _kernels(layers: list[nn.Module]) -> tuple[str, ...] | None:
     """The fused kernel names of ``layers`` (None if one has none)."""
     out = [traits_of(m).kernel for m in layers]
@@ -78,28 +92,43 @@ def _match(layers: list[nn.Module], acts: list[torch.Tensor], i: int, j: int) ->
     """Which fused suffix serves candidates moving units of layer ``i`` (None: none)."""
     first = _kernels(layers[i + 1 : j])
     above = _kernels(layers[j + 1 :]) if j < len(layers) else ()
+    last = len(layers) - 1
     if first == ("lif",) and above == ("lif", "count") and acts[j].ndim == 3:
         return "snn_hidden"
     if first == ("lif", "count") and j == len(layers) and acts[i + 1].ndim == 3:
         return "snn_output"
+    if acts[i + 1].ndim != 2:
+        return None
+    if first == () and j == len(layers):
+        return "linear_output"
+    if first == ("relu",) and j == last and traits_of(layers[j]).linear:
+        return "relu_output"
     if (
         first == ("relu",)
-        and j == len(layers) - 3
+        and j == last - 2
         and _kernels(layers[j + 1 : j + 2]) == ("relu",)
-        and traits_of(layers[-1]).linear
-        and acts[i + 1].ndim == 2
+        and traits_of(layers[last]).linear
     ):
         return "relu_relu_hidden"
     return None
 
 
 def fused_suffix(
-    layers: list[nn.Module], acts: list[torch.Tensor], i: int, j: int
+    layers: list[nn.Module],
+    acts: list[torch.Tensor],
+    i: int,
+    j: int,
+    *,
+    losses_in_kernel: bool | None = None,
 ) -> tuple[Suffix | None, str | None]:
     """The fused suffix for candidates moving units of linear layer ``i`` (reaching linear layer
     ``j``, or the output when ``j == len(layers)``), else None and, when the layers asked for
     one that cannot run, why. ``acts[k]`` is the input of layer ``k``; the loss must be the
-    mean of per-sample cross-entropies of the output ``acts[-1] (B, C)``."""
+    mean of per-sample cross-entropies of the output ``acts[-1] (B, C)``.
+
+    ``losses_in_kernel``: the kernel computes the cross-entropies itself (loss mode) rather than
+    returning logits for the eager torch code (logits mode); None (the evaluator's choice):
+    loss mode in float32, logits mode in float64, whose losses are then the eager ones."""
     kind = _match(layers, acts, i, j)
     if kind is None:
         return None, None
@@ -111,6 +140,7 @@ def fused_suffix(
     lib = library()
     if isinstance(lib, str):
         return None, lib
+    in_kernel = out.dtype == torch.float32 if losses_in_kernel is None else losses_in_kernel
     t = "_f64" if out.dtype == torch.float64 else "_f32"
     fma = int(addcmul_fuses(out.dtype))
     keep: list[torch.Tensor] = []  # arrays the kernel reads, alive as long as the suffix
@@ -123,7 +153,10 @@ def fused_suffix(
     batch, outs = out.shape
     pre = acts[i + 1]
     steps = pre.shape[0] if pre.ndim == 3 else 1
-    unit_major = pre.reshape(steps, batch, -1).permute(2, 0, 1)  # (F, S, B)
+    unit_major = ptr(pre.reshape(steps, batch, -1).permute(2, 0, 1))  # (F, S, B)
+    out_t = ptr(out.T)  # (O, B)
+    Args = Callable[[int, int, int, int], tuple[float | int, ...]]
+    args: Args
     if kind == "snn_hidden":
         lif, lif_out = _kernel_of(layers[i + 1]), _kernel_of(layers[j + 1])
         current = acts[j + 1]
@@ -135,29 +168,33 @@ def fused_suffix(
         getattr(lib, "lif_trace" + t)(
             total_steps, batch, outs, ptr(current), *lif_out.params, ptr(before), ptr(counts)
         )
-        head = (steps, ptr(unit_major))
         tail = (ptr(acts[j].permute(2, 0, 1)), ptr(linear_weight(layers[j]).T), ptr(current),
                 ptr(before), ptr(counts), *lif.params, *lif_out.params)  # fmt: skip
 
-        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> int:
-            return lib_fn(
-                n, k, total_steps, batch, outs, head[0], head[1], change, units, *tail, *rest
-            )
+        def args(n: int, k: int, change: int, units: int) -> tuple[float | int, ...]:
+            return (n, k, total_steps, batch, outs, steps, unit_major, change, units, *tail)
     elif kind == "snn_output":
-        lif = _kernel_of(layers[i + 1])
-        head = (ptr(unit_major),)
-        tail = (ptr(acts[i + 2].permute(2, 0, 1)), ptr(out), *lif.params)
+        tail = (ptr(acts[i + 2].permute(2, 0, 1)), out_t, *_kernel_of(layers[i + 1]).params)
 
-        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> int:
-            return lib_fn(n, k, steps, batch, outs, head[0], change, units, *tail, *rest)
+        def args(n: int, k: int, change: int, units: int) -> tuple[float | int, ...]:
+            return (n, k, steps, batch, outs, unit_major, change, units, *tail)
+    elif kind == "linear_output":
+
+        def args(n: int, k: int, change: int, units: int) -> tuple[float | int, ...]:
+            return (n, k, batch, outs, change, units, out_t)
+    elif kind == "relu_output":
+        weight_t = ptr(linear_weight(layers[j]).T)
+
+        def args(n: int, k: int, change: int, units: int) -> tuple[float | int, ...]:
+            return (n, k, batch, outs, unit_major, change, units, weight_t, out_t, fma)
     else:  # relu_relu_hidden
         middle = acts[j + 1]
-        head = (middle.shape[-1], ptr(unit_major))
-        tail = (ptr(linear_weight(layers[j]).T), ptr(middle), ptr(linear_weight(layers[-1])),
-                ptr(out))  # fmt: skip
+        tail = (ptr(linear_weight(layers[j]).T), ptr(middle.T), ptr(linear_weight(layers[-1])),
+                out_t, fma)  # fmt: skip
+        hidden = middle.shape[-1]
 
-        def call(n: int, k: int, change: int, units: int, rest: tuple[int, ...]) -> int:
-            return lib_fn(n, k, batch, head[0], outs, head[1], change, units, *tail, *rest, fma)
+        def args(n: int, k: int, change: int, units: int) -> tuple[float | int, ...]:
+            return (n, k, batch, hidden, outs, unit_major, change, units, *tail)
 
     lib_fn = _checked(getattr(lib, kind + t))
 
@@ -165,15 +202,26 @@ def fused_suffix(
         units: torch.Tensor, change: torch.Tensor, targets: torch.Tensor, base: torch.Tensor
     ) -> tuple[torch.Tensor, int]:
         """``units (n, p)``, ``change (n, M, p)`` -> losses ``(n,)`` float64 and the pairs
-        re-run, from the kernel's logits of the changed pairs by the eager path's own code
-        (:mod:`polystep.evaluate.events`): the same losses wherever the logits are the same."""
-        units, change = dedupe_slots(units, change)
+        re-run. Logits mode: from the kernel's logits of the changed pairs by the eager path's
+        own code (:mod:`polystep.evaluate.events`), the same losses wherever the logits are the
+        same. Loss mode: the kernel's sums of the changed pairs' loss changes, combined as
+        the eager path combines its own."""
+        if not _distinct(units):
+            units, change = dedupe_slots(units, change)
         n, k = units.shape
         units = units.to(torch.int64).contiguous()
         change = change.to(out.dtype).contiguous()
+        head = args(n, k, change.data_ptr(), units.data_ptr())
+        if in_kernel:
+            totals = torch.empty(n, dtype=torch.float64)
+            base = base.to(out.dtype).contiguous()
+            picks = targets.to(torch.int64).contiguous()
+            sink = (None, None, picks.data_ptr(), base.data_ptr(), totals.data_ptr())
+            m = lib_fn(*head, *sink)
+            return (totals + base.double().sum()) / batch, m
         logits = out.new_empty(n * batch, outs)
         pair = torch.empty(n * batch, dtype=torch.int64)
-        m = call(n, k, change.data_ptr(), units.data_ptr(), (logits.data_ptr(), pair.data_ptr()))
+        m = lib_fn(*head, logits.data_ptr(), pair.data_ptr(), None, None, None)
         if dense_pairs(m, n, batch):
             every = out.repeat(n, 1)
             every[pair[:m]] = logits[:m]

@@ -1,29 +1,209 @@
 // Fused candidate suffix kernels (polystep.evaluate.fused): plain C++ on raw arrays, called
 // through ctypes (which releases the GIL, so chunks run on several threads at once).
 //
-// Each kernel takes n candidates that move units `units (n, k)` of a layer, one sample at a
-// time: it runs the moved units through the unit-wise layers above, skips the sample when
-// nothing changed there, and otherwise finishes the net: the new logits of each changed
-// (candidate, sample) pair go to `logits (m, O)` and its flat index c*B + b to `pair (m,)`, in
-// that order; it returns m. The caller turns them into losses with the eager path's own torch
-// code, so the losses are the eager ones wherever the logits are. The arithmetic mirrors the
-// eager torch path operation by operation in the array's type T (beta*v, then + I; a reset
-// leaves m - m, NaN for an infinite membrane as torch's v - v*s does; built with
-// -ffp-contract=off so no multiply-add is fused unless asked): spikes and spike-count logits
-// are bit-identical to the eager ones. A rank update x + d*w rounds once (fma != 0) where
-// torch's addcmul does (the caller probes it), else twice.
+// Each kernel takes n candidates that move units `units (n, k)` of a layer: it runs the moved
+// units through the unit-wise layers above, skips the samples where nothing changed there, and
+// finishes the net for the others, whose new logits go to a Sink (below). The Sink either
+// (logits mode) writes each changed (candidate, sample) pair's logits to `logits (m, O)` and
+// its flat index c*B + b to `pair (m,)`, in that order, for the caller to turn into losses with
+// the eager path's own torch code, or (loss mode) computes the pairs' cross-entropies itself
+// and writes each candidate's sum of loss changes to `totals (n,)`. Every kernel returns m, the
+// number of changed pairs.
+//
+// The logits mirror the eager torch path operation by operation in the array's type T (beta*v,
+// then + I; a reset leaves m - m, NaN for an infinite membrane as torch's v - v*s does; built
+// with -ffp-contract=off so no multiply-add is fused unless asked): spikes and spike-count
+// logits are bit-identical to the eager ones. A rank update x + d*w rounds once (fma != 0)
+// where torch's addcmul does (the caller probes it), else twice. The loss mode's exp and log
+// are polynomial ones that vectorize (within a few units in the last place of std::exp and
+// std::log); rows with a non-finite logit take std::exp / std::log.
 //
 // Shapes (all C-contiguous): S is 1 for a static current (repeated over the T steps) or T;
 // B samples, F units of the moved layer, O outputs. Unit-major incumbents `pre (F, S, B)`,
-// `old (F, T, B)` keep one unit's samples together.
+// `old (F, T, B)` keep one unit's samples together; `out_t (O, B)` is the incumbent logits
+// transposed.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
+#include <numeric>
 #include <vector>
 
 namespace {
 
 using i64 = int64_t;
+
+// -- exp and log that vectorize ---------------------------------------------------------------
+template <typename To, typename From>
+inline To bits_as(From x) {
+  To y;
+  std::memcpy(&y, &x, sizeof y);
+  return y;
+}
+
+// e^x for x <= 0 (clamped below where e^x no longer matters next to a sum >= 1): 2^n e^r with
+// n = round(x / ln 2), |r| <= ln 2 / 2, e^r by its Taylor polynomial (degree 7 for float,
+// 13 for double: truncation below half a unit in the last place).
+inline float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;  // NaN stays NaN
+  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float t = x * 1.44269504088896341f + magic;
+  const float n = t - magic;
+  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
+  float p = 1.0f / 5040;
+  p = p * r + 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t e = bits_as<int32_t>(t) - bits_as<int32_t>(magic) + 127;
+  return p * bits_as<float>(int32_t(uint32_t(e) << 23));
+}
+
+inline double exp_nonpositive(double x) {
+  x = x < -708.0 ? -708.0 : x;
+  const double magic = 6755399441055744.0;  // 1.5 * 2^52
+  const double t = x * 1.4426950408889634074 + magic;
+  const double n = t - magic;
+  const double r = (x - n * 0.693147180369123816490) - n * 1.90821492927058770002e-10;
+  double p = 1.0 / 6227020800.0;  // 1/13!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  const int64_t e = bits_as<int64_t>(t) - bits_as<int64_t>(magic) + 1023;
+  return p * bits_as<double>(int64_t(uint64_t(e) << 52));
+}
+
+// log s for a finite s >= 1 (a sum of exponentials whose largest is 1): s = 2^e m with
+// m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(f), f = (m - 1) / (m + 1), |f| < 0.172, by its odd
+// series (to f^9 for float, f^19 for double).
+inline float log_from_one(float s) {
+  const int32_t bits = bits_as<int32_t>(s);
+  float m = bits_as<float>((bits & 0x007fffff) | 0x3f800000);
+  float e = float((bits >> 23) - 127);
+  const bool big = m > 1.41421356237f;
+  m = big ? m * 0.5f : m;
+  e = big ? e + 1.0f : e;
+  const float f = (m - 1.0f) / (m + 1.0f);
+  const float f2 = f * f;
+  float q = 1.0f / 9;
+  q = q * f2 + 1.0f / 7;
+  q = q * f2 + 1.0f / 5;
+  q = q * f2 + 1.0f / 3;
+  q = q * f2 + 1.0f;
+  return e * 0.693145751953125f + (e * 1.42860682030941723212e-6f + 2.0f * f * q);
+}
+
+inline double log_from_one(double s) {
+  const int64_t bits = bits_as<int64_t>(s);
+  double m = bits_as<double>((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);
+  double e = double((bits >> 52) - 1023);
+  const bool big = m > 1.4142135623730950488;
+  m = big ? m * 0.5 : m;
+  e = big ? e + 1.0 : e;
+  const double f = (m - 1.0) / (m + 1.0);
+  const double f2 = f * f;
+  double q = 1.0 / 19;
+  for (int d = 17; d >= 3; d -= 2) q = q * f2 + 1.0 / d;
+  q = q * f2 + 1.0;
+  return e * 0.693147180369123816490 + (e * 1.90821492927058770002e-10 + 2.0 * f * q);
+}
+
+// logsumexp of each of `rows` rows of L (O, stride), sample-minor, into lse (all loops run
+// over rows and vectorize). As torch's logsumexp: an infinite maximum is not subtracted; such
+// rows (and NaN ones) are redone with std::exp / std::log.
+template <typename T>
+void logsumexp_rows(const T* L, i64 stride, i64 outs, i64 rows, T* mx, T* sum, T* lse) {
+  std::copy_n(L, rows, mx);
+  for (i64 o = 1; o < outs; ++o) {
+    const T* x = L + o * stride;
+    for (i64 r = 0; r < rows; ++r) mx[r] = (x[r] > mx[r] || x[r] != x[r]) ? x[r] : mx[r];
+  }
+  std::fill(sum, sum + rows, T(0));
+  for (i64 o = 0; o < outs; ++o) {
+    const T* x = L + o * stride;
+    for (i64 r = 0; r < rows; ++r) {
+      const T m = std::fabs(mx[r]) <= std::numeric_limits<T>::max() ? mx[r] : T(0);
+      sum[r] = sum[r] + exp_nonpositive(x[r] - m);
+    }
+  }
+  for (i64 r = 0; r < rows; ++r) {
+    const T m = std::fabs(mx[r]) <= std::numeric_limits<T>::max() ? mx[r] : T(0);
+    lse[r] = log_from_one(sum[r] < T(1) ? T(1) : sum[r]) + m;
+  }
+  for (i64 r = 0; r < rows; ++r) {
+    if (std::isfinite(mx[r])) continue;
+    const T m = std::isinf(mx[r]) ? T(0) : mx[r];
+    T s = 0;
+    for (i64 o = 0; o < outs; ++o) s = s + std::exp(L[o * stride + r] - m);
+    lse[r] = std::log(s) + m;
+  }
+}
+
+// Where the changed pairs' logits go (see the top of the file). Logits mode: totals == nullptr.
+template <typename T>
+struct Sink {
+  i64 outs, batch;
+  T* logits;
+  i64* pair;
+  const i64* targets;
+  const T* base;
+  double* totals;
+  i64 m = 0;
+  std::vector<T> mx, sum, lse;
+
+  Sink(i64 outs, i64 batch, T* logits, i64* pair, const i64* targets, const T* base,
+       double* totals)
+      : outs(outs), batch(batch), logits(logits), pair(pair), targets(targets), base(base),
+        totals(totals), mx(batch), sum(batch), lse(batch) {}
+
+  void nothing(i64 c) {
+    if (totals) totals[c] = 0;
+  }
+
+  // Candidate c's rows r < rows: logits L[o * stride + r] of sample sample[r], counted where
+  // keep[r] (keep == nullptr: all). Samples ascend.
+  void take(i64 c, const T* L, i64 stride, i64 rows, const i64* sample,
+            const unsigned char* keep) {
+    if (totals == nullptr) {
+      for (i64 r = 0; r < rows; ++r) {
+        if (keep && !keep[r]) continue;
+        for (i64 o = 0; o < outs; ++o) logits[m * outs + o] = L[o * stride + r];
+        pair[m++] = c * batch + sample[r];
+      }
+      return;
+    }
+    logsumexp_rows(L, stride, outs, rows, mx.data(), sum.data(), lse.data());
+    double total = 0;  // in pair order, as the eager path's index_add
+    for (i64 r = 0; r < rows; ++r) {
+      if (keep && !keep[r]) continue;
+      const i64 b = sample[r];
+      const T loss = lse[r] - L[targets[b] * stride + r];
+      total += double(loss - base[b]);
+      ++m;
+    }
+    totals[c] = total;
+  }
+};
+
+// x + d*w, rounded once (FMA) or twice.
+template <bool FMA, typename T>
+inline T add_product(T x, T d, T w) {
+  return FMA ? std::fma(d, w, x) : x + d * w;
+}
 
 // Spike changes of candidate c's units on every sample, all samples at once (the inner loops
 // run over samples and vectorize): d (k, T, B) new minus incumbent spike, first (B) the first
@@ -76,14 +256,6 @@ void lif_trace(i64 steps, i64 batch, i64 outs, const T* current, T beta, T thres
     }
 }
 
-// FMA: whether x + d*w rounds once (std::fma) or twice. The kernels that use it are inlined
-// into entry points built for the fused instruction where the CPU has it (x86: POLYSTEP_FMA).
-template <bool FMA, typename T>
-inline __attribute__((always_inline)) void add_product(T* __restrict x, T d,
-                                                       const T* __restrict w, i64 n) {
-  for (i64 o = 0; o < n; ++o) x[o] = FMA ? std::fma(d, w[o], x[o]) : x[o] + d * w[o];
-}
-
 // One LIF step of a row of neurons in place: membranes v, input in, spike counts.
 template <typename T, i64 FIXED_OUTS>
 inline void lif_row(i64 runtime_outs, T* __restrict v, const T* __restrict in,
@@ -98,6 +270,13 @@ inline void lif_row(i64 runtime_outs, T* __restrict v, const T* __restrict in,
   }
 }
 
+// Rows r < rows of the sample-major rows (rows, O) into L (O, batch), sample-minor.
+template <typename T>
+void transpose_rows(const T* rows_in, i64 rows, i64 outs, i64 batch, T* L) {
+  for (i64 r = 0; r < rows; ++r)
+    for (i64 o = 0; o < outs; ++o) L[o * batch + r] = rows_in[r * outs + o];
+}
+
 // Hidden units of Linear -> LIF -> Linear -> LIF -> SpikeCount. weight_t (F, O) is the next
 // layer's weight transposed, current (T, B, O) its incumbent output, before / counts the
 // incumbent output layer's lif_trace: a sample's output layer re-runs from the first step its
@@ -108,21 +287,22 @@ template <typename T, i64 FIXED_OUTS>
 i64 snn_hidden(i64 n, i64 k, i64 steps, i64 batch, i64 runtime_outs, i64 S, const T* pre,
                const T* change, const i64* units, const T* old, const T* weight_t,
                const T* current, const T* before, const T* counts, T beta, T threshold,
-               T beta_out, T threshold_out, T* logits, i64* pair) {
+               T beta_out, T threshold_out, Sink<T>& sink) {
   const i64 outs = FIXED_OUTS > 0 ? FIXED_OUTS : runtime_outs;
   std::vector<T> d(k * steps * batch), first(batch), scratch(batch), w(k * outs), v(outs),
-      in(outs);
-  i64 m = 0;
+      in(outs), rows(batch * outs), L(outs * batch);
+  std::vector<i64> sample(batch);
   for (i64 c = 0; c < n; ++c) {
     for (i64 s = 0; s < k; ++s)
       std::copy_n(weight_t + units[c * k + s] * outs, outs, w.begin() + s * outs);
     lif_unit_moves(pre, change, old, units, c, k, steps, batch, S, beta, threshold, d.data(),
                    first.data(), scratch.data());
+    i64 m = 0;
     for (i64 b = 0; b < batch; ++b) {
       const i64 start = i64(first[b]);
       if (start == steps) continue;
-      T* row = logits + m * outs;
-      pair[m++] = c * batch + b;
+      T* row = rows.data() + m * outs;
+      sample[m++] = b;
       std::copy_n(before + (start * batch + b) * outs, outs, v.begin());
       std::copy_n(counts + (start * batch + b) * outs, outs, row);
       for (i64 t = start; t < steps; ++t) {
@@ -135,134 +315,249 @@ i64 snn_hidden(i64 n, i64 k, i64 steps, i64 batch, i64 runtime_outs, i64 S, cons
         lif_row<T, FIXED_OUTS>(outs, v.data(), in.data(), row, beta_out, threshold_out);
       }
     }
+    if (m == 0) {
+      sink.nothing(c);
+      continue;
+    }
+    transpose_rows(rows.data(), m, outs, batch, L.data());
+    sink.take(c, L.data(), batch, m, sample.data(), nullptr);
   }
-  return m;
+  return sink.m;
 }
 
-// Output units of Linear -> LIF -> SpikeCount (the last layers); counts (B, O) the incumbent
-// logits.
+// Output units of Linear -> LIF -> SpikeCount (the last layers); out_t (O, B) the incumbent
+// logits (spike counts).
 template <typename T>
 i64 snn_output(i64 n, i64 k, i64 steps, i64 batch, i64 outs, const T* pre, const T* change,
-               const i64* units, const T* old, const T* counts, T beta, T threshold, T* logits,
-               i64* pair) {
-  std::vector<T> d(k * steps * batch), first(batch), scratch(batch);
-  i64 m = 0;
+               const i64* units, const T* old, const T* out_t, T beta, T threshold,
+               Sink<T>& sink) {
+  std::vector<T> d(k * steps * batch), first(batch), scratch(batch), L(outs * batch);
+  std::vector<i64> sample(batch);
   for (i64 c = 0; c < n; ++c) {
     lif_unit_moves(pre, change, old, units, c, k, steps, batch, steps, beta, threshold, d.data(),
                    first.data(), scratch.data());
+    i64 m = 0;
     for (i64 b = 0; b < batch; ++b) {
       if (i64(first[b]) == steps) continue;
-      T* row = logits + m * outs;
-      std::copy_n(counts + b * outs, outs, row);
+      for (i64 o = 0; o < outs; ++o) L[o * batch + m] = out_t[o * batch + b];
       bool moved = false;  // a count, not just a spike time (the eager path's test)
       for (i64 s = 0; s < k; ++s) {
         T step = d[s * steps * batch + b];
         for (i64 t = 1; t < steps; ++t) step += d[(s * steps + t) * batch + b];
-        row[units[c * k + s]] += step;
+        L[units[c * k + s] * batch + m] += step;
         moved = moved || step != 0;
       }
-      if (moved) pair[m++] = c * batch + b;
+      if (moved) sample[m++] = b;
     }
+    if (m == 0) {
+      sink.nothing(c);
+      continue;
+    }
+    sink.take(c, L.data(), batch, m, sample.data(), nullptr);
   }
-  return m;
+  return sink.m;
 }
 
-// x . y over n entries with 8 partial sums (a fixed order that vectorizes).
+// Hidden units of Linear -> ReLU -> Linear (the last layer): pre (F, 1, B) the incumbent
+// pre-activation, weight_t (F, O) the last layer's weight transposed, out_t (O, B) the
+// incumbent logits. Every sample's logits are formed at once (loops over samples vectorize)
+// and the changed ones counted: the rank update as the eager path's, slot by slot.
+template <bool FMA, typename T>
+i64 relu_output(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* change,
+                const i64* units, const T* weight_t, const T* out_t, Sink<T>& sink) {
+  std::vector<T> d(k * batch), L(outs * batch);
+  std::vector<unsigned char> keep(batch);
+  std::vector<i64> sample(batch);
+  std::iota(sample.begin(), sample.end(), i64(0));
+  for (i64 c = 0; c < n; ++c) {
+    std::fill(keep.begin(), keep.end(), 0);
+    for (i64 s = 0; s < k; ++s) {
+      const T* was = pre + units[c * k + s] * batch;
+      const T* moved = change + c * batch * k + s;
+      T* ds = d.data() + s * batch;
+      for (i64 b = 0; b < batch; ++b) {
+        ds[b] = std::max(was[b] + moved[b * k], T(0)) - std::max(was[b], T(0));
+        keep[b] = keep[b] | (ds[b] != T(0));
+      }
+    }
+    if (std::find(keep.begin(), keep.end(), 1) == keep.end()) {
+      sink.nothing(c);
+      continue;
+    }
+    std::copy_n(out_t, outs * batch, L.begin());
+    for (i64 s = 0; s < k; ++s) {
+      const T* w = weight_t + units[c * k + s] * outs;
+      const T* ds = d.data() + s * batch;
+      for (i64 o = 0; o < outs; ++o) {
+        T* lo = L.data() + o * batch;
+        const T wo = w[o];
+        for (i64 b = 0; b < batch; ++b) lo[b] = add_product<FMA>(lo[b], ds[b], wo);
+      }
+    }
+    sink.take(c, L.data(), batch, batch, sample.data(), keep.data());
+  }
+  return sink.m;
+}
+
+// Units of the last linear layer, nothing unit-wise above: out_t (O, B) the incumbent logits,
+// change (n, B, k) the moved units' output change. As the eager path: a unit's logit moves by
+// (y + change) - y.
 template <typename T>
-T dot8(const T* __restrict x, const T* __restrict y, i64 n) {
-  T part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  i64 h = 0;
-  for (; h + 8 <= n; h += 8)
-    for (int q = 0; q < 8; ++q) part[q] = part[q] + x[h + q] * y[h + q];
-  for (; h < n; ++h) part[0] = part[0] + x[h] * y[h];
-  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+i64 linear_output(i64 n, i64 k, i64 batch, i64 outs, const T* change, const i64* units,
+                  const T* out_t, Sink<T>& sink) {
+  std::vector<T> L(outs * batch);
+  std::vector<unsigned char> keep(batch);
+  std::vector<i64> sample(batch);
+  std::iota(sample.begin(), sample.end(), i64(0));
+  for (i64 c = 0; c < n; ++c) {
+    std::copy_n(out_t, outs * batch, L.begin());
+    std::fill(keep.begin(), keep.end(), 0);
+    for (i64 s = 0; s < k; ++s) {
+      const i64 u = units[c * k + s];
+      const T* y = out_t + u * batch;
+      const T* moved = change + c * batch * k + s;
+      T* lu = L.data() + u * batch;
+      for (i64 b = 0; b < batch; ++b) {
+        const T step = (y[b] + moved[b * k]) - y[b];
+        lu[b] = lu[b] + step;
+        keep[b] = keep[b] | (step != T(0));
+      }
+    }
+    if (std::find(keep.begin(), keep.end(), 1) == keep.end()) {
+      sink.nothing(c);
+      continue;
+    }
+    sink.take(c, L.data(), batch, batch, sample.data(), keep.data());
+  }
+  return sink.m;
 }
 
 // Hidden units of Linear -> ReLU -> Linear -> ReLU -> Linear (the last layers): pre (F, 1, B)
 // the incumbent pre-activation, weight_t (F, H) the middle layer's weight transposed,
-// middle (B, H) its incumbent output, weight2 (O, H) the last layer's weight, out (B, O) the
-// incumbent logits. The logits move by weight2 times the change of the hidden activations
-// (the eager path multiplies the whole hidden row instead: equal up to rounding).
+// middle_t (H, B) its incumbent output transposed, weight2 (O, H) the last layer's weight,
+// out_t (O, B) the incumbent logits. As relu_output, every sample at once (the loops over
+// samples vectorize), the changed ones counted: the middle pre-activation takes the rank update
+// as the eager path's, and the logits move by weight2 times the change of the hidden
+// activations (the eager path multiplies the whole hidden row instead: equal up to rounding).
 template <bool FMA, typename T>
-inline __attribute__((always_inline)) i64 relu_relu_hidden(
-    i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre, const T* change,
-    const i64* units, const T* weight_t, const T* middle, const T* weight2, const T* out,
-    T* logits, i64* pair) {
-  std::vector<T> d(k), z(hidden), step(hidden);
-  i64 m = 0;
+i64 relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre,
+                     const T* change, const i64* units, const T* weight_t, const T* middle_t,
+                     const T* weight2, const T* out_t, Sink<T>& sink) {
+  std::vector<T> d(k * batch), z(batch), step(hidden * batch), L(outs * batch);
+  std::vector<unsigned char> keep(batch);
+  std::vector<i64> sample(batch);
+  std::iota(sample.begin(), sample.end(), i64(0));
   for (i64 c = 0; c < n; ++c) {
-    for (i64 b = 0; b < batch; ++b) {
-      bool moved = false;
-      for (i64 s = 0; s < k; ++s) {
-        const T was = pre[units[c * k + s] * batch + b];
-        d[s] = std::max(was + change[(c * batch + b) * k + s], T(0)) - std::max(was, T(0));
-        moved = moved || d[s] != 0;
+    std::fill(keep.begin(), keep.end(), 0);
+    for (i64 s = 0; s < k; ++s) {
+      const T* was = pre + units[c * k + s] * batch;
+      const T* moved = change + c * batch * k + s;
+      T* ds = d.data() + s * batch;
+      for (i64 b = 0; b < batch; ++b) {
+        ds[b] = std::max(was[b] + moved[b * k], T(0)) - std::max(was[b], T(0));
+        keep[b] = keep[b] | (ds[b] != T(0));
       }
-      if (!moved) continue;
-      const T* hid = middle + b * hidden;
-      std::copy_n(hid, hidden, z.begin());
-      for (i64 s = 0; s < k; ++s)
-        if (d[s] != 0)
-          add_product<FMA>(z.data(), d[s], weight_t + units[c * k + s] * hidden, hidden);
-      for (i64 h = 0; h < hidden; ++h) step[h] = std::max(z[h], T(0)) - std::max(hid[h], T(0));
-      T* row = logits + m * outs;
-      pair[m++] = c * batch + b;
-      for (i64 o = 0; o < outs; ++o)
-        row[o] = out[b * outs + o] + dot8(step.data(), weight2 + o * hidden, hidden);
     }
+    if (std::find(keep.begin(), keep.end(), 1) == keep.end()) {
+      sink.nothing(c);
+      continue;
+    }
+    for (i64 h = 0; h < hidden; ++h) {
+      const T* mid = middle_t + h * batch;
+      std::copy_n(mid, batch, z.begin());
+      for (i64 s = 0; s < k; ++s) {
+        const T w = weight_t[units[c * k + s] * hidden + h];
+        const T* ds = d.data() + s * batch;
+        for (i64 b = 0; b < batch; ++b) z[b] = add_product<FMA>(z[b], ds[b], w);
+      }
+      T* st = step.data() + h * batch;
+      for (i64 b = 0; b < batch; ++b) st[b] = std::max(z[b], T(0)) - std::max(mid[b], T(0));
+    }
+    std::copy_n(out_t, outs * batch, L.begin());
+    for (i64 o = 0; o < outs; ++o) {
+      T* lo = L.data() + o * batch;
+      for (i64 h = 0; h < hidden; ++h) {
+        const T w = weight2[o * hidden + h];
+        const T* st = step.data() + h * batch;
+        for (i64 b = 0; b < batch; ++b) lo[b] = lo[b] + w * st[b];
+      }
+    }
+    sink.take(c, L.data(), batch, batch, sample.data(), keep.data());
   }
-  return m;
+  return sink.m;
 }
 
 }  // namespace
 
-#if defined(__x86_64__) || defined(__i386__)
-#define POLYSTEP_FMA __attribute__((target("fma")))
+// C entry points, one per kernel and type (suffix _f32 / _f64), each ending with the Sink's
+// arrays: logits (m, O), pair (m,) in logits mode; targets (B,), base (B,) per-sample losses
+// and totals (n,) in loss mode (totals null: logits mode). On x86-64 each is also built for
+// x86-64-v3 (AVX2, FMA) and the loader picks the clone the CPU runs: the same values (only the
+// vector width differs; no multiply-add is fused unless `fma` asks). An AVX-512 clone was 12 %
+// faster on the MLP suffix but doubled the build (about 15 s of CPU to 30 s): left out.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define POLYSTEP_KERNEL \
+  extern "C" __attribute__((flatten, target_clones("arch=x86-64-v3", "default")))
 #else
-#define POLYSTEP_FMA
+#define POLYSTEP_KERNEL extern "C" __attribute__((flatten))
 #endif
 
-// The ReLU kernel with each rounding of the rank update, the fused one built for FMA.
-template <typename T>
-POLYSTEP_FMA i64 relu_relu_hidden_fma(i64 n, i64 k, i64 batch, i64 hidden, i64 outs,
-                                      const T* pre, const T* change, const i64* units,
-                                      const T* weight_t, const T* middle, const T* weight2,
-                                      const T* out, T* logits, i64* pair) {
-  return relu_relu_hidden<true>(n, k, batch, hidden, outs, pre, change, units, weight_t, middle,
-                                weight2, out, logits, pair);
-}
+#define POLYSTEP_SINK_ARGS(T) T *logits, i64 *pair, const i64 *targets, const T *base, double *totals
+#define POLYSTEP_SINK(T, outs, batch) Sink<T> sink(outs, batch, logits, pair, targets, base, totals)
 
-// C entry points, one per kernel and type (suffix _f32 / _f64).
 #define POLYSTEP_EXPORT(T, SUFFIX)                                                              \
   extern "C" void lif_trace##SUFFIX(i64 steps, i64 batch, i64 outs, const T* current, T beta,  \
                                     T threshold, T* before, T* counts) {                       \
     lif_trace<T>(steps, batch, outs, current, beta, threshold, before, counts);                \
   }                                                                                             \
-  extern "C" i64 snn_hidden##SUFFIX(                                                            \
+  POLYSTEP_KERNEL i64 snn_hidden##SUFFIX(                                                       \
       i64 n, i64 k, i64 steps, i64 batch, i64 outs, i64 S, const T* pre, const T* change,      \
       const i64* units, const T* old, const T* weight_t, const T* current, const T* before,    \
-      const T* counts, T beta, T threshold, T beta_out, T threshold_out, T* logits,            \
-      i64* pair) {                                                                              \
-    auto run = outs == 10 ? snn_hidden<T, 10> : snn_hidden<T, 0>; /* 10 classes: unrolled */  \
-    return run(n, k, steps, batch, outs, S, pre, change, units, old, weight_t, current,        \
-               before, counts, beta, threshold, beta_out, threshold_out, logits, pair);        \
+      const T* counts, T beta, T threshold, T beta_out, T threshold_out,                       \
+      POLYSTEP_SINK_ARGS(T)) {                                                                  \
+    POLYSTEP_SINK(T, outs, batch);                                                              \
+    if (outs == 10) /* 10 classes: the loops over them unroll */                               \
+      return snn_hidden<T, 10>(n, k, steps, batch, outs, S, pre, change, units, old, weight_t, \
+                               current, before, counts, beta, threshold, beta_out,             \
+                               threshold_out, sink);                                           \
+    return snn_hidden<T, 0>(n, k, steps, batch, outs, S, pre, change, units, old, weight_t,    \
+                            current, before, counts, beta, threshold, beta_out, threshold_out, \
+                            sink);                                                              \
   }                                                                                             \
-  extern "C" i64 snn_output##SUFFIX(i64 n, i64 k, i64 steps, i64 batch, i64 outs,              \
-                                    const T* pre, const T* change, const i64* units,           \
-                                    const T* old, const T* counts, T beta, T threshold,        \
-                                    T* logits, i64* pair) {                                     \
-    return snn_output<T>(n, k, steps, batch, outs, pre, change, units, old, counts, beta,      \
-                         threshold, logits, pair);                                              \
+  POLYSTEP_KERNEL i64 snn_output##SUFFIX(i64 n, i64 k, i64 steps, i64 batch, i64 outs,         \
+                                         const T* pre, const T* change, const i64* units,      \
+                                         const T* old, const T* out_t, T beta, T threshold,    \
+                                         POLYSTEP_SINK_ARGS(T)) {                               \
+    POLYSTEP_SINK(T, outs, batch);                                                              \
+    return snn_output<T>(n, k, steps, batch, outs, pre, change, units, old, out_t, beta,       \
+                         threshold, sink);                                                      \
   }                                                                                             \
-  extern "C" i64 relu_relu_hidden##SUFFIX(                                                      \
-      i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre, const T* change,            \
-      const i64* units, const T* weight_t, const T* middle, const T* weight2, const T* out,    \
-      T* logits, i64* pair, i64 fma) {                                                          \
+  POLYSTEP_KERNEL i64 relu_output##SUFFIX(i64 n, i64 k, i64 batch, i64 outs, const T* pre,     \
+                                          const T* change, const i64* units,                   \
+                                          const T* weight_t, const T* out_t, i64 fma,          \
+                                          POLYSTEP_SINK_ARGS(T)) {                              \
+    POLYSTEP_SINK(T, outs, batch);                                                              \
     if (fma)                                                                                    \
-      return relu_relu_hidden_fma<T>(n, k, batch, hidden, outs, pre, change, units, weight_t,  \
-                                     middle, weight2, out, logits, pair);                       \
+      return relu_output<true, T>(n, k, batch, outs, pre, change, units, weight_t, out_t,      \
+                                  sink);                                                        \
+    return relu_output<false, T>(n, k, batch, outs, pre, change, units, weight_t, out_t, sink); \
+  }                                                                                             \
+  POLYSTEP_KERNEL i64 linear_output##SUFFIX(i64 n, i64 k, i64 batch, i64 outs, const T* change, \
+                                            const i64* units, const T* out_t,                  \
+                                            POLYSTEP_SINK_ARGS(T)) {                            \
+    POLYSTEP_SINK(T, outs, batch);                                                              \
+    return linear_output<T>(n, k, batch, outs, change, units, out_t, sink);                    \
+  }                                                                                             \
+  POLYSTEP_KERNEL i64 relu_relu_hidden##SUFFIX(                                                 \
+      i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre, const T* change,            \
+      const i64* units, const T* weight_t, const T* middle_t, const T* weight2,                \
+      const T* out_t, i64 fma, POLYSTEP_SINK_ARGS(T)) {                                         \
+    POLYSTEP_SINK(T, outs, batch);                                                              \
+    if (fma)                                                                                    \
+      return relu_relu_hidden<true, T>(n, k, batch, hidden, outs, pre, change, units,          \
+                                       weight_t, middle_t, weight2, out_t, sink);               \
     return relu_relu_hidden<false, T>(n, k, batch, hidden, outs, pre, change, units, weight_t, \
-                                      middle, weight2, out, logits, pair);                      \
+                                      middle_t, weight2, out_t, sink);                          \
   }
 
 POLYSTEP_EXPORT(float, _f32)

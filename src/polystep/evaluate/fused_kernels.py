@@ -1,7 +1,7 @@
 """Build and load the fused candidate kernels (``fused_kernels.cpp``) on first use.
 
-The kernels are plain C++ on raw arrays (no torch headers: they build in about a second), so
-they are compiled with the system's C++ compiler (``$CXX``, else ``g++``, ``c++`` or
+The kernels are plain C++ on raw arrays (no torch headers; about 15 s of one core to build,
+once), so they are compiled with the system's C++ compiler (``$CXX``, else ``g++``, ``c++`` or
 ``clang++``) into a per-user cache (``$XDG_CACHE_HOME/polystep`` or ``~/.cache/polystep``),
 keyed by the source, the flags and the compiler's version, and loaded with ``ctypes``. A
 ctypes call releases the GIL, so chunks scored on a thread pool run in parallel.
@@ -32,11 +32,14 @@ _loaded: ctypes.CDLL | str | None = None
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
+_SINK = "ppppp"  # logits, pair; targets, base, totals (float64; null: logits mode)
 _SIGNATURES = {  # argument kinds: "i" int64, "p" pointer, "f" a scalar of the kernel's type
     "lif_trace": "iiipffpp",
-    "snn_hidden": "iiiiii" + "pppppppp" + "ffff" + "pp",
-    "snn_output": "iiiii" + "ppppp" + "ff" + "pp",
-    "relu_relu_hidden": "iiiii" + "ppppppp" + "pp" + "i",
+    "snn_hidden": "iiiiii" + "pppppppp" + "ffff" + _SINK,
+    "snn_output": "iiiii" + "ppppp" + "ff" + _SINK,
+    "relu_output": "iiii" + "ppppp" + "i" + _SINK,
+    "linear_output": "iiii" + "ppp" + _SINK,
+    "relu_relu_hidden": "iiiii" + "ppppppp" + "i" + _SINK,
 }
 
 
