@@ -230,7 +230,7 @@ def run(arm: str, seed: int, budget: int, mnist_dir: str, test: bool = False) ->
     selector.observe(model, 0, 0, 0.0, force=True)
     loss_fn, spent, started = nn.CrossEntropyLoss(), 0.0, time.perf_counter()
     while True:
-        size = int(round(low + (high - low) * spent / budget))
+        size = round(low + (high - low) * spent / budget)
         cost = per_step * size / BASE_BATCH
         if spent + cost > budget:
             break
