@@ -64,9 +64,7 @@ EVAL_POINTS = 20
 ARMS: dict[str, dict[str, Any]] = {
     "base": {},
     "subset 1/2": {"blocks_per_step": 78},
-    "subset 1/4": {"blocks_per_step": 39},
     "batch 512": {"batch": [512, 512]},
-    "batch 256->1024": {"batch": [256, 1024]},
     "rank shaping": {"shaping": "rank"},
     "momentum 0.5": {"momentum": 0.5},
     "success radius": {"success": 0.2},

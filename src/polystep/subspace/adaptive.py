@@ -55,12 +55,12 @@ class AdaptiveFactoredSubspace(FactoredSubspace):
     def observe(self, z: torch.Tensor) -> None:
         """Note the current coordinates ``z (D,)``: the next :meth:`redraw` keeps their
         directions."""
-        self.seen = z.detach().clone()
+        self._seen = z.detach().clone()
 
     def redraw(self, draw: int | None = None) -> None:
         """New bases; each weight's top ``keep`` directions of ``A @ B`` (from the last
         :meth:`observe`, if any) become the first rows of its next ``B``."""
-        seen, kept = getattr(self, "seen", None), {}
+        seen, kept = getattr(self, "_seen", None), {}
         for index, seg in enumerate(self.segments if seen is not None else []):
             if not isinstance(seg, LowRankSegment) or seg.right is None:
                 continue
@@ -70,7 +70,7 @@ class AdaptiveFactoredSubspace(FactoredSubspace):
                 continue
             _, _, vh = torch.linalg.svd(coords.to(torch.float64), full_matrices=False)
             kept[index] = vh[: self.keep] @ seg.right.to(torch.float64)
-        self.kept, self.seen = kept, None
+        self.kept, self._seen = kept, None
         super().redraw(draw)
 
     def state_dict(self) -> dict[str, Any]:
