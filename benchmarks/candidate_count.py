@@ -68,9 +68,11 @@ ARMS: dict[str, dict[str, Any]] = {
     "rank shaping": {"shaping": "rank"},
     "momentum 0.5": {"momentum": 0.5},
     "success radius": {"success": 0.2},
+    "success radius 0.45": {"success": 0.45},
     "adapted directions": {"cma": 0.3},
     "adaptive subspace": {"keep": 2},
     "firing start": {"firing": 0.1},
+    "subset 1/2 + rank": {"blocks_per_step": 78, "shaping": "rank"},
 }
 
 
