@@ -3,8 +3,9 @@
 Issue 10, item 3. Every arm trains the hard-LIF SNN 784-128-10 (T=15, preset ``snn``, the
 ``snn_mnist`` task at scale ``cpu``: 18,000 training images, a seeded 2,000-image validation
 split carved from the training split) under the SAME budget of candidate evaluations, and is
-scored on VALIDATION only (the test split is read only with ``--test ARM``, for the arm chosen
-on validation). Wall time is not compared (the machine is shared).
+scored on VALIDATION only (the test split is read only with ``--test``, for the arm chosen on
+validation; runs are deterministic on one thread, so a ``--test`` run repeats its validation
+run and adds the test figures). Wall time is not compared (the machine is shared).
 
 Budget unit: one candidate scored on 256 images (the preset's batch) counts 1, and so does the
 step's pass of the current weights; a step on a batch of ``b`` images costs
@@ -15,7 +16,8 @@ step, a larger batch, rank cost shaping. The first round also measured heavy-bal
 the move, step-size adaptation from the fraction of improving candidates (a success rule),
 covariance-adapted probe directions, an adaptive subspace and a start that makes the spiking
 neurons fire; none earned its place, so their code was removed again: their records name the
-commit that holds it (``code.commit``), and the table marks them.
+commit that holds it (``code.commit``; the prototypes were wired in by a bench-only subclass
+of the optimizer), and the table marks them.
 
 One JSON line per run is appended to ``--out`` (arm, its options, seed, budget, validation
 accuracy selected (best of 21 points) and last, steps, code version); a run already there
