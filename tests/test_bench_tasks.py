@@ -194,3 +194,26 @@ def test_smoke_scale_says_it_trains_on_digits(tmp_path, capsys):
     record = json.loads((out / "mlp_mnist__spsa__seed0.json").read_text())
     assert record["data"].startswith("sklearn digits")
     assert "| mlp_mnist | sklearn digits 8x8" in (out / "report.md").read_text()
+
+
+def test_adam_is_capped_at_the_papers_epochs_at_full_scale_only():
+    from polystep.bench.tasks import ADAM_EPOCHS, adam_budget
+
+    full, cpu = TASKS["snn_mnist"].scales["full"], TASKS["snn_mnist"].scales["cpu"]
+    assert ADAM_EPOCHS == 30 and full.adam_epochs == 30 and cpu.adam_epochs is None
+    # 54,000 training images in batches of 512: 106 steps an epoch, one pass each.
+    assert adam_budget(full, 31_000_000, 54_000) == 30 * 106
+    assert adam_budget(full, 1_000, 54_000) == 1_000  # a smaller budget still binds
+    assert adam_budget(cpu, 2_000_000, 18_000) == 2_000_000
+
+
+def test_full_scale_adam_run_stops_after_its_epochs_and_validates_along_the_way():
+    task = TASKS["mlp_mnist"]
+    splits = load_task_data(task, "smoke", seed=0)  # digits: fast, the full-scale rule applies
+    steps = 30 * -(-len(splits.train) // task.scales["full"].batch_size)
+    trained = runner.train_one(
+        task, "adam", 0, splits, scale="full", budget_fwd=5 * steps, budget_seconds=None,
+        device="cpu",
+    )  # fmt: skip
+    assert trained.extra["evaluations"] == steps and trained.extra["steps"] == steps
+    assert len(trained.selector.curve) > 10  # points spread over the capped budget

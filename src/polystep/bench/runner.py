@@ -31,7 +31,7 @@ from polystep.bench.codeversion import code_version
 from polystep.bench.outdir import config_mismatch, refuse_stale
 from polystep.bench.overrides import resolved_settings
 from polystep.bench.selection import Selector
-from polystep.bench.tasks import TASKS, TaskSpec, data_label, load_task_data
+from polystep.bench.tasks import TASKS, TaskSpec, adam_budget, data_label, load_task_data
 from polystep.data import Loaders, Splits, make_loaders
 from polystep.distributed import is_writer, world_size
 
@@ -147,6 +147,8 @@ def train_one(
     torch.manual_seed(seed)
     model = task.model(splits.num_features, splits.num_classes, scale).to(device)
     loaders = make_loaders(splits.to(device), spec.batch_size, seed=seed, fast=True)
+    if method == "adam":  # at scale full: the paper's epochs, not 31M-200M Adam steps
+        budget_fwd = adam_budget(spec, budget_fwd, len(splits.train))
     selector = Selector(
         loaders.val,
         eval_every=max(1, budget_fwd // EVAL_POINTS),

@@ -8,10 +8,15 @@ Adam), the PolyStep preset, and a default budget per scale:
 - ``cpu``: 20k training images (the seeded 10 % validation split is carved from those), the full
   10k test set, a budget a 2-core CPU finishes in minutes;
 - ``full``: all 60k (120k for MoE) training images and the authors' budgets (GPU).
+
+Adam on the smooth twin is charged one forward pass per step, so a full-scale budget (31M-200M
+passes) would be as many Adam steps; at scale ``full`` Adam follows the paper's protocol instead,
+capped at ``ADAM_EPOCHS`` epochs (:func:`adam_budget`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +35,7 @@ from polystep.nn import (
 )
 
 SCALES = ("smoke", "cpu", "full")
+ADAM_EPOCHS = 30  # the paper's Adam protocol: lr 1e-3, batch 512, 30 epochs
 ModelFactory = Callable[[int, int, int, bool], nn.Module]  # (in, hidden, classes, surrogate)
 
 
@@ -41,6 +47,7 @@ class ScaleSpec:
     hidden: int
     budget_fwd: int
     batch_size: int
+    adam_epochs: int | None = None  # Adam's cap in epochs (None: the forward-pass budget only)
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,22 @@ def _scales(cpu_budget: int, full_budget: int, smoke_budget: int = 40_000) -> di
     return {
         "smoke": ScaleSpec(train_limit=None, hidden=32, budget_fwd=smoke_budget, batch_size=128),
         "cpu": ScaleSpec(train_limit=20_000, hidden=128, budget_fwd=cpu_budget, batch_size=256),
-        "full": ScaleSpec(train_limit=None, hidden=128, budget_fwd=full_budget, batch_size=512),
+        "full": ScaleSpec(
+            train_limit=None,
+            hidden=128,
+            budget_fwd=full_budget,
+            batch_size=512,
+            adam_epochs=ADAM_EPOCHS,
+        ),
     }
+
+
+def adam_budget(spec: ScaleSpec, budget_fwd: int, train_size: int) -> int:
+    """Adam's forward-pass budget at a scale: ``budget_fwd``, capped at ``spec.adam_epochs``
+    epochs of ``train_size`` images in batches of ``spec.batch_size`` (one pass a step)."""
+    if spec.adam_epochs is None:
+        return budget_fwd
+    return min(budget_fwd, spec.adam_epochs * math.ceil(train_size / spec.batch_size))
 
 
 TASKS: dict[str, TaskSpec] = {
