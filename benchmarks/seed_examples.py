@@ -71,6 +71,8 @@ PROBES: dict[str, dict[str, dict[str, Any]]] = {
     "draw_seed_2": {"optimizer": {"seed": 2}},
     "theirs_draw_seed_0": {"optimizer": {"seed": 0}},
     "theirs_draw_seed_1": {"optimizer": {"seed": 1}},
+    "draw_seed_3": {"optimizer": {"seed": 3}},
+    "theirs_draw_seed_2": {"optimizer": {"seed": 2}},
 }
 # Not a training run: the snippet's three schedules evaluated at the steps a 50-step run uses,
 # by each package (run with --against to see both).
