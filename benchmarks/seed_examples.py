@@ -72,6 +72,7 @@ PROBES: dict[str, dict[str, dict[str, Any]]] = {
     "theirs_draw_seed_0": {"optimizer": {"seed": 0}},
     "theirs_draw_seed_1": {"optimizer": {"seed": 1}},
     "draw_seed_3": {"optimizer": {"seed": 3}},
+    "draw_seed_4": {"optimizer": {"seed": 4}},
     # the snippet as written once train() applies restore_best itself (commit 727d1e2 on)
     "as_written_restore_best": {},
     "theirs_draw_seed_2": {"optimizer": {"seed": 2}},
