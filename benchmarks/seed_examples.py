@@ -23,7 +23,8 @@ the ratios. Records (one JSON line per example and seed) are appended to
 Our ``train()`` applies the authors' ``restore_best`` rule itself (without a validation loader,
 the weights of lowest loss on the first training batch; the ``seed-gap`` records ran it as a
 callback, variant ``keep_best``, before it did). ``--probe NAME...`` runs named variants of the
-network snippet with our package only (the diagnosis of issue 15, records in ``probes.jsonl``);
+network snippet with our package only, or theirs for a ``theirs_`` name (the diagnosis of issue
+15, records in ``probes.jsonl``; the ``draw_seed_N`` probes change only the optimizer's seed);
 ``--report`` prints markdown tables of both record files; ``--readme PATH`` rewrites the runs'
 tables between the ``<!-- seed_examples begin -->`` and ``<!-- seed_examples end -->`` lines
 of PATH.
