@@ -78,6 +78,8 @@ PROBES: dict[str, dict[str, dict[str, Any]]] = {
     "theirs_draw_seed_3": {"optimizer": {"seed": 3}},
     "draw_seed_6": {"optimizer": {"seed": 6}},
     "theirs_draw_seed_4": {"optimizer": {"seed": 4}},
+    "draw_seed_7": {"optimizer": {"seed": 7}},
+    "theirs_draw_seed_5": {"optimizer": {"seed": 5}},
     # the snippet as written once train() applies restore_best itself (commit 727d1e2 on)
     "as_written_restore_best": {},
     "theirs_draw_seed_2": {"optimizer": {"seed": 2}},
