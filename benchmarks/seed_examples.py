@@ -23,7 +23,8 @@ the ratios. Records (one JSON line per example and seed) are appended to
 Our ``train()`` applies the authors' ``restore_best`` rule itself (without a validation loader,
 the weights of lowest loss on the first training batch; the ``seed-gap`` records ran it as a
 callback, variant ``keep_best``, before it did). ``--probe NAME...`` runs named variants of the
-network snippet with our package only (the diagnosis of issue 15, records in ``probes.jsonl``);
+network snippet with our package only, or theirs for a ``theirs_`` name (the diagnosis of issue
+15, records in ``probes.jsonl``; the ``draw_seed_N`` probes change only the optimizer's seed);
 ``--report`` prints markdown tables of both record files; ``--readme PATH`` rewrites the runs'
 tables between the ``<!-- seed_examples begin -->`` and ``<!-- seed_examples end -->`` lines
 of PATH.
@@ -65,6 +66,23 @@ PROBES: dict[str, dict[str, dict[str, Any]]] = {
     "keep_best": {"keep_best": True},  # train()'s own rule now: runs as "snippet" does
     "orthoplex": {"optimizer": {"polytope": "orthoplex"}},
     "orthoplex_keep_best": {"optimizer": {"polytope": "orthoplex"}, "keep_best": True},
+    # The random draws alone (rotations and subspace; data order and model init stay those of
+    # the seed): ours and theirs with an explicit optimizer seed.
+    "draw_seed_1": {"optimizer": {"seed": 1}},
+    "draw_seed_2": {"optimizer": {"seed": 2}},
+    "theirs_draw_seed_0": {"optimizer": {"seed": 0}},
+    "theirs_draw_seed_1": {"optimizer": {"seed": 1}},
+    "draw_seed_3": {"optimizer": {"seed": 3}},
+    "draw_seed_4": {"optimizer": {"seed": 4}},
+    "draw_seed_5": {"optimizer": {"seed": 5}},
+    "theirs_draw_seed_3": {"optimizer": {"seed": 3}},
+    "draw_seed_6": {"optimizer": {"seed": 6}},
+    "theirs_draw_seed_4": {"optimizer": {"seed": 4}},
+    "draw_seed_7": {"optimizer": {"seed": 7}},
+    "theirs_draw_seed_5": {"optimizer": {"seed": 5}},
+    # the snippet as written once train() applies restore_best itself (commit 727d1e2 on)
+    "as_written_restore_best": {},
+    "theirs_draw_seed_2": {"optimizer": {"seed": 2}},
 }
 # Not a training run: the snippet's three schedules evaluated at the steps a 50-step run uses,
 # by each package (run with --against to see both).
@@ -555,6 +573,7 @@ def report(out: Path, probes: bool = True) -> str:
                         cells = " | ".join(str(values[t]) for t in steps)
                         lines.append(f"| {side} | {name} | {cells} |")
             lines.append("")
+    lines += draw_lines(runs, records)
     captured = [r for r in records if r["probe"] == CAPTURE_PROBE]
     if captured:
         lines += [
@@ -572,6 +591,56 @@ def report(out: Path, probes: bool = True) -> str:
                     lines.append(f"| {r['seed']} | {side} | {r['commit']} | {cells} |")
         lines.append("")
     return "\n".join(lines)
+
+
+DRAWS_TAG = "seed-gap"  # the runs whose draws are each package's default (ours: seed=0)
+
+
+def draw_lines(runs: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[str]:
+    """The network snippet's test accuracy when only the random draws change (the optimizer's
+    ``seed``: rotations and subspace; data order and initial weights stay the data seed's),
+    each package's default draws taken from the runs tagged ``DRAWS_TAG``; then every such
+    result of each package pooled (mean, sd) and the difference of the means with its
+    standard error (Welch)."""
+    rows = []
+    for r in runs:
+        if r["example"] == "nn" and r.get("tag") == DRAWS_TAG:
+            rows.append(("ours", "default (seed=0)", r["seed"], r["ours"], r["commit"]))
+            if r["theirs"]:
+                rows.append(("theirs", "default (torch's generator)", r["seed"], r["theirs"], ""))
+    for r in records:
+        if "draw_seed" in r["probe"]:
+            side = "theirs" if r["probe"].startswith("theirs_") else "ours"
+            draw = f"seed={r['variant']['optimizer']['seed']}"
+            rows.append((side, draw, r["seed"], r["ours"], r["commit"]))
+    if not any(draw.startswith("seed=") for _, draw, *_ in rows):
+        return []
+    lines = [
+        f"### The random draws alone (optimizer seed; runs {DRAWS_TAG} for the defaults)",
+        "",
+        "| package | draws | data seed | test accuracy | commit |",
+        "|---|---|---|---|---|",
+    ]
+    for side, draw, seed, result, commit in sorted(rows, key=lambda r: (r[2], r[0], r[1])):
+        lines.append(f"| {side} | {draw} | {seed} | {result['test_accuracy']} | {commit} |")
+    pooled = {
+        side: [res["test_accuracy"] for s, _, _, res, _ in rows if s == side]
+        for side in ("ours", "theirs")
+    }
+    lines.append("")
+    for side, values in pooled.items():
+        sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+        lines.append(
+            f"- {side}: {len(values)} runs, mean {statistics.mean(values):.4f}, sd {sd:.4f}"
+        )
+    ours, theirs = pooled["ours"], pooled["theirs"]
+    if len(ours) > 1 and len(theirs) > 1:
+        diff = statistics.mean(ours) - statistics.mean(theirs)
+        se = math.sqrt(
+            statistics.variance(ours) / len(ours) + statistics.variance(theirs) / len(theirs)
+        )
+        lines.append(f"- ours - theirs: {diff:+.4f} (standard error {se:.4f})")
+    return [*lines, ""]
 
 
 def main() -> None:

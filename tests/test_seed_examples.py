@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,3 +110,34 @@ def test_float_radius_with_epsilon_warns_once_with_the_translation(
     with pytest.warns(UserWarning, match=r"probe_radius=Constant\(value=0\.2\)"):
         PolyStepOptimizer(model, epsilon=0.1, probe_radius=2.0)
     assert Constant(value=0.2) == Constant(value=0.1 * 2.0)
+
+
+def test_report_pools_the_draws_of_each_package_with_the_standard_error() -> None:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_examples.py"
+    spec = importlib.util.spec_from_file_location("seed_examples_script", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    runs = [
+        {"example": "nn", "tag": script.DRAWS_TAG, "seed": 0, "commit": "c0"}
+        | {"ours": {"test_accuracy": 0.80}, "theirs": {"test_accuracy": 0.82}},
+        {"example": "nn", "tag": "other", "seed": 0, "commit": "c0"}  # not the defaults' tag
+        | {"ours": {"test_accuracy": 0.10}, "theirs": {"test_accuracy": 0.10}},
+    ]
+    probe = {"seed": 0, "commit": "c1"}
+    records = [
+        probe
+        | {"probe": "draw_seed_1", "variant": {"optimizer": {"seed": 1}}}
+        | {"ours": {"test_accuracy": 0.82}},
+        probe
+        | {"probe": "theirs_draw_seed_0", "variant": {"optimizer": {"seed": 0}}}
+        | {"ours": {"test_accuracy": 0.78}},
+    ]
+    text = "\n".join(script.draw_lines(runs, records))
+    assert "| ours | seed=1 | 0 | 0.82 | c1 |" in text
+    assert "| theirs | seed=0 | 0 | 0.78 | c1 |" in text
+    assert "- ours: 2 runs, mean 0.8100, sd 0.0141" in text
+    assert "- theirs: 2 runs, mean 0.8000, sd 0.0283" in text
+    # Welch: sqrt(0.0002 / 2 + 0.0008 / 2) = 0.0224
+    assert "- ours - theirs: +0.0100 (standard error 0.0224)" in text
+    assert script.draw_lines(runs, []) == []  # no draw probe, no table
