@@ -36,10 +36,12 @@ candidates/s are in :attr:`Shard.metrics`.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import itertools
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -111,9 +113,17 @@ def init() -> bool:
 
 
 def _leave() -> None:
-    """Destroy the process group :func:`init` created (at exit)."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Destroy the process group :func:`init` created (at exit). After a clean run every rank
+    first waits for the others: a rank that closes its connections while a peer's gloo threads
+    still use them aborts that peer (``terminate called without an active exception``). A rank
+    leaving on an uncaught exception (``sys.last_value``) does not wait: its peers are stopped
+    by the fault handling instead."""
+    if not dist.is_initialized():
+        return
+    if getattr(sys, "last_value", None) is None:
+        with contextlib.suppress(Exception):  # a peer already gone: nothing left to wait for
+            dist.barrier()
+    dist.destroy_process_group()
 
 
 def is_writer() -> bool:
