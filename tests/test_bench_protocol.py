@@ -301,8 +301,8 @@ SCRIPT_REPORTS = {
         lambda m: m.report(RESULTS / "accuracy_at_budget.jsonl"),
     ),
     "roofline": (
-        "roofline_cpu_quiet_fused.jsonl",
-        lambda m: m.report(RESULTS / "roofline_cpu_quiet_fused.jsonl"),
+        "roofline_cpu_quiet_stop10.jsonl",
+        lambda m: m.report(RESULTS / "roofline_cpu_quiet_stop10.jsonl"),
     ),
     "etth1": ("etth1/runs.jsonl", lambda m: m.report(RESULTS / "etth1" / "runs.jsonl")),
     "memory": (
