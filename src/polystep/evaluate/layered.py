@@ -450,11 +450,7 @@ class LayeredEvaluator(Evaluator):
     def _cols_vals(
         self, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor, like: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Local coordinate index ``(n, p)`` and offset values ``(n, p)`` of candidates ``rows``."""
-        p = self.subspace.block_dim
-        cols = (candidates.block[rows] * p - seg.start)[:, None]
-        cols = (cols + torch.arange(p, device=cols.device)).to(like.device)
-        return cols, candidates.offset[rows].to(like)
+        return block_columns(self.subspace.block_dim, seg, candidates, rows, like)
 
     def _unit_change(
         self, i: int, local: str, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor,
@@ -502,3 +498,13 @@ class LayeredEvaluator(Evaluator):
         except RuntimeError as exc:  # a layer vmap cannot batch: one candidate at a time
             self._fall_back(f"{type(layer).__name__} runs one candidate at a time: {exc}")
             return torch.stack([run(d) for d in delta])
+
+
+def block_columns(
+    p: int, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local coordinate index ``(n, p)`` in ``seg`` and offset values ``(n, p)`` (dtype and device
+    of ``like``) of candidates ``rows``, for blocks of ``p`` coordinates."""
+    cols = (candidates.block[rows] * p - seg.start)[:, None]
+    cols = (cols + torch.arange(p, device=cols.device)).to(like.device)
+    return cols, candidates.offset[rows].to(like)

@@ -42,6 +42,7 @@ from polystep.evaluate.base import (
     per_candidate_loss,
     segment_groups,
 )
+from polystep.evaluate.layered import block_columns
 from polystep.evaluate.stream import (
     BaseStream,
     StreamPlan,
@@ -167,11 +168,7 @@ class StreamedEvaluator(Evaluator):
     def _cols_vals(
         self, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor, like: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Local coordinate index ``(n, p)`` and offsets ``(n, p)`` of candidates ``rows``."""
-        p = self.subspace.block_dim
-        cols = (candidates.block[rows] * p - seg.start)[:, None]
-        cols = (cols + torch.arange(p, device=cols.device)).to(like.device)
-        return cols, candidates.offset[rows].to(like)
+        return block_columns(self.subspace.block_dim, seg, candidates, rows, like)
 
     # -- the two paths ------------------------------------------------------------------------
     def _unit_chunk(
