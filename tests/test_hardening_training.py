@@ -90,7 +90,7 @@ def test_checkpoints_written_by_train_load_with_weights_only(tmp_path: Path) -> 
     trained_checkpoint(path, subspace="hybrid", solver="sinkhorn")
     body = path.read_bytes()[HEADER.size :]
     ckpt = torch.load(io.BytesIO(body), weights_only=True)  # raises on anything but plain data
-    assert set(ckpt) == {"model", "optimizer", "train"} and ckpt["train"]["step"] == 3
+    assert set(ckpt) == {"model", "optimizer", "train", "callbacks"} and ckpt["train"]["step"] == 3
     assert ckpt["optimizer"]["state"]["generator"].dtype == torch.uint8
 
 

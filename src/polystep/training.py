@@ -14,11 +14,15 @@ batches (a PolyStep step: its candidates, as ``optimizer.evaluations`` counts th
 pass that scores the current weights; a gradient step: 1, its backward pass not counted), and a
 step starts only if all of its passes fit. ``max_seconds`` counts training seconds: wall seconds
 minus the time spent validating, in callbacks and writing checkpoints; a step starts only if its
-estimated time (the longest of the last 10 steps) would end within the budget.
+estimated time (the longest of the last 10 steps) would end within the budget. Both budgets are
+totals of the run: a resumed call spends only what the earlier calls left.
 Checkpoints (:mod:`polystep.checkpoint`: plain data, SHA-256 verified, atomic) hold the model,
 the optimizer and the loop state, including the random states the data loader draws its
-shuffles from, so ``resume=path`` continues the exact same trajectory. A checkpoint is checked
-against the model and the optimizer in full before either is touched.
+shuffles from, so ``resume=path`` continues the exact same trajectory. They also hold the state
+of every callback that defines ``state_dict()`` and ``load_state_dict(state)`` (plain data, see
+:func:`~polystep.checkpoint.check_plain`), restored on resume in the same order, so a
+callback's own bookkeeping (a selection, a curve) continues too. A checkpoint is checked
+against the model, the optimizer and the callbacks' layout in full before any is touched.
 """
 
 from __future__ import annotations
@@ -61,8 +65,9 @@ class TrainConfig:
         max_steps: stop after this many optimizer steps in total (None: no limit).
         max_evaluations: forward passes on training batches in total, resumed runs included
             (None: no limit); a step that would exceed it is not started.
-        max_seconds: training seconds of this call, validation, callbacks and checkpoint
-            writes excluded (None: no limit); a step that would end past it is not started.
+        max_seconds: training seconds in total, resumed runs included, validation,
+            callbacks and checkpoint writes excluded (None: no limit); a step that would end
+            past it is not started (after a resume the first step has no time estimate).
         val_every: validate every this many steps (None: at epoch ends only).
         select_on: ``"accuracy"`` (classification) or ``"loss"``: the validation metric that
             picks the best weights (accuracy falls back to loss when outputs are not logits).
@@ -72,8 +77,15 @@ class TrainConfig:
             step.
         callbacks: objects with any of ``on_train_begin``, ``on_step_end``,
             ``on_validation_end``, ``on_train_end`` (a True return from the middle two stops).
+            One that also defines ``state_dict()`` (plain data) and ``load_state_dict(state)``
+            has its state saved in every checkpoint and loaded on resume, before
+            ``on_train_begin``; a resume needs the same callbacks, in the same order.
         checkpoint_path: where checkpoints go (None: no checkpoints).
-        checkpoint_every: steps between checkpoints (None: at epoch ends).
+        checkpoint_every: steps between checkpoints; with neither this nor
+            ``checkpoint_every_seconds``, a checkpoint at every epoch end.
+        checkpoint_every_seconds: wall seconds between checkpoints: one is written after the
+            first step that ends at least this long after the previous write (or the start of
+            the call). Give at most one of the two; either also writes one when the run ends.
         resume: a checkpoint to continue from (True: ``checkpoint_path`` if it exists).
         metrics_csv: write the metrics history here as CSV after every validation.
         progress: show a tqdm bar with loss and forward passes per second.
@@ -89,6 +101,7 @@ class TrainConfig:
     callbacks: list[Any] = field(default_factory=list)
     checkpoint_path: str | Path | None = None
     checkpoint_every: int | None = None
+    checkpoint_every_seconds: float | None = None
     resume: str | Path | bool | None = None
     metrics_csv: str | Path | None = None
     progress: bool = True
@@ -98,12 +111,17 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 check_positive_int(name, value)
-        if self.max_seconds is not None and (
-            isinstance(self.max_seconds, bool)
-            or not isinstance(self.max_seconds, int | float)
-            or not self.max_seconds > 0
-        ):
-            raise ValueError(f"max_seconds must be None or > 0 seconds, got {self.max_seconds!r}")
+        for name in ("max_seconds", "checkpoint_every_seconds"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+            ):
+                raise ValueError(f"{name} must be None or > 0 seconds, got {value!r}")
+        if self.checkpoint_every is not None and self.checkpoint_every_seconds is not None:
+            raise ValueError(
+                "give at most one of checkpoint_every (steps) and checkpoint_every_seconds, "
+                f"got {self.checkpoint_every!r} and {self.checkpoint_every_seconds!r}"
+            )
         limits = (self.epochs, self.max_steps, self.max_evaluations, self.max_seconds)
         if all(limit is None for limit in limits):
             raise ValueError(
@@ -120,6 +138,7 @@ class TrainState:
 
     step: int = 0
     evaluations: int = 0
+    seconds: float = 0.0  # training seconds of the run, earlier (resumed) calls included
     epoch: int = 0
     batch_in_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -293,21 +312,68 @@ def check_model_state(model: nn.Module, state: Any, source: str) -> None:
 RUNTIME_KEYS = frozenset({"stop", "budget"})
 TRAIN_STATE_KEYS = frozenset(TrainState.__dataclass_fields__) - RUNTIME_KEYS
 # Loop keys that older checkpoints lack, and what they load as.
-ADDED_KEYS: dict[str, Any] = {"evaluations": None, "keep_batch": None}
+ADDED_KEYS: dict[str, Any] = {"evaluations": None, "keep_batch": None, "seconds": 0.0}
 CHECKPOINT_KEYS = frozenset({"model", "optimizer", "train"})
+CALLBACKS_KEY = "callbacks"  # absent from checkpoints written before callbacks had state
 
 
-def resume_from(path: str | Path, model: nn.Module, optimizer: Any) -> TrainState:
-    """Load the checkpoint at ``path`` into ``model`` and ``optimizer``; returns the loop state.
+def is_stateful(callback: Any) -> bool:
+    """Whether ``callback`` has state that checkpoints keep: ``state_dict`` and
+    ``load_state_dict`` methods."""
+    return all(
+        callable(getattr(callback, name, None)) for name in ("state_dict", "load_state_dict")
+    )
+
+
+def callback_states(callbacks: list[Any]) -> list[dict[str, Any] | None]:
+    """One entry per callback: its ``state_dict()`` (a dict), or None for a stateless one."""
+    states: list[dict[str, Any] | None] = []
+    for cb in callbacks:
+        state = cb.state_dict() if is_stateful(cb) else None
+        if is_stateful(cb) and not isinstance(state, dict):
+            raise TypeError(
+                f"{type(cb).__name__}.state_dict() must return a dict, got {type(state).__name__}"
+            )
+        states.append(state)
+    return states
+
+
+def _check_callbacks(source: str, saved: Any, callbacks: list[Any]) -> None:
+    """Raise a CheckpointError unless ``saved`` has a dict exactly where ``callbacks`` has a
+    stateful callback."""
+    mine = [i for i, cb in enumerate(callbacks) if is_stateful(cb)]
+    if isinstance(saved, list) and all(s is None or isinstance(s, dict) for s in saved):
+        theirs = [i for i, s in enumerate(saved) if s is not None]
+        if len(saved) == len(callbacks) and theirs == mine:
+            return
+        raise CheckpointError(
+            f"{source} was written with {len(saved)} callbacks, stateful at positions {theirs}; "
+            f"this run has {len(callbacks)}, stateful at {mine}: resume with the same callbacks "
+            "in the same order"
+        )
+    raise CheckpointError(f"{source} has no valid callback states (a list of dicts and None)")
+
+
+def resume_from(
+    path: str | Path, model: nn.Module, optimizer: Any, callbacks: list[Any] | None = None
+) -> TrainState:
+    """Load the checkpoint at ``path`` into ``model``, ``optimizer`` and the stateful
+    ``callbacks`` (see :func:`is_stateful`); returns the loop state.
 
     Everything is verified first (file digest, keys, model shapes, optimizer layout, subspace,
-    format version): on any mismatch a CheckpointError names the file and nothing is changed.
+    format version, which callbacks have a state): on any mismatch a CheckpointError names the
+    file and nothing is changed. The callbacks are loaded last; a ``load_state_dict`` that raises
+    a ValueError is reported as a CheckpointError too. A checkpoint written before callbacks had
+    state leaves them as they are.
     """
     source = f"checkpoint {str(path)!r}"
+    callbacks = callbacks or []
     ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict) or set(ckpt) != CHECKPOINT_KEYS:
+    if not isinstance(ckpt, dict) or set(ckpt) - {CALLBACKS_KEY} != CHECKPOINT_KEYS:
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{source} is not a train() checkpoint (keys: {keys})")
+    if CALLBACKS_KEY in ckpt:
+        _check_callbacks(source, ckpt[CALLBACKS_KEY], callbacks)
     check_model_state(model, ckpt["model"], source)
     loop = ckpt["train"]
     if isinstance(loop, dict) and TRAIN_STATE_KEYS - set(loop) <= set(ADDED_KEYS):
@@ -321,12 +387,22 @@ def resume_from(path: str | Path, model: nn.Module, optimizer: Any) -> TrainStat
             continue
         if isinstance(loop[key], bool) or not isinstance(loop[key], int) or loop[key] < 0:
             raise CheckpointError(f"{source} has loop {key} {loop[key]!r}, expected an int >= 0")
+    seconds = loop["seconds"]
+    if type(seconds) not in (int, float) or not 0 <= seconds < math.inf:
+        raise CheckpointError(f"{source} has loop seconds {seconds!r}, expected a number >= 0")
     try:
         optimizer.load_state_dict(ckpt["optimizer"])  # checks all of it before changing any
     except ValueError as exc:
         raise CheckpointError(f"{source} does not fit this optimizer: {exc}") from exc
     model.load_state_dict(ckpt["model"])
-    state = TrainState(**loop)
+    for cb, saved in zip(callbacks, ckpt.get(CALLBACKS_KEY, []), strict=False):
+        if saved is not None:
+            try:
+                cb.load_state_dict(saved)
+            except ValueError as exc:
+                name = type(cb).__name__
+                raise CheckpointError(f"{source} does not fit callback {name}: {exc}") from exc
+    state = TrainState(**{**loop, "seconds": float(seconds)})
     if state.evaluations is None:
         state.evaluations = getattr(optimizer, "evaluations", 0) + state.step
     return state
@@ -407,11 +483,13 @@ def train(
     passes only) or any gradient ``torch.optim.Optimizer`` (``loss.backward()`` + ``step()``;
     optimizers that need a closure, such as LBFGS, are not supported). One history row per
     validation (or per epoch without a validation loader): ``step``, ``epoch``, ``time`` (wall
-    seconds of this call), ``seconds`` (training seconds of this call, as ``max_seconds`` counts
-    them), ``train_loss`` (mean of the step losses since the previous row), ``evaluations``
-    (forward passes of the run, as ``max_evaluations`` counts them), ``evals_per_s`` and, with
-    ``val_loader``, ``val_loss``/``val_accuracy``. Callbacks' ``on_step_end`` metrics carry
-    ``step``, ``epoch``, ``loss``, ``evaluations``, ``seconds`` and ``evals_per_s``.
+    seconds of this call), ``seconds`` (training seconds of the run, resumed calls included, as
+    ``max_seconds`` counts them), ``train_loss`` (mean of the step losses since the previous
+    row), ``evaluations`` (forward passes of the run, as ``max_evaluations`` counts them),
+    ``evals_per_s`` and, with ``val_loader``, ``val_loss``/``val_accuracy``. Callbacks'
+    ``on_step_end`` metrics carry ``step``, ``epoch``, ``loss``, ``evaluations``, ``seconds`` and
+    ``evals_per_s``. With ``resume``, the stateful callbacks (see :class:`TrainConfig`) are
+    loaded from the checkpoint before ``on_train_begin``.
     """
     cfg = config or TrainConfig()
     forward_only = check_optimizer(model, optimizer)
@@ -424,13 +502,18 @@ def train(
         check_not_empty("val_loader", val_loader)
     state = TrainState()
     if resume and Path(resume).exists():
-        state = resume_from(resume, model, optimizer)
+        state = resume_from(resume, model, optimizer, cfg.callbacks)
     has_val = val_loader is not None
     clock = TrainingClock()
+    # Both budgets are run totals: a resumed call gets what the earlier calls left.
     left = None if cfg.max_evaluations is None else max(cfg.max_evaluations - state.evaluations, 0)
-    budget = state.budget = StepBudget(left, cfg.max_seconds, clock=clock)
+    seconds0 = state.seconds
+    seconds_left = None if cfg.max_seconds is None else cfg.max_seconds - seconds0
+    if seconds_left is not None and seconds_left <= 0:  # the earlier calls spent it all
+        left, seconds_left = 0, None
+    budget = state.budget = StepBudget(left, seconds_left, clock=clock)
     cost = forward_passes_per_step(optimizer)  # then what the last step cost
-    start = time.perf_counter()
+    start = last_write = time.perf_counter()
     # A resumed run that already reached max_steps takes no further step.
     stop = cfg.max_steps is not None and state.step >= cfg.max_steps
     evals0, losses = state.evaluations, []
@@ -451,14 +534,17 @@ def train(
 
     def checkpoint() -> None:
         """The one place a checkpoint is written."""
+        nonlocal last_write
         if cfg.checkpoint_path is not None and is_writer():  # under torchrun: rank 0 only
             with clock.excluded():
                 payload = {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "train": {k: v for k, v in state.__dict__.items() if k not in RUNTIME_KEYS},
+                    CALLBACKS_KEY: callback_states(cfg.callbacks),
                 }
                 save_checkpoint(cfg.checkpoint_path, payload)
+        last_write = time.perf_counter()
 
     def keep_if_best() -> None:
         """restore_best without validation: keep the weights of lowest first-batch loss."""
@@ -479,7 +565,7 @@ def train(
                 "train_loss": sum(losses) / len(losses) if losses else float("nan"),
                 "evaluations": state.evaluations,
                 "evals_per_s": (state.evaluations - evals0) / max(elapsed, 1e-9),
-                "seconds": round(budget.elapsed, 3),
+                "seconds": round(seconds0 + budget.elapsed, 3),
                 **report(optimizer),  # under torchrun: world size, per-rank rates, bytes
             }
             losses = []
@@ -531,6 +617,7 @@ def train(
                 loss = gradient_step(model, optimizer, x, y, loss_fn)
             budget.charge(cost)
             state.evaluations += cost
+            state.seconds = seconds0 + budget.elapsed
             state.step += 1
             state.batch_in_epoch = index + 1
             losses.append(loss)
@@ -543,7 +630,7 @@ def train(
                 "epoch": state.epoch,
                 "loss": loss,
                 "evaluations": state.evaluations,
-                "seconds": budget.elapsed,
+                "seconds": state.seconds,
                 "evals_per_s": rate,
             }
             if state.keep_batch is not None:
@@ -552,6 +639,9 @@ def train(
             if cfg.val_every and state.step % cfg.val_every == 0:
                 validate()
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                checkpoint()
+            every_seconds = cfg.checkpoint_every_seconds
+            if every_seconds and time.perf_counter() - last_write >= every_seconds:
                 checkpoint()
             if stop or (cfg.max_steps is not None and state.step >= cfg.max_steps):
                 stop = True
@@ -563,13 +653,14 @@ def train(
             state.batch_in_epoch = 0
             if not (cfg.val_every and state.step % cfg.val_every == 0):
                 validate()
-            if not cfg.checkpoint_every:
+            if not (cfg.checkpoint_every or cfg.checkpoint_every_seconds):
                 checkpoint()
             continue
         break
+    state.seconds = seconds0 + budget.elapsed
     if losses or not state.history or state.history[-1]["step"] != state.step:
         validate()
-    if cfg.checkpoint_every or stop:
+    if cfg.checkpoint_every or cfg.checkpoint_every_seconds or stop:
         checkpoint()
     if bar is not None:
         bar.close()

@@ -15,6 +15,9 @@ cost).
 
 Each runner returns ``evaluations``, ``budget_seconds_used`` (training seconds the budget
 counted), ``longest_step_seconds`` and its step count (``steps`` or ``generations``).
+PolyStep and Adam take an optional :class:`~polystep.bench.partial.Partial`: ``train()`` then
+checkpoints the run there and resumes it from there (all three figures count the whole run);
+the vector baselines always start from scratch.
 
 Every runner takes its ``settings`` from the caller (:mod:`polystep.bench.overrides`): by
 default PolyStep's preset and the baselines' :data:`polystep.baselines.NN_PRESETS`, chosen on the
@@ -31,6 +34,7 @@ import torch
 from torch import nn
 
 from polystep.baselines import ModuleObjective, make_baseline, run_ask_tell
+from polystep.bench.partial import Partial
 from polystep.bench.selection import SelectionCallback, Selector
 from polystep.data import Loaders
 from polystep.deadline import StepBudget, TrainingClock
@@ -56,19 +60,23 @@ def _train(
     selection: SelectionCallback,
     max_evaluations: int,
     max_seconds: float | None,
+    partial: Partial | None,
 ) -> dict[str, Any]:
-    """``train()`` under the budget with the selection callback; returns what it spent."""
+    """``train()`` under the budget with the selection callback (and, with ``partial``, its
+    checkpoints and ledger: the ledger last, where :mod:`polystep.bench.partial` reads it);
+    returns what the run spent."""
     config = TrainConfig(
         epochs=None,
         max_evaluations=max_evaluations,
         max_seconds=max_seconds,
         restore_best=False,
-        callbacks=[selection],
+        callbacks=[selection] if partial is None else [selection, partial.ledger],
         progress=False,
+        **({} if partial is None else partial.train_settings()),
     )
     train(model, loaders.train, nn.CrossEntropyLoss(), optimizer, config)
-    assert selection.budget is not None  # set when train() ends
-    return _spent(selection.budget)
+    assert selection.spent is not None  # set when train() ends
+    return selection.spent
 
 
 def run_polystep(
@@ -80,13 +88,13 @@ def run_polystep(
     *,
     max_evaluations: int,
     max_seconds: float | None,
+    partial: Partial | None = None,
 ) -> dict[str, Any]:
     """PolyStepOptimizer with ``settings`` (a preset's, or a tuning trial's) through ``train()``."""
     optimizer = PolyStepOptimizer(model, preset=settings, seed=seed)
     per_step = forward_passes_per_step(optimizer)
-    spent = _train(
-        model, optimizer, loaders, selector.callback(model), max_evaluations, max_seconds
-    )
+    callback = selector.callback(model)
+    spent = _train(model, optimizer, loaders, callback, max_evaluations, max_seconds, partial)
     return {
         **spent,
         "steps": optimizer.iteration,
@@ -104,13 +112,14 @@ def run_adam(
     settings: dict[str, Any],
     max_evaluations: int,
     max_seconds: float | None,
+    partial: Partial | None = None,
 ) -> dict[str, Any]:
     """torch.optim.Adam with ``settings`` on the smooth twin through ``train()``; the HARD model
     (the twin's weights copied in) is what is selected and scored."""
     twin.load_state_dict(model.state_dict())
     optimizer = torch.optim.Adam(twin.parameters(), **settings)
     callback = selector.callback(model, trained=twin)
-    spent = _train(twin, optimizer, loaders, callback, max_evaluations, max_seconds)
+    spent = _train(twin, optimizer, loaders, callback, max_evaluations, max_seconds, partial)
     model.load_state_dict(twin.state_dict())
     return {**spent, "steps": callback.steps}
 

@@ -7,7 +7,10 @@ limit) and the same seeded batch stream. A finished run's JSON is never recomput
 interrupted bench resumes where it stopped; a run file written under another configuration
 (budget, scale, settings, threads, ...) or by other code (source digest) is never reported as
 done: the bench refuses to start, or with ``resume`` reruns it and keeps the old file in
-``stale/``.
+``stale/``. A PolyStep or Adam run killed part-way resumes from its last checkpoint
+(``partial/``, written every few minutes under the run's configuration and code version; see
+:mod:`polystep.bench.partial`) and ends with the record an uninterrupted run writes, times
+aside; the vector baselines start over.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from polystep.bench import methods
 from polystep.bench.codeversion import code_version
 from polystep.bench.outdir import config_mismatch, refuse_stale
 from polystep.bench.overrides import resolved_settings
+from polystep.bench.partial import RESUMABLE, Partial, discard, open_partial, partial_path
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TASKS, TaskSpec, adam_budget, data_label, load_task_data
 from polystep.data import Loaders, Splits, make_loaders
@@ -119,8 +123,9 @@ class Trained:
     loaders: Loaders
     selector: Selector
     extra: dict[str, Any]
-    seconds: float  # wall seconds of training, validation included
+    seconds: float  # wall seconds of training, validation included, over resumed sessions too
     config: dict[str, Any]
+    resumes: int = 0  # times the run was resumed from a partial
 
 
 def train_one(
@@ -134,11 +139,15 @@ def train_one(
     budget_seconds: float | None,
     device: str,
     overrides: dict[str, Any] | None = None,
+    partial: Partial | None = None,
 ) -> Trained:
     """Train ``method`` on ``task`` under the bench protocol with its settings as
-    :func:`run_config` resolves them (passed down to the method); the test split is not touched."""
+    :func:`run_config` resolves them (passed down to the method); the test split is not touched.
+    With ``partial`` (PolyStep and Adam only) the run checkpoints there and resumes from there."""
     if method not in methods.METHODS:
         raise ValueError(f"method must be one of {methods.METHODS}, got {method!r}")
+    if partial is not None and method not in RESUMABLE:
+        raise ValueError(f"only {RESUMABLE} runs resume from a partial, got {method!r}")
     config = run_config(
         task, method, scale=scale, budget_fwd=budget_fwd, budget_seconds=budget_seconds,
         device=device, overrides=overrides,
@@ -157,18 +166,26 @@ def train_one(
     limits = {"max_evaluations": budget_fwd, "max_seconds": budget_seconds}
     started = time.perf_counter()
     if method == "polystep":
-        extra = methods.run_polystep(settings, model, loaders, selector, seed, **limits)
+        extra = methods.run_polystep(
+            settings, model, loaders, selector, seed, **limits, partial=partial
+        )
     elif method == "adam":
         twin = (
             task.model(splits.num_features, splits.num_classes, scale, surrogate=True)
             if task.has_twin
             else copy.deepcopy(model)
         ).to(device)
-        extra = methods.run_adam(model, twin, loaders, selector, settings=settings, **limits)
+        extra = methods.run_adam(
+            model, twin, loaders, selector, settings=settings, **limits, partial=partial
+        )
     else:
         run = methods.run_vector_baseline
         extra = run(method, model, loaders, selector, seed, settings=settings, **limits)
-    return Trained(model, loaders, selector, extra, time.perf_counter() - started, config)
+    seconds = time.perf_counter() - started
+    if partial is None:
+        return Trained(model, loaders, selector, extra, seconds, config)
+    seconds += partial.ledger.earlier_seconds
+    return Trained(model, loaders, selector, extra, seconds, config, partial.ledger.resumes)
 
 
 def run_one(
@@ -182,11 +199,14 @@ def run_one(
     budget_seconds: float | None,
     device: str,
     overrides: dict[str, Any] | None = None,
+    partial: Partial | None = None,
 ) -> dict[str, Any]:
-    """One training run; returns the JSON payload (config, versions, machine, figures, curve)."""
+    """One training run (resumable with ``partial``, see :func:`train_one`); returns the JSON
+    payload (config, versions, machine, figures, curve; wall and training seconds and
+    ``resumes`` summed over the sessions that ran it)."""
     run = train_one(
         task, method, seed, splits, scale=scale, budget_fwd=budget_fwd,
-        budget_seconds=budget_seconds, device=device, overrides=overrides,
+        budget_seconds=budget_seconds, device=device, overrides=overrides, partial=partial,
     )  # fmt: skip
     figures = run.selector.finish(run.model, run.loaders.test)
     return {
@@ -203,6 +223,7 @@ def run_one(
         "evaluations": run.extra.pop("evaluations"),
         "wall_seconds": run.seconds,
         "train_seconds": run.selector.train_seconds,
+        "resumes": run.resumes,
         "budget_seconds_used": run.extra.pop("budget_seconds_used"),
         "longest_step_seconds": run.extra.pop("longest_step_seconds"),
         **run.extra,
@@ -237,6 +258,18 @@ def archive_stale(path: Path, stored: dict[str, Any]) -> Path:
     return dest
 
 
+def bench_partial(
+    out_dir: Path, task: TaskSpec, method: str, seed: int, config: dict[str, Any], log: Any
+) -> Partial:
+    """The partial of a run about to start under ``config`` (a :func:`run_config`): resumed when
+    it was written under this configuration and code version (compared as
+    :func:`record_differences` compares records), else moved aside."""
+    identity = {"task": task.name, "scale": config["scale"], "config": config}
+    identity["code"] = code_version()
+    where = partial_path(out_dir, task.name, method, seed)
+    return open_partial(where, identity, lambda stored: record_differences(stored, config), log)
+
+
 def run_bench(
     tasks: list[TaskSpec],
     method_names: list[str],
@@ -258,7 +291,9 @@ def run_bench(
     A run file in ``out_dir`` counts as done only when its configuration and code version equal
     the current ones. One that differs is rerun with ``resume`` (the old file moves to
     ``stale/``); without it, :class:`~polystep.bench.outdir.StaleRecordError` is raised before
-    any training."""
+    any training. PolyStep and Adam runs checkpoint to ``out_dir/partial/`` as they go and
+    resume a partial written under the same configuration and code (another one is moved to
+    ``partial/stale/``); it is deleted once the record is written."""
     log(PROTOCOL)
     for label in sorted({data_label(task, scale) for task in tasks}):
         log(f"data at scale {scale}: {label}")
@@ -294,22 +329,29 @@ def run_bench(
                 path = run_path(out_dir, task.name, method, seed)
                 paths.append(path)
                 if path in done:
+                    # a partial left by a run killed between its record and the clean-up
+                    discard(partial_path(out_dir, task.name, method, seed))
                     log(f"skip {path.name} (done, same configuration and code)")
                     continue
                 if path in redo:
                     log(f"rerun {path.name} ({'; '.join(redo[path][1])})")
+                partial = None
+                if method in RESUMABLE:
+                    partial = bench_partial(out_dir, task, method, seed, wanted(task, method), log)
                 if splits is None:
                     splits = load_task_data(task, scale, seed, mnist_dir=mnist_dir)
                 fwd = budget_fwd or task.scales[scale].budget_fwd
                 payload = run_one(
                     task, method, seed, splits, scale=scale, budget_fwd=fwd,
                     budget_seconds=budget_seconds, device=device,
-                    overrides=overrides.get((task.name, method)),
+                    overrides=overrides.get((task.name, method)), partial=partial,
                 )  # fmt: skip
                 if is_writer():  # under torchrun: rank 0 archives and writes the record
                     if path in redo:
                         archive_stale(path, redo[path][0])
                     write_json_atomic(path, payload)
+                if partial is not None:
+                    partial.discard()  # rank 0, after the record is safely written
                 log(
                     f"{task.name:16s} {method:10s} seed {seed}: "
                     f"test {payload['test_acc_selected']:.4f} "

@@ -8,11 +8,15 @@ leaves validation out), so validation is excluded the same way for every method.
 :func:`~polystep.training.train` it runs as a callback (:meth:`Selector.callback`). The test
 split is touched once, after training, by :meth:`Selector.finish`, which scores the selected and
 the last weights; ``selected_step`` 0 says the selected model is the untrained one.
+Both keep their state in ``train()``'s checkpoints (``state_dict``/``load_state_dict``, plain
+data with the best weights as CPU tensors), so a resumed run continues the same curve and
+selection.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -86,6 +90,47 @@ class Selector:
         if self.eval_every_seconds is not None:
             self._next_second = seconds + self.eval_every_seconds
 
+    def state_dict(self) -> dict[str, Any]:
+        """The curve, the best weights and the schedule of the next point (plain data)."""
+        return {
+            "eval_every": self.eval_every,
+            "eval_every_seconds": self.eval_every_seconds,
+            "curve": [dict(point) for point in self.curve],
+            "best_val": self.best_val,
+            "best_state": self.best_state,
+            "best_evaluations": self.best_evaluations,
+            "best_step": self.best_step,
+            "next": self._next,
+            "next_second": self._next_second,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s ``state``; a ValueError, and nothing changed, when
+        it was written under another schedule or is malformed."""
+        if not isinstance(state, dict) or set(state) != set(self.state_dict()):
+            raise ValueError(f"not a Selector state (keys: {sorted(state)[:10]})")
+        schedule = (state["eval_every"], state["eval_every_seconds"])
+        if schedule != (self.eval_every, self.eval_every_seconds):
+            raise ValueError(
+                f"the state validates every {schedule} (forward passes, seconds), this "
+                f"selector every {(self.eval_every, self.eval_every_seconds)}"
+            )
+        curve, best = state["curve"], state["best_state"]
+        if not (isinstance(curve, list) and all(isinstance(p, dict) for p in curve)):
+            raise ValueError("the state's curve is not a list of points")
+        if best is not None and not (
+            isinstance(best, dict) and all(isinstance(v, torch.Tensor) for v in best.values())
+        ):
+            raise ValueError("the state's best_state is not a dict of tensors")
+        numbers = ("best_val", "best_evaluations", "best_step", "next", "next_second")
+        if any(type(state[k]) not in (int, float) or not math.isfinite(state[k]) for k in numbers):
+            raise ValueError(f"the state's {', '.join(numbers)} must be finite numbers")
+        self.curve = [dict(point) for point in curve]
+        self.best_val = float(state["best_val"])
+        self.best_state = best
+        self.best_evaluations, self.best_step = state["best_evaluations"], state["best_step"]
+        self._next, self._next_second = state["next"], float(state["next_second"])
+
     def callback(self, model: nn.Module, trained: nn.Module | None = None) -> SelectionCallback:
         """This selector as a :func:`~polystep.training.train` callback scoring ``model``."""
         return SelectionCallback(self, model, trained)
@@ -114,13 +159,37 @@ class SelectionCallback:
 
     ``trained``: the module ``train()`` trains when it is not ``model`` (a smooth twin); its
     weights are copied into ``model`` before each score, so the hard model is what is selected.
-    When ``train()`` ends, ``budget`` and ``steps`` hold what it spent.
+    When ``train()`` ends, ``spent`` holds what the run spent (resumed calls included):
+    ``evaluations``, ``budget_seconds_used`` (training seconds) and ``longest_step_seconds``;
+    ``steps`` its step count. A resumed run (:meth:`load_state_dict`) does not score its start:
+    the restored curve already goes on past it.
     """
 
     def __init__(self, selector: Selector, model: nn.Module, trained: nn.Module | None) -> None:
         self.selector, self.model, self.trained = selector, model, trained
-        self.budget: StepBudget | None = None
+        self.spent: dict[str, Any] | None = None
         self.steps = 0
+        self.resumed = False
+        self._longest_before = 0.0  # the longest step of the earlier calls of a resumed run
+        self._budget: StepBudget | None = None
+
+    def _longest_step(self) -> float:
+        now = self._budget.longest_step if self._budget is not None else 0.0
+        return max(self._longest_before, now)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The selector's state and the longest step so far (plain data)."""
+        return {"selector": self.selector.state_dict(), "longest_step": self._longest_step()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a run from :meth:`state_dict`'s ``state`` (ValueError when it does not fit)."""
+        if not isinstance(state, dict) or set(state) != {"selector", "longest_step"}:
+            raise ValueError("not a SelectionCallback state (keys: selector, longest_step)")
+        if type(state["longest_step"]) not in (int, float):
+            raise ValueError(f"longest_step must be a number, got {state['longest_step']!r}")
+        self.selector.load_state_dict(state["selector"])
+        self._longest_before = float(state["longest_step"])
+        self.resumed = True
 
     def _observe(self, evaluations: int, step: int, seconds: float, force: bool) -> None:
         if not (force or self.selector.due(evaluations, seconds)):
@@ -130,12 +199,18 @@ class SelectionCallback:
         self.selector.observe(self.model, evaluations, step, seconds, force=True)
 
     def on_train_begin(self, state: TrainState) -> None:
-        self._observe(state.evaluations, state.step, 0.0, force=True)
+        self._budget = state.budget
+        if not self.resumed:
+            self._observe(state.evaluations, state.step, state.seconds, force=True)
 
     def on_step_end(self, state: TrainState, metrics: dict[str, Any]) -> None:
         self._observe(metrics["evaluations"], metrics["step"], metrics["seconds"], force=False)
 
     def on_train_end(self, state: TrainState) -> None:
-        self.budget, self.steps = state.budget, state.step
-        seconds = state.budget.elapsed if state.budget is not None else 0.0
-        self._observe(state.evaluations, state.step, seconds, force=True)
+        self.steps = state.step
+        self.spent = {
+            "evaluations": state.evaluations,
+            "budget_seconds_used": state.seconds,
+            "longest_step_seconds": self._longest_step(),
+        }
+        self._observe(state.evaluations, state.step, state.seconds, force=True)
