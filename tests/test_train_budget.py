@@ -198,3 +198,126 @@ def test_max_evaluations_is_a_run_total_across_resume_and_old_checkpoints_still_
     save_checkpoint(path, ckpt)
     last = run(10)
     assert last["step"] == last["evaluations"] == 10
+
+
+class StepCounter:
+    """A callback with state: counts the steps it saw and remembers where it began."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.began_at: list[int] = []
+
+    def on_train_begin(self, state) -> None:
+        self.began_at.append(self.steps)
+
+    def on_step_end(self, state, metrics) -> None:
+        self.steps += 1
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != {"steps"}:
+            raise ValueError("not a StepCounter state")
+        self.steps = state["steps"]
+
+
+def _adam_run(tmp_path, callbacks, **config):
+    net = model()
+    adam = torch.optim.Adam(net.parameters(), lr=1e-2)
+    loader = DataLoader(data(64, 0), batch_size=16)
+    settings = dict(epochs=None, checkpoint_path=tmp_path / "c.ckpt", progress=False)
+    cfg = TrainConfig(**{**settings, **config}, callbacks=callbacks)
+    train(net, loader, nn.CrossEntropyLoss(), adam, cfg)
+    return net
+
+
+def test_callbacks_with_state_dict_are_checkpointed_and_resumed_before_train_begins(tmp_path):
+    from polystep.checkpoint import load_checkpoint
+
+    counter, plain = StepCounter(), LoggingCallbackStub()
+    _adam_run(tmp_path, [plain, counter], max_steps=5, checkpoint_every=2)
+    assert load_checkpoint(tmp_path / "c.ckpt")["callbacks"] == [None, {"steps": 5}]
+    resumed = StepCounter()
+    _adam_run(tmp_path, [LoggingCallbackStub(), resumed], max_steps=8, resume=True)
+    assert resumed.began_at == [5] and resumed.steps == 8  # loaded before on_train_begin
+
+
+class LoggingCallbackStub:
+    """A callback without state (saved as None)."""
+
+    def on_step_end(self, state, metrics) -> None:
+        pass
+
+
+@pytest.mark.bad_input(
+    "train(resume=...) with callbacks other than those the checkpoint was written with",
+    "CheckpointError naming the file and the callback positions; nothing is changed",
+)
+def test_a_checkpoint_resumed_with_other_callbacks_is_refused_before_anything_changes(tmp_path):
+    from polystep.checkpoint import CheckpointError
+
+    _adam_run(tmp_path, [StepCounter()], max_steps=3, checkpoint_every=1)
+    for callbacks in ([], [LoggingCallbackStub()], [StepCounter(), StepCounter()]):
+        net = model()
+        before = [p.detach().clone() for p in net.parameters()]
+        adam = torch.optim.Adam(net.parameters(), lr=1e-2)
+        cfg = TrainConfig(
+            epochs=None, max_steps=6, resume=tmp_path / "c.ckpt", callbacks=callbacks,
+            progress=False,
+        )  # fmt: skip
+        with pytest.raises(CheckpointError, match="same callbacks in the same order"):
+            train(net, DataLoader(data(64, 0), batch_size=16), nn.CrossEntropyLoss(), adam, cfg)
+        assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+        assert not adam.state  # the optimizer was not loaded either
+
+
+def test_max_seconds_is_a_run_total_across_resume(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(deadline, "time", FakeTime)
+    NOW[0] = 0.0
+    path = tmp_path / "c.ckpt"
+
+    def run(**config) -> dict:
+        net = Ticking([1.0] * 20)
+        adam = torch.optim.Adam(net.parameters(), lr=1e-2)
+        cfg = TrainConfig(
+            epochs=None, max_seconds=6.5, checkpoint_path=path, checkpoint_every=1,
+            restore_best=False, progress=False, **config,
+        )  # fmt: skip
+        loader = DataLoader(data(64, 0), batch_size=8)
+        return train(net, loader, nn.CrossEntropyLoss(), adam, cfg)[-1]
+
+    assert run(max_steps=3)["seconds"] == 3.0
+    # The resumed call spends the 3.5 s left: three 1 s steps, not six more.
+    last = run(resume=path)
+    assert last["step"] == 6 and last["seconds"] == 6.0
+    # 0.5 s left and the step times restored from the checkpoint: no step is started.
+    assert run(resume=path)["step"] == 6
+
+
+def test_checkpoint_every_seconds_writes_after_the_step_that_crosses_it(monkeypatch, tmp_path):
+    from polystep import training
+
+    monkeypatch.setattr(deadline, "time", FakeTime)
+    monkeypatch.setattr(training, "time", FakeTime)
+    NOW[0] = 0.0
+    written: list[int] = []
+    real = training.save_checkpoint
+
+    def spy(path, payload) -> None:
+        written.append(payload["train"]["step"])
+        real(path, payload)
+
+    monkeypatch.setattr(training, "save_checkpoint", spy)
+    net = Ticking([1.0] * 20)  # each step costs 1 fake second
+    adam = torch.optim.Adam(net.parameters(), lr=1e-2)
+    cfg = TrainConfig(
+        epochs=None, max_steps=10, checkpoint_path=tmp_path / "c.ckpt",
+        checkpoint_every_seconds=2.5, restore_best=False, progress=False,
+    )  # fmt: skip
+    train(net, DataLoader(data(64, 0), batch_size=8), nn.CrossEntropyLoss(), adam, cfg)
+    assert written == [3, 6, 9, 10]  # every 2.5 s at step ends, and when the run ends
+    with pytest.raises(ValueError, match="at most one of checkpoint_every"):
+        TrainConfig(checkpoint_every=2, checkpoint_every_seconds=60.0)
+    with pytest.raises(ValueError, match="checkpoint_every_seconds must be None or > 0"):
+        TrainConfig(checkpoint_every_seconds=0)

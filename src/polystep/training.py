@@ -67,7 +67,7 @@ class TrainConfig:
             (None: no limit); a step that would exceed it is not started.
         max_seconds: training seconds in total, resumed runs included, validation,
             callbacks and checkpoint writes excluded (None: no limit); a step that would end
-            past it is not started (after a resume the first step has no time estimate).
+            past it is not started.
         val_every: validate every this many steps (None: at epoch ends only).
         select_on: ``"accuracy"`` (classification) or ``"loss"``: the validation metric that
             picks the best weights (accuracy falls back to loss when outputs are not logits).
@@ -146,6 +146,7 @@ class TrainState:
     best_state: dict[str, torch.Tensor] | None = None
     keep_batch: tuple[Any, Any] | None = None  # restore_best without validation: (x, y)
     epoch_rng: dict[str, Any] = field(default_factory=dict)
+    recent_seconds: list[float] = field(default_factory=list)  # the deadline's last step times
     stop: bool = False
     budget: StepBudget | None = None
 
@@ -312,7 +313,12 @@ def check_model_state(model: nn.Module, state: Any, source: str) -> None:
 RUNTIME_KEYS = frozenset({"stop", "budget"})
 TRAIN_STATE_KEYS = frozenset(TrainState.__dataclass_fields__) - RUNTIME_KEYS
 # Loop keys that older checkpoints lack, and what they load as.
-ADDED_KEYS: dict[str, Any] = {"evaluations": None, "keep_batch": None, "seconds": 0.0}
+ADDED_KEYS: dict[str, Any] = {
+    "evaluations": None,
+    "keep_batch": None,
+    "seconds": 0.0,
+    "recent_seconds": [],
+}
 CHECKPOINT_KEYS = frozenset({"model", "optimizer", "train"})
 CALLBACKS_KEY = "callbacks"  # absent from checkpoints written before callbacks had state
 
@@ -387,9 +393,14 @@ def resume_from(
             continue
         if isinstance(loop[key], bool) or not isinstance(loop[key], int) or loop[key] < 0:
             raise CheckpointError(f"{source} has loop {key} {loop[key]!r}, expected an int >= 0")
-    seconds = loop["seconds"]
-    if type(seconds) not in (int, float) or not 0 <= seconds < math.inf:
-        raise CheckpointError(f"{source} has loop seconds {seconds!r}, expected a number >= 0")
+    times = (
+        [loop["seconds"], *loop["recent_seconds"]] if type(loop["recent_seconds"]) is list else []
+    )
+    if not times or any(type(t) not in (int, float) or not 0 <= t < math.inf for t in times):
+        raise CheckpointError(
+            f"{source} has loop seconds {loop['seconds']!r} and recent_seconds "
+            f"{loop['recent_seconds']!r}, expected numbers >= 0"
+        )
     try:
         optimizer.load_state_dict(ckpt["optimizer"])  # checks all of it before changing any
     except ValueError as exc:
@@ -402,7 +413,7 @@ def resume_from(
             except ValueError as exc:
                 name = type(cb).__name__
                 raise CheckpointError(f"{source} does not fit callback {name}: {exc}") from exc
-    state = TrainState(**{**loop, "seconds": float(seconds)})
+    state = TrainState(**{**loop, "seconds": float(loop["seconds"])})
     if state.evaluations is None:
         state.evaluations = getattr(optimizer, "evaluations", 0) + state.step
     return state
@@ -512,6 +523,7 @@ def train(
     if seconds_left is not None and seconds_left <= 0:  # the earlier calls spent it all
         left, seconds_left = 0, None
     budget = state.budget = StepBudget(left, seconds_left, clock=clock)
+    budget.recent.extend(state.recent_seconds)  # a resumed call estimates its first step too
     cost = forward_passes_per_step(optimizer)  # then what the last step cost
     start = last_write = time.perf_counter()
     # A resumed run that already reached max_steps takes no further step.
@@ -537,6 +549,7 @@ def train(
         nonlocal last_write
         if cfg.checkpoint_path is not None and is_writer():  # under torchrun: rank 0 only
             with clock.excluded():
+                state.recent_seconds = list(budget.recent)
                 payload = {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),

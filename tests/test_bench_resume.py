@@ -1,0 +1,183 @@
+"""A bench run interrupted part-way resumes from its partial checkpoint and writes the record an
+uninterrupted run writes (every figure but the times); a partial written under another
+configuration, or unreadable, is set aside, never used; no partial outlives its run's record.
+
+Runs are interrupted deterministically: ``train()``'s checkpoint writer raises (or, in a
+subprocess, SIGKILLs the process) right after its k-th write; checkpoints are written after
+every step (``EVERY_SECONDS`` patched to a nanosecond). Digits, smoke scale, small budgets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from polystep import training
+from polystep.bench import partial, runner
+from polystep.bench.selection import Selector
+from polystep.bench.tasks import TASKS
+
+TIMES = {"wall_seconds", "train_seconds", "budget_seconds_used", "longest_step_seconds"}
+BUDGETS = {"polystep": 4000, "adam": 40}  # mlp_mnist at smoke: 4 PolyStep steps, 40 Adam steps
+pytestmark = pytest.mark.filterwarnings("ignore:evaluator 'auto' uses vmap")
+
+
+class Interrupted(Exception):
+    """Stands in for the session ending."""
+
+
+def bench(out: Path, method: str, budget: int | None = None, log: list[str] | None = None) -> Path:
+    lines = [] if log is None else log
+    (path,) = runner.run_bench(
+        [TASKS["mlp_mnist"]], [method], [0], scale="smoke", out_dir=out,
+        budget_fwd=budget or BUDGETS[method], log=lines.append,
+    )  # fmt: skip
+    return path
+
+
+def interrupted_bench(out: Path, method: str, monkeypatch, after: int, **kwargs: Any) -> None:
+    """The bench, stopped right after the ``after``-th checkpoint write."""
+    real, writes = training.save_checkpoint, []
+
+    def write_then_stop(path: Path, payload: dict[str, Any]) -> None:
+        real(path, payload)
+        writes.append(path)
+        if len(writes) == after:
+            raise Interrupted
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "save_checkpoint", write_then_stop)
+        with pytest.raises(Interrupted):
+            bench(out, method, **kwargs)
+
+
+def without_times(record: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: v for k, v in record.items() if k not in TIMES | {"resumes"}}
+    kept["curve"] = [{k: v for k, v in p.items() if k != "seconds"} for p in record["curve"]]
+    return kept
+
+
+def partials(out: Path) -> list[Path]:
+    return sorted(p for p in (out / "partial").rglob("*") if p.is_file())
+
+
+@pytest.fixture(autouse=True)
+def checkpoint_every_step(monkeypatch) -> None:
+    monkeypatch.setattr(partial, "EVERY_SECONDS", 1e-9)
+
+
+@pytest.mark.parametrize("method", ["polystep", "adam"])
+def test_an_interrupted_run_resumes_to_the_record_of_an_uninterrupted_one(
+    method: str, tmp_path: Path, monkeypatch
+) -> None:
+    reference = json.loads(bench(tmp_path / "a", method).read_text())
+    assert partials(tmp_path / "a") == []  # deleted once the record was written
+    interrupted_bench(tmp_path / "b", method, monkeypatch, after=2)
+    assert [p.name for p in partials(tmp_path / "b")] == [f"mlp_mnist__{method}__seed0.ckpt"]
+    assert not list((tmp_path / "b").glob("*.json"))
+    log: list[str] = []
+    resumed = json.loads(bench(tmp_path / "b", method, log=log).read_text())
+    assert any(line.startswith("resume mlp_mnist") for line in log)
+    assert resumed["resumes"] == 1 and reference["resumes"] == 0
+    assert without_times(resumed) == without_times(reference)
+    steps = [p["step"] for p in resumed["curve"]]
+    assert steps == sorted(steps) and steps.count(0) == 1  # one curve; its start scored once
+    assert resumed["evaluations"] == reference["evaluations"] > 0
+    assert partials(tmp_path / "b") == []
+
+
+def test_a_partial_of_another_configuration_or_unreadable_is_set_aside(
+    tmp_path: Path, monkeypatch
+) -> None:
+    reference = json.loads(bench(tmp_path / "a", "adam", budget=30).read_text())
+    interrupted_bench(tmp_path / "b", "adam", monkeypatch, after=3)  # budget 40
+    log: list[str] = []
+    record = json.loads(bench(tmp_path / "b", "adam", budget=30, log=log).read_text())
+    assert record["resumes"] == 0 and without_times(record) == without_times(reference)
+    assert any("start over" in line and "budget_fwd: 40 -> 30" in line for line in log)
+    (kept,) = partials(tmp_path / "b")  # the old partial, kept aside for inspection
+    assert kept.parent.name == "stale" and kept.name.startswith("mlp_mnist__adam__seed0.")
+    # A partial that is not a complete polystep checkpoint: set aside too, and the run is done.
+    os.replace(tmp_path / "b" / "mlp_mnist__adam__seed0.json", tmp_path / "done.json")
+    broken = partial.partial_path(tmp_path / "b", "mlp_mnist", "adam", 0)
+    broken.write_bytes(b"half a checkpoint")
+    log.clear()
+    record = json.loads(bench(tmp_path / "b", "adam", budget=30, log=log).read_text())
+    assert record["resumes"] == 0 and without_times(record) == without_times(reference)
+    assert any("start over" in line and "not a polystep checkpoint" in line for line in log)
+    assert [p.name.endswith(".unreadable.ckpt") for p in partials(tmp_path / "b")] == [False, True]
+
+
+def test_a_partial_left_beside_a_finished_record_is_removed(tmp_path: Path) -> None:
+    bench(tmp_path, "adam")
+    left = partial.partial_path(tmp_path, "mlp_mnist", "adam", 0)
+    left.write_bytes(b"left by a run killed between its record and the clean-up")
+    log: list[str] = []
+    bench(tmp_path, "adam", log=log)
+    assert any(line.startswith("skip ") for line in log) and partials(tmp_path) == []
+
+
+def test_selector_state_round_trips_and_refuses_another_schedule() -> None:
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    batches = [(x, (x[:, 0] > 0).long())]
+    model = torch.nn.Linear(4, 2)
+    selector = Selector(batches, eval_every=10)
+    selector.observe(model, 0, 0, 0.0)
+    selector.observe(model, 12, 1, 1.5)
+    copy = Selector(batches, eval_every=10)
+    copy.load_state_dict(selector.state_dict())
+    assert copy.state_dict()["curve"] == selector.curve and copy.due(19, 0.0) is False
+    assert copy.due(20, 0.0) and copy.best_step == selector.best_step
+    other = Selector(batches, eval_every=5)
+    with pytest.raises(ValueError, match="validates every"):
+        other.load_state_dict(selector.state_dict())
+    assert other.curve == []
+
+
+KILLER = """
+import os, signal, sys
+from polystep import training
+from polystep.bench import partial
+from polystep.cli import main
+
+partial.EVERY_SECONDS = 1e-9
+real, writes = training.save_checkpoint, []
+
+def write_then_die(path, payload):
+    real(path, payload)
+    writes.append(path)
+    if len(writes) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+training.save_checkpoint = write_then_die
+main(sys.argv[1:])
+"""
+
+
+def test_a_bench_killed_with_sigkill_resumes_when_the_same_command_runs_again(
+    tmp_path: Path,
+) -> None:
+    from polystep.cli import main
+
+    args = ["bench", "mlp_mnist", "--methods", "polystep", "--seeds", "0", "--budget-fwd",
+            str(BUDGETS["polystep"]), "--out", str(tmp_path)]  # fmt: skip
+    killed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(KILLER), *args], capture_output=True, timeout=240
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert len(partials(tmp_path)) == 1 and not list(tmp_path.glob("*.json"))
+    assert main(args) == 0
+    record = json.loads((tmp_path / "mlp_mnist__polystep__seed0.json").read_text())
+    steps = [p["step"] for p in record["curve"]]
+    assert record["resumes"] == 1 and steps == sorted(steps) and steps.count(0) == 1
+    assert record["evaluations"] == record["steps"] * record["passes_per_step"] > 0
+    assert partials(tmp_path) == []
