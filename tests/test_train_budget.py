@@ -321,3 +321,20 @@ def test_checkpoint_every_seconds_writes_after_the_step_that_crosses_it(monkeypa
         TrainConfig(checkpoint_every=2, checkpoint_every_seconds=60.0)
     with pytest.raises(ValueError, match="checkpoint_every_seconds must be None or > 0"):
         TrainConfig(checkpoint_every_seconds=0)
+
+
+@pytest.mark.bad_input(
+    "a checkpoint whose loop seconds or recent step times are negative or not numbers",
+    "CheckpointError naming the file and the values; nothing is changed",
+)
+def test_checkpoints_with_broken_loop_seconds_are_refused(tmp_path) -> None:
+    from polystep.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    _adam_run(tmp_path, [], max_steps=2, checkpoint_every=1)
+    path = tmp_path / "c.ckpt"
+    good = load_checkpoint(path)
+    assert good["train"]["seconds"] >= 0 and len(good["train"]["recent_seconds"]) == 1
+    for key, value in (("seconds", -1.0), ("seconds", "3"), ("recent_seconds", [float("nan")])):
+        save_checkpoint(path, {**good, "train": {**good["train"], key: value}})
+        with pytest.raises(CheckpointError, match="loop seconds"):
+            _adam_run(tmp_path, [], max_steps=4, resume=True)

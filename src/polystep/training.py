@@ -393,10 +393,9 @@ def resume_from(
             continue
         if isinstance(loop[key], bool) or not isinstance(loop[key], int) or loop[key] < 0:
             raise CheckpointError(f"{source} has loop {key} {loop[key]!r}, expected an int >= 0")
-    times = (
-        [loop["seconds"], *loop["recent_seconds"]] if type(loop["recent_seconds"]) is list else []
-    )
-    if not times or any(type(t) not in (int, float) or not 0 <= t < math.inf for t in times):
+    recent = loop["recent_seconds"]
+    times = [loop["seconds"], *recent] if type(recent) is list else [None]
+    if not all(type(t) in (int, float) and 0 <= t < math.inf for t in times):
         raise CheckpointError(
             f"{source} has loop seconds {loop['seconds']!r} and recent_seconds "
             f"{loop['recent_seconds']!r}, expected numbers >= 0"
