@@ -35,6 +35,7 @@ _I = ctypes.c_int64
 _SINK = "ppppp"  # logits, pair; targets, base, totals (float64; null: logits mode)
 _SIGNATURES = {  # argument kinds: "i" int64, "p" pointer, "f" a scalar of the kernel's type
     "lif_trace": "iiipffpp",
+    "lif_spikes": "iiipffp",
     "snn_hidden": "iiiiii" + "pppppppp" + "ffff" + _SINK,
     "snn_output": "iiiii" + "ppppp" + "ff" + _SINK,
     "relu_output": "iiii" + "ppppp" + "i" + _SINK,
@@ -84,7 +85,7 @@ def _build() -> ctypes.CDLL | str:
         for suffix, scalar in (("_f32", ctypes.c_float), ("_f64", ctypes.c_double)):
             fn = getattr(lib, name + suffix)
             fn.argtypes = [{"i": _I, "p": _P, "f": scalar}[c] for c in kinds]
-            fn.restype = None if name == "lif_trace" else _I  # the others: pairs written
+            fn.restype = None if name.startswith("lif_") else _I  # the others: pairs written
     return lib
 
 
