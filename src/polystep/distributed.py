@@ -303,7 +303,10 @@ class Shard:
         ``check_every`` calls and must be identical on every rank."""
         if not self.active:
             return fn(candidates, *args)
-        world, rank = dist.get_world_size(), dist.get_rank()
+        world, rank, device = dist.get_world_size(), dist.get_rank(), _device()
+        # what the balancer equalises: CPU seconds of this process on a CPU backend (the work
+        # it did; other jobs sharing its core do not count), wall seconds where a GPU works
+        clock = time.perf_counter if device.type == "cuda" else time.process_time
         if self.calls % self.check_every == 0:
             self.check(candidates if state is None else state)
         self.calls += 1
@@ -311,7 +314,7 @@ class Shard:
         total = count(candidates)
         bounds = _cuts(self.profile, total, world)
         rows = torch.arange(bounds[rank], bounds[rank + 1])
-        start, cost = time.perf_counter(), _cost_clock()
+        start, cost = time.perf_counter(), clock()
         local, failure = None, None
         try:  # a failure is sent to the other ranks, so that they stop now, not at the timeout
             local = fn(take(candidates, rows), *args) if len(rows) else None
@@ -323,8 +326,9 @@ class Shard:
                     )
         except Exception as exc:
             local, failure = None, exc
-        seconds = (time.perf_counter() - start, _cost_clock() - cost)
-        losses, headers = self._exchange(local, bounds, total, seconds, failure is not None)
+        seconds = (time.perf_counter() - start, clock() - cost)
+        where = (world, rank, device)
+        losses, headers = self._exchange(local, bounds, total, seconds, where, failure is not None)
         if failure is not None:  # the others know now: this rank raises its own error
             raise failure
         failed = [r for r, head in enumerate(headers) if head[4] == FAILED]
@@ -333,7 +337,7 @@ class Shard:
                 f"rank {rank}: the scorer raised on ranks {failed} at call {self.calls} (their "
                 "own error is raised there)"
             )
-        self._record(headers, bounds, total, time.perf_counter() - start - seconds[0])
+        self._record(headers, bounds, total, rank, time.perf_counter() - start - seconds[0])
         return losses
 
     def check(self, state: Any) -> None:
@@ -356,10 +360,12 @@ class Shard:
         bounds: list[int],
         total: int,
         seconds: tuple[float, float],
+        where: tuple[int, int, torch.device],
         failed: bool = False,
     ) -> tuple[torch.Tensor, list[list[float]]]:
         """Send this rank's losses to every rank (NaN for rows of a ``failed`` scorer); returns
-        all losses ``(N,)`` and every rank's header (``W`` lists of :data:`HEADER` numbers)."""
+        all losses ``(N,)`` and every rank's header (``W`` lists of :data:`HEADER` numbers);
+        ``where``: world size, this rank, the device collectives use."""
         code = -1.0 if local is None else float(_dtype_code(local.dtype))
         code = float(FAILED) if failed else code
         exact = 1.0
@@ -368,10 +374,10 @@ class Shard:
             exact = float(bool(((rounded == local) | torch.isnan(local)).all()))
         size = 0 if local is None else len(local)
         header = [*seconds, float(size), exact, code, float(total % CHECK_MODULUS)]
-        losses, headers = self._send(local, bounds, header, self.dtype)
+        losses, headers = self._send(local, bounds, header, self.dtype, where)
         if any(head[5] != total % CHECK_MODULUS for head in headers):
             raise RankError(
-                f"rank {dist.get_rank()}: ranks disagree on the number of candidates "
+                f"rank {where[1]}: ranks disagree on the number of candidates "
                 f"({[head[5] for head in headers]}, modulo {CHECK_MODULUS}): their states have "
                 "diverged"
             )
@@ -379,7 +385,7 @@ class Shard:
             return torch.empty(0), headers
         if not all(head[3] == 1 for head in headers):  # some loss is not a float32 number
             self.wide = True
-            losses, headers = self._send(local, bounds, header, self.dtype)
+            losses, headers = self._send(local, bounds, header, self.dtype, where)
         codes = [int(head[4]) for head in headers if head[4] >= 0]
         return losses.to(DTYPES[max(codes)] if codes else torch.float64), headers
 
@@ -390,12 +396,12 @@ class Shard:
 
     def _send(
         self, local: torch.Tensor | None, bounds: list[int], header: list[float],
-        dtype: torch.dtype,
+        dtype: torch.dtype, where: tuple[int, int, torch.device],
     ) -> tuple[torch.Tensor, list[list[float]]]:  # fmt: skip
         """One ``all_to_all_single``: this rank's header and losses to every rank (no padding:
         rank ``r`` sends ``HEADER`` numbers and its rows' losses); all losses ``(N,)`` in
         ``dtype`` and every rank's header."""
-        device, world, rank = _device(), dist.get_world_size(), dist.get_rank()
+        world, rank, device = where
         own = bounds[rank + 1] - bounds[rank]
         if local is None:
             losses = torch.full((own,), math.nan, dtype=dtype)
@@ -428,7 +434,12 @@ class Shard:
             ) from exc
 
     def _record(
-        self, headers: list[list[float]], bounds: list[int], total: int, comm_seconds: float
+        self,
+        headers: list[list[float]],
+        bounds: list[int],
+        total: int,
+        rank: int,
+        comm_seconds: float,
     ) -> None:
         counts = [hi - lo for lo, hi in itertools.pairwise(bounds)]
         seconds = [max(head[0], 1e-9) for head in headers]
@@ -440,7 +451,7 @@ class Shard:
         ]
         self.metrics = {
             "world_size": len(counts),
-            "rank": dist.get_rank(),
+            "rank": rank,
             "candidates": total,
             "rank_candidates": counts,
             "rank_rows": [list(pair) for pair in itertools.pairwise(bounds)],
@@ -452,13 +463,6 @@ class Shard:
             "bytes_received": self.received,
             "comm_seconds": round(comm_seconds, 6),
         }
-
-
-def _cost_clock() -> float:
-    """What the balancer equalises: CPU seconds of this process on a CPU backend (the work a
-    rank did, which other jobs sharing its core do not inflate), wall seconds under NCCL
-    (where the GPU does the work)."""
-    return time.perf_counter() if dist.get_backend() == "nccl" else time.process_time()
 
 
 def _device() -> torch.device:
