@@ -236,3 +236,12 @@ def test_the_incumbent_forward_uses_the_lif_kernel_with_the_same_activations(mon
     second = ev._base(batch)  # the kernel, for both LIF layers
     assert len(calls) == 2
     assert all(torch.equal(a, b) for a, b in zip(first.acts, second.acts, strict=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_tiled_transpose_is_torchs_permuted_copy(dtype: torch.dtype) -> None:
+    lib = fused_kernels.library()
+    x = torch.randn(5, 37, 70, dtype=dtype)  # (T, B, F), sizes off the 32-wide tiles
+    for view in (x.permute(2, 0, 1), x[:, :, :3].permute(2, 0, 1), x.transpose(0, 1)):
+        got = fused.transposed(lib, view)
+        assert got.is_contiguous() and torch.equal(got, view.contiguous())
