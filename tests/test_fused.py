@@ -236,6 +236,10 @@ def test_the_incumbent_forward_uses_the_lif_kernel_with_the_same_activations(mon
     second = ev._base(batch)  # the kernel, for both LIF layers
     assert len(calls) == 2
     assert all(torch.equal(a, b) for a, b in zip(first.acts, second.acts, strict=True))
+    model[1].num_steps += 2  # a longer horizon: eager again (not the stale shape), then kernel
+    third, fourth = ev._base(batch), ev._base(batch)
+    assert len(calls) == 4 and third.acts[2].shape[0] == first.acts[2].shape[0] + 2
+    assert all(torch.equal(a, b) for a, b in zip(third.acts, fourth.acts, strict=True))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

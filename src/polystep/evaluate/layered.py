@@ -157,7 +157,7 @@ class LayeredEvaluator(Evaluator):
         self.progress: Callable[[int], None] | None = None  # told each chunk's size when done
         self._kept: Base | None = None  # the forward of the last loss(), for the next evaluate
         self._tables: tuple[list[Segment], torch.Tensor, torch.Tensor] | None = None  # _groups
-        self._lif_shapes: dict[tuple[int, tuple[int, ...]], torch.Size] = {}  # _forward
+        self._lif_shapes: dict[tuple[Any, ...], torch.Size] = {}  # _forward
 
     @classmethod
     def supports(cls, model: nn.Module, subspace: Subspace) -> str | None:
@@ -264,7 +264,8 @@ class LayeredEvaluator(Evaluator):
         """Layer ``k`` on ``x`` in the incumbent's forward: a hard LIF layer by its compiled
         loop (:func:`~polystep.evaluate.fused.lif_spikes`, the same spikes) once its output
         shape for this input shape is known, else (and the first time) the layer itself."""
-        key = (k, tuple(x.shape))
+        # num_steps: what sets the length of a static-current LIF's output besides the input
+        key = (k, tuple(x.shape), getattr(layer, "num_steps", None))
         shape = self._lif_shapes.get(key) if self.fused else None
         if shape is not None:
             out = lif_spikes(layer, x, shape)
