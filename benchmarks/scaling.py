@@ -5,9 +5,9 @@ trained by ``PolyStepOptimizer(preset="snn")`` with ``step_batch`` at batch 128,
 training images from ``../shared/data/mnist`` when present, else synthetic inputs of the same
 shape (the record says which). Every configuration runs the same steps: ``--warmup`` untimed
 steps, then ``--steps`` timed ones. The warm-up also lets the load balance settle: the ranks'
-row ranges start equal and move towards equal seconds over about 8 steps (dear rows sit at
-the end of this step: the output layer and the biases), so the timed steps show the steady
-state of a long run. Each rank has ``--threads`` torch threads; world size 1 is a
+row ranges start equal and move towards equal CPU seconds of scoring over a few steps (dear
+rows sit at the end of this step: the output layer and the biases), so the timed steps show
+the steady state of a long run. Each rank has ``--threads`` torch threads; world size 1 is a
 plain process without a process group, the reference for the speed-up. One JSON line per
 world size with candidate evaluations per second (candidates scored / wall time of the timed
 steps, taken by rank 0 after a barrier), the speed-up over world size 1 of the same invocation,

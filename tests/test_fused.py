@@ -202,3 +202,50 @@ def test_an_infinite_current_spikes_and_resets_as_the_eager_neuron_does() -> Non
     want = LayeredEvaluator(model, loss_fn, space, fused=False).evaluate(cands, batch)
     assert torch.isfinite(want).all()
     assert torch.allclose(got, want, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("static", [True, False])
+def test_lif_spikes_kernel_is_the_layer_forward_to_the_bit(dtype: torch.dtype, static: bool):
+    """The incumbent's LIF forward by the compiled loop: the layer's own spikes, bit for bit,
+    with membranes near the threshold and non-finite currents (NaN after an infinite one)."""
+    from polystep.nn.spiking import LIF
+
+    gen = torch.Generator().manual_seed(3)
+    layer = LIF(beta=0.95, threshold=1.0, num_steps=7 if static else None)
+    shape = (9, 33) if static else (7, 9, 33)
+    current = (0.06 * torch.randn(shape, generator=gen, dtype=torch.float64) + 0.05).to(dtype)
+    current.view(-1)[:4] = torch.tensor([float("inf"), -float("inf"), float("nan"), 1.0])
+    with torch.no_grad():
+        want = layer(current)
+        got = fused.lif_spikes(layer, current, want.shape)
+    assert got is not None and got.dtype == dtype and torch.equal(got, want)
+    assert 0 < int(want.sum()) < want.numel()  # some neurons fire, some do not
+    assert fused.lif_spikes(nn.ReLU(), current, want.shape) is None  # no lif kernel declared
+
+
+def test_the_incumbent_forward_uses_the_lif_kernel_with_the_same_activations(monkeypatch):
+    model, space, batch, _ = setup("snn", torch.float32)
+    loss_fn = nn.CrossEntropyLoss()
+    ev = LayeredEvaluator(model, loss_fn, space, strict=True)
+    calls = []
+    real = fused.lif_spikes
+    monkeypatch.setattr(layered, "lif_spikes", lambda *a: calls.append(1) or real(*a))
+    first = ev._base(batch)  # eager: learns each LIF layer's output shape
+    assert not calls
+    second = ev._base(batch)  # the kernel, for both LIF layers
+    assert len(calls) == 2
+    assert all(torch.equal(a, b) for a, b in zip(first.acts, second.acts, strict=True))
+    model[1].num_steps += 2  # a longer horizon: eager again (not the stale shape), then kernel
+    third, fourth = ev._base(batch), ev._base(batch)
+    assert len(calls) == 4 and third.acts[2].shape[0] == first.acts[2].shape[0] + 2
+    assert all(torch.equal(a, b) for a, b in zip(third.acts, fourth.acts, strict=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_tiled_transpose_is_torchs_permuted_copy(dtype: torch.dtype) -> None:
+    lib = fused_kernels.library()
+    x = torch.randn(5, 37, 70, dtype=dtype)  # (T, B, F), sizes off the 32-wide tiles
+    for view in (x.permute(2, 0, 1), x[:, :, :3].permute(2, 0, 1), x.transpose(0, 1)):
+        got = fused.transposed(lib, view)
+        assert got.is_contiguous() and torch.equal(got, view.contiguous())

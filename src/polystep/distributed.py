@@ -28,9 +28,11 @@ raises its error there and :class:`RankError` on every other rank at once.
 Load balance: rank ``r`` scores one contiguous range of rows (candidates of one layer or expert
 stay together, so per-layer work is not repeated on every rank). The ranges are cut so that
 their estimated costs are equal: a cost profile over the rows, learned from each rank's
-scoring seconds (gathered with the losses) and smoothed over steps, says where rows are dear.
-Candidates of different cost and a slower rank both shift the cuts; per-rank seconds, rows and
-candidates/s are in :attr:`Shard.metrics`.
+scoring cost (gathered with the losses) and smoothed over steps, says where rows are dear. The
+cost is the rank's CPU seconds on a CPU backend (what it computed: other jobs that share its core
+do not move the cuts) and wall seconds under NCCL. Candidates of different cost and a slower
+rank both shift the cuts; per-rank seconds, rows and candidates/s are in
+:attr:`Shard.metrics`.
 """
 
 from __future__ import annotations
@@ -56,10 +58,10 @@ from polystep.blocks import BlockCandidates
 TIMEOUT_ENV = "POLYSTEP_DIST_TIMEOUT_S"  # seconds a collective may wait for a peer
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_CHECK_EVERY = 100
-HEADER = 5  # per rank: seconds, rows scored, float32-exact flag, dtype code, total candidates
+HEADER = 6  # per rank: wall and cost seconds, rows scored, float32-exact flag, dtype code, total
 CHECK_MODULUS = 2**16  # the total travels modulo this (exact in float32)
 CELLS = 256  # resolution of the cost profile over a step's rows
-SMOOTHING = 0.7  # weight of the newest measurement in the running cost profile
+SMOOTHING = 0.5  # weight of the newest measurement in the running cost profile
 FLOOR = 0.01  # cost added to every slice (a fraction of the mean): no slice is free
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # dtype codes 0..3
 FAILED = -2  # dtype code of a rank whose scorer raised (-1: a rank with no rows)
@@ -141,27 +143,52 @@ def bounds_for(profile: torch.Tensor, total: int, world: int) -> torch.Tensor:
     """Row boundaries ``(W + 1,)`` cutting ``total`` rows into ``W`` contiguous ranges of equal
     estimated cost; ``profile (G,)``: the relative cost of each of ``G`` equal slices of the rows
     (positions scale with ``total``)."""
-    cells = profile.double().clamp_min(0)
-    cells = cells + cells.sum() * FLOOR / len(cells) + 1e-300  # no slice is free
-    cum = torch.cat([cells.new_zeros(1), cells.cumsum(0)]) / cells.sum()
-    targets = torch.arange(world + 1, dtype=torch.float64) / world
-    k = (torch.searchsorted(cum, targets, right=True) - 1).clamp(0, len(cells) - 1)
-    frac = ((targets - cum[k]) / (cum[k + 1] - cum[k])).clamp(0, 1)
-    bounds = ((k + frac) / len(cells) * total).round().long()
-    bounds[0], bounds[-1] = 0, total
-    return torch.cummax(bounds, 0).values
+    return torch.tensor(_cuts([float(c) for c in profile.tolist()], total, world))
 
 
 def measured_profile(bounds: torch.Tensor, seconds: torch.Tensor, cells: int) -> torch.Tensor:
     """The cost profile ``(cells,)`` that ranges ``bounds (W + 1,)`` taking ``seconds (W,)``
     imply (each range's seconds spread evenly over its rows), normalised to sum 1."""
-    total = float(bounds[-1])
-    edges = torch.linspace(0, total, cells + 1, dtype=torch.float64)
-    lo, hi = bounds[:-1, None].double(), bounds[1:, None].double()
-    overlap = (torch.minimum(hi, edges[None, 1:]) - torch.maximum(lo, edges[None, :-1])).clamp(0)
-    per_row = seconds.double() / (hi - lo).squeeze(1).clamp_min(1)
-    cost = (overlap * per_row[:, None]).sum(0)
-    return cost / cost.sum() if float(cost.sum()) > 0 else torch.full((cells,), 1 / cells)
+    values = [float(s) for s in seconds.tolist()]
+    return torch.tensor(
+        _measured([int(b) for b in bounds.tolist()], values, cells), dtype=torch.float64
+    )
+
+
+# The two above on plain lists: a step's bookkeeping is a few hundred numbers, where Python
+# costs tens of microseconds and a torch op a few each.
+def _cuts(profile: list[float], total: int, world: int) -> list[int]:
+    cells = [max(c, 0.0) for c in profile]
+    floor = sum(cells) * FLOOR / len(cells) + 1e-300  # no slice is free
+    cum = list(itertools.accumulate((c + floor for c in cells), initial=0.0))
+    whole, last = cum[-1], len(cells) - 1
+    bounds, k = [0], 0
+    for r in range(1, world):
+        target = r / world
+        while k < last and cum[k + 1] / whole <= target:
+            k += 1
+        lo, hi = cum[k] / whole, cum[k + 1] / whole
+        frac = min(max((target - lo) / (hi - lo), 0.0), 1.0)
+        bounds.append(max(bounds[-1], round((k + frac) / len(cells) * total)))
+    return [*bounds, total]
+
+
+def _measured(bounds: list[int], seconds: list[float], cells: int) -> list[float]:
+    total = bounds[-1]
+    cost = [0.0] * cells
+    width = total / cells
+    for r, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        if hi <= lo:
+            continue
+        per_row = seconds[r] / (hi - lo)
+        first, last = int(lo / width), min(cells, math.ceil(hi / width)) - 1
+        inside = [width * per_row] * (last - first - 1)  # cells wholly in the range
+        cost[first + 1 : last] = [a + b for a, b in zip(cost[first + 1 : last], inside)]
+        for c in {first, last}:  # the cells the range's ends cut
+            overlap = min(hi, (c + 1) * width) - max(lo, c * width)
+            cost[c] += max(overlap, 0.0) * per_row
+    whole = sum(cost)
+    return [c / whole for c in cost] if whole > 0 else [1 / cells] * cells
 
 
 def take(candidates: Any, rows: torch.Tensor) -> Any:
@@ -244,7 +271,8 @@ class Shard:
 
     ``check_every``: calls between digest checks (the first call always checks).
     ``metrics`` after each distributed call: ``world_size``, ``rank``, ``candidates``,
-    ``rank_candidates``, ``rank_seconds`` and ``rank_evals_per_s`` (lists, one per rank),
+    ``rank_candidates``, ``rank_seconds`` (wall), ``rank_cost_seconds`` (what the balancer
+    equalises) and ``rank_evals_per_s`` (lists, one per rank),
     ``wire_dtype``, ``bytes_sent`` and ``bytes_received`` (this rank, to and from the others),
     ``comm_seconds``.
     """
@@ -252,7 +280,7 @@ class Shard:
     check_every: int = DEFAULT_CHECK_EVERY
     calls: int = 0
     wide: bool = False
-    profile: torch.Tensor = field(default_factory=lambda: torch.ones(CELLS) / CELLS)
+    profile: list[float] = field(default_factory=lambda: [1 / CELLS] * CELLS)
     metrics: dict[str, Any] = field(default_factory=dict)
     sent: int = 0  # bytes this rank sent to the others in the last call
     received: int = 0  # ... and received from them
@@ -275,16 +303,18 @@ class Shard:
         ``check_every`` calls and must be identical on every rank."""
         if not self.active:
             return fn(candidates, *args)
-        world, rank = dist.get_world_size(), dist.get_rank()
+        world, rank, device = dist.get_world_size(), dist.get_rank(), _device()
+        # what the balancer equalises: CPU seconds of this process on a CPU backend (the work
+        # it did; other jobs sharing its core do not count), wall seconds where a GPU works
+        clock = time.perf_counter if device.type == "cuda" else time.process_time
         if self.calls % self.check_every == 0:
             self.check(candidates if state is None else state)
         self.calls += 1
         self.sent = self.received = 0
         total = count(candidates)
-        bounds = bounds_for(self.profile, total, world)
-        counts = bounds.diff()
-        rows = torch.arange(int(bounds[rank]), int(bounds[rank + 1]))
-        start = time.perf_counter()
+        bounds = _cuts(self.profile, total, world)
+        rows = torch.arange(bounds[rank], bounds[rank + 1])
+        start, cost = time.perf_counter(), clock()
         local, failure = None, None
         try:  # a failure is sent to the other ranks, so that they stop now, not at the timeout
             local = fn(take(candidates, rows), *args) if len(rows) else None
@@ -296,17 +326,18 @@ class Shard:
                     )
         except Exception as exc:
             local, failure = None, exc
-        seconds = time.perf_counter() - start
-        losses, headers = self._exchange(local, counts, total, seconds, failure is not None)
+        seconds = (time.perf_counter() - start, clock() - cost)
+        where = (world, rank, device)
+        losses, headers = self._exchange(local, bounds, total, seconds, where, failure is not None)
         if failure is not None:  # the others know now: this rank raises its own error
             raise failure
-        failed = torch.nonzero(headers[:, 3] == FAILED).flatten().tolist()
+        failed = [r for r, head in enumerate(headers) if head[4] == FAILED]
         if failed:
             raise RankError(
                 f"rank {rank}: the scorer raised on ranks {failed} at call {self.calls} (their "
                 "own error is raised there)"
             )
-        self._record(headers, bounds, total, time.perf_counter() - start - seconds)
+        self._record(headers, bounds, total, rank, time.perf_counter() - start - seconds[0])
         return losses
 
     def check(self, state: Any) -> None:
@@ -326,13 +357,15 @@ class Shard:
     def _exchange(
         self,
         local: torch.Tensor | None,
-        counts: torch.Tensor,
+        bounds: list[int],
         total: int,
-        seconds: float,
+        seconds: tuple[float, float],
+        where: tuple[int, int, torch.device],
         failed: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, list[list[float]]]:
         """Send this rank's losses to every rank (NaN for rows of a ``failed`` scorer); returns
-        all losses ``(N,)`` and every rank's header ``(W, HEADER)``."""
+        all losses ``(N,)`` and every rank's header (``W`` lists of :data:`HEADER` numbers);
+        ``where``: world size, this rank, the device collectives use."""
         code = -1.0 if local is None else float(_dtype_code(local.dtype))
         code = float(FAILED) if failed else code
         exact = 1.0
@@ -340,21 +373,21 @@ class Shard:
             rounded = local.to(torch.float32).to(local.dtype)
             exact = float(bool(((rounded == local) | torch.isnan(local)).all()))
         size = 0 if local is None else len(local)
-        header = [seconds, float(size), exact, code, float(total % CHECK_MODULUS)]
-        headers, parts = self._send(local, counts, header, self.dtype)
-        if bool((headers[:, 4] != total % CHECK_MODULUS).any()):
+        header = [*seconds, float(size), exact, code, float(total % CHECK_MODULUS)]
+        losses, headers = self._send(local, bounds, header, self.dtype, where)
+        if any(head[5] != total % CHECK_MODULUS for head in headers):
             raise RankError(
-                f"rank {dist.get_rank()}: ranks disagree on the number of candidates "
-                f"({headers[:, 4].tolist()}, modulo {CHECK_MODULUS}): their states have diverged"
+                f"rank {where[1]}: ranks disagree on the number of candidates "
+                f"({[head[5] for head in headers]}, modulo {CHECK_MODULUS}): their states have "
+                "diverged"
             )
-        if bool((headers[:, 3] == FAILED).any()):
+        if any(head[4] == FAILED for head in headers):
             return torch.empty(0), headers
-        if not bool((headers[:, 2] == 1).all()):  # some loss is not a float32 number
+        if not all(head[3] == 1 for head in headers):  # some loss is not a float32 number
             self.wide = True
-            headers, parts = self._send(local, counts, header, self.dtype)
-        codes = [int(c) for c in headers[:, 3].tolist() if c >= 0]
-        dtype = DTYPES[max(codes)] if codes else torch.float64
-        return torch.cat([part.double() for part in parts]).to(dtype), headers
+            losses, headers = self._send(local, bounds, header, self.dtype, where)
+        codes = [int(head[4]) for head in headers if head[4] >= 0]
+        return losses.to(DTYPES[max(codes)] if codes else torch.float64), headers
 
     @property
     def dtype(self) -> torch.dtype:
@@ -362,17 +395,20 @@ class Shard:
         return torch.float64 if self.wide else torch.float32
 
     def _send(
-        self, local: torch.Tensor | None, counts: torch.Tensor, header: list[float],
-        dtype: torch.dtype,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
+        self, local: torch.Tensor | None, bounds: list[int], header: list[float],
+        dtype: torch.dtype, where: tuple[int, int, torch.device],
+    ) -> tuple[torch.Tensor, list[list[float]]]:  # fmt: skip
         """One ``all_to_all_single``: this rank's header and losses to every rank (no padding:
-        rank ``r`` sends ``HEADER + counts[r]`` numbers); every rank's header ``(W, HEADER)``
-        and losses."""
-        device, world, rank = _device(), dist.get_world_size(), dist.get_rank()
-        mine = torch.empty(HEADER + int(counts[rank]), dtype=dtype)
-        mine[:HEADER] = torch.tensor(header, dtype=torch.float64).to(dtype)
-        mine[HEADER:] = math.nan if local is None else local.detach().cpu().to(dtype)
-        sizes = [HEADER + int(c) for c in counts.tolist()]
+        rank ``r`` sends ``HEADER`` numbers and its rows' losses); all losses ``(N,)`` in
+        ``dtype`` and every rank's header."""
+        world, rank, device = where
+        own = bounds[rank + 1] - bounds[rank]
+        if local is None:
+            losses = torch.full((own,), math.nan, dtype=dtype)
+        else:
+            losses = local.detach().to(device="cpu", dtype=dtype)
+        mine = torch.cat([torch.tensor(header, dtype=dtype), losses])
+        sizes = [HEADER + hi - lo for lo, hi in itertools.pairwise(bounds)]
         out = torch.empty(sum(sizes), dtype=dtype, device=device)
         send = mine.to(device).repeat(world)
         self._collective(
@@ -382,8 +418,8 @@ class Shard:
         self.sent += (world - 1) * len(mine) * item
         self.received += (sum(sizes) - len(mine)) * item
         pieces = out.cpu().split(sizes)
-        headers = torch.stack([piece[:HEADER].double() for piece in pieces])
-        return headers, [piece[HEADER:] for piece in pieces]
+        headers = torch.stack([piece[:HEADER] for piece in pieces]).double().tolist()
+        return torch.cat([piece[HEADER:] for piece in pieces]), headers
 
     def _collective(self, what: str, op: Callable[[], Any]) -> None:
         try:
@@ -398,21 +434,30 @@ class Shard:
             ) from exc
 
     def _record(
-        self, headers: torch.Tensor, bounds: torch.Tensor, total: int, comm_seconds: float
+        self,
+        headers: list[list[float]],
+        bounds: list[int],
+        total: int,
+        rank: int,
+        comm_seconds: float,
     ) -> None:
-        counts = bounds.diff()
-        seconds = headers[:, 0].clamp_min(1e-9)
-        rates = headers[:, 1] / seconds
-        fresh = measured_profile(bounds, seconds, CELLS)
-        self.profile = SMOOTHING * fresh + (1 - SMOOTHING) * self.profile
+        counts = [hi - lo for lo, hi in itertools.pairwise(bounds)]
+        seconds = [max(head[0], 1e-9) for head in headers]
+        cost = [max(head[1], 1e-9) for head in headers]
+        fresh = _measured(bounds, cost, CELLS)
+        self.profile = [
+            SMOOTHING * new + (1 - SMOOTHING) * old
+            for new, old in zip(fresh, self.profile, strict=True)
+        ]
         self.metrics = {
             "world_size": len(counts),
-            "rank": dist.get_rank(),
+            "rank": rank,
             "candidates": total,
-            "rank_candidates": [int(c) for c in counts.tolist()],
-            "rank_rows": [[int(a), int(b)] for a, b in itertools.pairwise(bounds.tolist())],
-            "rank_seconds": [round(float(s), 6) for s in seconds.tolist()],
-            "rank_evals_per_s": [round(float(r), 1) for r in rates.tolist()],
+            "rank_candidates": counts,
+            "rank_rows": [list(pair) for pair in itertools.pairwise(bounds)],
+            "rank_seconds": [round(s, 6) for s in seconds],
+            "rank_cost_seconds": [round(c, 6) for c in cost],
+            "rank_evals_per_s": [round(head[2] / s, 1) for head, s in zip(headers, seconds)],
             "wire_dtype": "float64" if self.wide else "float32",
             "bytes_sent": self.sent,
             "bytes_received": self.received,

@@ -146,7 +146,7 @@ def fused_suffix(
     keep: list[torch.Tensor] = []  # arrays the kernel reads, alive as long as the suffix
 
     def ptr(x: torch.Tensor) -> int:
-        x = x.detach().contiguous()
+        x = transposed(lib, x) if x.ndim == 3 and x.stride(0) == 1 else x.detach().contiguous()
         keep.append(x)
         return x.data_ptr()
 
@@ -230,3 +230,43 @@ def fused_suffix(
 
     suffix.keep = keep  # type: ignore[attr-defined]
     return suffix, None
+
+
+def lif_spikes(layer: nn.Module, current: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+    """The spikes ``shape`` = ``(T, *batch, F)`` of a hard LIF layer (one that declares the
+    ``lif`` kernel) on ``current``: static ``(*batch, F)`` or per step ``(T, *batch, F)``, by
+    the compiled loop (the layer's own forward to the bit); None where it cannot run (another
+    layer, dtype or device, autograd, no kernel library)."""
+    kernel = traits_of(layer).kernel
+    if kernel is None or kernel.name != "lif" or current.device.type != "cpu":
+        return None
+    if current.dtype not in (torch.float32, torch.float64):
+        return None
+    if torch.is_grad_enabled() and current.requires_grad:
+        return None
+    static = len(shape) == current.ndim + 1 and tuple(shape[1:]) == tuple(current.shape)
+    if not (static or tuple(shape) == tuple(current.shape)) or len(shape) == 0:
+        return None
+    lib = library()
+    if isinstance(lib, str):
+        return None
+    x = current.detach().contiguous()
+    out = x.new_empty(shape)
+    steps = shape[0]
+    cells = out.numel() // steps if steps else 0
+    run = getattr(lib, "lif_spikes" + ("_f64" if x.dtype == torch.float64 else "_f32"))
+    run(steps, cells, 0 if static else cells, x.data_ptr(), *kernel.params, out.data_ptr())
+    return out
+
+
+def transposed(lib: object, x: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of ``x``, a ``(F, T, B)`` view of a contiguous ``(T, B, F)`` activation
+    (``permute(2, 0, 1)``), by the compiled tiled transpose (torch's strided copy took 5x as
+    long on the SNN's hidden spikes); any other layout by torch."""
+    base = x.permute(1, 2, 0)
+    if not base.is_contiguous() or x.dtype not in (torch.float32, torch.float64):
+        return x.detach().contiguous()
+    out = torch.empty(x.shape, dtype=x.dtype)
+    run = getattr(lib, "transpose" + ("_f64" if x.dtype == torch.float64 else "_f32"))
+    run(base.shape[0] * base.shape[1], base.shape[2], base.data_ptr(), out.data_ptr())
+    return out

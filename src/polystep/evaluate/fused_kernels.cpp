@@ -236,6 +236,38 @@ void lif_unit_moves(const T* pre, const T* change, const T* old, const i64* unit
   }
 }
 
+// dst (cols, rows) = src (rows, cols) transposed, in 32 x 32 tiles (both sides stay in cache).
+template <typename T>
+void transpose(i64 rows, i64 cols, const T* src, T* dst) {
+  constexpr i64 tile = 32;
+  for (i64 r0 = 0; r0 < rows; r0 += tile)
+    for (i64 c0 = 0; c0 < cols; c0 += tile) {
+      const i64 r1 = std::min(rows, r0 + tile), c1 = std::min(cols, c0 + tile);
+      for (i64 c = c0; c < c1; ++c)
+        for (i64 r = r0; r < r1; ++r) dst[c * rows + r] = src[r * cols + c];
+    }
+}
+
+// A hard LIF layer's forward (the incumbent's, shared by every candidate), as torch's
+// polystep.nn.spiking.hard_lif computes it: v = v * beta + I (two roundings), s = v >= threshold,
+// v = v + (-v) * s. current: (steps, cells), or one static (cells) when `stride` is 0; out:
+// spikes (steps, cells).
+template <typename T>
+void lif_spikes(i64 steps, i64 cells, i64 stride, const T* current, T beta, T threshold,
+                T* out) {
+  std::vector<T> v(cells, T(0));
+  for (i64 t = 0; t < steps; ++t) {
+    const T* in = current + t * stride;
+    T* s = out + t * cells;
+    for (i64 c = 0; c < cells; ++c) {
+      const T m = v[c] * beta + in[c];
+      const T spike = m >= threshold ? T(1) : T(0);
+      s[c] = spike;
+      v[c] = m + (-m) * spike;
+    }
+  }
+}
+
 // The incumbent LIF layer on current (T, B, O): membrane before each step (T, B, O) and spike
 // counts before each step (T + 1, B, O).
 template <typename T>
@@ -506,6 +538,13 @@ i64 relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre
 #define POLYSTEP_SINK(T, outs, batch) Sink<T> sink(outs, batch, logits, pair, targets, base, totals)
 
 #define POLYSTEP_EXPORT(T, SUFFIX)                                                              \
+  POLYSTEP_KERNEL void transpose##SUFFIX(i64 rows, i64 cols, const T* src, T* dst) {           \
+    transpose<T>(rows, cols, src, dst);                                                         \
+  }                                                                                             \
+  POLYSTEP_KERNEL void lif_spikes##SUFFIX(i64 steps, i64 cells, i64 stride, const T* current,  \
+                                          T beta, T threshold, T* out) {                       \
+    lif_spikes<T>(steps, cells, stride, current, beta, threshold, out);                        \
+  }                                                                                             \
   extern "C" void lif_trace##SUFFIX(i64 steps, i64 batch, i64 outs, const T* current, T beta,  \
                                     T threshold, T* before, T* counts) {                       \
     lif_trace<T>(steps, batch, outs, current, beta, threshold, before, counts);                \

@@ -35,12 +35,18 @@ _I = ctypes.c_int64
 _SINK = "ppppp"  # logits, pair; targets, base, totals (float64; null: logits mode)
 _SIGNATURES = {  # argument kinds: "i" int64, "p" pointer, "f" a scalar of the kernel's type
     "lif_trace": "iiipffpp",
+    "lif_spikes": "iiipffp",
+    "transpose": "iipp",
     "snn_hidden": "iiiiii" + "pppppppp" + "ffff" + _SINK,
     "snn_output": "iiiii" + "ppppp" + "ff" + _SINK,
     "relu_output": "iiii" + "ppppp" + "i" + _SINK,
     "linear_output": "iiii" + "ppp" + _SINK,
     "relu_relu_hidden": "iiiii" + "ppppppp" + "i" + _SINK,
 }
+
+
+# The kernels that return the number of (candidate, sample) pairs they wrote; others return none.
+_PAIRS = {"snn_hidden", "snn_output", "relu_output", "linear_output", "relu_relu_hidden"}
 
 
 def _compiler() -> str | None:
@@ -84,7 +90,7 @@ def _build() -> ctypes.CDLL | str:
         for suffix, scalar in (("_f32", ctypes.c_float), ("_f64", ctypes.c_double)):
             fn = getattr(lib, name + suffix)
             fn.argtypes = [{"i": _I, "p": _P, "f": scalar}[c] for c in kinds]
-            fn.restype = None if name == "lif_trace" else _I  # the others: pairs written
+            fn.restype = _I if name in _PAIRS else None
     return lib
 
 

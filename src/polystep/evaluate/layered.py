@@ -51,7 +51,7 @@ from polystep.evaluate.base import (
 )
 from polystep.evaluate.batched import VmapEvaluator
 from polystep.evaluate.events import per_sample_cross_entropy, sparse_unit_losses
-from polystep.evaluate.fused import Suffix, fused_suffix
+from polystep.evaluate.fused import Suffix, fused_suffix, lif_spikes
 from polystep.evaluate.traits import is_batchwise, is_unitwise, traits_of
 from polystep.evaluate.units import dedupe_slots, propagate_units
 from polystep.subspace.base import Subspace
@@ -157,6 +157,7 @@ class LayeredEvaluator(Evaluator):
         self.progress: Callable[[int], None] | None = None  # told each chunk's size when done
         self._kept: Base | None = None  # the forward of the last loss(), for the next evaluate
         self._tables: tuple[list[Segment], torch.Tensor, torch.Tensor] | None = None  # _groups
+        self._lif_shapes: dict[tuple[Any, ...], torch.Size] = {}  # _forward
 
     @classmethod
     def supports(cls, model: nn.Module, subspace: Subspace) -> str | None:
@@ -255,9 +256,26 @@ class LayeredEvaluator(Evaluator):
         inputs, targets = batch
         dims = self.batch_dims(inputs)
         acts = [inputs]
-        for layer in self.layers:
-            acts.append(layer(acts[-1]))
+        for k, layer in enumerate(self.layers):
+            acts.append(self._forward(k, layer, acts[-1]))
         return Base(sources, acts, dims, self._per_sample_losses(acts, dims, targets))
+
+    def _forward(self, k: int, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Layer ``k`` on ``x`` in the incumbent's forward: a hard LIF layer by its compiled
+        loop (:func:`~polystep.evaluate.fused.lif_spikes`, the same spikes) once its output
+        shape for this input shape is known, else (and the first time) the layer itself."""
+        # num_steps: what sets the length of a static-current LIF's output besides the input
+        key = (k, tuple(x.shape), getattr(layer, "num_steps", None))
+        shape = self._lif_shapes.get(key) if self.fused else None
+        if shape is not None:
+            out = lif_spikes(layer, x, shape)
+            if out is not None:
+                return out
+        y = layer(x)
+        kernel = traits_of(layer).kernel
+        if kernel is not None and kernel.name == "lif":
+            self._lif_shapes[key] = y.shape
+        return y
 
     def _evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
         targets = batch[1]
