@@ -311,11 +311,14 @@ def load_average() -> float:
 
 def git_commit() -> str:
     try:
+        # from the repository root: "src" is the library (from benchmarks/ it named nothing,
+        # so records of uncommitted library code were not marked +dirty before 2026-11-30)
+        root = HERE.parent
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "src"], cwd=HERE, capture_output=True, text=True
+            ["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True
         )
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except OSError:
@@ -410,10 +413,12 @@ def run_pairs(args: argparse.Namespace) -> None:
 def run_probes(args: argparse.Namespace) -> None:
     path = args.out / "probes.jsonl"
     done = {(r["probe"], r["seed"]) for r in read_records(path)}
+    # a diagnostic (not a training run) runs again at a new commit
+    measured = {(r["probe"], r["seed"], r["commit"]) for r in read_records(path)}
     for name in args.probe:
         if name in (SCHEDULE_PROBE, CAPTURE_PROBE):
             for seed in [0] if name == SCHEDULE_PROBE else args.seeds:
-                if (name, seed) not in done:
+                if (name, seed, git_commit()) not in measured:
                     run_both_probe(args, path, name, seed)
             continue
         if name not in PROBES:

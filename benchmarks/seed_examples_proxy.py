@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -249,7 +250,36 @@ def report(out: Path) -> str:
             f"| {tag or 'untagged'} | {side} | {space} | {restore_text} | {by_seed} | "
             f"{statistics.mean(accs):.3f} | {wall:.1f} | {commits} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *paired_lines(rows)])
+
+
+def paired_lines(rows: list[dict]) -> list[str]:
+    """Ours ``hybrid`` of each tag against theirs (``hybrid``, their default restore_best) on
+    the same seeds: the mean of the per-seed differences and its standard error. Theirs is the
+    fixed 1.1.0 release, so its run of a seed under any tag serves (the same tag's first)."""
+    theirs: dict[int, float] = {}
+    for r in sorted(rows, key=lambda r: r.get("tag", "") == ""):  # tagged (concurrent) first
+        if r["package"] == "theirs" and r["space"] == "hybrid" and r["restore_best"] is None:
+            theirs.setdefault(r["seed"], r["test_accuracy"])
+    lines = []
+    tags = dict.fromkeys(r.get("tag", "") for r in rows)
+    for tag in tags:
+        ours = {
+            r["seed"]: r["test_accuracy"]
+            for r in rows
+            if r.get("tag", "") == tag and r["package"] == "ours" and r["space"] == "hybrid"
+        }
+        diffs = [ours[s] - theirs[s] for s in sorted(ours) if s in theirs]
+        if len(diffs) < 2:
+            continue
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+        lines.append(
+            f"- ours `hybrid` ({tag or 'untagged'}) - theirs, paired over {len(diffs)} seeds: "
+            f"{statistics.mean(diffs):+.4f} (standard error {se:.4f}); ours mean "
+            f"{statistics.mean(ours[s] for s in ours if s in theirs):.4f}, theirs "
+            f"{statistics.mean(theirs[s] for s in ours if s in theirs):.4f}"
+        )
+    return lines
 
 
 def main() -> None:

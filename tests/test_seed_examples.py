@@ -141,3 +141,35 @@ def test_report_pools_the_draws_of_each_package_with_the_standard_error() -> Non
     # Welch: sqrt(0.0002 / 2 + 0.0008 / 2) = 0.0224
     assert "- ours - theirs: +0.0100 (standard error 0.0224)" in text
     assert script.draw_lines(runs, []) == []  # no draw probe, no table
+
+
+def test_proxy_report_pairs_ours_with_theirs_on_the_same_seeds() -> None:
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    spec = importlib.util.spec_from_file_location(
+        "seed_examples_proxy_script", benchmarks / "seed_examples_proxy.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def row(side: str, tag: str, seed: int, acc: float, restore: bool | None = None) -> dict:
+        space = {"package": side, "space": "hybrid", "restore_best": restore}
+        return space | {"tag": tag, "seed": seed, "test_accuracy": acc}
+
+    rows = [
+        row("theirs", "new", 0, 0.90),
+        row("theirs", "new", 1, 0.80),
+        row("theirs", "", 2, 0.50),  # an untagged run of theirs serves a seed the tag lacks
+        row("theirs", "new", 2, 0.70, restore=False),  # not their default: never paired
+        row("ours", "new", 0, 0.92),
+        row("ours", "new", 1, 0.84),
+        row("ours", "new", 2, 0.56),
+        row("ours", "new", 3, 0.99),  # no run of theirs at seed 3: left out
+        row("ours", "", 2, 0.10),
+    ]
+    lines = script.paired_lines(rows)
+    # differences +0.02, +0.04, +0.06: mean +0.04, sd 0.02, standard error 0.02 / sqrt(3)
+    assert lines == [
+        "- ours `hybrid` (new) - theirs, paired over 3 seeds: +0.0400 (standard error "
+        "0.0115); ours mean 0.7733, theirs 0.7333"
+    ]  # the untagged tag has one shared seed: no line
