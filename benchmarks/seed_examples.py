@@ -500,7 +500,23 @@ def write_readme(path: Path, out: Path) -> None:
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
     block = report(out, probes=False).replace("\n### ", "\n#### ")
-    path.write_text(f"{head}{README_BEGIN}\n{block.strip()}\n{README_END}{tail}")
+    block = f"{block.strip()}\n\n{proxy_summary(out)}".strip()
+    path.write_text(f"{head}{README_BEGIN}\n{block}\n{README_END}{tail}")
+
+
+def proxy_summary(out: Path) -> str:
+    """The digits proxy's paired comparison (``seed_examples_proxy.py``), from its records."""
+    sys.path.insert(0, str(HERE))
+    from seed_examples_proxy import paired_lines
+
+    lines = paired_lines(read_records(out / "proxy.jsonl"))
+    if not lines:
+        return ""
+    title = (
+        "#### Digits proxy of the snippet (`seed_examples_proxy.py`: 64-64-10, 55 steps, "
+        "test accuracy; ours and theirs at the same time, one thread each)"
+    )
+    return "\n".join([title, "", *lines])
 
 
 def report(out: Path, probes: bool = True) -> str:

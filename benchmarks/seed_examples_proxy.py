@@ -264,17 +264,20 @@ def paired_lines(rows: list[dict]) -> list[str]:
     lines = []
     tags = dict.fromkeys(r.get("tag", "") for r in rows)
     for tag in tags:
-        ours = {
-            r["seed"]: r["test_accuracy"]
+        mine = [
+            r
             for r in rows
             if r.get("tag", "") == tag and r["package"] == "ours" and r["space"] == "hybrid"
-        }
+        ]
+        ours = {r["seed"]: r["test_accuracy"] for r in mine}
+        commits = ", ".join(dict.fromkeys(r["commit"] for r in mine))
         diffs = [ours[s] - theirs[s] for s in sorted(ours) if s in theirs]
         if len(diffs) < 2:
             continue
         se = statistics.stdev(diffs) / math.sqrt(len(diffs))
         lines.append(
-            f"- ours `hybrid` ({tag or 'untagged'}) - theirs, paired over {len(diffs)} seeds: "
+            f"- ours `hybrid` (runs {tag or 'untagged'}, commits {commits}) - theirs, paired over "
+            f"{len(diffs)} seeds: "
             f"{statistics.mean(diffs):+.4f} (standard error {se:.4f}); ours mean "
             f"{statistics.mean(ours[s] for s in ours if s in theirs):.4f}, theirs "
             f"{statistics.mean(theirs[s] for s in ours if s in theirs):.4f}"

@@ -154,7 +154,7 @@ def test_proxy_report_pairs_ours_with_theirs_on_the_same_seeds() -> None:
 
     def row(side: str, tag: str, seed: int, acc: float, restore: bool | None = None) -> dict:
         space = {"package": side, "space": "hybrid", "restore_best": restore}
-        return space | {"tag": tag, "seed": seed, "test_accuracy": acc}
+        return space | {"tag": tag, "seed": seed, "test_accuracy": acc, "commit": f"c{seed}"}
 
     rows = [
         row("theirs", "new", 0, 0.90),
@@ -170,6 +170,6 @@ def test_proxy_report_pairs_ours_with_theirs_on_the_same_seeds() -> None:
     lines = script.paired_lines(rows)
     # differences +0.02, +0.04, +0.06: mean +0.04, sd 0.02, standard error 0.02 / sqrt(3)
     assert lines == [
-        "- ours `hybrid` (new) - theirs, paired over 3 seeds: +0.0400 (standard error "
-        "0.0115); ours mean 0.7733, theirs 0.7333"
+        "- ours `hybrid` (runs new, commits c0, c1, c2, c3) - theirs, paired over 3 seeds: "
+        "+0.0400 (standard error 0.0115); ours mean 0.7733, theirs 0.7333"
     ]  # the untagged tag has one shared seed: no line
