@@ -615,6 +615,9 @@ def report(out: Path, probes: bool = True) -> str:
 
 
 DRAWS_TAG = "seed-gap"  # the runs whose draws are each package's default (ours: seed=0)
+# ours again, with its later default (seed=None: drawn from torch's global generator); theirs
+# in these runs repeats its DRAWS_TAG runs exactly (same code, data and seed), counted once
+TORCH_SEED_TAG = "torch-seed"
 
 
 def draw_lines(runs: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[str]:
@@ -629,6 +632,9 @@ def draw_lines(runs: list[dict[str, Any]], records: list[dict[str, Any]]) -> lis
             rows.append(("ours", "default (seed=0)", r["seed"], r["ours"], r["commit"]))
             if r["theirs"]:
                 rows.append(("theirs", "default (torch's generator)", r["seed"], r["theirs"], ""))
+        if r["example"] == "nn" and r.get("tag") == TORCH_SEED_TAG:
+            draw = "default (seed=None: torch's generator)"
+            rows.append(("ours", draw, r["seed"], r["ours"], r["commit"]))
     for r in records:
         if "draw_seed" in r["probe"]:
             side = "theirs" if r["probe"].startswith("theirs_") else "ours"
@@ -637,7 +643,8 @@ def draw_lines(runs: list[dict[str, Any]], records: list[dict[str, Any]]) -> lis
     if not any(draw.startswith("seed=") for _, draw, *_ in rows):
         return []
     lines = [
-        f"### The random draws alone (optimizer seed; runs {DRAWS_TAG} for the defaults)",
+        f"### The random draws alone (optimizer seed; runs {DRAWS_TAG} and {TORCH_SEED_TAG} "
+        "for the defaults)",
         "",
         "| package | draws | data seed | test accuracy | commit |",
         "|---|---|---|---|---|",

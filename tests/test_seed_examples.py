@@ -173,3 +173,25 @@ def test_proxy_report_pairs_ours_with_theirs_on_the_same_seeds() -> None:
         "- ours `hybrid` (runs new, commits c0, c1, c2, c3) - theirs, paired over 3 seeds: "
         "+0.0400 (standard error 0.0115); ours mean 0.7733, theirs 0.7333"
     ]  # the untagged tag has one shared seed: no line
+
+
+def test_draws_count_our_torch_seed_runs_and_their_repeats_once() -> None:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_examples.py"
+    spec = importlib.util.spec_from_file_location("seed_examples_script", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    both = {"ours": {"test_accuracy": 0.80}, "theirs": {"test_accuracy": 0.82}}
+    runs = [
+        {"example": "nn", "tag": script.DRAWS_TAG, "seed": 0, "commit": "c0"} | both,
+        {"example": "nn", "tag": script.TORCH_SEED_TAG, "seed": 0, "commit": "c2"}
+        | {"ours": {"test_accuracy": 0.84}, "theirs": {"test_accuracy": 0.82}},
+    ]
+    records = [
+        {"seed": 0, "commit": "c1", "probe": "draw_seed_1"}
+        | {"variant": {"optimizer": {"seed": 1}}, "ours": {"test_accuracy": 0.82}},
+    ]
+    text = "\n".join(script.draw_lines(runs, records))
+    assert "| ours | default (seed=None: torch's generator) | 0 | 0.84 | c2 |" in text
+    assert "- ours: 3 runs, mean 0.8200" in text
+    assert "- theirs: 1 runs, mean 0.8200" in text  # their repeat is not counted twice
