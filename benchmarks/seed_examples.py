@@ -311,11 +311,14 @@ def load_average() -> float:
 
 def git_commit() -> str:
     try:
+        # from the repository root: "src" is the library (from benchmarks/ it named nothing,
+        # so records of uncommitted library code were not marked +dirty before 2026-11-30)
+        root = HERE.parent
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "src"], cwd=HERE, capture_output=True, text=True
+            ["git", "status", "--porcelain", "src"], cwd=root, capture_output=True, text=True
         )
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except OSError:
@@ -410,10 +413,12 @@ def run_pairs(args: argparse.Namespace) -> None:
 def run_probes(args: argparse.Namespace) -> None:
     path = args.out / "probes.jsonl"
     done = {(r["probe"], r["seed"]) for r in read_records(path)}
+    # a diagnostic (not a training run) runs again at a new commit
+    measured = {(r["probe"], r["seed"], r["commit"]) for r in read_records(path)}
     for name in args.probe:
         if name in (SCHEDULE_PROBE, CAPTURE_PROBE):
             for seed in [0] if name == SCHEDULE_PROBE else args.seeds:
-                if (name, seed) not in done:
+                if (name, seed, git_commit()) not in measured:
                     run_both_probe(args, path, name, seed)
             continue
         if name not in PROBES:
@@ -495,7 +500,23 @@ def write_readme(path: Path, out: Path) -> None:
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
     block = report(out, probes=False).replace("\n### ", "\n#### ")
-    path.write_text(f"{head}{README_BEGIN}\n{block.strip()}\n{README_END}{tail}")
+    block = f"{block.strip()}\n\n{proxy_summary(out)}".strip()
+    path.write_text(f"{head}{README_BEGIN}\n{block}\n{README_END}{tail}")
+
+
+def proxy_summary(out: Path) -> str:
+    """The digits proxy's paired comparison (``seed_examples_proxy.py``), from its records."""
+    sys.path.insert(0, str(HERE))
+    from seed_examples_proxy import paired_lines
+
+    lines = paired_lines(read_records(out / "proxy.jsonl"))
+    if not lines:
+        return ""
+    title = (
+        "#### Digits proxy of the snippet (`seed_examples_proxy.py`: 64-64-10, 55 steps, "
+        "test accuracy; ours and theirs at the same time, one thread each)"
+    )
+    return "\n".join([title, "", *lines])
 
 
 def report(out: Path, probes: bool = True) -> str:
@@ -594,6 +615,9 @@ def report(out: Path, probes: bool = True) -> str:
 
 
 DRAWS_TAG = "seed-gap"  # the runs whose draws are each package's default (ours: seed=0)
+# ours again, with its later default (seed=None: drawn from torch's global generator); theirs
+# in these runs repeats its DRAWS_TAG runs exactly (same code, data and seed), counted once
+TORCH_SEED_TAG = "torch-seed"
 
 
 def draw_lines(runs: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[str]:
@@ -608,6 +632,9 @@ def draw_lines(runs: list[dict[str, Any]], records: list[dict[str, Any]]) -> lis
             rows.append(("ours", "default (seed=0)", r["seed"], r["ours"], r["commit"]))
             if r["theirs"]:
                 rows.append(("theirs", "default (torch's generator)", r["seed"], r["theirs"], ""))
+        if r["example"] == "nn" and r.get("tag") == TORCH_SEED_TAG:
+            draw = "default (seed=None: torch's generator)"
+            rows.append(("ours", draw, r["seed"], r["ours"], r["commit"]))
     for r in records:
         if "draw_seed" in r["probe"]:
             side = "theirs" if r["probe"].startswith("theirs_") else "ours"
@@ -616,7 +643,8 @@ def draw_lines(runs: list[dict[str, Any]], records: list[dict[str, Any]]) -> lis
     if not any(draw.startswith("seed=") for _, draw, *_ in rows):
         return []
     lines = [
-        f"### The random draws alone (optimizer seed; runs {DRAWS_TAG} for the defaults)",
+        f"### The random draws alone (optimizer seed; runs {DRAWS_TAG} and {TORCH_SEED_TAG} "
+        "for the defaults)",
         "",
         "| package | draws | data seed | test accuracy | commit |",
         "|---|---|---|---|---|",

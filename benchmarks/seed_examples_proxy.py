@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -187,10 +188,15 @@ def start(python: str, seed: int, space: str, data: Path, restore: bool | None, 
 
 
 def run_all(args: argparse.Namespace) -> None:
+    """Every (package, space, restore_best) of this invocation for each seed, all of one seed
+    at the same time (one thread each), so that both packages see the same machine load."""
     path = args.out / "proxy.jsonl"
     data = args.out / "logs" / "digits.pt"
     save_digits(data)
-    done = {(r["package"], r["space"], r["restore_best"], r["seed"]) for r in read_records(path)}
+    done = {
+        (r["package"], r["space"], r["restore_best"], r["seed"], r.get("tag", ""))
+        for r in read_records(path)
+    }
     runs: list[tuple[str, str, str, bool | None]] = [
         ("ours", sys.executable, space, None) for space in args.spaces
     ]
@@ -198,19 +204,24 @@ def run_all(args: argparse.Namespace) -> None:
         theirs = str(Path(args.against) / "bin" / "python")
         runs += [("theirs", theirs, "hybrid", None), ("theirs", theirs, "hybrid", False)]
     for seed in args.seeds:
-        for side, python, space, restore in runs:
-            if (side, space, restore, seed) in done:
-                continue
+        todo = [r for r in runs if (r[0], r[2], r[3], seed, args.tag) not in done]
+        load0, commit = load_average(), git_commit()
+        procs = []
+        for side, python, space, restore in todo:
             log = args.out / "logs" / f"proxy_{side}_{space}_{restore}_seed{seed}.log"
-            load0, commit = load_average(), git_commit()
-            result = collect(start(python, seed, space, data, restore, log), log)
+            procs.append(
+                (side, space, restore, log, start(python, seed, space, data, restore, log))
+            )
+        for side, space, restore, log, proc in procs:
             record = {
                 "package": side,
                 "space": space,
                 "restore_best": restore,
                 "seed": seed,
-                **result,
+                "tag": args.tag,
+                **collect(proc, log),
                 "load_average_start": load0,
+                "concurrent_runs": len(procs),
                 "commit": commit,
             }
             append_record(path, record)
@@ -219,24 +230,59 @@ def run_all(args: argparse.Namespace) -> None:
 
 def report(out: Path) -> str:
     rows = read_records(out / "proxy.jsonl")
-    groups: dict[tuple[str, str, Any], list[dict]] = {}
+    groups: dict[tuple[str, str, str, Any], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["package"], r["space"], r["restore_best"]), []).append(r)
+        key = (r.get("tag", ""), r["package"], r["space"], r["restore_best"])
+        groups.setdefault(key, []).append(r)
     lines = [
-        "| package | space | restore_best | test accuracy by seed | mean | wall_s mean |",
-        "|---|---|---|---|---|---|",
+        "| runs | package | space | restore_best | test accuracy by seed | mean | wall_s mean "
+        "| commits |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for (side, space, restore), rs in groups.items():
+    for (tag, side, space, restore), rs in groups.items():
         rs = sorted(rs, key=lambda r: r["seed"])
         accs = [r["test_accuracy"] for r in rs]
         by_seed = " / ".join(f"{a:.3f} (s{r['seed']})" for a, r in zip(accs, rs, strict=True))
         wall = statistics.mean(r["wall_s"] for r in rs)
         restore_text = "default" if restore is None else str(restore)
+        commits = ", ".join(dict.fromkeys(r["commit"] for r in rs))
         lines.append(
-            f"| {side} | {space} | {restore_text} | {by_seed} | "
-            f"{statistics.mean(accs):.3f} | {wall:.1f} |"
+            f"| {tag or 'untagged'} | {side} | {space} | {restore_text} | {by_seed} | "
+            f"{statistics.mean(accs):.3f} | {wall:.1f} | {commits} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *paired_lines(rows)])
+
+
+def paired_lines(rows: list[dict]) -> list[str]:
+    """Ours ``hybrid`` of each tag against theirs (``hybrid``, their default restore_best) on
+    the same seeds: the mean of the per-seed differences and its standard error. Theirs is the
+    fixed 1.1.0 release, so its run of a seed under any tag serves (the same tag's first)."""
+    theirs: dict[int, float] = {}
+    for r in sorted(rows, key=lambda r: r.get("tag", "") == ""):  # tagged (concurrent) first
+        if r["package"] == "theirs" and r["space"] == "hybrid" and r["restore_best"] is None:
+            theirs.setdefault(r["seed"], r["test_accuracy"])
+    lines = []
+    tags = dict.fromkeys(r.get("tag", "") for r in rows)
+    for tag in tags:
+        mine = [
+            r
+            for r in rows
+            if r.get("tag", "") == tag and r["package"] == "ours" and r["space"] == "hybrid"
+        ]
+        ours = {r["seed"]: r["test_accuracy"] for r in mine}
+        commits = ", ".join(dict.fromkeys(r["commit"] for r in mine))
+        diffs = [ours[s] - theirs[s] for s in sorted(ours) if s in theirs]
+        if len(diffs) < 2:
+            continue
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+        lines.append(
+            f"- ours `hybrid` (runs {tag or 'untagged'}, commits {commits}) - theirs, paired over "
+            f"{len(diffs)} seeds: "
+            f"{statistics.mean(diffs):+.4f} (standard error {se:.4f}); ours mean "
+            f"{statistics.mean(ours[s] for s in ours if s in theirs):.4f}, theirs "
+            f"{statistics.mean(theirs[s] for s in ours if s in theirs):.4f}"
+        )
+    return lines
 
 
 def main() -> None:
@@ -248,6 +294,9 @@ def main() -> None:
     spaces = [*OURS_SPACES, *PAPER_VARIANTS]
     parser.add_argument("--spaces", nargs="+", choices=spaces, default=spaces)
     parser.add_argument("--ours-only", action="store_true", help="skip the authors' runs")
+    parser.add_argument(
+        "--tag", default="", help="label of a set of runs (a seed is rerun under a new tag)"
+    )
     parser.add_argument("--worker", choices=spaces, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)

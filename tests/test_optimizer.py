@@ -47,9 +47,9 @@ def test_auto_subspace_follows_model_size() -> None:
     assert isinstance(default, FactoredSubspace) and default.redraw_every == 1
     snn = PolyStepOptimizer(nn.Linear(100, 50), preset="snn").subspace
     assert isinstance(snn, FactoredSubspace) and snn.redraw_every == 5
-    opt = PolyStepOptimizer(nn.Linear(100, 50), subspace="sparse")
+    opt = PolyStepOptimizer(nn.Linear(100, 50), subspace="sparse", seed=4)
     assert isinstance(opt.subspace, SparseProjection)
-    assert opt.subspace.seed == 0  # the optimizer's seed seeds a seedless subspace
+    assert opt.subspace.seed == 4  # the optimizer's seed seeds a seedless subspace
 
 
 def test_closure_path_matches_batch_path() -> None:

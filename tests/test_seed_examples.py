@@ -141,3 +141,57 @@ def test_report_pools_the_draws_of_each_package_with_the_standard_error() -> Non
     # Welch: sqrt(0.0002 / 2 + 0.0008 / 2) = 0.0224
     assert "- ours - theirs: +0.0100 (standard error 0.0224)" in text
     assert script.draw_lines(runs, []) == []  # no draw probe, no table
+
+
+def test_proxy_report_pairs_ours_with_theirs_on_the_same_seeds() -> None:
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    spec = importlib.util.spec_from_file_location(
+        "seed_examples_proxy_script", benchmarks / "seed_examples_proxy.py"
+    )
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def row(side: str, tag: str, seed: int, acc: float, restore: bool | None = None) -> dict:
+        space = {"package": side, "space": "hybrid", "restore_best": restore}
+        return space | {"tag": tag, "seed": seed, "test_accuracy": acc, "commit": f"c{seed}"}
+
+    rows = [
+        row("theirs", "new", 0, 0.90),
+        row("theirs", "new", 1, 0.80),
+        row("theirs", "", 2, 0.50),  # an untagged run of theirs serves a seed the tag lacks
+        row("theirs", "new", 2, 0.70, restore=False),  # not their default: never paired
+        row("ours", "new", 0, 0.92),
+        row("ours", "new", 1, 0.84),
+        row("ours", "new", 2, 0.56),
+        row("ours", "new", 3, 0.99),  # no run of theirs at seed 3: left out
+        row("ours", "", 2, 0.10),
+    ]
+    lines = script.paired_lines(rows)
+    # differences +0.02, +0.04, +0.06: mean +0.04, sd 0.02, standard error 0.02 / sqrt(3)
+    assert lines == [
+        "- ours `hybrid` (runs new, commits c0, c1, c2, c3) - theirs, paired over 3 seeds: "
+        "+0.0400 (standard error 0.0115); ours mean 0.7733, theirs 0.7333"
+    ]  # the untagged tag has one shared seed: no line
+
+
+def test_draws_count_our_torch_seed_runs_and_their_repeats_once() -> None:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_examples.py"
+    spec = importlib.util.spec_from_file_location("seed_examples_script", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    both = {"ours": {"test_accuracy": 0.80}, "theirs": {"test_accuracy": 0.82}}
+    runs = [
+        {"example": "nn", "tag": script.DRAWS_TAG, "seed": 0, "commit": "c0"} | both,
+        {"example": "nn", "tag": script.TORCH_SEED_TAG, "seed": 0, "commit": "c2"}
+        | {"ours": {"test_accuracy": 0.84}, "theirs": {"test_accuracy": 0.82}},
+    ]
+    records = [
+        {"seed": 0, "commit": "c1", "probe": "draw_seed_1"}
+        | {"variant": {"optimizer": {"seed": 1}}, "ours": {"test_accuracy": 0.82}},
+    ]
+    text = "\n".join(script.draw_lines(runs, records))
+    assert "| ours | default (seed=None: torch's generator) | 0 | 0.84 | c2 |" in text
+    assert "- ours: 3 runs, mean 0.8200" in text
+    assert "- theirs: 1 runs, mean 0.8200" in text  # their repeat is not counted twice

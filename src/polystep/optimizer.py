@@ -115,7 +115,12 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             ``"reference"`` or ``"streamed"`` (spiking nets one time step at a time, in
             memory-bounded chunks: memory flat in T, slower); used by :meth:`step_batch`.
         chunk_size: candidates per evaluator call (None: sized to memory).
-        seed: seed of the rotations (and of the subspace when it has none).
+        seed: seed of the rotations (and of the subspace when it has none). None (default):
+            the next value torch's global generator would draw, so ``torch.manual_seed``
+            governs it; the global generator is left as it was (data order and everything
+            else drawn later stay what they would be without polystep). Two optimizers built
+            with nothing drawn in between get the same draws: pass ``seed`` to tell them apart.
+            The seed used reads back as :attr:`seed`.
 
     Settable attributes (checked when set):
         blocks_per_step: blocks (particles) searched per step, drawn at random without
@@ -158,14 +163,17 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         scale_cost: str | float | None = "preset",
         evaluator: str = "auto",
         chunk_size: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(
                 f"model must be a torch.nn.Module (not its parameters), got {type(model).__name__}"
             )
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        if seed is None:  # torch's global generator decides, and does not move
+            with torch.random.fork_rng(devices=[]):
+                seed = int(torch.randint(2**62, (1,)))
         if evaluator != "auto" and evaluator not in EVALUATORS:
             raise ValueError(
                 f"evaluator must be 'auto' or one of {sorted(EVALUATORS)}, got {evaluator!r}"
