@@ -23,6 +23,10 @@ Parts (nested timers are subtracted, so the parts add up to the step):
 * ``scoring``: the chunk tasks (the fused kernels, per-pair losses), split over ranks;
 * ``shard``: under ``torchrun`` the cut, the loss exchange and the metrics (``Shard.score``
   less the evaluator).
+
+``other_threads_cpu_ms``: the part of the step's CPU time spent outside the main thread
+(gloo's worker and I/O threads under ``torchrun``; with one torch thread nothing else), already
+inside the parts above (``process_time`` counts every thread of the process).
 """
 
 from __future__ import annotations
@@ -100,7 +104,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for step in range(args.warmup + args.steps):
         if step == args.warmup:
             spent.clear()
+            process, thread = time.process_time(), time.thread_time()
         opt.step_batch(x[step % len(x)], y[step % len(y)], loss_fn)
+    # CPU of every thread but this one (gloo's worker and I/O threads under torchrun)
+    others = (time.process_time() - process) - (time.thread_time() - thread)
     ms = {part: round(1000 * spent[part] / args.steps, 3) for part in sorted(spent)}
     total = sum(ms.values())
     shared = total - ms["scoring"]
@@ -116,6 +123,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "step_cpu_ms": round(total, 3),
         "shared_cpu_ms": round(shared, 3),
         "shared_fraction": round(shared / total, 4),
+        "other_threads_cpu_ms": round(1000 * others / args.steps, 3),
     }
     if distributed.world_size() == 1:
         fraction = shared / total
