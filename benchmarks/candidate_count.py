@@ -19,12 +19,23 @@ neurons fire; none earned its place, so their code was removed again: their reco
 commit that holds it (``code.commit``; the prototypes were wired in by a bench-only subclass
 of the optimizer), and the table marks them.
 
-One JSON line per run is appended to ``--out`` (arm, its options, seed, budget, validation
-accuracy selected (best of 21 points) and last, steps, code version); a run already there
-(same arm options, seed and budget) is skipped, so the script resumes. ``--table`` prints the
-markdown table of the records (mean +- std over seeds).
+Where the seed spread comes from (``--vary``): a run's ``seed`` sets three sources of
+randomness, ``init`` (the model's initial weights), ``draws`` (the optimizer's ``seed``: its
+probe directions, rotations and block subsets) and ``data`` (the 20,000-image training subset,
+the validation split carved from it and the batch order). ``--vary all`` (the default) sets all
+three from the seed; ``--vary init`` (``draws``, ``data``) sets only that one and holds the
+other two at 0. Each run also records how much of the net is silent on the validation images,
+at the start and at the end: the hidden and output neurons that never spike, and the images
+with no output spike at all (a dead start).
+
+One JSON line per run is appended to ``--out`` (arm, its options, seed, which sources it set,
+budget, validation accuracy selected (best of 21 points) and last, steps, silent fractions,
+code version); a run already there (same arm options, seed, sources and budget) is skipped, so
+the script resumes. ``--table`` prints the markdown tables of the records (mean +- std over
+seeds).
 
     python benchmarks/candidate_count.py --arms "base,rank shaping" --seeds 0,1,2 --budget 300000
+    python benchmarks/candidate_count.py --vary init --seeds 0,1,2,3,4,5 --budget 300000
     python benchmarks/candidate_count.py --table > benchmarks/results/tuning/candidate_count.md
 """
 
@@ -53,6 +64,8 @@ OUT = Path(__file__).parent / "results" / "tuning" / "candidate_count.jsonl"
 TASK = "snn_mnist"
 BASE_BATCH = 256
 EVAL_POINTS = 20
+SOURCES = ("init", "draws", "data")
+VARY = ("all", *SOURCES)
 
 ARMS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -81,27 +94,51 @@ class Stream:
         return self.x[rows], self.y[rows]
 
 
+def seeds_of(seed: int, vary: str) -> dict[str, int]:
+    """The seed of each source of randomness: ``seed`` where ``vary`` names it, else 0."""
+    return {source: seed if vary in ("all", source) else 0 for source in SOURCES}
+
+
+@torch.no_grad()
+def silent(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Fractions of the SNN that never spike on the images ``x`` ``(N, 784)``: hidden neurons,
+    output neurons, and images with no output spike."""
+    hidden = nn.Sequential(model[0], model[1])(x)  # (T, N, H) spikes of the hidden layer
+    counts = model(x)  # (N, C) output spike counts
+    return {
+        "hidden": (hidden.sum(dim=(0, 1)) == 0).float().mean().item(),
+        "output": (counts.sum(dim=0) == 0).float().mean().item(),
+        "images": (counts.sum(dim=1) == 0).float().mean().item(),
+    }
+
+
 def build(options: dict[str, Any], model: nn.Module, seed: int) -> PolyStepOptimizer:
-    """The ``snn`` preset's optimizer with the arm's ``shaping`` and ``blocks_per_step``."""
+    """The ``snn`` preset's optimizer with the arm's ``shaping`` and ``blocks_per_step`` (every
+    block unless the arm says otherwise)."""
     opt = PolyStepOptimizer(model, preset="snn", seed=seed)
     if "shaping" in options:
         opt.shaping = shaping(options["shaping"])
-    if "blocks_per_step" in options:
-        opt.blocks_per_step = options["blocks_per_step"]
+    opt.blocks_per_step = options.get("blocks_per_step")
     opt.progress = False
     return opt
 
 
-def run(arm: str, seed: int, budget: int, mnist_dir: str, test: bool = False) -> dict[str, Any]:
-    """One run of ``arm``; validation figures (and test ones only when ``test``)."""
+def run(
+    arm: str, seed: int, budget: int, mnist_dir: str, test: bool = False, vary: str = "all"
+) -> dict[str, Any]:
+    """One run of ``arm``, the sources ``vary`` names seeded by ``seed`` (the others by 0);
+    validation figures (and test ones only when ``test``)."""
     options = ARMS[arm]
     task = TASKS[TASK]
-    splits = load_task_data(task, "cpu", seed, mnist_dir=mnist_dir)
-    torch.manual_seed(seed)
+    seeds = seeds_of(seed, vary)
+    splits = load_task_data(task, "cpu", seeds["data"], mnist_dir=mnist_dir)
+    torch.manual_seed(seeds["init"])
     model = task.model(splits.num_features, splits.num_classes, "cpu")
-    loaders = make_loaders(splits, BASE_BATCH, seed=seed, fast=True)
-    stream = Stream(*splits.train.tensors, seed=seed)
-    opt = build(options, model, seed)
+    loaders = make_loaders(splits, BASE_BATCH, seed=seeds["data"], fast=True)
+    stream = Stream(*splits.train.tensors, seed=seeds["data"])
+    opt = build(options, model, seeds["draws"])
+    val_x = splits.val.tensors[0]
+    silent_start = silent(model, val_x)
     per_step = forward_passes_per_step(opt)
     low, high = options.get("batch", [BASE_BATCH, BASE_BATCH])
     selector = Selector(loaders.val, eval_every=max(1, budget // EVAL_POINTS))
@@ -120,6 +157,8 @@ def run(arm: str, seed: int, budget: int, mnist_dir: str, test: bool = False) ->
         "arm": arm,
         "options": options,
         "seed": seed,
+        "vary": vary,
+        "seeds": seeds,
         "budget": budget,
         "spent": round(spent),
         "steps": opt.iteration,
@@ -127,6 +166,8 @@ def run(arm: str, seed: int, budget: int, mnist_dir: str, test: bool = False) ->
         "val_selected": selector.best_val,
         "val_last": selector.curve[-1]["val_acc"],
         "selected_step": selector.best_step,
+        "silent_start": silent_start,
+        "silent_end": silent(model, val_x),
         "task": TASK,
         "preset": "snn",
         "threads": torch.get_num_threads(),
@@ -158,6 +199,8 @@ def _commits(rows: list[dict[str, Any]]) -> str:
 def table(records: list[dict[str, Any]]) -> str:
     """Markdown: one row per (arm, budget), validation mean +- std over seeds; then the test
     figures of the runs made with ``--test`` (the arm chosen on validation)."""
+    spread = [r for r in records if r.get("vary", "all") != "all"]
+    records = [r for r in records if r.get("vary", "all") == "all"]
     groups: dict[tuple[str, int, bool], list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["arm"], r["budget"], "test_acc_selected" in r), []).append(r)
@@ -203,6 +246,47 @@ def table(records: list[dict[str, Any]]) -> str:
             f"{_mean_std([r['test_acc_last'] for r in rows])} % (validation selected "
             f"{_mean_std([r['val_selected'] for r in rows])} %)."
         )
+    if spread:
+        lines += ["", spread_table(records + spread)]
+    return "\n".join(lines)
+
+
+def _silent(rows: list[dict[str, Any]], when: str, what: str) -> str:
+    """Mean and range over ``rows`` of the fraction ``what`` silent at ``when``, in %."""
+    values = [100 * r[when][what] for r in rows]
+    return f"{statistics.mean(values):.0f} ({min(values):.0f}-{max(values):.0f})"
+
+
+def spread_table(records: list[dict[str, Any]]) -> str:
+    """Markdown: per arm, budget and varied source, the validation spread over seeds and how
+    silent the net was at the start and at the end (runs that record it, no test runs)."""
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for r in records:
+        if "silent_start" in r and "test_acc_selected" not in r:
+            groups.setdefault((r["arm"], r["budget"], r.get("vary", "all")), []).append(r)
+    lines = [
+        "Where the seed spread comes from: 'varied' names the source the seed sets (init: "
+        "initial weights; draws: the optimizer's seed; data: training subset, validation split "
+        "and batch order; all: the three), the other sources held at seed 0. Silent: % of "
+        "hidden neurons / of validation images with no output spike, mean (min-max) over seeds.",
+        "",
+        "| arm | budget | varied | seeds | val selected | val last | val last per seed "
+        "| silent hidden start | blank images start | blank images end |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {name: i for i, name in enumerate(ARMS)}
+    for (arm, budget, vary), rows in sorted(
+        groups.items(), key=lambda g: (g[0][1], order.get(g[0][0], 99), VARY.index(g[0][2]))
+    ):
+        rows = sorted(rows, key=lambda r: r["seed"])
+        per_seed = " ".join(f"{100 * r['val_last']:.1f}" for r in rows)
+        lines.append(
+            f"| {arm} | {budget:,} | {vary} | {len(rows)} | "
+            f"{_mean_std([r['val_selected'] for r in rows])} | "
+            f"{_mean_std([r['val_last'] for r in rows])} | {per_seed} | "
+            f"{_silent(rows, 'silent_start', 'hidden')} | "
+            f"{_silent(rows, 'silent_start', 'images')} | {_silent(rows, 'silent_end', 'images')} |"
+        )
     return "\n".join(lines)
 
 
@@ -215,6 +299,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--table", action="store_true", help="print the table of --out and stop")
     ap.add_argument("--test", action="store_true", help="also score the test split")
+    ap.add_argument(
+        "--vary", default="all", choices=VARY, help="the sources the seed sets (others: 0)"
+    )
     args = ap.parse_args(argv)
     if args.table:
         print(table(read(args.out)))
@@ -229,12 +316,13 @@ def main(argv: list[str]) -> int:
             done = any(
                 r["arm"] == arm and r["options"] == ARMS[arm] and r["seed"] == seed
                 and r["budget"] == args.budget and ("test_acc_selected" in r) == args.test
+                and r.get("vary", "all") == args.vary
                 for r in read(args.out)
             )  # fmt: skip
             if done:
-                print(f"skip {arm} seed {seed} (recorded)", flush=True)
+                print(f"skip {arm} seed {seed} vary {args.vary} (recorded)", flush=True)
                 continue
-            record = run(arm, seed, args.budget, args.mnist_dir, test=args.test)
+            record = run(arm, seed, args.budget, args.mnist_dir, test=args.test, vary=args.vary)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             with args.out.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
