@@ -252,18 +252,34 @@ def table(records: list[dict[str, Any]]) -> str:
 
 
 def _silent(rows: list[dict[str, Any]], when: str, what: str) -> str:
-    """Mean and range over ``rows`` of the fraction ``what`` silent at ``when``, in %."""
+    """Mean and range over ``rows`` of the fraction ``what`` silent at ``when``, in % ("-"
+    when a run did not record it)."""
+    if any(when not in r for r in rows):
+        return "-"
     values = [100 * r[when][what] for r in rows]
     return f"{statistics.mean(values):.0f} ({min(values):.0f}-{max(values):.0f})"
 
 
 def spread_table(records: list[dict[str, Any]]) -> str:
-    """Markdown: per arm, budget and varied source, the validation spread over seeds and how
-    silent the net was at the start and at the end (runs that record it, no test runs)."""
+    """Markdown: per arm and budget whose runs record silence or vary one source, the
+    validation spread over seeds for each varied source and how silent the net was at the start
+    and at the end (no test runs). The run with every seed 0 belongs to each source's row."""
     groups: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for r in records:
-        if "silent_start" in r and "test_acc_selected" not in r:
+        if "test_acc_selected" not in r:
             groups.setdefault((r["arm"], r["budget"], r.get("vary", "all")), []).append(r)
+    studied = {
+        key[:2]
+        for key, rows in groups.items()
+        if key[2] != "all" or all("silent_start" in r for r in rows)
+    }
+    groups = {key: rows for key, rows in groups.items() if key[:2] in studied}
+    for (arm, budget, vary), rows in list(groups.items()):
+        zero = [r for r in rows if vary != "all" and not any(r["seeds"].values())]
+        for source in SOURCES:
+            others = groups.setdefault((arm, budget, source), [])
+            if zero and not any(r["seed"] == 0 for r in others):
+                others.append(zero[0])
     lines = [
         "Where the seed spread comes from: 'varied' names the source the seed sets (init: "
         "initial weights; draws: the optimizer's seed; data: training subset, validation split "

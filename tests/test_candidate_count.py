@@ -4,6 +4,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -47,3 +49,51 @@ def test_committed_table_is_generated_from_the_committed_records():
     records = cc.read(results / "candidate_count.jsonl")
     assert records, "the records are committed"
     assert (results / "candidate_count.md").read_text().strip() == cc.table(records).strip()
+
+
+def test_vary_seeds_one_source_and_holds_the_others_at_zero():
+    cc = _script()
+    assert cc.seeds_of(3, "all") == {"init": 3, "draws": 3, "data": 3}
+    assert cc.seeds_of(3, "draws") == {"init": 0, "draws": 3, "data": 0}
+
+
+def test_silent_counts_neurons_and_images_that_never_spike():
+    import torch
+
+    from polystep.nn import SpikingMLP
+
+    cc = _script()
+    model = SpikingMLP((4, 3, 2), num_steps=5)
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].bias.copy_(torch.tensor([5.0, 5.0, 0.0]))  # hidden 0, 1 fire, 2 never
+        model[2].weight.zero_()
+        model[2].bias.copy_(torch.tensor([5.0, 0.0]))  # output 1 never fires
+    got = cc.silent(model, torch.rand(6, 4))
+    assert got == pytest.approx({"hidden": 1 / 3, "output": 1 / 2, "images": 0.0})
+    with torch.no_grad():
+        model[2].bias.zero_()
+    assert cc.silent(model, torch.rand(6, 4))["images"] == 1.0
+
+
+def test_spread_table_shares_the_all_zero_run_and_keeps_vary_all_out_of_the_main_table():
+    cc = _script()
+    quiet = {"hidden": 0.0, "output": 0.1, "images": 0.5}
+
+    def run(vary, seed, val, **extra):
+        seeds = cc.seeds_of(seed, vary)
+        return _record("base", seed, val, vary=vary, seeds=seeds, silent_start=quiet,
+                       silent_end=quiet, **extra)  # fmt: skip
+
+    records = [
+        _record("base", 0, 0.5), _record("base", 1, 0.7),  # older runs: no silence recorded
+        run("init", 0, 0.6), run("init", 1, 0.8), run("draws", 1, 0.62), run("data", 2, 0.3),
+    ]  # fmt: skip
+    text = cc.table(records)
+    assert "| base | `{}` | 1,000 | 2 | 60.0 +- 14.1 |" in text  # the vary-all runs only
+    assert (
+        "| base | 1,000 | all | 2 | 60.0 +- 14.1 | 60.0 +- 14.1 | 50.0 70.0 | - | - | - |" in text
+    )
+    assert "| base | 1,000 | init | 2 | 70.0 +- 14.1 | 70.0 +- 14.1 | 60.0 80.0 | 0 (0-0) |" in text
+    assert "| base | 1,000 | draws | 2 | 61.0 +- 1.4 | 61.0 +- 1.4 | 60.0 62.0 |" in text
+    assert "| base | 1,000 | data | 2 | 45.0 +- 21.2 | 45.0 +- 21.2 | 60.0 30.0 |" in text
