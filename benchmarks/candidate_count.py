@@ -276,9 +276,9 @@ def spread_table(records: list[dict[str, Any]]) -> str:
     groups = {key: rows for key, rows in groups.items() if key[:2] in studied}
     for (arm, budget, vary), rows in list(groups.items()):
         zero = [r for r in rows if vary != "all" and not any(r["seeds"].values())]
-        for source in SOURCES:
+        for source in SOURCES if zero else ():
             others = groups.setdefault((arm, budget, source), [])
-            if zero and not any(r["seed"] == 0 for r in others):
+            if not any(r["seed"] == 0 for r in others):
                 others.append(zero[0])
     lines = [
         "Where the seed spread comes from: 'varied' names the source the seed sets (init: "

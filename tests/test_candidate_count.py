@@ -85,6 +85,7 @@ def test_spread_table_shares_the_all_zero_run_and_keeps_vary_all_out_of_the_main
         return _record("base", seed, val, vary=vary, seeds=seeds, silent_start=quiet,
                        silent_end=quiet, **extra)  # fmt: skip
 
+    assert "| init |" not in cc.table([_record("base", 0, 0.5), run("draws", 1, 0.62)])
     records = [
         _record("base", 0, 0.5), _record("base", 1, 0.7),  # older runs: no silence recorded
         run("init", 0, 0.6), run("init", 1, 0.8), run("draws", 1, 0.62), run("data", 2, 0.3),
