@@ -128,6 +128,8 @@ def output_start(model: nn.Module, x: torch.Tensor, share: float, iterations: in
         return (head(hidden) > 0).float().mean(dim=0)
 
     low, high = torch.zeros_like(bias), torch.ones_like(bias)
+    while not (reached := firing(high) >= share).all():  # a large enough shift fires on all
+        high = torch.where(reached, high, 2 * high)
     for _ in range(iterations):
         middle = (low + high) / 2
         ok = firing(middle) >= share

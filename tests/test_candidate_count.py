@@ -98,3 +98,22 @@ def test_spread_table_shares_the_all_zero_run_and_keeps_vary_all_out_of_the_main
     assert "| base | 1,000 | init | 2 | 70.0 +- 14.1 | 70.0 +- 14.1 | 60.0 80.0 | 0 (0-0) |" in text
     assert "| base | 1,000 | draws | 2 | 61.0 +- 1.4 | 61.0 +- 1.4 | 60.0 62.0 |" in text
     assert "| base | 1,000 | data | 2 | 45.0 +- 21.2 | 45.0 +- 21.2 | 60.0 30.0 |" in text
+
+
+def test_output_start_wakes_silent_output_neurons_only():
+    import torch
+
+    from polystep.nn import SpikingMLP
+
+    cc = _script()
+    torch.manual_seed(0)
+    model = SpikingMLP((8, 16, 3), num_steps=5)
+    x = torch.rand(64, 8)
+    with torch.no_grad():
+        model[2].bias.copy_(torch.tensor([-2.0, -2.0, 5.0]))  # outputs 0, 1 silent, 2 fires
+    assert cc.silent(model, x)["output"] == pytest.approx(2 / 3)
+    cc.output_start(model, x, 0.25)
+    counts = model(x)
+    assert ((counts > 0).float().mean(dim=0) >= 0.25).all()
+    assert model[2].bias[2].item() == 5.0
+    assert (model[2].bias[:2] > -2.0).all()
