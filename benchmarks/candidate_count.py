@@ -66,6 +66,7 @@ OUT = Path(__file__).parent / "results" / "tuning" / "candidate_count.jsonl"
 TASK = "snn_mnist"
 BASE_BATCH = 256
 EVAL_POINTS = 20
+BLANK = 0.1  # a run ending with this share of blank validation images is named in the table
 SOURCES = ("init", "draws", "data")
 VARY = ("all", *SOURCES)
 
@@ -237,7 +238,8 @@ def table(records: list[dict[str, Any]]) -> str:
         "images, 2,000 validation images carved from them); budget in candidate evaluations at "
         f"batch {BASE_BATCH}; one thread per run on a shared, loaded machine (wall time not "
         "compared). Validation accuracy in %, mean +- std over seeds; 'vs base' is the mean "
-        "paired difference to base on the same seeds (val last).",
+        "paired difference to base on the same seeds (val last), with the seeds ahead of base "
+        "out of the seeds paired.",
         "",
         "| arm | options | budget | seeds | val selected | val last | vs base | steps | commit |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -258,7 +260,8 @@ def table(records: list[dict[str, Any]]) -> str:
         paired = [
             r["val_last"] - base[r["seed"], budget] for r in rows if (r["seed"], budget) in base
         ]
-        versus = f"{100 * statistics.mean(paired):+.1f} ({len(paired)})" if paired else "-"
+        ahead = sum(d > 0 for d in paired)
+        versus = f"{100 * statistics.mean(paired):+.1f} ({ahead}/{len(paired)})" if paired else "-"
         lines.append(
             f"| {name} | `{json.dumps(rows[0]['options'])}` | {budget:,} | {len(rows)} | "
             f"{_mean_std([r['val_selected'] for r in rows])} | "
@@ -275,7 +278,34 @@ def table(records: list[dict[str, Any]]) -> str:
         )
     if spread:
         lines += ["", spread_table(records + spread)]
+    if any("silent_end" in r for r in records + spread):
+        lines += ["", silent_finding(records + spread)]
     return "\n".join(lines)
+
+
+def silent_finding(records: list[dict[str, Any]]) -> str:
+    """A paragraph: the runs (any arm and budget, no test runs) that end with a silent output
+    neuron or with many blank validation images, against the others."""
+    rows = [r for r in records if "silent_end" in r and "test_acc_selected" not in r]
+    dead = [r for r in rows if r["silent_end"]["output"] > 0]
+    blank = [r for r in rows if r not in dead and r["silent_end"]["images"] >= BLANK]
+    rest = [r for r in rows if r not in dead and r not in blank]
+
+    def runs(group: list[dict[str, Any]]) -> str:
+        return ", ".join(
+            f"{r['arm']} {r['budget'] // 1000}k {r.get('vary', 'all')} {r['seed']}: "
+            f"{100 * r['val_last']:.1f}"
+            for r in sorted(group, key=lambda r: r["val_last"])
+        )
+
+    return (
+        f"Silent outputs: of the {len(rows)} runs that record silence, {len(dead)} end with an "
+        f"output neuron that spikes on no validation image, a class never predicted (val last: "
+        f"{runs(dead) or '-'}); {len(blank)} more end with {100 * BLANK:.0f} % or more of the "
+        f"validation images blank, no output spike at all ({runs(blank) or '-'}); the other "
+        f"{len(rest)} end at val last "
+        f"{_mean_std([r['val_last'] for r in rest]) if rest else '-'} %."
+    )
 
 
 def _silent(rows: list[dict[str, Any]], when: str, what: str) -> str:

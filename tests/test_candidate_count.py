@@ -38,8 +38,8 @@ def test_table_pairs_seeds_against_base_and_marks_removed_arms():
     ]  # fmt: skip
     text = cc.table(records)
     assert '| subset 1/2 | `{"blocks_per_step": 78}` | 1,000 | 2 | 75.0 +- 21.2 |' in text
-    assert "| +15.0 (2) |" in text  # (0.1 + 0.2) / 2 over the paired seeds
-    assert "| gone (removed) |" in text and "| -10.0 (1) |" in text
+    assert "| +15.0 (2/2) |" in text  # (0.1 + 0.2) / 2 over the paired seeds, both ahead
+    assert "| gone (removed) |" in text and "| -10.0 (0/1) |" in text
     assert "seeds [0]): validation-selected model 61.0 +- 0.0 %, last 59.0 +- 0.0 %" in text
 
 
@@ -117,3 +117,18 @@ def test_output_start_wakes_silent_output_neurons_only():
     assert ((counts > 0).float().mean(dim=0) >= 0.25).all()
     assert model[2].bias[2].item() == 5.0
     assert (model[2].bias[:2] > -2.0).all()
+
+
+def test_silent_finding_names_runs_ending_with_a_silent_class_or_blank_images():
+    cc = _script()
+
+    def run(seed, val, output, images):
+        end = {"hidden": 0.0, "output": output, "images": images}
+        return _record("base", seed, val, silent_start=end, silent_end=end)
+
+    text = cc.silent_finding([run(0, 0.8, 0.0, 0.02), run(1, 0.6, 0.1, 0.2), run(2, 0.7, 0.0, 0.15),
+                              run(3, 0.78, 0.0, 0.05)])  # fmt: skip
+    assert "of the 4 runs that record silence, 1 end with an output neuron" in text
+    assert "(val last: base 1k all 1: 60.0)" in text
+    assert "1 more end with 10 % or more" in text and "(base 1k all 2: 70.0)" in text
+    assert "the other 2 end at val last 79.0 +- 1.4 %" in text
