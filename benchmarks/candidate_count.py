@@ -14,7 +14,9 @@ step's pass of the current weights; a step on a batch of ``b`` images costs
 Arms (``ARMS``): ``base`` (the preset with every block searched each step) and changes to it: a
 random subset of blocks per step, a larger batch, rank cost shaping, and an output start (each
 output neuron's bias raised until it spikes on 10 % of 512 training images: no class starts
-silent). The first round also measured heavy-ball momentum on
+silent) and a revival (after every step, an output neuron spiking on under 2 % of the step's
+batch gets its bias raised until it reaches 2 %; every pass this takes is charged as a
+candidate evaluation). The first round also measured heavy-ball momentum on
 the move, step-size adaptation from the fraction of improving candidates (a success rule),
 covariance-adapted probe directions, an adaptive subspace and a start that makes the spiking
 neurons fire; none earned its place, so their code was removed again: their records name the
@@ -78,6 +80,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "rank shaping": {"shaping": "rank"},
     "subset 1/2 + rank": {"blocks_per_step": 78, "shaping": "rank"},
     "subset 1/2 + output start": {"blocks_per_step": 78, "output_start": 0.1},
+    "subset 1/2 + revive": {"blocks_per_step": 78, "revive": 0.02},
 }
 
 
@@ -117,17 +120,23 @@ def silent(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
-def output_start(model: nn.Module, x: torch.Tensor, share: float, iterations: int = 20) -> None:
+def output_start(model: nn.Module, x: torch.Tensor, share: float, iterations: int = 20) -> int:
     """Raise each output neuron's bias just enough (bisection) that it spikes on at least
     ``share`` of the images ``x`` ``(N, 784)``; neurons already there keep their bias. A start
-    with no silent class."""
+    with no silent class. Returns the passes of the output layer it took (1: nothing to do)."""
     hidden = nn.Sequential(model[0], model[1])(x)  # (T, N, H)
     head, bias = nn.Sequential(model[2], model[3], model[4]), model[2].bias.clone()
+    passes = 0
 
     def firing(shift: torch.Tensor) -> torch.Tensor:  # (C,) share of images each spikes on
+        nonlocal passes
+        passes += 1
         model[2].bias.copy_(bias + shift)
         return (head(hidden) > 0).float().mean(dim=0)
 
+    there = firing(torch.zeros_like(bias)) >= share
+    if there.all():
+        return passes
     low, high = torch.zeros_like(bias), torch.ones_like(bias)
     while not (reached := firing(high) >= share).all():  # a large enough shift fires on all
         high = torch.where(reached, high, 2 * high)
@@ -135,7 +144,8 @@ def output_start(model: nn.Module, x: torch.Tensor, share: float, iterations: in
         middle = (low + high) / 2
         ok = firing(middle) >= share
         low, high = torch.where(ok, low, middle), torch.where(ok, middle, high)
-    model[2].bias.copy_(bias + torch.where(firing(torch.zeros_like(bias)) >= share, 0.0, high))
+    model[2].bias.copy_(bias + torch.where(there, 0.0, high))
+    return passes
 
 
 def build(options: dict[str, Any], model: nn.Module, seed: int) -> PolyStepOptimizer:
@@ -177,8 +187,11 @@ def run(
         cost = per_step * size / BASE_BATCH
         if spent + cost > budget:
             break
-        opt.step_batch(*stream.next(size), loss_fn)
+        x, y = stream.next(size)
+        opt.step_batch(x, y, loss_fn)
         spent += cost
+        if "revive" in options:  # charged as full passes: one for the hidden layer, and each
+            spent += (1 + output_start(model, x, options["revive"])) * size / BASE_BATCH
         selector.observe(model, int(spent), opt.iteration, 0.0)
     selector.observe(model, int(spent), opt.iteration, 0.0, force=True)
     record = {
