@@ -132,3 +132,10 @@ def test_silent_finding_names_runs_ending_with_a_silent_class_or_blank_images():
     assert "(val last: base 1k all 1: 60.0)" in text
     assert "1 more end with 10 % or more" in text and "(base 1k all 2: 70.0)" in text
     assert "the other 2 end at val last 79.0 +- 1.4 %" in text
+
+
+def test_readme_section_holds_the_generated_tables():
+    cc = _script()
+    records = cc.read(ROOT / "benchmarks" / "results" / "tuning" / "candidate_count.jsonl")
+    readme = (ROOT / "benchmarks" / "README.md").read_text()
+    assert cc.table(records).strip() in readme
