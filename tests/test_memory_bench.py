@@ -57,8 +57,11 @@ def test_table_and_plot(bench, tmp_path: Path) -> None:
         {"model": "snn_conv", "batch": 8, "T": 50, "mode": "bptt", "peak_mib": 80.0},
     ]
     text = bench.table(recs)
-    assert "| snn_mlp | 4 | 25 | 40.00 | 1.00 | 40.0× | 10.00 | 4.0× | 2.00 | — |" in text
-    assert "| snn_conv | 8 | 50 | 80.00 | — | — | — | — | — | — |" in text
+    assert (
+        "| snn_mlp | 4 | 25 | 40.00 | 1.00 | 40.0× | 10.00 | 4.0× | 2.00 | — | untagged, 1 |"
+        in text
+    )
+    assert "| snn_conv | 8 | 50 | 80.00 | — | — | — | — | — | — | — |" in text
     bench.plot(recs, tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 0
 
@@ -85,3 +88,18 @@ def test_repeats_count_by_their_median(bench) -> None:
         for v in (3.0, 9.0, 4.0)
     ]
     assert bench.medians(recs) == {("snn_mlp", 4, 25, "streamed"): 4.0}
+
+
+def test_each_case_counts_its_newest_code_only(bench) -> None:
+    def rec(value: float, commit: str | None) -> dict:
+        r = {"model": "snn_mlp", "batch": 4, "T": 25, "mode": "streamed", "peak_mib": value}
+        return r if commit is None else {**r, "commit": commit}
+
+    recs = [rec(9.0, None), rec(8.0, "aaa"), rec(2.0, "bbb"), rec(4.0, "bbb"), rec(3.0, "bbb")]
+    recs.append({**rec(50.0, None), "mode": "bptt"})
+    assert bench.medians(recs) == {
+        ("snn_mlp", 4, 25, "streamed"): 3.0,
+        ("snn_mlp", 4, 25, "bptt"): 50.0,
+    }
+    assert "| 50.00 | 3.00 | 16.7× |" in bench.table(recs) and "| bbb, 3 |" in bench.table(recs)
+    assert bench.code_commit()  # HEAD's short hash, +dirty with local changes
