@@ -103,3 +103,37 @@ def test_each_case_counts_its_newest_code_only(bench) -> None:
     }
     assert "| 50.00 | 3.00 | 16.7× |" in bench.table(recs) and "| bbb, 3 |" in bench.table(recs)
     assert bench.code_commit()  # HEAD's short hash, +dirty with local changes
+
+
+@pytest.fixture(scope="module")
+def breakdown():
+    path = ROOT / "benchmarks" / "memory_breakdown.py"
+    spec = importlib.util.spec_from_file_location("memory_breakdown", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["memory_breakdown"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_breakdown_parts_of_one_small_step(breakdown) -> None:
+    phases = breakdown.rss_phases(breakdown.prepared_step(2, 3))
+    assert list(phases) == ["incumbent loss", "ask", "scoring", "tell", "move written"]
+    assert all(b >= a for a, b in zip(phases.values(), list(phases.values())[1:], strict=False))
+    peak = breakdown.torch_peak(breakdown.prepared_step(2, 3))
+    assert peak["torch_peak_mib"] > 0 and peak["live_tensors"] > 0
+    assert any("streamed.py" in source for source in peak["sources_kib"])  # the chunks' own
+    assert breakdown.python_peak(breakdown.prepared_step(2, 3))["python_peak_mib"] > 0
+
+
+def test_breakdown_report(breakdown) -> None:
+    record = {
+        "batch": 64, "T": 25, "commit": "abc",
+        "rss_phases_mib": {"incumbent loss": 0.3, "ask": 0.6, "scoring": 2.0},
+        "torch_peak_mib": 1.25, "live_tensors": 9, "python_peak_mib": 0.02,
+        "sources_kib": {"nn/spiking.py(84): step": 202.0}, "other_sources_kib": 3.0,
+    }  # fmt: skip
+    text = breakdown.report([record])
+    assert "#### snn_mlp, batch 64, T=25 (code abc)" in text
+    assert "incumbent loss 0.30 → ask 0.60 → scoring 2.00" in text
+    assert "| `nn/spiking.py(84): step` | 202.0 |" in text and "at most: 1.25 MiB (9" in text
