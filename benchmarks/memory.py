@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -213,15 +214,27 @@ def code_commit() -> str:
     return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
 
 
+@functools.cache
+def code_of(commit: str | None) -> str | None:
+    """The library's code at ``commit``: the git tree of ``src`` (commits that changed only
+    other files measured the same code). An unknown or ``+dirty`` commit is its own code."""
+    if commit is None or commit.endswith("+dirty"):
+        return commit
+    found = subprocess.run(
+        ["git", "rev-parse", f"{commit}:src"], cwd=ROOT, capture_output=True, text=True
+    )
+    return found.stdout.strip() if found.returncode == 0 else commit
+
+
 def case_key(r: dict[str, Any]) -> tuple[str, int, int, str]:
     return r["model"], r["batch"], r["T"], r["mode"]
 
 
 def newest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each case's records of the newest code that measured it (the commit of its last line;
-    lines written before records were tagged count as one older commit, None)."""
-    last = {case_key(r): r.get("commit") for r in records}
-    return [r for r in records if r.get("commit") == last[case_key(r)]]
+    """Each case's records of the newest code that measured it (:func:`code_of` the commit
+    of its last line; lines written before records were tagged count as one older code)."""
+    last = {case_key(r): code_of(r.get("commit")) for r in records}
+    return [r for r in records if code_of(r.get("commit")) == last[case_key(r)]]
 
 
 def medians(records: list[dict[str, Any]]) -> dict[tuple[str, int, int, str], float]:
@@ -354,7 +367,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=1, help="records wanted per case")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="records wanted per case (of the current code)"
+    )
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--report", action="store_true", help="print the table, write the plot")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # model,mode,T: measure one case
@@ -378,23 +393,24 @@ def main() -> None:
             raise SystemExit(f"{name} must be among {allowed}, got {values}")
     out.parent.mkdir(parents=True, exist_ok=True)
     commit = code_commit()
-    for model in models:
-        for t in (int(s) for s in args.steps.split(",")):
-            for mode in modes:
-                done = [case_key(r) for r in load_records(out) if r.get("commit") == commit]
-                if done.count((model, args.batch, t, mode)) >= args.repeats:
-                    continue
-                cmd = [sys.executable, __file__, "--child", f"{model},{mode},{t}"]
-                cmd += ["--batch", str(args.batch), "--device", args.device]
-                cmd += ["--threads", str(args.threads)]
-                child = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                record = json.loads(child.stdout.strip().splitlines()[-1])
-                record["commit"] = commit
-                record["load_avg_1min"] = os.getloadavg()[0]
-                record["machine"] = machine_info()
-                with out.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                print(json.dumps(record), flush=True)
+    code = code_of(commit)
+    cases = [(m, int(t), mode) for m in models for t in args.steps.split(",") for mode in modes]
+    for _ in range(args.repeats):  # passes over every case: repeats spread out in time
+        for model, t, mode in cases:
+            done = [case_key(r) for r in load_records(out) if code_of(r.get("commit")) == code]
+            if done.count((model, args.batch, t, mode)) >= args.repeats:
+                continue
+            cmd = [sys.executable, __file__, "--child", f"{model},{mode},{t}"]
+            cmd += ["--batch", str(args.batch), "--device", args.device]
+            cmd += ["--threads", str(args.threads)]
+            child = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            record = json.loads(child.stdout.strip().splitlines()[-1])
+            record["commit"] = commit
+            record["load_avg_1min"] = os.getloadavg()[0]
+            record["machine"] = machine_info()
+            with out.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":

@@ -137,3 +137,11 @@ def test_breakdown_report(breakdown) -> None:
     assert "#### snn_mlp, batch 64, T=25 (code abc)" in text
     assert "incumbent loss 0.30 → ask 0.60 → scoring 2.00" in text
     assert "| `nn/spiking.py(84): step` | 202.0 |" in text and "at most: 1.25 MiB (9" in text
+
+
+def test_code_of_a_commit_is_its_library_tree(bench) -> None:
+    head = bench.code_commit().removesuffix("+dirty")
+    assert bench.code_of(head) == bench.code_of(head + "~0")  # the same tree, two names
+    assert len(bench.code_of(head)) == 40 and bench.code_of(head) != head
+    assert bench.code_of(None) is None and bench.code_of("abc+dirty") == "abc+dirty"
+    assert bench.code_of("not-a-commit") == "not-a-commit"
