@@ -27,7 +27,7 @@ hence the RSS. On CUDA (``--device cuda``) it is ``torch.cuda.max_memory_allocat
 ``reset_peak_memory_stats``, minus the memory allocated before the step.
 
     .venv/bin/python benchmarks/memory.py --batch 4 --steps 25,50,100,200,400
-    .venv/bin/python benchmarks/memory.py --report
+    .venv/bin/python benchmarks/memory.py --report --readme benchmarks/README.md
 
 Each case appends one JSON line to ``benchmarks/results/memory/runs.jsonl``, tagged with the
 commit of the code it measured (finished cases of that commit are skipped); ``--report`` prints
@@ -306,7 +306,8 @@ def summary(records: list[dict[str, Any]]) -> str:
                 continue
             t = max(both)
             ratio = peak[(model, batch, t, "bptt")] / mine[t]
-            verdict = "met" if ratio >= GOAL_RATIO else "missed"
+            need = peak[(model, batch, t, "bptt")] / GOAL_RATIO
+            verdict = "met" if ratio >= GOAL_RATIO else f"missed: it needs ≤ {need:,.2f} MiB"
             lo, hi = min(mine.values()), max(mine.values())
             flat = "flat" if hi <= FLAT_SLACK * lo else "not flat"
             lines.append(
@@ -359,6 +360,19 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+README_BEGIN, README_END = "<!-- memory begin -->", "<!-- memory end -->"
+
+
+def into_readme(readme: str, text: str) -> str:
+    """``readme`` with the block between :data:`README_BEGIN` and :data:`README_END` replaced
+    by ``text`` (the table, the goals, the breakdown: all generated from the records)."""
+    head, begin, rest = readme.partition(README_BEGIN)
+    _, end, tail = rest.partition(README_END)
+    if not (begin and end):
+        raise SystemExit(f"--readme: no {README_BEGIN} ... {README_END} block")
+    return f"{head}{begin}\n{text.strip()}\n{end}{tail}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -372,6 +386,7 @@ def main() -> None:
     )
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--report", action="store_true", help="print the table, write the plot")
+    parser.add_argument("--readme", help="with --report: rewrite this file's memory block")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # model,mode,T: measure one case
     args = parser.parse_args()
     out = Path(args.out)
@@ -386,6 +401,10 @@ def main() -> None:
         (out.parent / "table.md").write_text(text)
         print(text, end="")
         plot(records, out.parent / "memory.png")
+        if args.readme:
+            parts = [text] + [p.read_text() for p in [out.parent / "breakdown.md"] if p.is_file()]
+            path = Path(args.readme)
+            path.write_text(into_readme(path.read_text(), "\n".join(parts)))
         return
     models, modes = args.models.split(","), args.modes.split(",")
     for name, values, allowed in (("--models", models, MODELS), ("--modes", modes, MODES)):

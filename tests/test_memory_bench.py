@@ -79,7 +79,7 @@ def test_summary_says_met_or_missed(bench) -> None:
     assert "snn_conv, batch 4: at T=400 one BPTT step takes 40.0×" in text
     assert "goal ≥ 30×: met" in text and "(flat:" in text
     assert "snn_mlp, batch 4: at T=400 one BPTT step takes 5.0×" in text
-    assert "goal ≥ 30×: missed" in text and "(not flat:" in text
+    assert "goal ≥ 30×: missed: it needs ≤ 0.33 MiB)" in text and "(not flat:" in text
 
 
 def test_repeats_count_by_their_median(bench) -> None:
@@ -145,3 +145,11 @@ def test_code_of_a_commit_is_its_library_tree(bench) -> None:
     assert len(bench.code_of(head)) == 40 and bench.code_of(head) != head
     assert bench.code_of(None) is None and bench.code_of("abc+dirty") == "abc+dirty"
     assert bench.code_of("not-a-commit") == "not-a-commit"
+
+
+def test_readme_block_is_rewritten(bench) -> None:
+    readme = "intro\n<!-- memory begin -->\nold table\n<!-- memory end -->\nnotes\n"
+    new = bench.into_readme(readme, "| new | table |\n")
+    assert new == "intro\n<!-- memory begin -->\n| new | table |\n<!-- memory end -->\nnotes\n"
+    with pytest.raises(SystemExit, match="memory begin"):
+        bench.into_readme("no block here", "x")
