@@ -7,8 +7,8 @@ subprocesses run the same step (same warm-up, same batch):
   of each phase: the incumbent's loss, ``ask()`` (every candidate of the step drawn), the
   scoring (the evaluator's chunks), ``tell()`` and the move written into the weights;
 * ``torch``: torch's own CPU allocations (the profiler's allocation events): the most bytes of
-  tensors alive at once, and what was alive then, summed by the innermost polystep source line
-  that allocated it;
+  tensors alive at once, and what was alive then, summed by the innermost polystep function
+  that allocated it (shown as ``file(line of its def): name``);
 * ``python``: ``tracemalloc``'s peak of Python's own heap (objects, lists, frames) in the step.
 
 What the resident set holds beyond the two peaks is the allocator's: glibc keeps freed heap
@@ -91,7 +91,7 @@ def rss_phases(step: Callable[[], None]) -> dict[str, float]:
 
 
 def torch_peak(step: Callable[[], None]) -> dict[str, Any]:
-    """The peak of live torch CPU bytes in the step and the live set then, by source line."""
+    """The peak of live torch CPU bytes in the step and the live set then, by function."""
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
@@ -164,11 +164,11 @@ def report(records: list[dict[str, Any]]) -> str:
                 f"Torch tensors alive at once, at most: {r['torch_peak_mib']:.2f} MiB "
                 f"({r['live_tensors']} tensors); Python's own heap (tracemalloc) peaked at "
                 f"{r.get('python_peak_mib', float('nan')):.2f} MiB. The torch live set at its "
-                "peak, by the polystep line that allocated it:\n"
+                "peak, by the polystep function that allocated it:\n"
             )
-            lines += ["| source | KiB |", "|---|---|"]
+            lines += ["| allocated in | KiB |", "|---|---|"]
             lines += [f"| `{k}` | {v:,.1f} |" for k, v in r["sources_kib"].items()]
-            lines.append(f"| (other sources) | {r['other_sources_kib']:,.1f} |\n")
+            lines.append(f"| (elsewhere) | {r['other_sources_kib']:,.1f} |\n")
     return "\n".join(lines)
 
 
