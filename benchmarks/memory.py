@@ -9,7 +9,8 @@ Two hard-LIF networks (direct-current input, spike-count logits, cross-entropy, 
 Five modes, each measured once per (model, T) in a FRESH subprocess on the same batch:
 
 * ``polystep``: one whole ``PolyStepOptimizer(model, preset="snn").step_batch`` (every candidate,
-  the evaluator ``auto`` picks and its own chunking, as in training);
+  the evaluator ``auto`` picks and its own chunking, as in training; the progress bar off: it is
+  display, and whether it shows depends on how long the step runs);
 * ``streamed``: the same step with ``evaluator="streamed"``: one time step at a time, chunks
   sized by the evaluator's default memory bound (:mod:`polystep.evaluate.streamed`);
 * ``bptt``: one Adam step (lr 1e-3) on the smooth twin (sigmoid surrogate spikes), backprop
@@ -26,16 +27,18 @@ hence the RSS. On CUDA (``--device cuda``) it is ``torch.cuda.max_memory_allocat
 ``reset_peak_memory_stats``, minus the memory allocated before the step.
 
     .venv/bin/python benchmarks/memory.py --batch 4 --steps 25,50,100,200,400
-    .venv/bin/python benchmarks/memory.py --report
+    .venv/bin/python benchmarks/memory.py --report --readme benchmarks/README.md
 
-Each case appends one JSON line to ``benchmarks/results/memory/runs.jsonl`` (finished cases are
-skipped); ``--report`` prints the table and writes ``memory.png`` beside the records.
+Each case appends one JSON line to ``benchmarks/results/memory/runs.jsonl``, tagged with the
+commit of the code it measured (finished cases of that commit are skipped); ``--report`` prints
+the table from each case's newest commit and writes ``memory.png`` beside the records.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -111,6 +114,7 @@ def make_step(
     if mode in ("polystep", "streamed"):
         kind = "streamed" if mode == "streamed" else "auto"
         opt = PolyStepOptimizer(model, preset="snn", seed=0, evaluator=kind)
+        opt.progress = False
 
         def step() -> None:
             opt.step_batch(x, y, loss_fn)
@@ -198,12 +202,48 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def code_commit() -> str:
+    """Short hash of HEAD, ``+dirty`` when the library or this script has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "src", "benchmarks/memory.py")
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+
+
+@functools.cache
+def code_of(commit: str | None) -> str | None:
+    """The library's code at ``commit``: the git tree of ``src`` (commits that changed only
+    other files measured the same code). An unknown or ``+dirty`` commit is its own code."""
+    if commit is None or commit.endswith("+dirty"):
+        return commit
+    found = subprocess.run(
+        ["git", "rev-parse", f"{commit}:src"], cwd=ROOT, capture_output=True, text=True
+    )
+    return found.stdout.strip() if found.returncode == 0 else commit
+
+
+def case_key(r: dict[str, Any]) -> tuple[str, int, int, str]:
+    return r["model"], r["batch"], r["T"], r["mode"]
+
+
+def newest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each case's records of the newest code that measured it (:func:`code_of` the commit
+    of its last line; lines written before records were tagged count as one older code)."""
+    last = {case_key(r): code_of(r.get("commit")) for r in records}
+    return [r for r in records if code_of(r.get("commit")) == last[case_key(r)]]
+
+
 def medians(records: list[dict[str, Any]]) -> dict[tuple[str, int, int, str], float]:
-    """Median peak (MiB) of every ``(model, batch, T, mode)`` over its repeated records (RSS
-    growth of small steps varies by a few MiB between identical runs)."""
+    """Median peak (MiB) of every ``(model, batch, T, mode)`` over its repeated records of
+    its newest code (:func:`newest`; RSS growth of small steps varies by 1–2 MiB between
+    identical runs)."""
     runs: dict[tuple[str, int, int, str], list[float]] = {}
-    for r in records:
-        runs.setdefault((r["model"], r["batch"], r["T"], r["mode"]), []).append(r["peak_mib"])
+    for r in newest(records):
+        runs.setdefault(case_key(r), []).append(r["peak_mib"])
     return {key: statistics.median(values) for key, values in runs.items()}
 
 
@@ -211,11 +251,19 @@ def table(records: list[dict[str, Any]]) -> str:
     """Markdown table: one row per (model, batch, T); ratios are BPTT over each PolyStep step
     (medians of the repeats, see :func:`medians`)."""
     peak = medians(records)
+    runs: dict[tuple[str, int, int, str], list[str]] = {}
+    for r in newest(records):
+        runs.setdefault(case_key(r), []).append(r.get("commit") or "untagged")
     lines = [
         "| model | batch | T | BPTT step MiB | PolyStep streamed MiB | BPTT / streamed "
-        "| PolyStep default MiB | BPTT / default | forward MiB | streamed forward MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| PolyStep default MiB | BPTT / default | forward MiB | streamed forward MiB "
+        "| streamed: code, runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def code(key: tuple[str, int, int, str]) -> str:
+        tags = runs.get(key)
+        return "—" if not tags else f"{tags[0]}, {len(tags)}"
 
     def cell(v: float | None) -> str:
         return "—" if v is None else f"{v:,.2f}"
@@ -232,7 +280,8 @@ def table(records: list[dict[str, Any]]) -> str:
                 p, st, b, f, fs = (peak.get((model, batch, t, m)) for m in MODES)
                 lines.append(
                     f"| {model} | {batch} | {t} | {cell(b)} | {cell(st)} | {ratio(b, st)} "
-                    f"| {cell(p)} | {ratio(b, p)} | {cell(f)} | {cell(fs)} |"
+                    f"| {cell(p)} | {ratio(b, p)} | {cell(f)} | {cell(fs)} "
+                    f"| {code((model, batch, t, 'streamed'))} |"
                 )
     return "\n".join(lines)
 
@@ -257,7 +306,8 @@ def summary(records: list[dict[str, Any]]) -> str:
                 continue
             t = max(both)
             ratio = peak[(model, batch, t, "bptt")] / mine[t]
-            verdict = "met" if ratio >= GOAL_RATIO else "missed"
+            need = peak[(model, batch, t, "bptt")] / GOAL_RATIO
+            verdict = "met" if ratio >= GOAL_RATIO else f"missed: it needs ≤ {need:,.2f} MiB"
             lo, hi = min(mine.values()), max(mine.values())
             flat = "flat" if hi <= FLAT_SLACK * lo else "not flat"
             lines.append(
@@ -310,6 +360,19 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+README_BEGIN, README_END = "<!-- memory begin -->", "<!-- memory end -->"
+
+
+def into_readme(readme: str, text: str) -> str:
+    """``readme`` with the block between :data:`README_BEGIN` and :data:`README_END` replaced
+    by ``text`` (the table, the goals, the breakdown: all generated from the records)."""
+    head, begin, rest = readme.partition(README_BEGIN)
+    _, end, tail = rest.partition(README_END)
+    if not (begin and end):
+        raise SystemExit(f"--readme: no {README_BEGIN} ... {README_END} block")
+    return f"{head}{begin}\n{text.strip()}\n{end}{tail}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -318,9 +381,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=1, help="records wanted per case")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="records wanted per case (of the current code)"
+    )
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--report", action="store_true", help="print the table, write the plot")
+    parser.add_argument("--readme", help="with --report: rewrite this file's memory block")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # model,mode,T: measure one case
     args = parser.parse_args()
     out = Path(args.out)
@@ -335,28 +401,35 @@ def main() -> None:
         (out.parent / "table.md").write_text(text)
         print(text, end="")
         plot(records, out.parent / "memory.png")
+        if args.readme:
+            parts = [text] + [p.read_text() for p in [out.parent / "breakdown.md"] if p.is_file()]
+            path = Path(args.readme)
+            path.write_text(into_readme(path.read_text(), "\n".join(parts)))
         return
     models, modes = args.models.split(","), args.modes.split(",")
     for name, values, allowed in (("--models", models, MODELS), ("--modes", modes, MODES)):
         if any(v not in allowed for v in values):
             raise SystemExit(f"{name} must be among {allowed}, got {values}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    for model in models:
-        for t in (int(s) for s in args.steps.split(",")):
-            for mode in modes:
-                done = [(r["model"], r["mode"], r["T"], r["batch"]) for r in load_records(out)]
-                if done.count((model, mode, t, args.batch)) >= args.repeats:
-                    continue
-                cmd = [sys.executable, __file__, "--child", f"{model},{mode},{t}"]
-                cmd += ["--batch", str(args.batch), "--device", args.device]
-                cmd += ["--threads", str(args.threads)]
-                child = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                record = json.loads(child.stdout.strip().splitlines()[-1])
-                record["load_avg_1min"] = os.getloadavg()[0]
-                record["machine"] = machine_info()
-                with out.open("a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                print(json.dumps(record), flush=True)
+    commit = code_commit()
+    code = code_of(commit)
+    cases = [(m, int(t), mode) for m in models for t in args.steps.split(",") for mode in modes]
+    for _ in range(args.repeats):  # passes over every case: repeats spread out in time
+        for model, t, mode in cases:
+            done = [case_key(r) for r in load_records(out) if code_of(r.get("commit")) == code]
+            if done.count((model, args.batch, t, mode)) >= args.repeats:
+                continue
+            cmd = [sys.executable, __file__, "--child", f"{model},{mode},{t}"]
+            cmd += ["--batch", str(args.batch), "--device", args.device]
+            cmd += ["--threads", str(args.threads)]
+            child = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            record = json.loads(child.stdout.strip().splitlines()[-1])
+            record["commit"] = commit
+            record["load_avg_1min"] = os.getloadavg()[0]
+            record["machine"] = machine_info()
+            with out.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            print(json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":

@@ -57,8 +57,11 @@ def test_table_and_plot(bench, tmp_path: Path) -> None:
         {"model": "snn_conv", "batch": 8, "T": 50, "mode": "bptt", "peak_mib": 80.0},
     ]
     text = bench.table(recs)
-    assert "| snn_mlp | 4 | 25 | 40.00 | 1.00 | 40.0× | 10.00 | 4.0× | 2.00 | — |" in text
-    assert "| snn_conv | 8 | 50 | 80.00 | — | — | — | — | — | — |" in text
+    assert (
+        "| snn_mlp | 4 | 25 | 40.00 | 1.00 | 40.0× | 10.00 | 4.0× | 2.00 | — | untagged, 1 |"
+        in text
+    )
+    assert "| snn_conv | 8 | 50 | 80.00 | — | — | — | — | — | — | — |" in text
     bench.plot(recs, tmp_path / "m.png")
     assert (tmp_path / "m.png").stat().st_size > 0
 
@@ -76,7 +79,7 @@ def test_summary_says_met_or_missed(bench) -> None:
     assert "snn_conv, batch 4: at T=400 one BPTT step takes 40.0×" in text
     assert "goal ≥ 30×: met" in text and "(flat:" in text
     assert "snn_mlp, batch 4: at T=400 one BPTT step takes 5.0×" in text
-    assert "goal ≥ 30×: missed" in text and "(not flat:" in text
+    assert "goal ≥ 30×: missed: it needs ≤ 0.33 MiB)" in text and "(not flat:" in text
 
 
 def test_repeats_count_by_their_median(bench) -> None:
@@ -85,3 +88,68 @@ def test_repeats_count_by_their_median(bench) -> None:
         for v in (3.0, 9.0, 4.0)
     ]
     assert bench.medians(recs) == {("snn_mlp", 4, 25, "streamed"): 4.0}
+
+
+def test_each_case_counts_its_newest_code_only(bench) -> None:
+    def rec(value: float, commit: str | None) -> dict:
+        r = {"model": "snn_mlp", "batch": 4, "T": 25, "mode": "streamed", "peak_mib": value}
+        return r if commit is None else {**r, "commit": commit}
+
+    recs = [rec(9.0, None), rec(8.0, "aaa"), rec(2.0, "bbb"), rec(4.0, "bbb"), rec(3.0, "bbb")]
+    recs.append({**rec(50.0, None), "mode": "bptt"})
+    assert bench.medians(recs) == {
+        ("snn_mlp", 4, 25, "streamed"): 3.0,
+        ("snn_mlp", 4, 25, "bptt"): 50.0,
+    }
+    assert "| 50.00 | 3.00 | 16.7× |" in bench.table(recs) and "| bbb, 3 |" in bench.table(recs)
+    assert bench.code_commit()  # HEAD's short hash, +dirty with local changes
+
+
+@pytest.fixture(scope="module")
+def breakdown():
+    path = ROOT / "benchmarks" / "memory_breakdown.py"
+    spec = importlib.util.spec_from_file_location("memory_breakdown", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["memory_breakdown"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_breakdown_parts_of_one_small_step(breakdown) -> None:
+    phases = breakdown.rss_phases(breakdown.prepared_step(2, 3))
+    assert list(phases) == ["incumbent loss", "ask", "scoring", "tell", "move written"]
+    assert all(b >= a for a, b in zip(phases.values(), list(phases.values())[1:], strict=False))
+    peak = breakdown.torch_peak(breakdown.prepared_step(2, 3))
+    assert peak["torch_peak_mib"] > 0 and peak["live_tensors"] > 0
+    assert any("streamed.py" in source for source in peak["sources_kib"])  # the chunks' own
+    assert breakdown.python_peak(breakdown.prepared_step(2, 3))["python_peak_mib"] > 0
+
+
+def test_breakdown_report(breakdown) -> None:
+    record = {
+        "batch": 64, "T": 25, "commit": "abc",
+        "rss_phases_mib": {"incumbent loss": 0.3, "ask": 0.6, "scoring": 2.0},
+        "torch_peak_mib": 1.25, "live_tensors": 9, "python_peak_mib": 0.02,
+        "sources_kib": {"nn/spiking.py(84): step": 202.0}, "other_sources_kib": 3.0,
+    }  # fmt: skip
+    text = breakdown.report([record])
+    assert "#### snn_mlp, batch 64, T=25 (code abc)" in text
+    assert "incumbent loss 0.30 → ask 0.60 → scoring 2.00" in text
+    assert "| `nn/spiking.py(84): step` | 202.0 |" in text and "at most: 1.25 MiB (9" in text
+
+
+def test_code_of_a_commit_is_its_library_tree(bench) -> None:
+    head = bench.code_commit().removesuffix("+dirty")
+    assert bench.code_of(head) == bench.code_of(head + "~0")  # the same tree, two names
+    assert len(bench.code_of(head)) == 40 and bench.code_of(head) != head
+    assert bench.code_of(None) is None and bench.code_of("abc+dirty") == "abc+dirty"
+    assert bench.code_of("not-a-commit") == "not-a-commit"
+
+
+def test_readme_block_is_rewritten(bench) -> None:
+    readme = "intro\n<!-- memory begin -->\nold table\n<!-- memory end -->\nnotes\n"
+    new = bench.into_readme(readme, "| new | table |\n")
+    assert new == "intro\n<!-- memory begin -->\n| new | table |\n<!-- memory end -->\nnotes\n"
+    with pytest.raises(SystemExit, match="memory begin"):
+        bench.into_readme("no block here", "x")

@@ -142,3 +142,35 @@ def test_bad_input_is_named() -> None:
     space = PolyStepOptimizer(no_count, seed=0).subspace
     with pytest.raises(NotStreamable, match="SpikeCount"):
         StreamedEvaluator(no_count, nn.CrossEntropyLoss(), space)
+
+
+def peak_live_bytes(fn: object) -> int:
+    """Most bytes of torch CPU tensors alive at once while ``fn()`` runs (profiler events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()  # type: ignore[operator]
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.parametrize("batch", [4, 128])
+def test_chunks_stay_within_the_memory_bound(batch: int) -> None:
+    """The candidates' working set is at most ``memory_bytes`` (+10 %): on top of it only the
+    incumbent's own stream (what a plain streamed forward holds) and the step's index."""
+    torch.manual_seed(0)
+    model = spiking_mlp((784, 128, 10), num_steps=3)
+    x, y = 3 * torch.rand(batch, 784), torch.randint(0, 10, (batch,))
+    opt, cands = candidates(model)
+    loss = nn.CrossEntropyLoss()
+    for bound in (2**18, 2**20):
+        ev = StreamedEvaluator(model, loss, opt.subspace, memory_bytes=bound)
+        incumbent = peak_live_bytes(lambda ev=ev: ev.loss((x, y)))
+        index = 16 * len(cands)  # losses (float64) and the rows of one segment (int64)
+        peak = peak_live_bytes(lambda ev=ev: ev.evaluate(cands, (x, y)))
+        assert peak <= 1.1 * bound + incumbent + index, (bound, peak, incumbent)
+        assert peak > bound / 2  # the chunks do fill the bound

@@ -56,7 +56,7 @@ from polystep.evaluate.units import dedupe_slots, linear_weight
 from polystep.subspace.base import Subspace
 from polystep.subspace.segments import Segment
 
-DEFAULT_MEMORY_BYTES = 2 * 2**20  # working set of one chunk of candidates
+DEFAULT_MEMORY_BYTES = 2**20  # working set of one chunk of candidates
 MASK_ROWS = 4096  # candidates sorted into unit / dense path at a time
 
 
@@ -113,17 +113,18 @@ class StreamedEvaluator(Evaluator):
         inputs, targets = batch
         losses = torch.empty(len(candidates), dtype=torch.float64, device=candidates.block.device)
         with evaluation_mode(self.model):
-            widths, item = self._step_widths(inputs)
+            widths, rows_of, item = self._step_widths(inputs)
             for s, rows in segment_groups(self.subspace, candidates):
                 seg = self.subspace.segments[s]
                 i, local = self.sites[seg.name]
                 j = self._unit_target(i, local)
-                sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
-                if j is not None:  # in slices: no index of every candidate at once
-                    for part in chunks(torch.arange(len(rows)), MASK_ROWS):
-                        cols, _ = self._cols_vals(seg, candidates, rows[part], candidates.offset)
-                        sparse[part] = seg.unit_sparse(cols).to(rows.device)
-                    per = 2 * (self.subspace.block_dim * (j - i) + sum(widths[j:]))
+                sparse = self._unit_sparse(seg, candidates, rows, j is not None)
+                if j is not None:
+                    # (M, k) a layer up to j, and layer j's weight columns (k, d_out)
+                    moved = self.subspace.block_dim * (
+                        rows_of[i] * (j - i) + widths[j] // rows_of[j]
+                    )
+                    per = 2 * (moved + sum(widths[j:]))
                     for chunk in chunks(rows[sparse], self._size(per * item)):
                         value = self._unit_chunk(i, j, seg, candidates, chunk, inputs, targets)
                         losses[chunk] = value
@@ -136,16 +137,30 @@ class StreamedEvaluator(Evaluator):
                     losses[chunk] = value
         return losses
 
+    def _unit_sparse(
+        self, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor, unit_path: bool
+    ) -> torch.Tensor:
+        """``(len(rows),)`` bool: which candidates the unit path scores (found in slices: no
+        index of every candidate at once, and none outlives this call)."""
+        sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+        if unit_path:
+            for part in chunks(torch.arange(len(rows)), MASK_ROWS):
+                cols, _ = self._cols_vals(seg, candidates, rows[part], candidates.offset)
+                sparse[part] = seg.unit_sparse(cols).to(rows.device)
+        return sparse
+
     # -- sizes --------------------------------------------------------------------------------
-    def _step_widths(self, inputs: torch.Tensor) -> tuple[list[int], int]:
+    def _step_widths(self, inputs: torch.Tensor) -> tuple[list[int], list[int], int]:
         """Elements of every layer's output at one step (static layers: once) for the whole
-        batch, and the bytes of one element."""
+        batch, its rows (every dim but the last: where a moved unit has a value), and the
+        bytes of one element."""
         base = BaseStream(self.plan, inputs)
         base.step(self.plan.stop + 1)
-        widths = [base.out(k).numel() for k in range(self.plan.stop + 1)]
+        outs = [base.out(k) for k in range(self.plan.stop + 1)]
         out = finish(self.plan, base.states[self.plan.stop])
-        widths += [out.numel()] * (len(self.layers) - self.plan.stop - 1)
-        return widths, out.element_size()
+        outs += [out] * (len(self.layers) - self.plan.stop - 1)
+        rows = [t.numel() // max(1, t.shape[-1]) if t.dim() else 1 for t in outs]
+        return [t.numel() for t in outs], rows, out.element_size()
 
     def _size(self, bytes_per_candidate: int) -> int:
         """Candidates per chunk: ``chunk_size``, else as many as ``memory_bytes`` holds."""
@@ -199,12 +214,21 @@ class StreamedEvaluator(Evaluator):
                 h, states[k] = step_layer(layers[k], h, states[k])
             if weight is None:  # (n, k, d_out), the same every step
                 weight = linear_weight(layers[j])[:, units].permute(1, 2, 0)
-            x_j, y_j = base.inp(j), base.out(j)
-            old = x_j.reshape(-1, x_j.shape[-1])[:, units].permute(1, 0, 2)
-            out = y_j.reshape(1, -1, y_j.shape[-1]) + torch.bmm(h - old, weight)
-            advance(layers, j + 1, plan.stop + 1, out.reshape(n * y_j.shape[0], *y_j.shape[1:]),
-                    states)  # fmt: skip
+            # no step's output is held into the next step
+            advance(layers, j + 1, plan.stop + 1, self._updated(j, base, units, h, weight), states)
         return self._losses(states, n, targets)
+
+    @staticmethod
+    def _updated(
+        j: int, base: BaseStream, units: torch.Tensor, h: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """Layer ``j``'s output for ``n`` candidates stacked in the batch ``(n * B, ...)``: the
+        incumbent's plus the rank-``k`` change of its input on the moved ``units`` ``(n, k)``
+        (their new values ``h (n, M, k)``, the weight's columns ``(n, k, d_out)``)."""
+        x_j, y_j = base.inp(j), base.out(j)
+        old = x_j.reshape(-1, x_j.shape[-1])[:, units].permute(1, 0, 2)
+        out = torch.bmm(h - old, weight).add_(y_j.reshape(1, -1, y_j.shape[-1]))
+        return out.reshape(len(units) * y_j.shape[0], *y_j.shape[1:])
 
     def _moved_units(
         self, i: int, seg: Segment, base: BaseStream, cols: torch.Tensor, vals: torch.Tensor
@@ -237,6 +261,7 @@ class StreamedEvaluator(Evaluator):
                 base.step(i + 1)
                 h = self._perturbed(i, local, s, seg, candidates, rows, base).flatten(0, 1)
                 advance(layers, i + 1, plan.stop + 1, h, states)
+                del h  # not held while the next step's is computed
         return self._losses(states, n, targets)
 
     def _perturbed(

@@ -91,8 +91,15 @@ class LIF(nn.Module):
         self, current: torch.Tensor, v: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of the stream: the current ``I_t`` (the static current when ``num_steps``
-        is set) and the membrane (None: at rest) -> ``(s_t, v_t)``."""
-        return self.step(current, self.init_state(current) if v is None else v)
+        is set) and the membrane (None: at rest) -> ``(s_t, v_t)``.
+
+        The stream owns the membrane: outside autograd and vmap it is updated in place (the
+        same operations as :meth:`step`, so the same values, with two fewer temporaries)."""
+        if v is None or self.surrogate or not (_plain(v) and _plain(current)):
+            return self.step(current, self.init_state(current) if v is None else v)
+        v.mul_(self.beta).add_(current)
+        s = self.spike(v)
+        return s, v.mul_(1.0 - s)
 
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         static = self.num_steps is not None
