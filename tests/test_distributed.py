@@ -523,16 +523,16 @@ def test_profile_learns_uneven_costs_until_ranks_take_equal_time():
 def test_take_slices_every_kind_of_candidates():
     from polystep.problems.maxsat.solve import FlipCandidates
 
-    rows = torch.tensor([0, 2])
-    assert torch.equal(take(torch.arange(12).reshape(4, 3), rows)[1], torch.tensor([6, 7, 8]))
+    assert torch.equal(take(torch.arange(12).reshape(4, 3), 1, 3)[1], torch.tensor([6, 7, 8]))
     blocks = BlockCandidates(torch.tensor([0, 1, 2]), torch.arange(6.0).reshape(3, 2), 6)
-    part = take(blocks, rows)
-    assert part.block.tolist() == [0, 2] and part.offset.tolist() == [[0, 1], [4, 5]]
+    part = take(blocks, 1, 3)
+    assert part.block.tolist() == [1, 2] and part.offset.tolist() == [[2, 3], [4, 5]]
     flips = FlipCandidates(torch.tensor([5, 6, 7, 8]), torch.tensor([0, 1, 2, 2]), 3, 3)
-    part = take(flips, rows)
-    assert part.var.tolist() == [5, 7, 8] and part.cand.tolist() == [0, 1, 1] and part.num == 2
+    part = take(flips, 1, 3)
+    assert part.var.tolist() == [6, 7, 8] and part.cand.tolist() == [0, 1, 1] and part.num == 2
+    assert take(flips, 0, 0).var.tolist() == [] and take(flips, 0, 0).num == 0
     with pytest.raises(TypeError, match="cannot split candidates of type dict"):
-        take({}, rows)
+        take({}, 0, 1)
 
 
 def test_single_process_calls_the_scorer_unchanged(monkeypatch):
