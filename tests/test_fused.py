@@ -224,29 +224,6 @@ def test_lif_spikes_kernel_is_the_layer_forward_to_the_bit(dtype: torch.dtype, s
     assert fused.lif_spikes(nn.ReLU(), current, want.shape) is None  # no lif kernel declared
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_lif_spikes_unit_major_copy_serves_the_suffix_transpose(dtype: torch.dtype):
-    """A (T, B, F) LIF output's unit-major copy, made by the loop itself, is the output permuted
-    (2, 0, 1) to the bit; transposed() hands it out for that view (also through a reshape), and
-    transposes afresh once the output changed in place or for a part of it."""
-    from polystep.nn.spiking import LIF
-
-    gen = torch.Generator().manual_seed(5)
-    layer = LIF(beta=0.9, threshold=1.0)
-    current = (0.5 * torch.randn(6, 5, 37, generator=gen, dtype=torch.float64) + 0.4).to(dtype)
-    with torch.no_grad():
-        spikes = fused.lif_spikes(layer, current, current.shape)
-    assert spikes is not None and 0 < int(spikes.sum()) < spikes.numel()
-    lib = fused.library()
-    made = fused.transposed(lib, spikes.permute(2, 0, 1))
-    assert torch.equal(made, spikes.permute(2, 0, 1)) and made.is_contiguous()
-    assert fused.transposed(lib, spikes.reshape(6, 5, -1).permute(2, 0, 1)) is made
-    assert fused.transposed(lib, spikes[1:].permute(2, 0, 1)) is not made
-    spikes[0, 0, 0] = 1 - spikes[0, 0, 0]  # changed in place: the copy no longer serves
-    fresh = fused.transposed(lib, spikes.permute(2, 0, 1))
-    assert fresh is not made and torch.equal(fresh, spikes.permute(2, 0, 1))
-
-
 def test_the_incumbent_forward_uses_the_lif_kernel_with_the_same_activations(monkeypatch):
     model, space, batch, _ = setup("snn", torch.float32)
     loss_fn = nn.CrossEntropyLoss()

@@ -35,7 +35,6 @@ from functools import cache
 
 import torch
 from torch import nn
-from torch.utils.weak import WeakIdKeyDictionary
 
 from polystep.evaluate.events import dense_pairs, every_sample_losses, pair_losses
 from polystep.evaluate.fused_kernels import library
@@ -253,39 +252,20 @@ def lif_spikes(layer: nn.Module, current: torch.Tensor, shape: torch.Size) -> to
         return None
     x = current.detach().contiguous()
     out = x.new_empty(shape)
-    steps, cols = shape[0], shape[-1]
+    steps = shape[0]
     cells = out.numel() // steps if steps else 0
-    rows = cells // cols if cols else 0
-    # a (T, B, F) output also unit-major (F, T, B), for the fused suffixes: see transposed()
-    unit_major = x.new_empty(cols, steps, rows) if len(shape) == 3 and cells else None
     run = getattr(lib, "lif_spikes" + ("_f64" if x.dtype == torch.float64 else "_f32"))
-    where = None if unit_major is None else unit_major.data_ptr()
-    run(steps, rows, cols, 0 if static else cells, x.data_ptr(), *kernel.params, out.data_ptr(),
-        where)  # fmt: skip
-    if unit_major is not None:
-        _unit_major[out] = (unit_major, out._version)
+    run(steps, cells, 0 if static else cells, x.data_ptr(), *kernel.params, out.data_ptr())
     return out
-
-
-# LIF outputs (T, B, F) -> their unit-major copy (F, T, B) and the output's version counter then
-# (an output changed in place since has none): the copy lif_spikes made, which transposed()
-# hands out instead of transposing again.
-_unit_major: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def transposed(lib: object, x: torch.Tensor) -> torch.Tensor:
     """A contiguous copy of ``x``, a ``(F, T, B)`` view of a contiguous ``(T, B, F)`` activation
     (``permute(2, 0, 1)``), by the compiled tiled transpose (torch's strided copy took 5x as
-    long on the SNN's hidden spikes), or the copy :func:`lif_spikes` made of an unchanged LIF
-    output (the same numbers); any other layout by torch."""
+    long on the SNN's hidden spikes); any other layout by torch."""
     base = x.permute(1, 2, 0)
     if not base.is_contiguous() or x.dtype not in (torch.float32, torch.float64):
         return x.detach().contiguous()
-    source = x._base if x._base is not None else x
-    made, version = _unit_major.get(source, (None, None))
-    whole = base.data_ptr() == source.data_ptr() and base.shape == source.shape
-    if made is not None and whole and version == source._version and made.dtype == x.dtype:
-        return made  # x is all of a LIF output permuted (2, 0, 1): lif_spikes made it
     out = torch.empty(x.shape, dtype=x.dtype)
     run = getattr(lib, "transpose" + ("_f64" if x.dtype == torch.float64 else "_f32"))
     run(base.shape[0] * base.shape[1], base.shape[2], base.data_ptr(), out.data_ptr())

@@ -250,45 +250,20 @@ void transpose(i64 rows, i64 cols, const T* src, T* dst) {
 
 // A hard LIF layer's forward (the incumbent's, shared by every candidate), as torch's
 // polystep.nn.spiking.hard_lif computes it: v = v * beta + I (two roundings), s = v >= threshold,
-// v = v + (-v) * s. current: (steps, rows, cols), or one static (rows, cols) when `stride` is 0;
-// out: spikes (steps, rows, cols). unit_major, unless null: the same spikes as (cols, steps,
-// rows) (out permuted (2, 0, 1), what the fused suffixes read), written as the loop makes them:
-// the cells run in column tiles, each over every step, so that both outputs stream (each cell's
-// steps stay in order: the same spikes whatever the order of the cells).
+// v = v + (-v) * s. current: (steps, cells), or one static (cells) when `stride` is 0; out:
+// spikes (steps, cells).
 template <typename T>
-void lif_spikes(i64 steps, i64 rows, i64 cols, i64 stride, const T* current, T beta,
-                T threshold, T* out, T* unit_major) {
-  const i64 cells = rows * cols;
+void lif_spikes(i64 steps, i64 cells, i64 stride, const T* current, T beta, T threshold,
+                T* out) {
   std::vector<T> v(cells, T(0));
-  if (unit_major == nullptr) {
-    for (i64 t = 0; t < steps; ++t) {
-      const T* in = current + t * stride;
-      T* s = out + t * cells;
-      for (i64 c = 0; c < cells; ++c) {
-        const T m = v[c] * beta + in[c];
-        const T spike = m >= threshold ? T(1) : T(0);
-        s[c] = spike;
-        v[c] = m + (-m) * spike;
-      }
-    }
-    return;
-  }
-  constexpr i64 tile = 16;
-  for (i64 c0 = 0; c0 < cols; c0 += tile) {
-    const i64 c1 = std::min(cols, c0 + tile);
-    for (i64 t = 0; t < steps; ++t) {
-      const T* in = current + t * stride;
-      T* s = out + t * cells;
-      T* u = unit_major + t * rows;
-      for (i64 r = 0; r < rows; ++r)
-        for (i64 c = c0; c < c1; ++c) {
-          const i64 at = r * cols + c;
-          const T m = v[at] * beta + in[at];
-          const T spike = m >= threshold ? T(1) : T(0);
-          s[at] = spike;
-          u[c * steps * rows + r] = spike;
-          v[at] = m + (-m) * spike;
-        }
+  for (i64 t = 0; t < steps; ++t) {
+    const T* in = current + t * stride;
+    T* s = out + t * cells;
+    for (i64 c = 0; c < cells; ++c) {
+      const T m = v[c] * beta + in[c];
+      const T spike = m >= threshold ? T(1) : T(0);
+      s[c] = spike;
+      v[c] = m + (-m) * spike;
     }
   }
 }
@@ -566,10 +541,9 @@ i64 relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre
   POLYSTEP_KERNEL void transpose##SUFFIX(i64 rows, i64 cols, const T* src, T* dst) {           \
     transpose<T>(rows, cols, src, dst);                                                         \
   }                                                                                             \
-  POLYSTEP_KERNEL void lif_spikes##SUFFIX(i64 steps, i64 rows, i64 cols, i64 stride,          \
-                                          const T* current, T beta, T threshold, T* out,       \
-                                          T* unit_major) {                                     \
-    lif_spikes<T>(steps, rows, cols, stride, current, beta, threshold, out, unit_major);       \
+  POLYSTEP_KERNEL void lif_spikes##SUFFIX(i64 steps, i64 cells, i64 stride, const T* current,  \
+                                          T beta, T threshold, T* out) {                       \
+    lif_spikes<T>(steps, cells, stride, current, beta, threshold, out);                        \
   }                                                                                             \
   extern "C" void lif_trace##SUFFIX(i64 steps, i64 batch, i64 outs, const T* current, T beta,  \
                                     T threshold, T* before, T* counts) {                       \

@@ -35,7 +35,7 @@ _I = ctypes.c_int64
 _SINK = "ppppp"  # logits, pair; targets, base, totals (float64; null: logits mode)
 _SIGNATURES = {  # argument kinds: "i" int64, "p" pointer, "f" a scalar of the kernel's type
     "lif_trace": "iiipffpp",
-    "lif_spikes": "iiiipffpp",
+    "lif_spikes": "iiipffp",
     "transpose": "iipp",
     "snn_hidden": "iiiiii" + "pppppppp" + "ffff" + _SINK,
     "snn_output": "iiiii" + "ppppp" + "ff" + _SINK,
