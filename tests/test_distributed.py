@@ -604,3 +604,19 @@ def test_bad_check_every_is_named(value):
 
 if __name__ == "__main__":
     worker(sys.argv[1], Path(sys.argv[2]))
+
+
+def test_exchange_benchmark_times_both_paths_on_every_rank():
+    """benchmarks/exchange.py on 2 gloo ranks: one record per rank, with the CPU cost of the
+    bare collective and of Shard.score (which does more, so costs more on the main thread)."""
+    script = HERE.parents[1] / "benchmarks" / "exchange.py"
+    argv = ["--procs", "2", "--candidates", "64", "--calls", "20", "--repeats", "1"]
+    done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(r["rank"] for r in records) == [0, 1]
+    for record in records:
+        assert record["world_size"] == 2 and record["candidates"] == 64
+        main = record["main_thread_cpu_us"]
+        assert 0 < main["bare"] < main["shard_score"]
+        assert set(record["process_cpu_us"]) == {"bare", "shard_score"}
