@@ -523,16 +523,16 @@ def test_profile_learns_uneven_costs_until_ranks_take_equal_time():
 def test_take_slices_every_kind_of_candidates():
     from polystep.problems.maxsat.solve import FlipCandidates
 
-    rows = torch.tensor([0, 2])
-    assert torch.equal(take(torch.arange(12).reshape(4, 3), rows)[1], torch.tensor([6, 7, 8]))
+    assert torch.equal(take(torch.arange(12).reshape(4, 3), 1, 3)[1], torch.tensor([6, 7, 8]))
     blocks = BlockCandidates(torch.tensor([0, 1, 2]), torch.arange(6.0).reshape(3, 2), 6)
-    part = take(blocks, rows)
-    assert part.block.tolist() == [0, 2] and part.offset.tolist() == [[0, 1], [4, 5]]
+    part = take(blocks, 1, 3)
+    assert part.block.tolist() == [1, 2] and part.offset.tolist() == [[2, 3], [4, 5]]
     flips = FlipCandidates(torch.tensor([5, 6, 7, 8]), torch.tensor([0, 1, 2, 2]), 3, 3)
-    part = take(flips, rows)
-    assert part.var.tolist() == [5, 7, 8] and part.cand.tolist() == [0, 1, 1] and part.num == 2
+    part = take(flips, 1, 3)
+    assert part.var.tolist() == [6, 7, 8] and part.cand.tolist() == [0, 1, 1] and part.num == 2
+    assert take(flips, 0, 0).var.tolist() == [] and take(flips, 0, 0).num == 0
     with pytest.raises(TypeError, match="cannot split candidates of type dict"):
-        take({}, rows)
+        take({}, 0, 1)
 
 
 def test_single_process_calls_the_scorer_unchanged(monkeypatch):
@@ -604,3 +604,19 @@ def test_bad_check_every_is_named(value):
 
 if __name__ == "__main__":
     worker(sys.argv[1], Path(sys.argv[2]))
+
+
+def test_exchange_benchmark_times_both_paths_on_every_rank():
+    """benchmarks/exchange.py on 2 gloo ranks: one record per rank, with the CPU cost of the
+    bare collective and of Shard.score (which does more, so costs more on the main thread)."""
+    script = HERE.parents[1] / "benchmarks" / "exchange.py"
+    argv = ["--procs", "2", "--candidates", "64", "--calls", "20", "--repeats", "1"]
+    done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(r["rank"] for r in records) == [0, 1]
+    for record in records:
+        assert record["world_size"] == 2 and record["candidates"] == 64
+        main = record["main_thread_cpu_us"]
+        assert 0 < main["bare"] < main["shard_score"]
+        assert set(record["process_cpu_us"]) == {"bare", "shard_score"}

@@ -38,6 +38,7 @@ rank both shift the cuts; per-rank seconds, rows and candidates/s are in
 from __future__ import annotations
 
 import atexit
+import bisect
 import contextlib
 import hashlib
 import itertools
@@ -64,6 +65,7 @@ CELLS = 256  # resolution of the cost profile over a step's rows
 SMOOTHING = 0.5  # weight of the newest measurement in the running cost profile
 FLOOR = 0.01  # cost added to every slice (a fraction of the mean): no slice is free
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # dtype codes 0..3
+NARROW = (torch.float32, torch.float16, torch.bfloat16)  # exact in float32
 FAILED = -2  # dtype code of a rank whose scorer raised (-1: a rank with no rows)
 
 
@@ -158,15 +160,15 @@ def measured_profile(bounds: torch.Tensor, seconds: torch.Tensor, cells: int) ->
 # The two above on plain lists: a step's bookkeeping is a few hundred numbers, where Python
 # costs tens of microseconds and a torch op a few each.
 def _cuts(profile: list[float], total: int, world: int) -> list[int]:
-    cells = [max(c, 0.0) for c in profile]
+    cells = profile if min(profile) >= 0 else [max(c, 0.0) for c in profile]
     floor = sum(cells) * FLOOR / len(cells) + 1e-300  # no slice is free
     cum = list(itertools.accumulate((c + floor for c in cells), initial=0.0))
     whole, last = cum[-1], len(cells) - 1
     bounds, k = [0], 0
     for r in range(1, world):
         target = r / world
-        while k < last and cum[k + 1] / whole <= target:
-            k += 1
+        # the last cell k (from the previous one on) whose cumulative share is <= target
+        k = bisect.bisect_right(cum, target, k + 1, last + 1, key=lambda v: v / whole) - 1
         lo, hi = cum[k] / whole, cum[k + 1] / whole
         frac = min(max((target - lo) / (hi - lo), 0.0), 1.0)
         bounds.append(max(bounds[-1], round((k + frac) / len(cells) * total)))
@@ -191,24 +193,18 @@ def _measured(bounds: list[int], seconds: list[float], cells: int) -> list[float
     return [c / whole for c in cost] if whole > 0 else [1 / cells] * cells
 
 
-def take(candidates: Any, rows: torch.Tensor) -> Any:
-    """Candidates ``rows`` of a step: dense rows ``(N, ...)``, :class:`BlockCandidates`, or a
-    MAX-SAT flip-group step (pairs ``var``/``cand`` of ``num`` candidates, renumbered)."""
+def take(candidates: Any, lo: int, hi: int) -> Any:
+    """Candidates ``lo:hi`` of a step (views where the type allows): dense rows ``(N, ...)``,
+    :class:`BlockCandidates`, or a MAX-SAT flip-group step (pairs ``var``/``cand`` of ``num``
+    candidates, renumbered)."""
     if isinstance(candidates, torch.Tensor):
-        return candidates[rows.to(candidates.device)]
+        return candidates[lo:hi]
     if isinstance(candidates, BlockCandidates):
-        rows = rows.to(candidates.block.device)
-        return BlockCandidates(candidates.block[rows], candidates.offset[rows], candidates.dim)
+        return BlockCandidates(candidates.block[lo:hi], candidates.offset[lo:hi], candidates.dim)
     if all(hasattr(candidates, name) for name in ("var", "cand", "num")):
-        rows = rows.to(candidates.cand.device)
-        local = torch.full((candidates.num,), -1, dtype=torch.long, device=rows.device)
-        local[rows] = torch.arange(len(rows), device=rows.device)
-        keep = local[candidates.cand] >= 0
+        keep = (candidates.cand >= lo) & (candidates.cand < hi)
         return replace(
-            candidates,
-            var=candidates.var[keep],
-            cand=local[candidates.cand[keep]],
-            num=len(rows),
+            candidates, var=candidates.var[keep], cand=candidates.cand[keep] - lo, num=hi - lo
         )
     raise TypeError(
         f"cannot split candidates of type {type(candidates).__name__} across ranks: expected "
@@ -313,17 +309,15 @@ class Shard:
         self.sent = self.received = 0
         total = count(candidates)
         bounds = _cuts(self.profile, total, world)
-        rows = torch.arange(bounds[rank], bounds[rank + 1])
+        lo, hi = bounds[rank], bounds[rank + 1]
         start, cost = time.perf_counter(), clock()
         local, failure = None, None
         try:  # a failure is sent to the other ranks, so that they stop now, not at the timeout
-            local = fn(take(candidates, rows), *args) if len(rows) else None
+            local = fn(take(candidates, lo, hi), *args) if hi > lo else None
             if local is not None:
                 local = torch.as_tensor(local).reshape(-1)
-                if local.shape[0] != len(rows):
-                    raise ValueError(
-                        f"scorer returned {local.shape[0]} losses for {len(rows)} rows"
-                    )
+                if local.shape[0] != hi - lo:
+                    raise ValueError(f"scorer returned {local.shape[0]} losses for {hi - lo} rows")
         except Exception as exc:
             local, failure = None, exc
         seconds = (time.perf_counter() - start, clock() - cost)
@@ -369,9 +363,11 @@ class Shard:
         code = -1.0 if local is None else float(_dtype_code(local.dtype))
         code = float(FAILED) if failed else code
         exact = 1.0
-        if local is not None and not self.wide:
+        if local is not None and not self.wide and local.dtype not in NARROW:
+            local = local.detach()
             rounded = local.to(torch.float32).to(local.dtype)
-            exact = float(bool(((rounded == local) | torch.isnan(local)).all()))
+            if not torch.equal(rounded, local):  # NaN differs from itself: look closer
+                exact = float(bool(((rounded == local) | torch.isnan(local)).all()))
         size = 0 if local is None else len(local)
         header = [*seconds, float(size), exact, code, float(total % CHECK_MODULUS)]
         losses, headers = self._send(local, bounds, header, self.dtype, where)
@@ -402,23 +398,25 @@ class Shard:
         rank ``r`` sends ``HEADER`` numbers and its rows' losses); all losses ``(N,)`` in
         ``dtype`` and every rank's header."""
         world, rank, device = where
-        own = bounds[rank + 1] - bounds[rank]
+        width = HEADER + bounds[rank + 1] - bounds[rank]
+        send = torch.empty(world, width, dtype=dtype)  # the same numbers to every rank
+        send[:, :HEADER] = torch.tensor(header, dtype=dtype)
         if local is None:
-            losses = torch.full((own,), math.nan, dtype=dtype)
+            send[:, HEADER:] = math.nan
         else:
-            losses = local.detach().to(device="cpu", dtype=dtype)
-        mine = torch.cat([torch.tensor(header, dtype=dtype), losses])
+            send[:, HEADER:] = local.detach()  # rounds to the wire dtype, moves to the CPU
         sizes = [HEADER + hi - lo for lo, hi in itertools.pairwise(bounds)]
         out = torch.empty(sum(sizes), dtype=dtype, device=device)
-        send = mine.to(device).repeat(world)
+        send = send.view(-1).to(device)
         self._collective(
-            "loss exchange", lambda: dist.all_to_all_single(out, send, sizes, [len(mine)] * world)
+            "loss exchange", lambda: dist.all_to_all_single(out, send, sizes, [width] * world)
         )
-        item = mine.element_size()
-        self.sent += (world - 1) * len(mine) * item
-        self.received += (sum(sizes) - len(mine)) * item
+        item = send.element_size()
+        self.sent += (world - 1) * width * item
+        self.received += (sum(sizes) - width) * item
         pieces = out.cpu().split(sizes)
-        headers = torch.stack([piece[:HEADER] for piece in pieces]).double().tolist()
+        flat = torch.cat([piece[:HEADER] for piece in pieces]).tolist()
+        headers = [flat[at : at + HEADER] for at in range(0, len(flat), HEADER)]
         return torch.cat([piece[HEADER:] for piece in pieces]), headers
 
     def _collective(self, what: str, op: Callable[[], Any]) -> None:
