@@ -89,3 +89,4 @@ def test_summary_pairs_each_arm_with_the_preset_on_the_same_seed():
     assert "| 1,000 | decay_both | 1 | 85.00 | 84.00 | 3 | 4 | 5.0→6.0 | 10 |" in text
     assert "| 1,000 | decay_both | 1,2 | 77.00 ± 11.31 |" in text
     assert "+5.00, -1.00 (mean +2.00)" in text
+    assert "| 1,000 | preset | 1,2 | 75.00 ± 7.07 | 74.50 ± 6.36 |  |  |" in text
