@@ -390,6 +390,25 @@ i64 snn_output(i64 n, i64 k, i64 steps, i64 batch, i64 outs, const T* pre, const
   return sink.m;
 }
 
+// Candidate c's change to the ReLU output of its k moved units, sample by sample: d (k, B)
+// gets relu(pre + change) - relu(pre), keep (B,) marks the samples where any unit changed;
+// false when none did. pre (U, B) the units' inputs, change (n, B, k) as the kernels take it.
+template <typename T>
+bool relu_changes(i64 c, i64 k, i64 batch, const T* pre, const T* change, const i64* units,
+                  T* d, unsigned char* keep) {
+  std::fill(keep, keep + batch, 0);
+  for (i64 s = 0; s < k; ++s) {
+    const T* was = pre + units[c * k + s] * batch;
+    const T* moved = change + c * batch * k + s;
+    T* ds = d + s * batch;
+    for (i64 b = 0; b < batch; ++b) {
+      ds[b] = std::max(was[b] + moved[b * k], T(0)) - std::max(was[b], T(0));
+      keep[b] = keep[b] | (ds[b] != T(0));
+    }
+  }
+  return std::find(keep, keep + batch, 1) != keep + batch;
+}
+
 // Hidden units of Linear -> ReLU -> Linear (the last layer): pre (F, 1, B) the incumbent
 // pre-activation, weight_t (F, O) the last layer's weight transposed, out_t (O, B) the
 // incumbent logits. Every sample's logits are formed at once (loops over samples vectorize)
@@ -402,17 +421,7 @@ i64 relu_output(i64 n, i64 k, i64 batch, i64 outs, const T* pre, const T* change
   std::vector<i64> sample(batch);
   std::iota(sample.begin(), sample.end(), i64(0));
   for (i64 c = 0; c < n; ++c) {
-    std::fill(keep.begin(), keep.end(), 0);
-    for (i64 s = 0; s < k; ++s) {
-      const T* was = pre + units[c * k + s] * batch;
-      const T* moved = change + c * batch * k + s;
-      T* ds = d.data() + s * batch;
-      for (i64 b = 0; b < batch; ++b) {
-        ds[b] = std::max(was[b] + moved[b * k], T(0)) - std::max(was[b], T(0));
-        keep[b] = keep[b] | (ds[b] != T(0));
-      }
-    }
-    if (std::find(keep.begin(), keep.end(), 1) == keep.end()) {
+    if (!relu_changes(c, k, batch, pre, change, units, d.data(), keep.data())) {
       sink.nothing(c);
       continue;
     }
@@ -480,17 +489,7 @@ i64 relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre
   std::vector<i64> sample(batch);
   std::iota(sample.begin(), sample.end(), i64(0));
   for (i64 c = 0; c < n; ++c) {
-    std::fill(keep.begin(), keep.end(), 0);
-    for (i64 s = 0; s < k; ++s) {
-      const T* was = pre + units[c * k + s] * batch;
-      const T* moved = change + c * batch * k + s;
-      T* ds = d.data() + s * batch;
-      for (i64 b = 0; b < batch; ++b) {
-        ds[b] = std::max(was[b] + moved[b * k], T(0)) - std::max(was[b], T(0));
-        keep[b] = keep[b] | (ds[b] != T(0));
-      }
-    }
-    if (std::find(keep.begin(), keep.end(), 1) == keep.end()) {
+    if (!relu_changes(c, k, batch, pre, change, units, d.data(), keep.data())) {
       sink.nothing(c);
       continue;
     }
