@@ -1,11 +1,11 @@
 """One tuning protocol for every method, --resume over stale records, README tables from records."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from bench_scripts import load_script
 from polystep.baselines import NN_PRESETS
 from polystep.bench import equal_time, readme, report, runner, tuning
 from polystep.bench.codeversion import code_version
@@ -285,15 +285,6 @@ def test_equal_time_long_table_takes_the_best_gradient_free_baseline_by_validati
     )
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"bench_{name}", ROOT / "benchmarks" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 RESULTS = ROOT / "benchmarks" / "results"
 SCRIPT_REPORTS = {
     "accuracy_at_budget": (
@@ -324,7 +315,7 @@ def test_benchmarks_readme_holds_what_the_scripts_report_from_their_records(scri
     record, render = SCRIPT_REPORTS[script]
     if not (RESULTS / record).exists():
         pytest.skip(f"no committed {record} in this checkout")
-    table = render(_script(script))
+    table = render(load_script(script))
     text = (ROOT / "benchmarks" / "README.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert rows and [row for row in rows if row not in text] == []

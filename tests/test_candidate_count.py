@@ -1,22 +1,16 @@
 """benchmarks/candidate_count.py: its table is the committed records, and it resumes."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+
+from bench_scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "bench_candidate_count", ROOT / "benchmarks" / "candidate_count.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("candidate_count")
 
 
 def _record(arm, seed, val, options=None, **extra):

@@ -23,6 +23,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench_scripts import load_script
 from polystep import distributed
 from polystep.blocks import BlockCandidates
 from polystep.distributed import CELLS, SMOOTHING, Shard, bounds_for, digest, measured_profile, take
@@ -568,13 +569,7 @@ def test_bad_timeout_is_named(monkeypatch, value, message):
 
 
 def test_scaling_table_is_rendered_from_the_records():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "scaling", HERE.parents[1] / "benchmarks" / "scaling.py"
-    )
-    scaling = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(scaling)
+    scaling = load_script("scaling")
     one = {"world_size": 1, "candidate_evals_per_s": 1000.0, "speedup_vs_1": 1.0,
            "cpu_speedup_vs_1": 1.0, "cpu_total_vs_1": 1.0, "load_average_1min": 2.0}  # fmt: skip
     two = {**one, "world_size": 2, "candidate_evals_per_s": 1900.0, "speedup_vs_1": 1.9,

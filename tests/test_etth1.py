@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from bench_scripts import load_script
 from polystep.timeseries import (
     ETTH1_SPLIT,
     load_etth1,
@@ -17,8 +16,6 @@ from polystep.timeseries import (
     read_column,
     sliding_windows,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_csv(path: Path, rows: int) -> torch.Tensor:
@@ -85,11 +82,7 @@ def test_real_etth1(shared_data: Path) -> None:
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("etth1_bench", ROOT / "benchmarks" / "etth1.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["etth1_bench"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("etth1")
 
 
 def test_bench_report_and_search_space(tmp_path: Path) -> None:

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from bench_scripts import load_script
 from polystep.evaluate import LayeredEvaluator
 from polystep.nn import hard_blocks, smooth_twin
 from polystep.subspace import FactoredSubspace
 from polystep.transform import ParamLayout
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("memory_bench", ROOT / "benchmarks" / "memory.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["memory_bench"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("memory")
 
 
 def test_conv_net_is_spiking_layerable_and_millions(bench) -> None:
@@ -107,12 +100,7 @@ def test_each_case_counts_its_newest_code_only(bench) -> None:
 
 @pytest.fixture(scope="module")
 def breakdown():
-    path = ROOT / "benchmarks" / "memory_breakdown.py"
-    spec = importlib.util.spec_from_file_location("memory_breakdown", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["memory_breakdown"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("memory_breakdown")
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from bench_scripts import load_script
 from polystep import PolyStepOptimizer, TrainConfig, train
 from polystep import optimizer as optimizer_module
 from polystep.data import load_digits_splits
@@ -113,11 +112,7 @@ def test_float_radius_with_epsilon_warns_once_with_the_translation(
 
 
 def test_report_pools_the_draws_of_each_package_with_the_standard_error() -> None:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_examples.py"
-    spec = importlib.util.spec_from_file_location("seed_examples_script", path)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("seed_examples")
     runs = [
         {"example": "nn", "tag": script.DRAWS_TAG, "seed": 0, "commit": "c0"}
         | {"ours": {"test_accuracy": 0.80}, "theirs": {"test_accuracy": 0.82}},
@@ -144,13 +139,7 @@ def test_report_pools_the_draws_of_each_package_with_the_standard_error() -> Non
 
 
 def test_proxy_report_pairs_ours_with_theirs_on_the_same_seeds() -> None:
-    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
-    spec = importlib.util.spec_from_file_location(
-        "seed_examples_proxy_script", benchmarks / "seed_examples_proxy.py"
-    )
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("seed_examples_proxy")
 
     def row(side: str, tag: str, seed: int, acc: float, restore: bool | None = None) -> dict:
         space = {"package": side, "space": "hybrid", "restore_best": restore}
@@ -176,11 +165,7 @@ def test_proxy_report_pairs_ours_with_theirs_on_the_same_seeds() -> None:
 
 
 def test_draws_count_our_torch_seed_runs_and_their_repeats_once() -> None:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "seed_examples.py"
-    spec = importlib.util.spec_from_file_location("seed_examples_script", path)
-    assert spec is not None and spec.loader is not None
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("seed_examples")
     both = {"ours": {"test_accuracy": 0.80}, "theirs": {"test_accuracy": 0.82}}
     runs = [
         {"example": "nn", "tag": script.DRAWS_TAG, "seed": 0, "commit": "c0"} | both,

@@ -1,29 +1,18 @@
 """benchmarks/snn_schedules.py: the arms' schedules, how they reach the bench's optimizer, and
 the summary's paired differences."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
+from bench_scripts import load_script
 from polystep.bench import methods
 from polystep.optimizer import PolyStepOptimizer
 from polystep.presets import PRESETS
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "bench_snn_schedules", ROOT / "benchmarks" / "snn_schedules.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("snn_schedules")
 
 
 def test_arms_start_at_the_preset_and_decay_only_what_they_name():
