@@ -53,8 +53,8 @@ def test_power_decay():
     [
         (lambda: CosineEpsilon(init=-1.0, target=0.1, decay=0.1), "init"),
         (lambda: CosineEpsilon(init=1.0, target=0.0, decay=0.1), "target"),
-        (lambda: CosineEpsilon(init=1.0, target=0.1), "exactly one"),
-        (lambda: CosineEpsilon(init=1.0, target=0.1, decay=0.1, total_steps=5), "exactly one"),
+        (lambda: CosineEpsilon(init=1.0, target=0.1)(3), "over the whole run"),
+        (lambda: CosineEpsilon(init=1.0, target=0.1, decay=0.1, total_steps=5), "at most one"),
         (lambda: LinearEpsilon(init=1.0, target=0.1, total_steps=0), "total_steps"),
         (lambda: LinearEpsilon(init=1.0, target=0.1, decay=-1.0), "decay"),
         (lambda: PowerDecay(init=1.0, gamma=0.7), "gamma"),

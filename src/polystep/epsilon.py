@@ -4,6 +4,12 @@ Radius convention, used everywhere in polystep: **a radius is a distance in sear
 coordinates** (the raw vector, or subspace coordinates). It is never multiplied by epsilon.
 A float and a schedule mean the same thing; a float is a constant schedule.
 
+An annealing schedule (:class:`CosineEpsilon`, :class:`LinearEpsilon`) given neither ``decay``
+nor ``total_steps`` runs **over the run**: from ``init`` at the first step to ``target`` at the
+run's last. Its length is the run's horizon, which :func:`polystep.training.train` finds from its
+limits (or the caller gives with ``PolyStepOptimizer.set_horizon``); :func:`for_run` makes it
+concrete. Called without a horizon it raises: it never falls back to a constant.
+
 Every schedule is a frozen dataclass with keyword-only fields, so ``init`` and ``target`` can
 never be swapped by position. ``schedule(t)`` gives the value at iteration ``t >= 0``.
 """
@@ -25,9 +31,15 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
-def _period(init: float, target: float, decay: float | None, total_steps: int | None) -> int:
-    if (decay is None) == (total_steps is None):
-        raise ValueError("give exactly one of decay= or total_steps=")
+def _period(init: float, target: float, decay: float | None, total_steps: int | None) -> int | None:
+    """Iterations from ``init`` to ``target``; None for a schedule over the run."""
+    if decay is not None and total_steps is not None:
+        raise ValueError(
+            "give at most one of decay= or total_steps= (neither: over the run), got "
+            f"decay={decay!r} and total_steps={total_steps!r}"
+        )
+    if decay is None and total_steps is None:
+        return None
     if total_steps is not None:
         check_positive_int("total_steps", total_steps)
         return total_steps
@@ -63,7 +75,8 @@ class _Anneal(Schedule):
     """From ``init`` to ``target`` over a period, then flat at ``target``; the subclass gives
     the shape as a weight ``w(frac)`` on ``init`` (1 at frac 0, 0 at frac 1).
 
-    The period is ``total_steps``, or ``ceil(|init - target| / decay)`` iterations.
+    The period is ``total_steps``, or ``ceil(|init - target| / decay)`` iterations; with
+    neither, the run's own length (see the module docstring and :func:`for_run`).
     """
 
     init: float
@@ -79,8 +92,25 @@ class _Anneal(Schedule):
     def _weight(self, frac: float) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def over_run(self) -> bool:
+        """True when the period is the run's own length (neither decay nor total_steps)."""
+        return self.decay is None and self.total_steps is None
+
+    def at_fraction(self, frac: float) -> float:
+        """The value at the fraction ``frac`` of the period (clipped to [0, 1])."""
+        weight = self._weight(min(max(frac, 0.0), 1.0))
+        return float(self.target + (self.init - self.target) * weight)
+
     def __call__(self, t: int) -> float:
         period = _period(self.init, self.target, self.decay, self.total_steps)
+        if period is None:
+            raise ValueError(
+                f"{self!r} runs over the whole run (neither decay= nor total_steps=), so it "
+                "needs the run's length: train with polystep.train() bounded by epochs, "
+                "max_steps, max_evaluations or max_seconds, or call "
+                "optimizer.set_horizon(steps=...) before the first step, or give total_steps="
+            )
         weight = self._weight(min(max(t, 0), period) / period)
         return float(self.target + (self.init - self.target) * weight)
 
@@ -129,12 +159,45 @@ SCHEDULES: dict[str, type[Schedule]] = {
 }
 
 
-def as_schedule(value: float | Schedule, name: str) -> Schedule:
-    """A schedule from a positive float (constant) or a schedule; errors name ``name``."""
+def over_run(schedule: Schedule) -> bool:
+    """Whether ``schedule`` runs over the run (an annealing schedule without a period)."""
+    return isinstance(schedule, _Anneal) and schedule.over_run
+
+
+def for_run(
+    schedule: Schedule, *, steps: int | None = None, fraction: float | None = None
+) -> Schedule:
+    """``schedule`` made concrete for a run, when it runs over the run (others are returned as
+    they are): over ``steps`` iterations (``total_steps=steps``), or, for a run measured in
+    seconds, as the constant at ``fraction`` (0..1) of the run. Give exactly one."""
+    if (steps is None) == (fraction is None):
+        raise ValueError(f"give exactly one of steps= or fraction=, got {steps!r} and {fraction!r}")
+    if not over_run(schedule):
+        return schedule
+    assert isinstance(schedule, _Anneal)
+    if steps is not None:
+        check_positive_int("steps", steps)
+        return replace(schedule, total_steps=steps)
+    if not (isinstance(fraction, int | float) and math.isfinite(fraction)):
+        raise ValueError(f"fraction must be a finite number, got {fraction!r}")
+    return Constant(value=schedule.at_fraction(float(fraction)))
+
+
+def as_schedule(value: float | Schedule | dict[str, Any], name: str) -> Schedule:
+    """A schedule from a positive float (constant), a schedule, or a schedule's
+    :meth:`~Schedule.state_dict` (the plain-data form presets and bench records hold); errors
+    name ``name``."""
     if isinstance(value, Schedule):
         return value
+    if isinstance(value, dict):
+        try:
+            return from_state(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} holds an invalid schedule state {value!r}: {exc}") from exc
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a positive float or a Schedule, got {value!r}")
+        raise ValueError(
+            f"{name} must be a positive float, a Schedule or a schedule's state_dict, got {value!r}"
+        )
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite float, got {value!r}")
     return Constant(value=float(value))

@@ -35,7 +35,7 @@ from torch import nn
 from polystep.blocks import BlockCandidates, num_blocks
 from polystep.distributed import Shard
 from polystep.engine import Engine, EngineState, shaping
-from polystep.epsilon import Constant, Schedule, scaled
+from polystep.epsilon import Constant, Schedule, for_run, over_run, scaled
 from polystep.evaluate import EVALUATORS, Evaluator, make_evaluator
 from polystep.evaluate.base import LossFn, local_coords, segment_groups
 from polystep.optimizer_state import (
@@ -97,9 +97,11 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             ``"hybrid"``, ``"factored"`` or ``"sparse"``.
         solver: ``"softmax"`` (default), ``"sinkhorn"`` or ``"greedy"``.
         epsilon, step_radius, probe_radius: floats or schedules (indexed by step); None takes
-            the preset's value. Radii are distances in search coordinates (a float radius given
-            with an explicit epsilon warns once with its translation from the paper's package,
-            where it would be a multiple of epsilon).
+            the preset's value. A ``Cosine``/``Linear`` schedule with neither ``decay`` nor
+            ``total_steps`` runs over the run: ``train()`` sets its horizon, elsewhere call
+            :meth:`set_horizon` before the first step. Radii are distances in search
+            coordinates (a float radius given with an explicit epsilon warns once with its
+            translation from the paper's package, where it would be a multiple of epsilon).
         preset: ``"default"``, ``"snn"`` or ``"quantized"``: radii, epsilon, cost scaling,
             polytope, probes, rank and redraw interval tuned per task family
             (:mod:`polystep.presets`); or a dict with the same keys (e.g. a tuning trial's).
@@ -196,6 +198,7 @@ class PolyStepOptimizer(torch.optim.Optimizer):
             solver=solver,
             scale_cost=None if self.row_scaled else scale_cost,
         )
+        self._horizon: int | Callable[[], float] | None = None
         first = self.schedule_values(0)
         super().__init__([ParamGroup(params=params, **first)], first)
         if epsilon is not None:
@@ -295,9 +298,69 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         """Norm of the last move in search coordinates."""
         return float(getattr(self, "_last_move", 0.0))
 
+    def set_horizon(
+        self, steps: int | None = None, *, progress: Callable[[], float] | None = None
+    ) -> None:
+        """Where "over the run" ends, for the schedules given with neither ``decay`` nor
+        ``total_steps`` (give exactly one):
+
+        * ``steps``: the run's length in steps, counted from iteration 0: such a schedule runs
+          as if built with ``total_steps=steps`` (deterministic);
+        * ``progress``: a callable returning the fraction (0..1, clipped) of the run used,
+          read as each step starts: such a schedule takes its value at that fraction (for a
+          run bounded by seconds only; not deterministic).
+
+        :func:`polystep.training.train` calls it from its limits, so a resumed run continues
+        the same schedule; it is not part of :meth:`state_dict`. Without it, a step with such a
+        schedule raises a ValueError.
+        """
+        if (steps is None) == (progress is None):
+            raise ValueError(
+                f"set_horizon needs exactly one of steps= or progress=, got {steps!r} and "
+                f"{progress!r}"
+            )
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+            self._horizon = steps
+        else:
+            if not callable(progress):
+                raise ValueError(f"progress must be a callable returning a float, got {progress!r}")
+            self._horizon = progress
+        self._refresh_group()
+
+    @property
+    def over_run(self) -> list[str]:
+        """The keys (of ``epsilon``, ``step_radius``, ``probe_radius``) whose schedule runs
+        over the run and that the group does not own."""
+        written = self.group.written if getattr(self, "param_groups", None) else set()
+        return [k for k in GROUP_KEYS if k not in written and over_run(getattr(self.rule, k))]
+
+    def _for_run(self, schedule: Schedule) -> Schedule:
+        """``schedule`` with the run's horizon applied (as it is when there is none yet)."""
+        if not over_run(schedule) or self._horizon is None:
+            return schedule
+        if isinstance(self._horizon, int):
+            return for_run(schedule, steps=self._horizon)
+        fraction = float(self._horizon())
+        if not math.isfinite(fraction):
+            raise ValueError(
+                f"the horizon's progress() must return a finite fraction, got {fraction!r}"
+            )
+        return for_run(schedule, fraction=fraction)
+
     def schedule_values(self, iteration: int) -> dict[str, float]:
-        """The built-in schedules' values at ``iteration`` (what an unwritten key holds)."""
-        return {key: float(getattr(self.rule, key)(iteration)) for key in GROUP_KEYS}
+        """The built-in schedules' values at ``iteration`` (what an unwritten key holds). A
+        schedule over the run without a horizon yet has a known value only at iteration 0
+        (its ``init``); at later iterations its key is left out."""
+        values = {}
+        for key in GROUP_KEYS:
+            schedule = self._for_run(getattr(self.rule, key))
+            if not over_run(schedule):
+                values[key] = float(schedule(iteration))
+            elif iteration == 0:
+                values[key] = schedule.at_fraction(0.0)  # type: ignore[attr-defined]
+        return values
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Refused after construction: one search covers all of the model's parameters."""
@@ -323,8 +386,12 @@ class PolyStepOptimizer(torch.optim.Optimizer):
         """The rule of the next step: the schedules, with the keys the group owns fixed to
         the group's values."""
         group = self.group
-        owned = {key: Constant(value=group[key]) for key in sorted(group.written)}
-        return replace(self.rule, **owned) if owned else self.rule
+        changed: dict[str, Schedule] = {
+            key: Constant(value=group[key]) for key in sorted(group.written)
+        }
+        for key in self.over_run:
+            changed[key] = self._for_run(getattr(self.rule, key))
+        return replace(self.rule, **changed) if changed else self.rule
 
     def _refresh_group(self) -> None:
         """Write the schedules' values for the next step into the keys they still own."""
@@ -373,6 +440,13 @@ class PolyStepOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def _step(self, score: Scorer) -> None:
         """Ask, score, tell; write the move into the parameters; redraw the subspace on time."""
+        if self._horizon is None and self.over_run:
+            raise ValueError(
+                f"{', '.join(self.over_run)}: schedule over the run (neither decay= nor "
+                "total_steps=), but this optimizer has no horizon: call "
+                "optimizer.set_horizon(steps=N) with the run's total steps before the first "
+                "step (train() does it from its limits), or give the schedule total_steps="
+            )
         engine, state = self.engine(), self.search
         drawn_from = state.generator.get_state()
         z, duals = state.x, state.duals

@@ -16,6 +16,11 @@ step starts only if all of its passes fit. ``max_seconds`` counts training secon
 minus the time spent validating, in callbacks and writing checkpoints; a step starts only if its
 estimated time (the longest of the last 10 steps) would end within the budget. Both budgets are
 totals of the run: a resumed call spends only what the earlier calls left.
+Schedules over the run (a ``Cosine``/``Linear`` with neither ``decay`` nor ``total_steps``) get
+their horizon here (:func:`run_steps`, :meth:`PolyStepOptimizer.set_horizon`): the run's step
+count when epochs, ``max_steps`` or ``max_evaluations`` bound it (the smallest), else the
+fraction of ``max_seconds`` used. Both derive from the run's totals, so a resumed call continues
+the same schedule.
 Checkpoints (:mod:`polystep.checkpoint`: plain data, SHA-256 verified, atomic) hold the model,
 the optimizer and the loop state, including the random states the data loader draws its
 shuffles from, so ``resume=path`` continues the exact same trajectory. They also hold the state
@@ -32,7 +37,7 @@ import csv
 import io
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -425,6 +430,49 @@ def forward_passes_per_step(optimizer: torch.optim.Optimizer) -> int:
     return optimizer.engine().popsize + 1 if isinstance(optimizer, PolyStepOptimizer) else 1
 
 
+def run_steps(
+    config: TrainConfig, batches_per_epoch: int | None, passes_per_step: int
+) -> int | None:
+    """The steps a run takes at most, from its step bounds: ``max_steps``, ``epochs`` times
+    ``batches_per_epoch``, and ``max_evaluations // passes_per_step`` (no step that would cross
+    that budget is started; at least 1); the smallest. None when only ``max_seconds`` bounds
+    the run. A ValueError when ``epochs`` bounds it over a loader without a length."""
+    check_positive_int("passes_per_step", passes_per_step)
+    bounds = [config.max_steps]
+    if config.epochs is not None:
+        if batches_per_epoch is None:
+            raise ValueError(
+                "a schedule over the run needs the run's length, but the loader has no len(): "
+                f"epochs={config.epochs} gives no step count; pass epochs=None with max_steps, "
+                "max_evaluations or max_seconds"
+            )
+        bounds.append(config.epochs * batches_per_epoch)
+    if config.max_evaluations is not None:
+        bounds.append(max(1, config.max_evaluations // passes_per_step))
+    return min((n for n in bounds if n is not None), default=None)
+
+
+def set_run_horizon(
+    optimizer: PolyStepOptimizer,
+    config: TrainConfig,
+    batches_per_epoch: int | None,
+    passes_per_step: int,
+    seconds_used: Callable[[], float],
+) -> None:
+    """Give ``optimizer`` the run's horizon (when it has a schedule over the run): the run's
+    steps (:func:`run_steps`), or with only ``max_seconds`` the fraction
+    ``seconds_used() / max_seconds``."""
+    if not optimizer.over_run:
+        return
+    steps = run_steps(config, batches_per_epoch, passes_per_step)
+    if steps is not None:
+        optimizer.set_horizon(steps=steps)
+        return
+    assert config.max_seconds is not None  # TrainConfig refuses a run without any limit
+    limit = float(config.max_seconds)
+    optimizer.set_horizon(progress=lambda: seconds_used() / limit)
+
+
 def gradient_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, x: Any, y: Any, loss_fn: LossFn
 ) -> float:
@@ -524,11 +572,13 @@ def train(
     budget = state.budget = StepBudget(left, seconds_left, clock=clock)
     budget.recent.extend(state.recent_seconds)  # a resumed call estimates its first step too
     cost = forward_passes_per_step(optimizer)  # then what the last step cost
+    per_epoch = loader_length(loader)
+    if forward_only:  # schedules over the run: their horizon, from the run's totals
+        set_run_horizon(optimizer, cfg, per_epoch, cost, lambda: seconds0 + budget.elapsed)
     start = last_write = time.perf_counter()
     # A resumed run that already reached max_steps takes no further step.
     stop = cfg.max_steps is not None and state.step >= cfg.max_steps
     evals0, losses = state.evaluations, []
-    per_epoch = loader_length(loader)
     bounds = (cfg.max_steps, cfg.epochs * per_epoch if per_epoch and cfg.epochs else None)
     total = min((n for n in bounds if n is not None), default=None)  # the bar's length
     if cfg.max_seconds is not None or cfg.max_evaluations is not None:
