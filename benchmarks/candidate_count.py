@@ -62,6 +62,7 @@ from polystep.bench.tasks import TASKS, load_task_data
 from polystep.data import make_loaders
 from polystep.engine import shaping
 from polystep.optimizer import PolyStepOptimizer
+from polystep.presets import PRESETS
 from polystep.training import forward_passes_per_step
 
 OUT = Path(__file__).parent / "results" / "tuning" / "candidate_count.jsonl"
@@ -151,7 +152,10 @@ def output_start(model: nn.Module, x: torch.Tensor, share: float, iterations: in
 def build(options: dict[str, Any], model: nn.Module, seed: int) -> PolyStepOptimizer:
     """The ``snn`` preset's optimizer with the arm's ``shaping`` and ``blocks_per_step`` (every
     block unless the arm says otherwise)."""
-    opt = PolyStepOptimizer(model, preset="snn", seed=seed)
+    # the snn preset with epsilon and step radius constant at its schedules' start values: what
+    # this probe measured (the preset decays both over the run since benchmarks/snn_schedules.py)
+    constant = {k: PRESETS["snn"][k]["init"] for k in ("epsilon", "step_radius")}
+    opt = PolyStepOptimizer(model, preset={**PRESETS["snn"], **constant}, seed=seed)
     if "shaping" in options:
         opt.shaping = shaping(options["shaping"])
     opt.blocks_per_step = options.get("blocks_per_step")

@@ -115,6 +115,7 @@ def make_step(
         kind = "streamed" if mode == "streamed" else "auto"
         opt = PolyStepOptimizer(model, preset="snn", seed=0, evaluator=kind)
         opt.progress = False
+        opt.set_horizon(steps=1)  # the preset's schedules over the run: one step here
 
         def step() -> None:
             opt.step_batch(x, y, loss_fn)

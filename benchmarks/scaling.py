@@ -93,6 +93,7 @@ def worker(args: argparse.Namespace) -> dict | None:
     opt = PolyStepOptimizer(model, preset="snn", seed=0)
     opt.progress = False
     total = args.warmup + args.steps
+    opt.set_horizon(steps=total)  # the preset's schedules over the run
     x, y, source = data(min(total, 8), args.batch, device)
     loss_fn = nn.CrossEntropyLoss()
     per_rank: list[list[float]] = []

@@ -1,20 +1,21 @@
 """Does decaying the step radius (and epsilon) over a run help the hard-LIF SNN? (issue 10)
 
 Runs ``snn_mnist`` at ``--scale full`` (all of MNIST, batch 512) with PolyStep under the bench's
-own protocol (:func:`polystep.bench.runner.train_one`), in one of three arms:
+own protocol (:func:`polystep.bench.runner.train_one`), in one of three arms, each given to the
+bench as overrides of the ``snn`` preset's settings:
 
-- ``preset``: the ``snn`` preset as it is (constant epsilon and radii);
-- ``decay_both``: step radius cosine-decayed from the preset's value to ``--step-target`` and
-  epsilon from the preset's value to ``--eps-target``, each over the run's own steps;
+- ``constant``: epsilon and step radius constant at the start values of the preset's schedules
+  (0.03 and 0.2: the ``snn`` preset before it adopted ``decay_both``; the log's older rows name
+  this arm ``preset``, and are read as ``constant``);
+- ``decay_both``: step radius cosine-decayed from 0.2 to ``--step-target`` and epsilon from
+  0.03 to ``--eps-target``, each over the run (the defaults are the ``snn`` preset now);
 - ``decay_step``: only the step radius decayed.
 
-The probe radius stays constant in every arm. The run's step count is its budget divided by the
-forward passes one step costs (as ``train()`` counts them), rounded down. The bench takes its
-settings as JSON floats, so the schedules are put onto the optimizer the bench builds (the one
-module attribute :func:`scheduled` swaps, for this process only). Scored on validation only: the
-test split is never read. One JSON line per run is appended to ``--log`` (arm, schedules,
-settings, seed, budget, code, load); a rerun skips what the log already holds for the current
-code.
+The probe radius stays constant in every arm. A schedule over the run gets its horizon from
+``train()``: the run's budget divided by the forward passes one step costs, rounded down
+(:func:`polystep.training.run_steps`). Scored on validation only: the test split is never read.
+One JSON line per run is appended to ``--log`` (arm, schedules, settings, seed, budget, code,
+load); a rerun skips what the log already holds for the current code.
 ``--summary`` writes the markdown table of the log instead of running.
 
     .venv/bin/python benchmarks/snn_schedules.py --arm decay_both --seed 1 \
@@ -28,88 +29,55 @@ import json
 import os
 import statistics
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from polystep.bench import methods
 from polystep.bench.codeversion import code_version
 from polystep.bench.runner import machine_info, train_one
 from polystep.bench.tasks import TASKS, load_task_data
 from polystep.cliargs import existing_dir, parser, positive_float, positive_int
-from polystep.optimizer import PolyStepOptimizer
-from polystep.schedules import Constant, Cosine, Schedule
-from polystep.training import forward_passes_per_step
+from polystep.presets import PRESETS
+from polystep.schedules import Cosine, as_schedule
 
-ARMS = ("preset", "decay_both", "decay_step")
+ARMS = ("constant", "decay_both", "decay_step")
+OLD_ARMS = {"preset": "constant"}  # the log's name of an arm before the preset adopted decay_both
 TASK = "snn_mnist"
 SCALE = "full"
 
 
-def arm_schedules(
-    arm: str, settings: dict[str, Any], total_steps: int, step_target: float, eps_target: float
-) -> dict[str, Schedule]:
-    """The step-radius and epsilon schedules of ``arm`` over ``total_steps`` steps, starting at
-    the preset's constant values."""
+def start_values() -> dict[str, float]:
+    """The start values of the ``snn`` preset's step radius and epsilon schedules (its constant
+    values before it adopted ``decay_both``)."""
+    return {key: float(PRESETS["snn"][key]["init"]) for key in ("step_radius", "epsilon")}
+
+
+def arm_overrides(arm: str, step_target: float, eps_target: float) -> dict[str, Any]:
+    """The ``snn`` preset's step radius and epsilon in ``arm``: constants (floats) or cosine
+    schedules over the run (state dicts), as the bench takes overrides."""
     if arm not in ARMS:
         raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
-    step = Constant(value=settings["step_radius"])
-    eps = Constant(value=settings["epsilon"])
-    if arm != "preset":
-        step = Cosine(init=settings["step_radius"], target=step_target, total_steps=total_steps)
+    start = start_values()
+    out: dict[str, Any] = dict(start)
+    if arm != "constant":
+        out["step_radius"] = Cosine(init=start["step_radius"], target=step_target).state_dict()
     if arm == "decay_both":
-        eps = Cosine(init=settings["epsilon"], target=eps_target, total_steps=total_steps)
-    return {"step_radius": step, "epsilon": eps}
-
-
-def run_steps(budget_fwd: int, passes_per_step: int) -> int:
-    """Steps a run of ``budget_fwd`` forward passes takes (``train()`` starts no step that would
-    cross the budget)."""
-    return max(1, budget_fwd // passes_per_step)
-
-
-@contextmanager
-def scheduled(
-    make: Callable[[PolyStepOptimizer], dict[str, Schedule]],
-) -> Iterator[dict[str, Any]]:
-    """While open, every optimizer the bench builds gets the schedules ``make(optimizer)``
-    returns; yields a dict that holds them (as state dicts) once built."""
-    built: dict[str, Any] = {}
-    original = methods.PolyStepOptimizer
-
-    def build(*args: Any, **kwargs: Any) -> PolyStepOptimizer:
-        optimizer = original(*args, **kwargs)
-        schedules = make(optimizer)
-        optimizer.rule = replace(optimizer.rule, **schedules)
-        built.update({key: value.state_dict() for key, value in schedules.items()})
-        return optimizer
-
-    methods.PolyStepOptimizer = build  # type: ignore[assignment,misc]
-    try:
-        yield built
-    finally:
-        methods.PolyStepOptimizer = original  # type: ignore[misc]
+        out["epsilon"] = Cosine(init=start["epsilon"], target=eps_target).state_dict()
+    return out
 
 
 def run(args: Any) -> dict[str, Any]:
     """Train one arm on one seed; return its log line (validation figures only)."""
     task = TASKS[TASK]
     splits = load_task_data(task, SCALE, args.seed, mnist_dir=args.mnist_dir)
-
-    def make(optimizer: PolyStepOptimizer) -> dict[str, Schedule]:
-        steps = run_steps(args.budget_fwd, forward_passes_per_step(optimizer))
-        return arm_schedules(args.arm, optimizer.settings, steps, args.step_target, args.eps_target)
-
+    overrides = arm_overrides(args.arm, args.step_target, args.eps_target)
     load_before = os.getloadavg()[0]
-    with scheduled(make) as schedules:
-        trained = train_one(
-            task, "polystep", args.seed, splits, scale=SCALE, budget_fwd=args.budget_fwd,
-            budget_seconds=None, device="cpu",
-        )  # fmt: skip
+    trained = train_one(
+        task, "polystep", args.seed, splits, scale=SCALE, budget_fwd=args.budget_fwd,
+        budget_seconds=None, device="cpu", overrides=overrides,
+    )  # fmt: skip
+    schedules = {k: as_schedule(v, k).state_dict() for k, v in overrides.items()}
     curve = trained.selector.curve
     return {
         "arm": args.arm,
@@ -137,10 +105,12 @@ def run(args: Any) -> dict[str, Any]:
 
 
 def load_log(path: Path) -> list[dict[str, Any]]:
-    """The complete lines of the log (none when it does not exist)."""
+    """The complete lines of the log (none when it does not exist), with the arms' current
+    names (:data:`OLD_ARMS`)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{**r, "arm": OLD_ARMS.get(r["arm"], r["arm"])} for r in lines]
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -150,11 +120,17 @@ def _mean_sd(values: list[float]) -> str:
 
 def summary(lines: list[dict[str, Any]]) -> str:
     """Markdown: one row per run, then per (budget, arm) mean ± sd and the paired differences
-    to the preset arm on the seeds both ran (validation accuracy, %)."""
+    to the constant arm on the seeds both ran (validation accuracy, %)."""
+    start = start_values()
     out = [
         "Validation accuracy of `snn_mnist` at scale full (generated by "
         "`benchmarks/snn_schedules.py --summary` from its log; load: 1-min load average before "
         "→ after the run, on the shared 2-core VM; s: wall seconds).",
+        "",
+        f"Arms: `constant` is epsilon {start['epsilon']} and step radius "
+        f"{start['step_radius']} throughout (the `snn` preset "
+        "before it adopted `decay_both`; named `preset` in the log's older rows); `decay_both` "
+        "is the `snn` preset now.",
         "",
         "| budget | arm | seed | val best % | val last % | selected step | steps | load | s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -169,8 +145,8 @@ def summary(lines: list[dict[str, Any]]) -> str:
         )
     out += [
         "",
-        "| budget | arm | seeds | val best % | val last % | paired Δ best vs preset | "
-        "paired Δ last vs preset |",
+        "| budget | arm | seeds | val best % | val last % | paired Δ best vs constant | "
+        "paired Δ last vs constant |",
         "|---|---|---|---|---|---|---|",
     ]
     by = {(r["budget_fwd"], r["arm"], r["seed"]): r for r in lines}
@@ -180,9 +156,9 @@ def summary(lines: list[dict[str, Any]]) -> str:
         deltas = []
         for metric in ("val_acc_best", "val_acc_last"):
             diffs = [
-                r[metric] - by[(budget, "preset", r["seed"])][metric]
+                r[metric] - by[(budget, "constant", r["seed"])][metric]
                 for r in runs
-                if arm != "preset" and (budget, "preset", r["seed"]) in by
+                if arm != "constant" and (budget, "constant", r["seed"]) in by
             ]
             shown = ", ".join(f"{100 * d:+.2f}" for d in diffs)
             deltas.append(f"{shown} (mean {100 * statistics.mean(diffs):+.2f})" if diffs else "")
@@ -197,7 +173,7 @@ def summary(lines: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser("benchmarks/snn_schedules.py", __doc__)
-    ap.add_argument("--arm", choices=ARMS, default="preset", help="which schedule arm")
+    ap.add_argument("--arm", choices=ARMS, default="decay_both", help="which schedule arm")
     ap.add_argument("--seed", type=int, default=1, help="split and init seed")
     ap.add_argument("--budget-fwd", type=positive_int, default=3_000_000, help="forward passes")
     ap.add_argument("--step-target", type=positive_float, default=0.05, help="final step radius")

@@ -113,6 +113,7 @@ if package == "ours":
     from polystep.optimizer import PolyStepOptimizer
     model = spiking_mlp((784, 128, 10), num_steps=15)
     opt = PolyStepOptimizer(model, preset="snn", seed=0)
+    opt.set_horizon(steps=1_000)  # the preset's schedules over the run; a step costs the same
     ev = opt.evaluator(loss_fn)
     count = [0]
     plain = ev.evaluate

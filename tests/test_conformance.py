@@ -150,6 +150,7 @@ def optimizer(preset: str, seed: int, poison: bool = False) -> OptimizerRun:
     model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     opt = PolyStepOptimizer(model.double(), preset=preset, subspace="factored", seed=seed)
     opt.progress, opt.blocks_per_step = False, 20
+    opt.set_horizon(steps=20)  # for a preset's schedules over the run (snn)
     if poison:
         losses = opt.candidate_losses
         opt.candidate_losses = lambda *a: poisoned(losses(*a))  # type: ignore[method-assign]

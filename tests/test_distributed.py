@@ -54,6 +54,7 @@ def scenario_optimizer() -> dict[str, Any]:
     loss_fn = nn.CrossEntropyLoss()
     opt = PolyStepOptimizer(model, preset="snn", seed=0)
     opt.progress = False
+    opt.set_horizon(steps=STEPS)  # the preset's schedules over the run
     losses = [opt.step_batch(x[t], y[t], loss_fn) for t in range(STEPS)]
     torch.manual_seed(2)
     mlp = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
@@ -65,6 +66,7 @@ def scenario_optimizer() -> dict[str, Any]:
     user = UserSNN()  # a plain class: the captured (torch.fx) evaluator
     opt3 = PolyStepOptimizer(user, preset="snn", evaluator="captured", seed=2)
     opt3.progress = False
+    opt3.set_horizon(steps=3)
     losses += [opt3.step_batch(x[t, :, :12], y[t] % 5, loss_fn) for t in range(3)]
     return {
         "params": digest(model).hex(),
@@ -155,6 +157,7 @@ def scenario_diverge() -> dict[str, Any]:
             next(model.parameters())[0, 0] += 1e-3
     opt = PolyStepOptimizer(model, preset="snn", seed=0)
     opt.progress = False
+    opt.set_horizon(steps=1)  # the preset's schedules over the run
     try:
         opt.step_batch(x[0], y[0], nn.CrossEntropyLoss())
     except distributed.RankError as exc:
@@ -196,6 +199,7 @@ def scenario_fail_early(where: str) -> dict[str, Any]:
         if rank == 1:
             raise RuntimeError("rank 1 broke outside scoring")
         opt.progress = False
+        opt.set_horizon(steps=1)  # the preset's schedules over the run
         opt.step_batch(x[0], y[0], nn.CrossEntropyLoss())
     except distributed.RankError as exc:
         return {"error": str(exc), "seconds": time.time() - start}

@@ -184,6 +184,7 @@ def test_float64_training_trajectory_is_the_same_with_and_without_kernels(
         model = FUSED[name]().double()
         opt = PolyStepOptimizer(model, preset=preset, subspace="factored", evaluator="layered")
         opt.evaluator(loss_fn).fused = use
+        opt.set_horizon(steps=4)  # the snn preset's schedules over the run
         losses = [opt.step_batch(x, y, loss_fn) for _ in range(4)]
         assert (opt.evaluator(loss_fn).fused_candidates > 0) == use
         runs[use] = (losses, torch.cat([p.detach().flatten() for p in model.parameters()]))

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from polystep.optimizer import PolyStepOptimizer
+from polystep.presets import PRESETS, preset_settings
 from polystep.schedules import Constant, Cosine, Linear, as_schedule, for_run, from_state, over_run
 from polystep.training import TrainConfig, run_steps, set_run_horizon, train
 
@@ -172,3 +173,10 @@ def test_train_bounded_by_seconds_only_stays_between_init_and_target():
     config = TrainConfig(epochs=None, max_seconds=0.5, progress=False, restore_best=False)
     train(model, _loader(), nn.CrossEntropyLoss(), opt, config)
     assert opt.iteration > 0 and 0.1 <= opt.param_groups[0]["epsilon"] <= 0.3
+
+
+def test_a_preset_dict_with_a_bad_schedule_state_names_the_key():
+    bad = {**PRESETS["snn"], "epsilon": {"type": "CosineEpsilon", "init": -1.0, "target": 0.1}}
+    with pytest.raises(ValueError, match="preset epsilon holds an invalid schedule state"):
+        preset_settings(bad)
+    assert preset_settings("snn") == PRESETS["snn"] and preset_settings("snn") is not PRESETS["snn"]

@@ -1,62 +1,126 @@
-"""benchmarks/snn_schedules.py: the arms' schedules, how they reach the bench's optimizer, and
-the summary's paired differences."""
+"""The ``snn`` preset's schedules over the run are exactly what benchmarks/snn_schedules.py
+measured, and the script's arms, old log names and summary."""
+
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 from bench_scripts import load_script
-from polystep.bench import methods
+from polystep.bench.runner import run_config
+from polystep.bench.tasks import TASKS
+from polystep.nn import spiking_mlp
 from polystep.optimizer import PolyStepOptimizer
 from polystep.presets import PRESETS
+from polystep.schedules import Cosine
+from polystep.training import TrainConfig, forward_passes_per_step, train
+
+BUDGET = 2_000  # forward passes: a handful of steps of the tiny net below
 
 
 def _script():
     return load_script("snn_schedules")
 
 
+def _data() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(48, 10, generator=g) * 2
+    y = torch.arange(48) % 3
+    return [(x[i : i + 16], y[i : i + 16]) for i in range(0, 48, 16)]
+
+
+def _train(preset, schedules_over=None) -> tuple[nn.Module, PolyStepOptimizer]:
+    """A tiny hard-LIF net trained through train() under BUDGET forward passes; with
+    ``schedules_over``, the probe script's original mechanism: the schedules it returns for the
+    run's step count are put onto the optimizer's rule."""
+    torch.manual_seed(0)
+    model = spiking_mlp((10, 12, 3), num_steps=4)
+    opt = PolyStepOptimizer(model, preset=preset, subspace="factored", seed=7)
+    if schedules_over is not None:
+        steps = max(1, BUDGET // forward_passes_per_step(opt))  # the probe's run_steps
+        opt.rule = replace(opt.rule, **schedules_over(steps))
+    config = TrainConfig(epochs=None, max_evaluations=BUDGET, progress=False, restore_best=False)
+    train(model, _data(), nn.CrossEntropyLoss(), opt, config)
+    return model, opt
+
+
+def test_the_snn_preset_is_bit_identical_to_the_measured_decay_both_arm():
+    """The probe's decay_both arm: the old constant preset (epsilon 0.03, step radius 0.2) with
+    Cosine(total_steps=run steps) put onto the optimizer; the preset now: schedules over the
+    run, horizon from train()."""
+    old = {**PRESETS["snn"], "epsilon": 0.03, "step_radius": 0.2}
+
+    def decay_both(steps: int) -> dict[str, Cosine]:
+        return {
+            "step_radius": Cosine(init=0.2, target=0.05, total_steps=steps),
+            "epsilon": Cosine(init=0.03, target=0.01, total_steps=steps),
+        }
+
+    measured, probe = _train(old, decay_both)
+    adopted, opt = _train("snn")
+    assert opt.iteration == probe.iteration >= 3
+    assert opt.param_groups[0]["step_radius"] == pytest.approx(0.05)  # reached the target
+    for mine, theirs in zip(adopted.parameters(), measured.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    constant, _ = _train(old)  # and the decay does change the trajectory
+    assert any(not torch.equal(a, c) for a, c in zip(adopted.parameters(), constant.parameters()))
+
+
+def test_a_resumed_run_continues_the_same_schedule(tmp_path):
+    class StopAt:
+        def __init__(self, step: int | None) -> None:
+            self.step = step
+
+        def on_step_end(self, state, metrics) -> bool:
+            return metrics["step"] == self.step
+
+    def run(stop: int | None, resume: bool) -> nn.Module:
+        torch.manual_seed(0)
+        model = spiking_mlp((10, 12, 3), num_steps=4)
+        opt = PolyStepOptimizer(model, preset="snn", subspace="factored", seed=7)
+        config = TrainConfig(
+            epochs=None, max_evaluations=BUDGET, progress=False, restore_best=False,
+            callbacks=[StopAt(stop)], checkpoint_path=tmp_path / "run.ckpt", resume=resume,
+        )  # fmt: skip
+        train(model, _data(), nn.CrossEntropyLoss(), opt, config)
+        return model
+
+    whole = run(None, False)
+    (tmp_path / "run.ckpt").unlink()
+    run(2, False)  # interrupted after 2 steps, checkpointed
+    resumed = run(None, True)
+    for a, b in zip(resumed.parameters(), whole.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_bench_records_store_the_schedules_as_state_dicts():
+    config = run_config(
+        TASKS["snn_mnist"], "polystep", scale="smoke", budget_fwd=1000, budget_seconds=None,
+        device="cpu",
+    )  # fmt: skip
+    assert config["settings"]["step_radius"] == Cosine(init=0.2, target=0.05).state_dict()
+    assert config["settings"]["epsilon"] == Cosine(init=0.03, target=0.01).state_dict()
+    assert config["settings"]["probe_radius"] == 1.0
+
+
 def test_arms_start_at_the_preset_and_decay_only_what_they_name():
     ss = _script()
-    snn = PRESETS["snn"]
-    preset = ss.arm_schedules("preset", snn, 100, 0.05, 0.01)
-    both = ss.arm_schedules("decay_both", snn, 100, 0.05, 0.01)
-    step = ss.arm_schedules("decay_step", snn, 100, 0.05, 0.01)
-    for arm in (preset, both, step):
-        assert arm["step_radius"](0) == pytest.approx(snn["step_radius"])
-        assert arm["epsilon"](0) == pytest.approx(snn["epsilon"])
-    assert preset["step_radius"](100) == pytest.approx(snn["step_radius"])
-    assert both["step_radius"](100) == pytest.approx(0.05)
-    assert both["epsilon"](100) == pytest.approx(0.01)
-    assert step["step_radius"](100) == pytest.approx(0.05)
-    assert step["epsilon"](100) == pytest.approx(snn["epsilon"])
+    constant = ss.arm_overrides("constant", 0.05, 0.01)
+    both = ss.arm_overrides("decay_both", 0.05, 0.01)
+    step = ss.arm_overrides("decay_step", 0.05, 0.01)
+    assert constant == {"step_radius": 0.2, "epsilon": 0.03}  # the preset before decay_both
+    assert both == {key: PRESETS["snn"][key] for key in ("step_radius", "epsilon")}
+    assert step == {"step_radius": both["step_radius"], "epsilon": 0.03}
     with pytest.raises(ValueError, match="arm must be one of"):
-        ss.arm_schedules("warm", snn, 100, 0.05, 0.01)
+        ss.arm_overrides("warm", 0.05, 0.01)
 
 
-def test_run_steps_rounds_down_as_train_does():
+def test_old_log_rows_of_the_preset_arm_read_as_constant(tmp_path):
     ss = _script()
-    assert ss.run_steps(20_000, 2_497) == 8
-    assert ss.run_steps(10, 2_497) == 1
-
-
-def test_scheduled_puts_the_schedules_on_the_optimizer_and_restores_the_class():
-    ss = _script()
-    original = methods.PolyStepOptimizer
-
-    def make(optimizer):
-        return ss.arm_schedules("decay_both", optimizer.settings, 10, 0.05, 0.01)
-
-    with ss.scheduled(make) as built:
-        opt = methods.PolyStepOptimizer(nn.Sequential(nn.Linear(3, 2)), preset="snn", seed=0)
-    assert methods.PolyStepOptimizer is original
-    assert isinstance(opt, PolyStepOptimizer)
-    assert built["step_radius"]["total_steps"] == 10
-    assert opt.step_rule().step_radius(10) == pytest.approx(0.05)
-    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
-    for _ in range(10):
-        opt.step_batch(x, y, nn.CrossEntropyLoss())
-    assert opt.param_groups[0]["step_radius"] == pytest.approx(0.05)
-    assert opt.param_groups[0]["epsilon"] == pytest.approx(0.01)
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"arm": "preset", "seed": 1}\n{"arm": "decay_both", "seed": 1}\n')
+    assert [r["arm"] for r in ss.load_log(log)] == ["constant", "decay_both"]
 
 
 def _line(arm, seed, best, last):
@@ -67,15 +131,16 @@ def _line(arm, seed, best, last):
     }  # fmt: skip
 
 
-def test_summary_pairs_each_arm_with_the_preset_on_the_same_seed():
+def test_summary_pairs_each_arm_with_the_constant_arm_on_the_same_seed():
     ss = _script()
     text = ss.summary(
         [
-            _line("preset", 1, 0.80, 0.79), _line("preset", 2, 0.70, 0.70),
+            _line("constant", 1, 0.80, 0.79), _line("constant", 2, 0.70, 0.70),
             _line("decay_both", 1, 0.85, 0.84), _line("decay_both", 2, 0.69, 0.69),
         ]
     )  # fmt: skip
     assert "| 1,000 | decay_both | 1 | 85.00 | 84.00 | 3 | 4 | 5.0→6.0 | 10 |" in text
     assert "| 1,000 | decay_both | 1,2 | 77.00 ± 11.31 |" in text
     assert "+5.00, -1.00 (mean +2.00)" in text
-    assert "| 1,000 | preset | 1,2 | 75.00 ± 7.07 | 74.50 ± 6.36 |  |  |" in text
+    assert "| 1,000 | constant | 1,2 | 75.00 ± 7.07 | 74.50 ± 6.36 |  |  |" in text
+    assert "`constant` is epsilon 0.03 and step radius 0.2" in text

@@ -57,6 +57,7 @@ def test_training_the_adapter_trains_the_snntorch_layers_in_place() -> None:
     assert model[0] is net[0] and model[2] is net[2]
     x, y = torch.rand(96, 12), torch.randint(0, 5, (96,))
     optimizer = PolyStepOptimizer(model, preset="snn", seed=0)
+    optimizer.set_horizon(steps=16)  # the preset's schedules over the run
     assert isinstance(optimizer.evaluator(nn.CrossEntropyLoss()), LayeredEvaluator)
     first = optimizer.step_batch(x, y, nn.CrossEntropyLoss())
     for _ in range(15):

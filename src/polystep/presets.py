@@ -3,9 +3,11 @@ space and blocks per step they choose for a model."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
+from polystep.epsilon import CosineEpsilon, as_schedule
 from polystep.subspace import (
     FactoredSubspace,
     FullSpace,
@@ -24,6 +26,11 @@ SUBSPACES = ("auto", "full", "hybrid", "factored", "sparse")
 # units of its own cost scaling ("mean": the step's mean recentred cost; "row": each particle's),
 # so the same values transfer across loss scales. An epsilon passed by the caller comes without
 # that scaling (raw loss units), as in the paper's package.
+#
+# A preset is plain data (the bench stores it as JSON): epsilon and the radii are floats
+# (constants) or a schedule's state_dict, e.g. a cosine over the run (neither decay nor
+# total_steps: from init at the first step to target at the run's last, the horizon coming
+# from train(); see polystep.epsilon).
 #
 # Large models (LARGE_MIN_PARAMS parameters and more) keep the preset's space, whose candidates
 # each touch one layer (the layered evaluator's savings apply), but each step searches only
@@ -54,10 +61,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # Hard-threshold spiking nets: a wide probe sees spike-count changes; a factored space makes
     # every hidden-layer candidate touch one neuron (cheap in the layered evaluator); small
-    # output layers are searched directly. Measured on the digits SNN demo.
+    # output layers are searched directly. Measured on the digits SNN demo. Step radius and
+    # epsilon cosine-decay over the run (0.2 -> 0.05, 0.03 -> 0.01); the probe radius stays:
+    # the "decay_both" arm of benchmarks/snn_schedules.py against the constant values, on
+    # MNIST validation (benchmarks/results/tuning/snn_schedules.md).
     "snn": {
-        "epsilon": 0.03,
-        "step_radius": 0.2,
+        "epsilon": CosineEpsilon(init=0.03, target=0.01).state_dict(),
+        "step_radius": CosineEpsilon(init=0.2, target=0.05).state_dict(),
         "probe_radius": 1.0,
         "scale_cost": "mean",
         "polytope": "orthoplex",
@@ -114,16 +124,22 @@ def resolve_blocks_per_step(
     raise ValueError(f"blocks_per_step must be 'auto', None or an int >= 1, got {value!r}")
 
 
+SCHEDULE_KEYS = ("epsilon", "step_radius", "probe_radius")  # a float or a schedule's state_dict
+
+
 def preset_settings(preset: str | Mapping[str, Any]) -> dict[str, Any]:
-    """The settings of ``preset``: a name from :data:`PRESETS`, or a mapping with exactly the
-    keys of a named preset (e.g. a tuning trial's settings)."""
+    """The settings of ``preset`` (a copy): a name from :data:`PRESETS`, or a mapping with
+    exactly the keys of a named preset (e.g. a tuning trial's settings, or a bench record's);
+    its epsilon and radii are checked (a positive float or a schedule's state_dict)."""
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)} or a dict, got {preset!r}")
-        return dict(PRESETS[preset])
+        return copy.deepcopy(PRESETS[preset])
     if not isinstance(preset, Mapping) or set(preset) != set(PRESETS["default"]):
         keys = sorted(preset) if isinstance(preset, Mapping) else type(preset).__name__
         raise ValueError(
             f"preset as a dict must have exactly the keys {sorted(PRESETS['default'])}, got {keys}"
         )
-    return dict(preset)
+    for key in SCHEDULE_KEYS:
+        as_schedule(preset[key], f"preset {key}")
+    return copy.deepcopy(dict(preset))
