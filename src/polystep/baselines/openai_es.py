@@ -16,8 +16,19 @@ from typing import Any
 import torch
 
 from polystep.baselines.budget import AskTellRunner, start_vector
+from polystep.baselines.state import (
+    check_count,
+    check_number,
+    check_rng,
+    check_state,
+    check_vector,
+)
 
 UPDATES = ("adam", "sgd")
+STATE_KEYS = frozenset(
+    {"method", "settings", "mean", "m", "v", "t", "generation", "evaluations", "best_x"}
+    | {"best_fitness", "rng"}
+)
 
 
 def centered_ranks(fitness: torch.Tensor) -> torch.Tensor:
@@ -121,10 +132,12 @@ class OpenAIES(AskTellRunner):
         self.best_fitness = float("inf")
         self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
         self._noise: torch.Tensor | None = None
+        self._rng_before_ask = self._gen.get_state()
         self._population: torch.Tensor | None = None
 
     def ask(self) -> torch.Tensor:
         """Draw a new antithetic population ``(popsize, dim)`` around ``mean``."""
+        self._rng_before_ask = self._gen.get_state()
         half = torch.randn(
             self.popsize // 2, self.dim, generator=self._gen, device=self.device, dtype=self.dtype
         )
@@ -173,9 +186,28 @@ class OpenAIES(AskTellRunner):
             self._m.mul_(self.momentum).add_(grad)
             self.mean = self.mean - lr * self._m
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the exact trajectory."""
+    def settings(self) -> dict[str, Any]:
+        """The settings that shape the trajectory (a state loads only under the same ones)."""
         return {
+            "dim": self.dim,
+            "popsize": self.popsize,
+            "sigma": self.sigma,
+            "learning_rate": self.learning_rate,
+            "update": self.update,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "lr_decay": self.lr_decay,
+            "dtype": str(self.dtype),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the exact trajectory (plain data): the mean, the update's
+        moments and counters, the best point, and the sampler's state (taken before a population
+        that was asked but not told, so a loaded copy asks that population again)."""
+        pending = self._noise is not None
+        return {
+            "method": "openai_es",
+            "settings": self.settings(),
             "mean": self.mean.clone(),
             "m": self._m.clone(),
             "v": self._v.clone(),
@@ -184,16 +216,28 @@ class OpenAIES(AskTellRunner):
             "evaluations": self.evaluations,
             "best_x": None if self.best_x is None else self.best_x.clone(),
             "best_fitness": self.best_fitness,
-            "rng": self._gen.get_state(),
+            "rng": self._rng_before_ask if pending else self._gen.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s ``state``; a ValueError naming what differs (method,
+        a setting, a shape), with nothing changed, when it was written by another baseline or
+        under other settings."""
+        check_state("OpenAIES", "openai_es", self.settings(), state, STATE_KEYS)
+        for name in ("mean", "m", "v", "best_x"):
+            check_vector("OpenAIES", name, state[name], self.dim, optional=name == "best_x")
+        for name in ("t", "generation", "evaluations"):
+            check_count("OpenAIES", name, state[name])
+        check_number("OpenAIES", "best_fitness", state["best_fitness"])
+        check_rng("OpenAIES", state["rng"], self.device)
+        self._gen.set_state(state["rng"])
         self.mean = state["mean"].to(self.device, self.dtype).clone()
         self._m = state["m"].to(self.device, self.dtype).clone()
         self._v = state["v"].to(self.device, self.dtype).clone()
-        self._t = int(state["t"])
-        self.generation = int(state["generation"])
-        self.evaluations = int(state["evaluations"])
-        self.best_x = None if state["best_x"] is None else state["best_x"].clone()
+        self._t = state["t"]
+        self.generation = state["generation"]
+        self.evaluations = state["evaluations"]
+        best = state["best_x"]
+        self.best_x = None if best is None else best.to(self.device, self.dtype).clone()
         self.best_fitness = float(state["best_fitness"])
-        self._gen.set_state(state["rng"])
+        self._noise = self._population = None

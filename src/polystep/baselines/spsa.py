@@ -14,6 +14,17 @@ from typing import Any
 import torch
 
 from polystep.baselines.budget import AskTellRunner, start_vector
+from polystep.baselines.state import (
+    check_count,
+    check_number,
+    check_rng,
+    check_state,
+    check_vector,
+)
+
+STATE_KEYS = frozenset(
+    {"method", "settings", "mean", "iteration", "evaluations", "best_x", "best_fitness", "rng"}
+)
 
 
 class SPSA(AskTellRunner):
@@ -80,6 +91,7 @@ class SPSA(AskTellRunner):
         self.best_fitness = float("inf")
         self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
         self._delta: torch.Tensor | None = None
+        self._rng_before_ask = self._gen.get_state()
         self._population: torch.Tensor | None = None
 
     def gains(self, k: int | None = None) -> tuple[float, float]:
@@ -91,6 +103,7 @@ class SPSA(AskTellRunner):
 
     def ask(self) -> torch.Tensor:
         """``(2·num_directions, dim)``: rows ``x + c_kΔ_j`` then rows ``x − c_kΔ_j``."""
+        self._rng_before_ask = self._gen.get_state()
         bits = torch.randint(
             0, 2, (self.num_directions, self.dim), generator=self._gen, device=self.device
         )
@@ -124,4 +137,54 @@ class SPSA(AskTellRunner):
         self.mean = self.mean - step
         self.iteration += 1
         self.evaluations += self.popsize
+        self._delta = self._population = None
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that shape the trajectory (a state loads only under the same ones)."""
+        return {
+            "dim": self.dim,
+            "a": self.a,
+            "c": self.c,
+            "alpha": self.alpha,
+            "gamma": self.gamma,
+            "stability": self.stability,
+            "num_directions": self.num_directions,
+            "max_step": self.max_step,
+            "dtype": str(self.dtype),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the exact trajectory (plain data): the iterate, the
+        counters, the best point and the sampler's state (taken before a population that was
+        asked but not told, so a loaded copy asks that population again)."""
+        pending = self._delta is not None
+        return {
+            "method": "spsa",
+            "settings": self.settings(),
+            "mean": self.mean.clone(),
+            "iteration": self.iteration,
+            "evaluations": self.evaluations,
+            "best_x": None if self.best_x is None else self.best_x.clone(),
+            "best_fitness": self.best_fitness,
+            "rng": self._rng_before_ask if pending else self._gen.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s ``state``; a ValueError naming what differs (method,
+        a setting, a shape), with nothing changed, when it was written by another baseline or
+        under other settings."""
+        check_state("SPSA", "spsa", self.settings(), state, STATE_KEYS)
+        check_vector("SPSA", "mean", state["mean"], self.dim)
+        check_vector("SPSA", "best_x", state["best_x"], self.dim, optional=True)
+        check_count("SPSA", "iteration", state["iteration"])
+        check_count("SPSA", "evaluations", state["evaluations"])
+        check_number("SPSA", "best_fitness", state["best_fitness"])
+        check_rng("SPSA", state["rng"], self.device)
+        self._gen.set_state(state["rng"])
+        self.mean = state["mean"].to(self.device, self.dtype).clone()
+        self.iteration = state["iteration"]
+        self.evaluations = state["evaluations"]
+        best = state["best_x"]
+        self.best_x = None if best is None else best.to(self.device, self.dtype).clone()
+        self.best_fitness = float(state["best_fitness"])
         self._delta = self._population = None
