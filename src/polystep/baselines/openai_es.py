@@ -16,19 +16,9 @@ from typing import Any
 import torch
 
 from polystep.baselines.budget import AskTellRunner, start_vector
-from polystep.baselines.state import (
-    check_count,
-    check_number,
-    check_rng,
-    check_state,
-    check_vector,
-)
+from polystep.baselines.state import SampledState
 
 UPDATES = ("adam", "sgd")
-STATE_KEYS = frozenset(
-    {"method", "settings", "mean", "m", "v", "t", "generation", "evaluations", "best_x"}
-    | {"best_fitness", "rng"}
-)
 
 
 def centered_ranks(fitness: torch.Tensor) -> torch.Tensor:
@@ -49,7 +39,7 @@ def centered_ranks(fitness: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-class OpenAIES(AskTellRunner):
+class OpenAIES(AskTellRunner, SampledState):
     """Ask/tell OpenAI-ES (minimisation).
 
     Args:
@@ -72,6 +62,9 @@ class OpenAIES(AskTellRunner):
         evaluations: fitness values received by :meth:`tell`.
         generation: number of completed :meth:`tell` calls.
     """
+
+    METHOD = "openai_es"
+    STATE_ATTRIBUTES = (("m", "_m"), ("v", "_v"), ("t", "_t"), ("generation", "generation"))
 
     def __init__(
         self,
@@ -147,16 +140,8 @@ class OpenAIES(AskTellRunner):
 
     def tell(self, fitness: Any) -> None:
         """Update ``mean`` from fitness ``(popsize,)`` of the last :meth:`ask` (lower is better)."""
-        if self._noise is None or self._population is None:
-            raise RuntimeError("tell() called before ask()")
-        f = torch.as_tensor(fitness).detach().reshape(-1).to(self.device)
-        if f.shape[0] != self.popsize:
-            raise ValueError(f"fitness must have {self.popsize} values, got {f.shape[0]}")
-        clean = torch.nan_to_num(f.double(), nan=float("inf"))
-        i = int(torch.argmin(clean))
-        if float(clean[i]) < self.best_fitness:
-            self.best_fitness = float(clean[i])
-            self.best_x = self._population[i].clone()
+        f = self._received(fitness)
+        assert self._noise is not None  # drawn with the population
         u = centered_ranks(f).to(self.dtype)
         grad = (u @ self._noise) / (self.popsize * self.sigma)
         if self.weight_decay:
@@ -199,45 +184,3 @@ class OpenAIES(AskTellRunner):
             "lr_decay": self.lr_decay,
             "dtype": str(self.dtype),
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the exact trajectory (plain data): the mean, the update's
-        moments and counters, the best point, and the sampler's state (taken before a population
-        that was asked but not told, so a loaded copy asks that population again)."""
-        pending = self._noise is not None
-        return {
-            "method": "openai_es",
-            "settings": self.settings(),
-            "mean": self.mean.clone(),
-            "m": self._m.clone(),
-            "v": self._v.clone(),
-            "t": self._t,
-            "generation": self.generation,
-            "evaluations": self.evaluations,
-            "best_x": None if self.best_x is None else self.best_x.clone(),
-            "best_fitness": self.best_fitness,
-            "rng": self._rng_before_ask if pending else self._gen.get_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict`'s ``state``; a ValueError naming what differs (method,
-        a setting, a shape), with nothing changed, when it was written by another baseline or
-        under other settings."""
-        check_state("OpenAIES", "openai_es", self.settings(), state, STATE_KEYS)
-        for name in ("mean", "m", "v", "best_x"):
-            check_vector("OpenAIES", name, state[name], self.dim, optional=name == "best_x")
-        for name in ("t", "generation", "evaluations"):
-            check_count("OpenAIES", name, state[name])
-        check_number("OpenAIES", "best_fitness", state["best_fitness"])
-        check_rng("OpenAIES", state["rng"], self.device)
-        self._gen.set_state(state["rng"])
-        self.mean = state["mean"].to(self.device, self.dtype).clone()
-        self._m = state["m"].to(self.device, self.dtype).clone()
-        self._v = state["v"].to(self.device, self.dtype).clone()
-        self._t = state["t"]
-        self.generation = state["generation"]
-        self.evaluations = state["evaluations"]
-        best = state["best_x"]
-        self.best_x = None if best is None else best.to(self.device, self.dtype).clone()
-        self.best_fitness = float(state["best_fitness"])
-        self._noise = self._population = None

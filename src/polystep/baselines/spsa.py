@@ -14,20 +14,10 @@ from typing import Any
 import torch
 
 from polystep.baselines.budget import AskTellRunner, start_vector
-from polystep.baselines.state import (
-    check_count,
-    check_number,
-    check_rng,
-    check_state,
-    check_vector,
-)
-
-STATE_KEYS = frozenset(
-    {"method", "settings", "mean", "iteration", "evaluations", "best_x", "best_fitness", "rng"}
-)
+from polystep.baselines.state import SampledState
 
 
-class SPSA(AskTellRunner):
+class SPSA(AskTellRunner, SampledState):
     """Ask/tell SPSA (minimisation); ``popsize = 2 · num_directions``.
 
     Args:
@@ -42,6 +32,9 @@ class SPSA(AskTellRunner):
     Attributes: ``mean`` (current iterate), ``best_x``, ``best_fitness``, ``evaluations``,
     ``iteration``.
     """
+
+    METHOD = "spsa"
+    STATE_ATTRIBUTES = (("iteration", "iteration"),)
 
     def __init__(
         self,
@@ -114,17 +107,8 @@ class SPSA(AskTellRunner):
 
     def tell(self, fitness: Any) -> None:
         """Update from the fitness ``(popsize,)`` of the last :meth:`ask` (lower is better)."""
-        if self._delta is None or self._population is None:
-            raise RuntimeError("tell() called before ask()")
-        f = torch.as_tensor(fitness).detach().reshape(-1).to(self.device)
-        if f.shape[0] != self.popsize:
-            raise ValueError(f"fitness must have {self.popsize} values, got {f.shape[0]}")
-        f64 = f.double()
-        clean = torch.nan_to_num(f64, nan=float("inf"))
-        i = int(torch.argmin(clean))
-        if float(clean[i]) < self.best_fitness:
-            self.best_fitness = float(clean[i])
-            self.best_x = self._population[i].clone()
+        f64 = self._received(fitness).double()
+        assert self._delta is not None  # drawn with the population
         a_k, c_k = self.gains()
         m = self.num_directions
         diff = f64[:m] - f64[m:]
@@ -152,39 +136,3 @@ class SPSA(AskTellRunner):
             "max_step": self.max_step,
             "dtype": str(self.dtype),
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the exact trajectory (plain data): the iterate, the
-        counters, the best point and the sampler's state (taken before a population that was
-        asked but not told, so a loaded copy asks that population again)."""
-        pending = self._delta is not None
-        return {
-            "method": "spsa",
-            "settings": self.settings(),
-            "mean": self.mean.clone(),
-            "iteration": self.iteration,
-            "evaluations": self.evaluations,
-            "best_x": None if self.best_x is None else self.best_x.clone(),
-            "best_fitness": self.best_fitness,
-            "rng": self._rng_before_ask if pending else self._gen.get_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict`'s ``state``; a ValueError naming what differs (method,
-        a setting, a shape), with nothing changed, when it was written by another baseline or
-        under other settings."""
-        check_state("SPSA", "spsa", self.settings(), state, STATE_KEYS)
-        check_vector("SPSA", "mean", state["mean"], self.dim)
-        check_vector("SPSA", "best_x", state["best_x"], self.dim, optional=True)
-        check_count("SPSA", "iteration", state["iteration"])
-        check_count("SPSA", "evaluations", state["evaluations"])
-        check_number("SPSA", "best_fitness", state["best_fitness"])
-        check_rng("SPSA", state["rng"], self.device)
-        self._gen.set_state(state["rng"])
-        self.mean = state["mean"].to(self.device, self.dtype).clone()
-        self.iteration = state["iteration"]
-        self.evaluations = state["evaluations"]
-        best = state["best_x"]
-        self.best_x = None if best is None else best.to(self.device, self.dtype).clone()
-        self.best_fitness = float(state["best_fitness"])
-        self._delta = self._population = None

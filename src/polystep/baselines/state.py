@@ -77,3 +77,81 @@ def check_number(owner: str, name: str, value: Any) -> None:
     """Raise a ValueError naming ``name`` unless ``value`` is an int or a float (inf allowed)."""
     if type(value) not in (int, float):
         raise ValueError(f"{owner}.load_state_dict: the state's {name} must be a number")
+
+
+class SampledState:
+    """What the baselines that sample with a ``torch.Generator`` (``_gen``) share: the check of
+    a told fitness and the best point (``_received``), and ``state_dict()``/
+    ``load_state_dict()`` of their ``mean``, ``evaluations``, ``best_x``, ``best_fitness``,
+    the sampler's state (taken before a population asked but not told, so a loaded copy asks it
+    again) and the entries of :attr:`STATE_ATTRIBUTES` (``(state key, attribute)`` pairs: a
+    ``(dim,)`` tensor or an int counter each). A subclass sets :attr:`METHOD`,
+    :attr:`STATE_ATTRIBUTES` and ``settings()``, and records ``_rng_before_ask`` as each
+    ``ask()`` begins."""
+
+    METHOD: str
+    STATE_ATTRIBUTES: tuple[tuple[str, str], ...]
+    COMMON = ("mean", "evaluations", "best_x", "best_fitness")
+    dim: int
+    dtype: torch.dtype
+    device: torch.device
+    mean: torch.Tensor
+    best_x: torch.Tensor | None
+    _gen: torch.Generator
+    _rng_before_ask: torch.Tensor
+    _population: torch.Tensor | None
+
+    popsize: int
+    best_fitness: float
+
+    def settings(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _received(self, fitness: Any) -> torch.Tensor:
+        """``fitness`` ``(popsize,)`` of the pending population as a tensor on the device, checked,
+        with the best point updated (NaN counts as +inf)."""
+        if self._population is None:
+            raise RuntimeError("tell() called before ask()")
+        f = torch.as_tensor(fitness).detach().reshape(-1).to(self.device)
+        if f.shape[0] != self.popsize:
+            raise ValueError(f"fitness must have {self.popsize} values, got {f.shape[0]}")
+        clean = torch.nan_to_num(f.double(), nan=float("inf"))
+        i = int(torch.argmin(clean))
+        if float(clean[i]) < self.best_fitness:
+            self.best_fitness = float(clean[i])
+            self.best_x = self._population[i].clone()
+        return f
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the exact trajectory (plain data)."""
+        attributes = {**{k: k for k in self.COMMON}, **dict(self.STATE_ATTRIBUTES)}
+        state = {key: getattr(self, name) for key, name in attributes.items()}
+        state = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+        pending = self._population is not None
+        rng = self._rng_before_ask if pending else self._gen.get_state()
+        return {"method": self.METHOD, "settings": self.settings(), "rng": rng, **state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s ``state``; a ValueError naming what differs (method,
+        a setting, an entry's shape or type), with nothing changed, when it was written by
+        another baseline or under other settings."""
+        owner = type(self).__name__
+        attributes = {**{k: k for k in self.COMMON}, **dict(self.STATE_ATTRIBUTES)}
+        keys = frozenset({"method", "settings", "rng", *attributes})
+        check_state(owner, self.METHOD, self.settings(), state, keys)
+        check_number(owner, "best_fitness", state["best_fitness"])
+        check_rng(owner, state["rng"], self.device)
+        for key, name in attributes.items():
+            if key == "best_fitness":
+                continue
+            if isinstance(getattr(self, name), torch.Tensor) or key == "best_x":
+                check_vector(owner, key, state[key], self.dim, optional=key == "best_x")
+            else:
+                check_count(owner, key, state[key])
+        self._gen.set_state(state["rng"])
+        for key, name in attributes.items():
+            value = state[key]
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device, self.dtype).clone()
+            setattr(self, name, float(value) if key == "best_fitness" else value)
+        self._population = None
