@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from polystep import training
-from polystep.bench import outdir, partial, runner
+from polystep.bench import outdir, partial, readme, report, runner
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TASKS
 
@@ -97,6 +97,7 @@ def test_an_interrupted_run_resumes_to_the_record_of_an_uninterrupted_one(
     assert steps == sorted(steps) and steps.count(0) == 1  # one curve; its start scored once
     assert resumed["evaluations"] == reference["evaluations"] > 0
     assert partials(tmp_path / "b") == []
+    assert "| 1 of 1 (1 resume) |" in report.markdown_table(report.load_runs(tmp_path / "b"))
 
 
 def test_a_partial_of_another_configuration_or_unreadable_is_set_aside(
@@ -206,3 +207,26 @@ def test_archive_names_a_stale_file_after_its_code_and_never_overwrites_one(tmp_
     ]
     assert [p.read_text() for p in kept[:3]] == ["first", "second", "third"]
     assert not record.exists() and not part.exists()
+
+
+def test_the_tables_say_which_runs_were_resumed_and_where_that_is_not_recorded() -> None:
+    def run(seed: int, **fields: Any) -> dict[str, Any]:
+        return {
+            "task": "snn_mnist", "method": "polystep", "seed": seed, "scale": "full",
+            "test_acc_selected": 0.9, "test_acc_last": 0.9, "evaluations": 10,
+            "wall_seconds": 1234.4, "curve": [], **fields,
+        }  # fmt: skip
+
+    runs = [run(1, resumes=0), run(2, resumes=2), run(3, resumes=1)]
+    assert report.resumed(runs) == "2 of 3 (3 resumes)"
+    assert report.resumed([*runs, run(4)]) == "2 of 3 (3 resumes), 1 not recorded"
+    assert report.resumed([run(4)]) == "not recorded"
+    assert report.resumed(runs[:1]) == "0 of 1"
+    row = next(line for line in report.markdown_table(runs).splitlines() if "snn_mnist" in line)
+    assert row.endswith("| 2 of 3 (3 resumes) |")
+    assert readme.resumed_line(runs) == (
+        "Runs resumed from a partial checkpoint: 2 of 3 (3 resumes) (snn_mnist PolyStep seed 2: "
+        "2x, 1234 s wall over its sessions; snn_mnist PolyStep seed 3: 1x, 1234 s wall over its "
+        "sessions)."
+    )
+    assert readme.resumed_line([run(4)]).endswith("not recorded (records predate the field).")
