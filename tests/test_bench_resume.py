@@ -26,6 +26,7 @@ from polystep import training
 from polystep.bench import outdir, partial, readme, report, runner
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TASKS
+from polystep.checkpoint import load_checkpoint, save_checkpoint
 
 TIMES = {"wall_seconds", "train_seconds", "budget_seconds_used", "longest_step_seconds"}
 # mlp_mnist at smoke: 4 PolyStep steps, 40 Adam steps, 8 OpenAI-ES and CMA-ES generations (50 a
@@ -151,6 +152,7 @@ def test_selector_state_round_trips_and_refuses_another_schedule() -> None:
 KILLER = """
 import os, signal, sys
 from polystep import training
+from polystep.checkpoint import load_checkpoint, save_checkpoint
 from polystep.bench import partial
 from polystep.cli import main
 
@@ -230,3 +232,34 @@ def test_the_tables_say_which_runs_were_resumed_and_where_that_is_not_recorded()
         "sessions)."
     )
     assert readme.resumed_line([run(4)]).endswith("not recorded (records predate the field).")
+
+
+def test_a_resumed_baseline_gets_only_the_seconds_its_earlier_sessions_left(
+    tmp_path: Path, monkeypatch
+) -> None:
+    def run() -> Path:
+        (path,) = runner.run_bench(
+            [TASKS["mlp_mnist"]], ["openai_es"], [0], scale="smoke", out_dir=tmp_path,
+            budget_fwd=400, budget_seconds=600.0, log=lambda *_: None,
+        )  # fmt: skip
+        return path
+
+    real, writes = partial.save_checkpoint, []
+
+    def write_then_stop(path: Path, payload: dict[str, Any]) -> None:
+        real(path, payload)
+        writes.append(path)
+        if len(writes) == 3:
+            raise Interrupted
+
+    with monkeypatch.context() as patch, pytest.raises(Interrupted):
+        patch.setattr(partial, "save_checkpoint", write_then_stop)
+        run()
+    where = partial.partial_path(tmp_path, "mlp_mnist", "openai_es", 0)
+    payload = load_checkpoint(where)
+    assert payload["spent"]["steps"] == 3
+    payload["spent"]["seconds"] = 600.0  # as if the earlier session had trained 600 s
+    save_checkpoint(where, payload)
+    record = json.loads(run().read_text())
+    assert record["resumes"] == 1 and record["generations"] == 3
+    assert record["evaluations"] == 150 and record["budget_seconds_used"] >= 600.0
