@@ -2,9 +2,10 @@
 uninterrupted run writes (every figure but the times); a partial written under another
 configuration, or unreadable, is set aside, never used; no partial outlives its run's record.
 
-Runs are interrupted deterministically: ``train()``'s checkpoint writer raises (or, in a
-subprocess, SIGKILLs the process) right after its k-th write; checkpoints are written after
-every step (``EVERY_SECONDS`` patched to a nanosecond). Digits, smoke scale, small budgets.
+Runs are interrupted deterministically: the checkpoint writer (``train()``'s for PolyStep and
+Adam, the partial's for the vector baselines) raises (or, in a subprocess, SIGKILLs the process)
+right after its k-th write; checkpoints are written after every step (``EVERY_SECONDS`` patched
+to a nanosecond). Digits, smoke scale, small budgets.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ import pytest
 import torch
 
 from polystep import training
-from polystep.bench import partial, runner
+from polystep.bench import outdir, partial, readme, report, runner
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TASKS
+from polystep.checkpoint import load_checkpoint, save_checkpoint
 
 TIMES = {"wall_seconds", "train_seconds", "budget_seconds_used", "longest_step_seconds"}
-BUDGETS = {"polystep": 4000, "adam": 40}  # mlp_mnist at smoke: 4 PolyStep steps, 40 Adam steps
+# mlp_mnist at smoke: 4 PolyStep steps, 40 Adam steps, 8 OpenAI-ES and CMA-ES generations (50 a
+# population), 25 SPSA iterations (8 directions)
+BUDGETS = {"polystep": 4000, "adam": 40, "openai_es": 400, "spsa": 400, "cmaes": 400}
 pytestmark = pytest.mark.filterwarnings("ignore:evaluator 'auto' uses vmap")
 
 
@@ -56,6 +60,7 @@ def interrupted_bench(out: Path, method: str, monkeypatch, after: int, **kwargs:
 
     with monkeypatch.context() as patch:
         patch.setattr(training, "save_checkpoint", write_then_stop)
+        patch.setattr(partial, "save_checkpoint", write_then_stop)
         with pytest.raises(Interrupted):
             bench(out, method, **kwargs)
 
@@ -75,7 +80,7 @@ def checkpoint_every_step(monkeypatch) -> None:
     monkeypatch.setattr(partial, "EVERY_SECONDS", 1e-9)
 
 
-@pytest.mark.parametrize("method", ["polystep", "adam"])
+@pytest.mark.parametrize("method", ["polystep", "adam", "openai_es", "spsa", "cmaes"])
 def test_an_interrupted_run_resumes_to_the_record_of_an_uninterrupted_one(
     method: str, tmp_path: Path, monkeypatch
 ) -> None:
@@ -93,6 +98,7 @@ def test_an_interrupted_run_resumes_to_the_record_of_an_uninterrupted_one(
     assert steps == sorted(steps) and steps.count(0) == 1  # one curve; its start scored once
     assert resumed["evaluations"] == reference["evaluations"] > 0
     assert partials(tmp_path / "b") == []
+    assert "| 1 of 1 (1 resume) |" in report.markdown_table(report.load_runs(tmp_path / "b"))
 
 
 def test_a_partial_of_another_configuration_or_unreadable_is_set_aside(
@@ -114,7 +120,7 @@ def test_a_partial_of_another_configuration_or_unreadable_is_set_aside(
     record = json.loads(bench(tmp_path / "b", "adam", budget=30, log=log).read_text())
     assert record["resumes"] == 0 and without_times(record) == without_times(reference)
     assert any("start over" in line and "not a polystep checkpoint" in line for line in log)
-    assert [p.name.endswith(".unreadable.ckpt") for p in partials(tmp_path / "b")] == [False, True]
+    assert [p.name.endswith(".unrecorded.ckpt") for p in partials(tmp_path / "b")] == [False, True]
 
 
 def test_a_partial_left_beside_a_finished_record_is_removed(tmp_path: Path) -> None:
@@ -146,6 +152,7 @@ def test_selector_state_round_trips_and_refuses_another_schedule() -> None:
 KILLER = """
 import os, signal, sys
 from polystep import training
+from polystep.checkpoint import load_checkpoint, save_checkpoint
 from polystep.bench import partial
 from polystep.cli import main
 
@@ -181,3 +188,78 @@ def test_a_bench_killed_with_sigkill_resumes_when_the_same_command_runs_again(
     assert record["resumes"] == 1 and steps == sorted(steps) and steps.count(0) == 1
     assert record["evaluations"] == record["steps"] * record["passes_per_step"] > 0
     assert partials(tmp_path) == []
+
+
+def test_archive_names_a_stale_file_after_its_code_and_never_overwrites_one(tmp_path: Path) -> None:
+    record, kept = tmp_path / "mlp_mnist__spsa__seed0.json", []
+    for text in ("first", "second", "third"):
+        record.write_text(text)
+        kept.append(outdir.archive(record, "abcdef0123456789"))
+    part = tmp_path / "partial" / "mlp_mnist__spsa__seed0.ckpt"
+    part.parent.mkdir()
+    part.write_text("a partial of unknown code")
+    kept.append(outdir.archive(part, None))
+    names = [f"{p.parent.parent.name}/{p.parent.name}/{p.name}" for p in kept]
+    stem, root = "mlp_mnist__spsa__seed0", tmp_path.name
+    assert names == [
+        f"{root}/stale/{stem}.abcdef012345.json",
+        f"{root}/stale/{stem}.abcdef012345.1.json",
+        f"{root}/stale/{stem}.abcdef012345.2.json",
+        f"partial/stale/{stem}.unrecorded.ckpt",
+    ]
+    assert [p.read_text() for p in kept[:3]] == ["first", "second", "third"]
+    assert not record.exists() and not part.exists()
+
+
+def test_the_tables_say_which_runs_were_resumed_and_where_that_is_not_recorded() -> None:
+    def run(seed: int, **fields: Any) -> dict[str, Any]:
+        return {
+            "task": "snn_mnist", "method": "polystep", "seed": seed, "scale": "full",
+            "test_acc_selected": 0.9, "test_acc_last": 0.9, "evaluations": 10,
+            "wall_seconds": 1234.4, "curve": [], **fields,
+        }  # fmt: skip
+
+    runs = [run(1, resumes=0), run(2, resumes=2), run(3, resumes=1)]
+    assert report.resumed(runs) == "2 of 3 (3 resumes)"
+    assert report.resumed([*runs, run(4)]) == "2 of 3 (3 resumes), 1 not recorded"
+    assert report.resumed([run(4)]) == "not recorded"
+    assert report.resumed(runs[:1]) == "0 of 1"
+    row = next(line for line in report.markdown_table(runs).splitlines() if "snn_mnist" in line)
+    assert row.endswith("| 2 of 3 (3 resumes) |")
+    assert readme.resumed_line(runs) == (
+        "Runs resumed from a partial checkpoint: 2 of 3 (3 resumes) (snn_mnist PolyStep seed 2: "
+        "2x, 1234 s wall over its sessions; snn_mnist PolyStep seed 3: 1x, 1234 s wall over its "
+        "sessions)."
+    )
+    assert readme.resumed_line([run(4)]).endswith("not recorded (records predate the field).")
+
+
+def test_a_resumed_baseline_gets_only_the_seconds_its_earlier_sessions_left(
+    tmp_path: Path, monkeypatch
+) -> None:
+    def run() -> Path:
+        (path,) = runner.run_bench(
+            [TASKS["mlp_mnist"]], ["openai_es"], [0], scale="smoke", out_dir=tmp_path,
+            budget_fwd=400, budget_seconds=600.0, log=lambda *_: None,
+        )  # fmt: skip
+        return path
+
+    real, writes = partial.save_checkpoint, []
+
+    def write_then_stop(path: Path, payload: dict[str, Any]) -> None:
+        real(path, payload)
+        writes.append(path)
+        if len(writes) == 3:
+            raise Interrupted
+
+    with monkeypatch.context() as patch, pytest.raises(Interrupted):
+        patch.setattr(partial, "save_checkpoint", write_then_stop)
+        run()
+    where = partial.partial_path(tmp_path, "mlp_mnist", "openai_es", 0)
+    payload = load_checkpoint(where)
+    assert payload["spent"]["steps"] == 3
+    payload["spent"]["seconds"] = 600.0  # as if the earlier session had trained 600 s
+    save_checkpoint(where, payload)
+    record = json.loads(run().read_text())
+    assert record["resumes"] == 1 and record["generations"] == 3
+    assert record["evaluations"] == 150 and record["budget_seconds_used"] >= 600.0

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from polystep.baselines.budget import AskTellRunner, start_vector
+from polystep.baselines.state import SampledState
 
 UPDATES = ("adam", "sgd")
 
@@ -38,7 +39,7 @@ def centered_ranks(fitness: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-class OpenAIES(AskTellRunner):
+class OpenAIES(AskTellRunner, SampledState):
     """Ask/tell OpenAI-ES (minimisation).
 
     Args:
@@ -61,6 +62,9 @@ class OpenAIES(AskTellRunner):
         evaluations: fitness values received by :meth:`tell`.
         generation: number of completed :meth:`tell` calls.
     """
+
+    METHOD = "openai_es"
+    STATE_ATTRIBUTES = (("m", "_m"), ("v", "_v"), ("t", "_t"), ("generation", "generation"))
 
     def __init__(
         self,
@@ -121,10 +125,12 @@ class OpenAIES(AskTellRunner):
         self.best_fitness = float("inf")
         self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
         self._noise: torch.Tensor | None = None
+        self._rng_before_ask = self._gen.get_state()
         self._population: torch.Tensor | None = None
 
     def ask(self) -> torch.Tensor:
         """Draw a new antithetic population ``(popsize, dim)`` around ``mean``."""
+        self._rng_before_ask = self._gen.get_state()
         half = torch.randn(
             self.popsize // 2, self.dim, generator=self._gen, device=self.device, dtype=self.dtype
         )
@@ -134,16 +140,8 @@ class OpenAIES(AskTellRunner):
 
     def tell(self, fitness: Any) -> None:
         """Update ``mean`` from fitness ``(popsize,)`` of the last :meth:`ask` (lower is better)."""
-        if self._noise is None or self._population is None:
-            raise RuntimeError("tell() called before ask()")
-        f = torch.as_tensor(fitness).detach().reshape(-1).to(self.device)
-        if f.shape[0] != self.popsize:
-            raise ValueError(f"fitness must have {self.popsize} values, got {f.shape[0]}")
-        clean = torch.nan_to_num(f.double(), nan=float("inf"))
-        i = int(torch.argmin(clean))
-        if float(clean[i]) < self.best_fitness:
-            self.best_fitness = float(clean[i])
-            self.best_x = self._population[i].clone()
+        f = self._received(fitness)
+        assert self._noise is not None  # drawn with the population
         u = centered_ranks(f).to(self.dtype)
         grad = (u @ self._noise) / (self.popsize * self.sigma)
         if self.weight_decay:
@@ -173,27 +171,16 @@ class OpenAIES(AskTellRunner):
             self._m.mul_(self.momentum).add_(grad)
             self.mean = self.mean - lr * self._m
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the exact trajectory."""
+    def settings(self) -> dict[str, Any]:
+        """The settings that shape the trajectory (a state loads only under the same ones)."""
         return {
-            "mean": self.mean.clone(),
-            "m": self._m.clone(),
-            "v": self._v.clone(),
-            "t": self._t,
-            "generation": self.generation,
-            "evaluations": self.evaluations,
-            "best_x": None if self.best_x is None else self.best_x.clone(),
-            "best_fitness": self.best_fitness,
-            "rng": self._gen.get_state(),
+            "dim": self.dim,
+            "popsize": self.popsize,
+            "sigma": self.sigma,
+            "learning_rate": self.learning_rate,
+            "update": self.update,
+            "weight_decay": self.weight_decay,
+            "momentum": self.momentum,
+            "lr_decay": self.lr_decay,
+            "dtype": str(self.dtype),
         }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.mean = state["mean"].to(self.device, self.dtype).clone()
-        self._m = state["m"].to(self.device, self.dtype).clone()
-        self._v = state["v"].to(self.device, self.dtype).clone()
-        self._t = int(state["t"])
-        self.generation = int(state["generation"])
-        self.evaluations = int(state["evaluations"])
-        self.best_x = None if state["best_x"] is None else state["best_x"].clone()
-        self.best_fitness = float(state["best_fitness"])
-        self._gen.set_state(state["rng"])

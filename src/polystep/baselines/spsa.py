@@ -14,9 +14,10 @@ from typing import Any
 import torch
 
 from polystep.baselines.budget import AskTellRunner, start_vector
+from polystep.baselines.state import SampledState
 
 
-class SPSA(AskTellRunner):
+class SPSA(AskTellRunner, SampledState):
     """Ask/tell SPSA (minimisation); ``popsize = 2 · num_directions``.
 
     Args:
@@ -31,6 +32,9 @@ class SPSA(AskTellRunner):
     Attributes: ``mean`` (current iterate), ``best_x``, ``best_fitness``, ``evaluations``,
     ``iteration``.
     """
+
+    METHOD = "spsa"
+    STATE_ATTRIBUTES = (("iteration", "iteration"),)
 
     def __init__(
         self,
@@ -80,6 +84,7 @@ class SPSA(AskTellRunner):
         self.best_fitness = float("inf")
         self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
         self._delta: torch.Tensor | None = None
+        self._rng_before_ask = self._gen.get_state()
         self._population: torch.Tensor | None = None
 
     def gains(self, k: int | None = None) -> tuple[float, float]:
@@ -91,6 +96,7 @@ class SPSA(AskTellRunner):
 
     def ask(self) -> torch.Tensor:
         """``(2·num_directions, dim)``: rows ``x + c_kΔ_j`` then rows ``x − c_kΔ_j``."""
+        self._rng_before_ask = self._gen.get_state()
         bits = torch.randint(
             0, 2, (self.num_directions, self.dim), generator=self._gen, device=self.device
         )
@@ -101,17 +107,8 @@ class SPSA(AskTellRunner):
 
     def tell(self, fitness: Any) -> None:
         """Update from the fitness ``(popsize,)`` of the last :meth:`ask` (lower is better)."""
-        if self._delta is None or self._population is None:
-            raise RuntimeError("tell() called before ask()")
-        f = torch.as_tensor(fitness).detach().reshape(-1).to(self.device)
-        if f.shape[0] != self.popsize:
-            raise ValueError(f"fitness must have {self.popsize} values, got {f.shape[0]}")
-        f64 = f.double()
-        clean = torch.nan_to_num(f64, nan=float("inf"))
-        i = int(torch.argmin(clean))
-        if float(clean[i]) < self.best_fitness:
-            self.best_fitness = float(clean[i])
-            self.best_x = self._population[i].clone()
+        f64 = self._received(fitness).double()
+        assert self._delta is not None  # drawn with the population
         a_k, c_k = self.gains()
         m = self.num_directions
         diff = f64[:m] - f64[m:]
@@ -125,3 +122,17 @@ class SPSA(AskTellRunner):
         self.iteration += 1
         self.evaluations += self.popsize
         self._delta = self._population = None
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that shape the trajectory (a state loads only under the same ones)."""
+        return {
+            "dim": self.dim,
+            "a": self.a,
+            "c": self.c,
+            "alpha": self.alpha,
+            "gamma": self.gamma,
+            "stability": self.stability,
+            "num_directions": self.num_directions,
+            "max_step": self.max_step,
+            "dtype": str(self.dtype),
+        }

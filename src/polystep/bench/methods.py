@@ -15,9 +15,9 @@ cost).
 
 Each runner returns ``evaluations``, ``budget_seconds_used`` (training seconds the budget
 counted), ``longest_step_seconds`` and its step count (``steps`` or ``generations``).
-PolyStep and Adam take an optional :class:`~polystep.bench.partial.Partial`: ``train()`` then
-checkpoints the run there and resumes it from there (all three figures count the whole run);
-the vector baselines always start from scratch.
+Every runner takes an optional :class:`~polystep.bench.partial.Partial`: the run then checkpoints
+there and resumes from there (all three figures count the whole run); PolyStep and Adam through
+``train()``'s checkpoints, the vector baselines through their ``state_dict()``.
 
 Every runner takes its ``settings`` from the caller (:mod:`polystep.bench.overrides`): by
 default PolyStep's preset and the baselines' :data:`polystep.baselines.NN_PRESETS`, chosen on the
@@ -36,6 +36,7 @@ from torch import nn
 from polystep.baselines import ModuleObjective, make_baseline, run_ask_tell
 from polystep.bench.partial import Partial
 from polystep.bench.selection import SelectionCallback, Selector
+from polystep.checkpoint import CheckpointError
 from polystep.data import Loaders
 from polystep.deadline import StepBudget, TrainingClock
 from polystep.distributed import report
@@ -43,14 +44,7 @@ from polystep.optimizer import PolyStepOptimizer
 from polystep.training import TrainConfig, forward_passes_per_step, train
 
 METHODS = ("polystep", "openai_es", "spsa", "cmaes", "adam")
-
-
-def _spent(budget: StepBudget) -> dict[str, Any]:
-    return {
-        "evaluations": budget.evaluations,
-        "budget_seconds_used": budget.elapsed,
-        "longest_step_seconds": budget.longest_step,
-    }
+VECTOR_PARTIAL_KEYS = frozenset({"baseline", "stream", "spent", "callbacks"})
 
 
 def _train(
@@ -134,23 +128,74 @@ def run_vector_baseline(
     settings: dict[str, Any],
     max_evaluations: int,
     max_seconds: float | None,
+    partial: Partial | None = None,
 ) -> dict[str, Any]:
     """OpenAI-ES / SPSA / CMA-ES with ``settings`` over the full flat parameter vector, one batch
-    per generation."""
+    per generation. With ``partial`` the run checkpoints there after a generation (every
+    ``EVERY_SECONDS``) and resumes from there: the baseline's state, the stream's position, the
+    selection and what was spent, so it goes on as if never stopped; the budget is the run's
+    total, as ``train()`` counts it."""
     objective = ModuleObjective(model, nn.CrossEntropyLoss(), loaders.train)
     es = make_baseline(name, objective.dim, x0=objective.x0, seed=seed, **settings)
+    saved = None if partial is None else partial.load()
+    before = {"evaluations": 0, "steps": 0, "seconds": 0.0, "longest_step": 0.0, "recent": []}
+    if saved is not None:  # the runner has checked it is this run's, under this code
+        assert partial is not None
+        if not isinstance(saved, dict) or set(saved) != VECTOR_PARTIAL_KEYS:
+            raise CheckpointError(f"{str(partial.path)!r} is not a partial of a vector baseline")
+        es.load_state_dict(saved["baseline"])
+        objective.load_state_dict(saved["stream"])
+        selector.load_state_dict(saved["callbacks"][0])
+        partial.ledger.load_state_dict(saved["callbacks"][1])
+        before = saved["spent"]
+        objective.load(es.mean, model)
     clock = TrainingClock()
-    budget = StepBudget(max_evaluations, max_seconds, clock=clock)
+    left = max_evaluations - before["evaluations"]
+    seconds_left = None if max_seconds is None else max_seconds - before["seconds"]
+    if seconds_left is not None and seconds_left <= 0:  # the earlier sessions spent it all
+        left, seconds_left = 0, None
+    budget = StepBudget(left, seconds_left, clock=clock)
+    budget.recent.extend(before["recent"])
+
+    def spent() -> dict[str, Any]:
+        """What the run spent, earlier sessions included."""
+        return {
+            "evaluations": before["evaluations"] + budget.evaluations,
+            "steps": before["steps"] + budget.steps,
+            "seconds": before["seconds"] + budget.elapsed,
+            "longest_step": max(before["longest_step"], budget.longest_step),
+            "recent": list(budget.recent),
+        }
 
     def observe(force: bool = False) -> None:
+        now = spent()
         with clock.excluded():
-            selector.observe(model, budget.evaluations, budget.steps, budget.elapsed, force=force)
+            selector.observe(model, now["evaluations"], now["steps"], now["seconds"], force=force)
+
+    def payload() -> dict[str, Any]:
+        assert partial is not None
+        return {
+            "baseline": es.state_dict(),
+            "stream": objective.state_dict(),
+            "spent": spent(),
+            "callbacks": [selector.state_dict(), partial.ledger.state_dict()],
+        }
 
     def generation(record: dict[str, float]) -> None:
         objective.load(es.mean, model)
         observe()
+        if partial is not None:
+            with clock.excluded():
+                partial.save_if_due(payload)
 
-    observe(force=True)  # the untrained model
+    if saved is None:
+        observe(force=True)  # the untrained model
     run_ask_tell(es, objective, budget, callback=generation)
     observe(force=True)
-    return {**_spent(budget), "generations": budget.steps}
+    total = spent()
+    return {
+        "evaluations": total["evaluations"],
+        "budget_seconds_used": total["seconds"],
+        "longest_step_seconds": total["longest_step"],
+        "generations": total["steps"],
+    }

@@ -3,7 +3,8 @@
 A bench never loses a record: it refuses an ``--out`` it cannot write before training (not after),
 and a record already in ``--out`` counts as done only when its configuration equals the one asked
 for; a record of the same run under another configuration stops the bench with a message that
-names the file and the differing settings (pick another ``--out`` or delete the record).
+names the file and the differing settings (pick another ``--out`` or delete the record). A
+record or partial that is replaced is never deleted: :func:`archive` moves it to ``stale/``.
 """
 
 from __future__ import annotations
@@ -50,3 +51,19 @@ def refuse_stale(where: str, run: str, differences: list[str]) -> None:
             f"{where} already holds {run} under another configuration "
             f"({'; '.join(differences)}); use another --out, or delete that record to rerun it"
         )
+
+
+def archive(path: Path, source: str | None) -> Path:
+    """Move ``path`` (a run record or a partial being replaced) to ``stale/`` beside it, named
+    ``<stem>.<version><suffix>`` after the code version that wrote it (the first 12 characters
+    of its ``source`` digest, ``unrecorded`` when it has none); a name already taken gets
+    ``.1``, ``.2``, ... before the suffix, so no earlier stale file is ever overwritten. Returns
+    the new path."""
+    version = str(source)[:12] if source else "unrecorded"
+    folder = path.parent / "stale"
+    folder.mkdir(exist_ok=True)
+    dest, n = folder / f"{path.stem}.{version}{path.suffix}", 1
+    while dest.exists():
+        dest, n = folder / f"{path.stem}.{version}.{n}{path.suffix}", n + 1
+    os.replace(path, dest)
+    return dest

@@ -1,33 +1,35 @@
 """Mid-run checkpoints ("partials") of bench runs: a run killed part-way resumes later from its
 last checkpoint and ends with the record an uninterrupted run writes.
 
-A PolyStep or Adam run trains through :func:`polystep.training.train`, which writes
-``OUT/partial/<task>__<method>__seed<seed>.ckpt`` every :data:`EVERY_SECONDS` wall seconds and
-when the run ends: the model, the optimizer, the loop state (data order, forward passes and
-training seconds spent) and the state of its callbacks, the selection (curve, best weights) and
-a :class:`RunLedger` (the run's configuration and code version, its wall seconds so far and how
-often it was resumed). When the partial was written under the configuration and code version
-asked for, the run resumes it; otherwise it is moved to ``OUT/partial/stale/`` and the run
-starts over. The partial is deleted once the run's JSON record is written. The vector baselines
-(OpenAI-ES, SPSA, CMA-ES) have no partials: an interrupted one starts over.
+Every method writes ``OUT/partial/<task>__<method>__seed<seed>.ckpt`` (a
+:mod:`polystep.checkpoint` file) every :data:`EVERY_SECONDS` wall seconds. A PolyStep or Adam
+run trains through :func:`polystep.training.train`, whose checkpoint (written when the run ends
+too) holds the model, the optimizer, the loop state (data order, forward passes and training
+seconds spent) and the state of its callbacks: the selection (curve, best weights) and a
+:class:`RunLedger` (the run's configuration and code version, its wall seconds so far and how
+often it was resumed). A vector baseline (OpenAI-ES, SPSA, CMA-ES) writes the same
+``callbacks`` list (selection, then ledger) beside the baseline's ``state_dict()``, the data
+stream's position and the budget spent (:mod:`polystep.bench.methods`). When the partial was
+written under the configuration and code version asked for, the run resumes it; otherwise it is
+moved to ``OUT/partial/stale/`` and the run starts over. The partial is deleted once the run's
+JSON record is written.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polystep.checkpoint import CheckpointError, load_checkpoint
+from polystep.bench.outdir import archive
+from polystep.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from polystep.distributed import is_writer
 
 # Wall seconds between two checkpoints of a run: a resume redoes at most this much. A write
 # (about 1 MB for the full-scale MoE, with the selected weights) takes some 20 ms.
 EVERY_SECONDS = 120.0
-RESUMABLE = ("polystep", "adam")  # the methods that train through train()
 LEDGER_KEYS = frozenset({"identity", "wall_seconds", "resumes"})
 
 
@@ -75,6 +77,7 @@ class Partial:
     path: Path
     resume: bool
     ledger: RunLedger
+    last_write: float = field(default_factory=time.perf_counter)
 
     def train_settings(self) -> dict[str, Any]:
         """The :class:`~polystep.training.TrainConfig` fields that checkpoint and resume."""
@@ -83,6 +86,19 @@ class Partial:
             "checkpoint_every_seconds": EVERY_SECONDS,
             "resume": self.path if self.resume else None,
         }
+
+    def load(self) -> dict[str, Any] | None:
+        """The payload to resume from; None when the run starts over."""
+        return load_checkpoint(self.path) if self.resume else None
+
+    def save_if_due(self, payload: Callable[[], dict[str, Any]]) -> None:
+        """Write ``payload()`` (plain data) when :data:`EVERY_SECONDS` wall seconds have passed
+        since the last write (or since this object was made); rank 0 writes."""
+        if time.perf_counter() - self.last_write < EVERY_SECONDS:
+            return
+        if is_writer():
+            save_checkpoint(self.path, payload())
+        self.last_write = time.perf_counter()
 
     def discard(self) -> None:
         """Delete the checkpoint (the run's record is written); rank 0 only."""
@@ -110,20 +126,6 @@ def stored_identity(path: Path) -> dict[str, Any]:
     return ledger["identity"]
 
 
-def archive(path: Path, identity: dict[str, Any] | None) -> Path:
-    """Move a partial that will not be resumed to ``stale/`` beside it, named after the code
-    version it was written by (never deleted, never overwriting another)."""
-    source = ((identity or {}).get("code") or {}).get("source")
-    version = str(source)[:12] if source else "unreadable"
-    folder = path.parent / "stale"
-    folder.mkdir(exist_ok=True)
-    dest, n = folder / f"{path.stem}.{version}.ckpt", 1
-    while dest.exists():
-        dest, n = folder / f"{path.stem}.{version}.{n}.ckpt", n + 1
-    os.replace(path, dest)
-    return dest
-
-
 def open_partial(
     path: Path,
     identity: dict[str, Any],
@@ -146,7 +148,7 @@ def open_partial(
         log(f"resume {path.name} (same configuration and code)")
         return Partial(path, True, ledger)
     if is_writer():  # under torchrun every rank decides the same; rank 0 moves the file
-        dest = archive(path, stored)
+        dest = archive(path, ((stored or {}).get("code") or {}).get("source"))
         moved = f"{dest.parent.name}/{dest.name}"
         log(f"start over: {path.name} moved to {moved} ({'; '.join(reasons)})")
     return Partial(path, False, ledger)

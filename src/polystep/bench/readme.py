@@ -7,8 +7,8 @@ the committed README equals its regeneration. ``ARG`` is a path under the result
 
 - ``table:DIR``: task x method matrix of test accuracy (validation-selected, mean ± std over
   seeds) with the forward passes each fitted, PolyStep's margin over the best gradient-free
-  baseline, then the command that reproduces the folder, the machine, the protocol(s) and the
-  code versions (git commits) of the records;
+  baseline, then the command that reproduces the folder, the machine, the runs resumed from a
+  partial checkpoint, the protocol(s) and the code versions (git commits) of the records;
 - ``steps:DIR``: PolyStep's forward passes per step and the steps each seed took;
 - ``tuning:FILE``: a tuning log (:mod:`polystep.bench.tuning`) summarised;
 - ``tuning-counts:FILE``: configurations tried per method and task in an older tuning file.
@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from polystep.bench.methods import METHODS
-from polystep.bench.report import code_labels, load_runs, protocol_lines, untrained_selected
+from polystep.bench.report import (
+    code_labels,
+    load_runs,
+    protocol_lines,
+    resumed,
+    untrained_selected,
+)
 from polystep.bench.tasks import TASKS
 from polystep.bench.tuning import load_log, markdown_summary
 
@@ -147,12 +153,38 @@ def table_block(results: Path, folder: str) -> str:
         "Training seconds counted against the budget (max over runs): "
         + (f"{max(used):.1f}" if used else "not recorded (records predate the field)"),
         "",
+        resumed_line(runs),
+        "",
         *protocol_lines(runs),
         "",
         "Code versions:",
         *legend,
     ]
     return "\n".join(lines) + "\n"
+
+
+def resumed_line(runs: list[dict[str, Any]]) -> str:
+    """The runs resumed from a partial checkpoint (after an interruption), each named with its
+    resumes and its wall seconds summed over its sessions."""
+    count = resumed(runs)
+    if count == "not recorded":
+        count += " (records predate the field)"
+    line = f"Runs resumed from a partial checkpoint: {count}"
+    again = sorted(
+        (r for r in runs if r.get("resumes", 0) > 0),
+        key=lambda r: (r["task"], r["method"], r["seed"]),
+    )
+    if again:
+        line += (
+            " ("
+            + "; ".join(
+                f"{r['task']} {METHOD_NAMES.get(r['method'], r['method'])} seed {r['seed']}: "
+                f"{r['resumes']}x, {r['wall_seconds']:.0f} s wall over its sessions"
+                for r in again
+            )
+            + ")"
+        )
+    return line + "."
 
 
 def steps_block(results: Path, folder: str) -> str:

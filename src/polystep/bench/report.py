@@ -1,7 +1,9 @@
 """Aggregate bench JSON files into a markdown table and accuracy curves (PNG per task).
 
 The table says what each record says about itself: the protocol(s) stored in the records (not
-today's), rows whose validation-selected model is the untrained initial one, and the code version
+today's), rows whose validation-selected model is the untrained initial one, the runs that were
+resumed from a partial checkpoint (``resumes``; their wall seconds sum their sessions), and the
+code version
 (:mod:`polystep.bench.codeversion`): a folder whose records come from more than one version gets a
 ``code`` column and a legend, so results of different code are never mixed silently. Records
 older than these fields are shown as "not recorded". ``report.md`` marks rows with a record made
@@ -71,6 +73,21 @@ def _budget_used(group: list[dict[str, Any]]) -> str:
     return f"{max(used):.1f}" + ("" if len(used) == len(group) else f" ({len(used)} seeds)")
 
 
+def resumed(group: list[dict[str, Any]]) -> str:
+    """How many runs of ``group`` were resumed from a partial (``k of n``) and how many resumes
+    that took; records older than the ``resumes`` field are counted as not recorded."""
+    known = [r for r in group if "resumes" in r]
+    if not known:
+        return "not recorded"
+    again = [r["resumes"] for r in known if r["resumes"] > 0]
+    text = f"{len(again)} of {len(known)}"
+    if again:
+        text += f" ({sum(again)} resume{'s' if sum(again) > 1 else ''})"
+    if len(known) < len(group):
+        text += f", {len(group) - len(known)} not recorded"
+    return text
+
+
 def protocol_lines(runs: list[dict[str, Any]]) -> list[str]:
     """The protocol stored in the records; each one with its run count when they differ."""
     counts = Counter(str(r.get("protocol", "protocol: not recorded")) for r in runs)
@@ -131,7 +148,8 @@ def stale_note(runs: list[dict[str, Any]], current_source: str) -> list[str]:
 
 def markdown_table(runs: list[dict[str, Any]], current_source: str | None = None) -> str:
     """One row per (task, data, method): test accuracy (selected, last), forward passes, wall
-    time (all of the run) and the training seconds counted against the budget. The data column
+    time (all of the run, every session of a resumed one), the training seconds counted against
+    the budget and how many runs were resumed (:func:`resumed`). The data column
     says what was really trained on (digits at scale smoke); rows whose selected model is the
     untrained one say so; a ``code`` column appears when the records come from more than one
     code version. With ``current_source`` (the running code's digest), rows with a record of
@@ -147,8 +165,9 @@ def markdown_table(runs: list[dict[str, Any]], current_source: str | None = None
         *protocol_lines(runs),
         "",
         "| task | data | method | seeds | test acc % (val-selected) | test acc % (last) "
-        "| forward passes | wall s | budget s used (max) |" + (" code |" if mixed else ""),
-        "|---|---|---|---|---|---|---|---|---|" + ("---|" if mixed else ""),
+        "| forward passes | wall s | budget s used (max) | resumed |"
+        + (" code |" if mixed else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if mixed else ""),
     ]
     for (task, data, method), group in sorted(groups.items()):
         row = (
@@ -157,7 +176,7 @@ def markdown_table(runs: list[dict[str, Any]], current_source: str | None = None
             f"| {_mean_std([r['test_acc_last'] for r in group], 100)} "
             f"| {statistics.fmean(r['evaluations'] for r in group):,.0f} "
             f"| {statistics.fmean(r['wall_seconds'] for r in group):.1f} "
-            f"| {_budget_used(group)} |"
+            f"| {_budget_used(group)} | {resumed(group)} |"
         )
         if mixed:
             versions = sorted({labels[source_of(r)] for r in group})

@@ -7,10 +7,10 @@ limit) and the same seeded batch stream. A finished run's JSON is never recomput
 interrupted bench resumes where it stopped; a run file written under another configuration
 (budget, scale, settings, threads, ...) or by other code (source digest) is never reported as
 done: the bench refuses to start, or with ``resume`` reruns it and keeps the old file in
-``stale/``. A PolyStep or Adam run killed part-way resumes from its last checkpoint
+``stale/``. A run of any method killed part-way resumes from its last checkpoint
 (``partial/``, written every few minutes under the run's configuration and code version; see
 :mod:`polystep.bench.partial`) and ends with the record an uninterrupted run writes, times
-aside; the vector baselines start over.
+aside.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from torch import nn
 from polystep import __version__
 from polystep.bench import methods
 from polystep.bench.codeversion import code_version
-from polystep.bench.outdir import config_mismatch, refuse_stale
+from polystep.bench.outdir import archive, config_mismatch, refuse_stale
 from polystep.bench.overrides import resolved_settings
-from polystep.bench.partial import RESUMABLE, Partial, discard, open_partial, partial_path
+from polystep.bench.partial import Partial, discard, open_partial, partial_path
 from polystep.bench.selection import Selector
 from polystep.bench.tasks import TASKS, TaskSpec, adam_budget, data_label, load_task_data
 from polystep.data import Loaders, Splits, make_loaders
@@ -143,11 +143,9 @@ def train_one(
 ) -> Trained:
     """Train ``method`` on ``task`` under the bench protocol with its settings as
     :func:`run_config` resolves them (passed down to the method); the test split is not touched.
-    With ``partial`` (PolyStep and Adam only) the run checkpoints there and resumes from there."""
+    With ``partial`` the run checkpoints there and resumes from there."""
     if method not in methods.METHODS:
         raise ValueError(f"method must be one of {methods.METHODS}, got {method!r}")
-    if partial is not None and method not in RESUMABLE:
-        raise ValueError(f"only {RESUMABLE} runs resume from a partial, got {method!r}")
     config = run_config(
         task, method, scale=scale, budget_fwd=budget_fwd, budget_seconds=budget_seconds,
         device=device, overrides=overrides,
@@ -180,7 +178,9 @@ def train_one(
         )
     else:
         run = methods.run_vector_baseline
-        extra = run(method, model, loaders, selector, seed, settings=settings, **limits)
+        extra = run(
+            method, model, loaders, selector, seed, settings=settings, **limits, partial=partial
+        )
     seconds = time.perf_counter() - started
     if partial is None:
         return Trained(model, loaders, selector, extra, seconds, config)
@@ -247,17 +247,6 @@ def record_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[s
     return differences
 
 
-def archive_stale(path: Path, stored: dict[str, Any]) -> Path:
-    """Move a record being replaced to ``stale/`` beside it (never deleted; the report reads only
-    the folder itself), named after its code version."""
-    source = (stored.get("code") or {}).get("source")
-    version = str(source)[:12] if source else "unrecorded"
-    dest = path.parent / "stale" / f"{path.stem}.{version}.json"
-    dest.parent.mkdir(exist_ok=True)
-    os.replace(path, dest)
-    return dest
-
-
 def bench_partial(
     out_dir: Path, task: TaskSpec, method: str, seed: int, config: dict[str, Any], log: Any
 ) -> Partial:
@@ -291,8 +280,8 @@ def run_bench(
     A run file in ``out_dir`` counts as done only when its configuration and code version equal
     the current ones. One that differs is rerun with ``resume`` (the old file moves to
     ``stale/``); without it, :class:`~polystep.bench.outdir.StaleRecordError` is raised before
-    any training. PolyStep and Adam runs checkpoint to ``out_dir/partial/`` as they go and
-    resume a partial written under the same configuration and code (another one is moved to
+    any training. Runs checkpoint to ``out_dir/partial/`` as they go and resume a partial
+    written under the same configuration and code (another one is moved to
     ``partial/stale/``); it is deleted once the record is written."""
     log(PROTOCOL)
     for label in sorted({data_label(task, scale) for task in tasks}):
@@ -335,9 +324,7 @@ def run_bench(
                     continue
                 if path in redo:
                     log(f"rerun {path.name} ({'; '.join(redo[path][1])})")
-                partial = None
-                if method in RESUMABLE:
-                    partial = bench_partial(out_dir, task, method, seed, wanted(task, method), log)
+                partial = bench_partial(out_dir, task, method, seed, wanted(task, method), log)
                 if splits is None:
                     splits = load_task_data(task, scale, seed, mnist_dir=mnist_dir)
                 fwd = budget_fwd or task.scales[scale].budget_fwd
@@ -348,10 +335,9 @@ def run_bench(
                 )  # fmt: skip
                 if is_writer():  # under torchrun: rank 0 archives and writes the record
                     if path in redo:
-                        archive_stale(path, redo[path][0])
+                        archive(path, (redo[path][0].get("code") or {}).get("source"))
                     write_json_atomic(path, payload)
-                if partial is not None:
-                    partial.discard()  # rank 0, after the record is safely written
+                partial.discard()  # rank 0, after the record is safely written
                 log(
                     f"{task.name:16s} {method:10s} seed {seed}: "
                     f"test {payload['test_acc_selected']:.4f} "
