@@ -144,3 +144,53 @@ def test_summary_pairs_each_arm_with_the_constant_arm_on_the_same_seed():
     assert "+5.00, -1.00 (mean +2.00)" in text
     assert "| 1,000 | constant | 1,2 | 75.00 ± 7.07 | 74.50 ± 6.36 |  |  |" in text
     assert "`constant` is epsilon 0.03 and step radius 0.2" in text
+
+
+def test_the_probe_takes_any_task_and_starts_at_its_preset():
+    ss = _script()
+    assert ss.start_values("int8_mnist") == {"epsilon": 0.03, "step_radius": 0.1}
+    both = ss.arm_overrides("decay_both", 0.025, 0.01, "int8_mnist")
+    assert both == {
+        "epsilon": Cosine(init=0.03, target=0.01).state_dict(),
+        "step_radius": Cosine(init=0.1, target=0.025).state_dict(),
+    }
+    assert ss.arm_overrides("constant", None, None, "int8_mnist") == {
+        "epsilon": 0.03, "step_radius": 0.1,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="task must be one of"):
+        ss.start_values("int9_mnist")
+    with pytest.raises(ValueError, match="needs --step-target"):
+        ss.arm_overrides("decay_step", None, 0.01, "int8_mnist")
+    with pytest.raises(ValueError, match="needs --eps-target"):
+        ss.arm_overrides("decay_both", 0.025, None, "int8_mnist")
+
+
+def test_log_rows_without_a_task_are_the_snn_task(tmp_path):
+    ss = _script()
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"arm": "constant", "seed": 1}\n{"arm": "constant", "task": "int8_mnist"}\n')
+    assert [r["task"] for r in ss.load_log(log)] == ["snn_mnist", "int8_mnist"]
+
+
+def test_a_summary_names_its_task_its_constants_and_the_cosines_run():
+    ss = _script()
+    both = {**_line("decay_both", 1, 0.9, 0.9), "task": "int8_mnist"}
+    both["schedules"] = ss.arm_overrides("decay_both", 0.025, 0.01, "int8_mnist")
+    text = ss.summary([{**_line("constant", 1, 0.8, 0.8), "task": "int8_mnist"}, both])
+    assert text.startswith("Validation accuracy of `int8_mnist`")
+    assert "`constant` is epsilon 0.03 and step radius 0.1 throughout" in text
+    assert "`decay_both`: epsilon 0.03 → 0.01, step_radius 0.1 → 0.025." in text
+    assert "+10.00 (mean +10.00)" in text
+    with pytest.raises(ValueError, match="one task"):
+        ss.summary([_line("constant", 1, 0.8, 0.8), both])
+
+
+def test_a_decaying_arm_without_its_target_is_refused_before_any_run(tmp_path, capsys):
+    ss = _script()
+    log = tmp_path / "log.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        ss.main(["--task", "int8_mnist", "--arm", "decay_both", "--eps-target", "0.01",
+                 "--log", str(log)])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "needs --step-target" in capsys.readouterr().err
+    assert not log.exists()
