@@ -17,7 +17,8 @@ The probe radius stays constant in every arm. A schedule over the run gets its h
 (:func:`polystep.training.run_steps`). Scored on validation only: the test split is never read.
 One JSON line per run is appended to ``--log`` (task, arm, schedules, settings, seed, budget,
 code, load; rows without a task are ``snn_mnist``); a rerun skips what the log already holds for
-the current code. ``--summary`` writes the markdown table of the log instead of running.
+the current library code (its ``source`` digest: committing records does not change it).
+``--summary`` writes the markdown table of the log instead of running.
 
     .venv/bin/python benchmarks/snn_schedules.py --arm decay_both --seed 1 \
         --step-target 0.05 --eps-target 0.01 --budget-fwd 3000000 \
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         r
         for r in load_log(args.log)
         if (r["task"], r["arm"], r["seed"], r["budget_fwd"]) == wanted
-        and r["code"] == code_version()
+        and r["code"]["source"] == code_version()["source"]  # what records are compared on
     ]
     if done:
         print(f"already in {args.log}: {args.task} {args.arm} seed {args.seed}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The ``snn`` preset's schedules over the run are exactly what benchmarks/snn_schedules.py
 measured, and the script's arms, old log names and summary."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from bench_scripts import load_script
+from polystep.bench.codeversion import code_version
 from polystep.bench.runner import run_config
 from polystep.bench.tasks import TASKS
 from polystep.nn import spiking_mlp
@@ -194,3 +196,14 @@ def test_a_decaying_arm_without_its_target_is_refused_before_any_run(tmp_path, c
     assert exit_info.value.code == 2
     assert "needs --step-target" in capsys.readouterr().err
     assert not log.exists()
+
+
+def test_a_logged_run_of_the_same_library_source_is_skipped_whatever_the_commit(tmp_path):
+    ss = _script()
+    log = tmp_path / "log.jsonl"
+    code = {**code_version(), "commit": "an older commit: records were committed since"}
+    row = {"task": "int8_mnist", "arm": "constant", "seed": 1, "budget_fwd": 1000, "code": code}
+    log.write_text(json.dumps(row) + "\n")
+    argv = ["--task", "int8_mnist", "--arm", "constant", "--seed", "1", "--budget-fwd", "1000"]
+    assert ss.main([*argv, "--log", str(log)]) == 0  # no data loaded, nothing run
+    assert log.read_text() == json.dumps(row) + "\n"
