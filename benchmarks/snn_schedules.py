@@ -135,8 +135,9 @@ def load_log(path: Path) -> list[dict[str, Any]]:
 
 
 def _mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f}"
+    """Mean ± sd in %; the mean alone for one value."""
+    mean = f"{100 * statistics.mean(values):.2f}"
+    return f"{mean} ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else mean
 
 
 def _decays(lines: list[dict[str, Any]]) -> str:
