@@ -164,7 +164,7 @@ def summary(lines: list[dict[str, Any]]) -> str:
         " (the `snn` preset before it adopted `decay_both`; named `preset` in the log's older "
         "rows); `decay_both` is the `snn` preset now"
         if task == "snn_mnist"
-        else f" (the `{TASKS[task].preset}` preset's values)"
+        else f" (the `{TASKS[task].preset}` preset's start values)"
     )
     decays = _decays(lines)
     out = [
