@@ -1,26 +1,31 @@
-"""Does decaying the step radius (and epsilon) over a run help the hard-LIF SNN? (issue 10)
+"""Does decaying the step radius (and epsilon) over a run help? (issue 10)
 
-Runs ``snn_mnist`` at ``--scale full`` (all of MNIST, batch 512) with PolyStep under the bench's
-own protocol (:func:`polystep.bench.runner.train_one`), in one of three arms, each given to the
-bench as overrides of the ``snn`` preset's settings:
+Written for the hard-LIF SNN (``snn_mnist``, the default ``--task``), usable for any bench task:
+runs ``--task`` at ``--scale full`` (all of the task's data, the bench's batch) with PolyStep
+under the bench's own protocol (:func:`polystep.bench.runner.train_one`), in one of three arms,
+each given to the bench as overrides of the task's preset's step radius and epsilon:
 
-- ``constant``: epsilon and step radius constant at the start values of the preset's schedules
-  (0.03 and 0.2: the ``snn`` preset before it adopted ``decay_both``; the log's older rows name
-  this arm ``preset``, and are read as ``constant``);
-- ``decay_both``: step radius cosine-decayed from 0.2 to ``--step-target`` and epsilon from
-  0.03 to ``--eps-target``, each over the run (the defaults are the ``snn`` preset now);
+- ``constant``: both constant at the preset's start values (a schedule's ``init``, or the
+  preset's float). For ``snn_mnist`` that is 0.03 and 0.2: the ``snn`` preset before it adopted
+  ``decay_both``; the log's older rows name this arm ``preset``, and are read as ``constant``;
+- ``decay_both``: step radius cosine-decayed from its start value to ``--step-target`` and
+  epsilon to ``--eps-target``, each over the run;
 - ``decay_step``: only the step radius decayed.
 
 The probe radius stays constant in every arm. A schedule over the run gets its horizon from
 ``train()``: the run's budget divided by the forward passes one step costs, rounded down
 (:func:`polystep.training.run_steps`). Scored on validation only: the test split is never read.
-One JSON line per run is appended to ``--log`` (arm, schedules, settings, seed, budget, code,
-load); a rerun skips what the log already holds for the current code.
+One JSON line per run is appended to ``--log`` (task, arm, schedules, settings, seed, budget,
+code, load; rows without a task are ``snn_mnist``); a rerun skips what the log already holds for
+the current library code (its ``source`` digest: committing records does not change it).
 ``--summary`` writes the markdown table of the log instead of running.
 
     .venv/bin/python benchmarks/snn_schedules.py --arm decay_both --seed 1 \
-        --budget-fwd 3000000 --mnist-dir ../shared/data/mnist \
-        --log benchmarks/results/tuning/snn_schedules.jsonl
+        --step-target 0.05 --eps-target 0.01 --budget-fwd 3000000 \
+        --mnist-dir ../shared/data/mnist --log benchmarks/results/tuning/snn_schedules.jsonl
+    nice -n 15 .venv/bin/python benchmarks/snn_schedules.py --task int8_mnist --arm constant \
+        --seed 1 --step-target 0.025 --eps-target 0.01 --budget-fwd 4000000 \
+        --mnist-dir ../shared/data/mnist --log benchmarks/results/tuning/int8_schedules.jsonl
 """
 
 from __future__ import annotations
@@ -43,22 +48,36 @@ from polystep.schedules import Cosine, as_schedule
 
 ARMS = ("constant", "decay_both", "decay_step")
 OLD_ARMS = {"preset": "constant"}  # the log's name of an arm before the preset adopted decay_both
-TASK = "snn_mnist"
+TASK = "snn_mnist"  # the default task, and the task of log rows that name none
 SCALE = "full"
+KEYS = ("step_radius", "epsilon")
 
 
-def start_values() -> dict[str, float]:
-    """The start values of the ``snn`` preset's step radius and epsilon schedules (its constant
-    values before it adopted ``decay_both``)."""
-    return {key: float(PRESETS["snn"][key]["init"]) for key in ("step_radius", "epsilon")}
+def start_values(task: str = TASK) -> dict[str, float]:
+    """The start values of ``task``'s preset's step radius and epsilon: a schedule's ``init``
+    or the preset's constant (for ``snn_mnist``, the ``snn`` preset's values before it adopted
+    ``decay_both``)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    preset = PRESETS[TASKS[task].preset]
+    return {
+        k: float(v["init"] if isinstance(v, dict) else v) for k, v in preset.items() if k in KEYS
+    }
 
 
-def arm_overrides(arm: str, step_target: float, eps_target: float) -> dict[str, Any]:
-    """The ``snn`` preset's step radius and epsilon in ``arm``: constants (floats) or cosine
-    schedules over the run (state dicts), as the bench takes overrides."""
+def arm_overrides(
+    arm: str, step_target: float | None, eps_target: float | None, task: str = TASK
+) -> dict[str, Any]:
+    """``task``'s preset's step radius and epsilon in ``arm``: constants (floats) or cosine
+    schedules over the run (state dicts), as the bench takes overrides. A target is needed only
+    by an arm that decays its value."""
     if arm not in ARMS:
         raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
-    start = start_values()
+    if arm != "constant" and step_target is None:
+        raise ValueError(f"arm {arm!r} needs --step-target (the final step radius)")
+    if arm == "decay_both" and eps_target is None:
+        raise ValueError(f"arm {arm!r} needs --eps-target (the final epsilon)")
+    start = start_values(task)
     out: dict[str, Any] = dict(start)
     if arm != "constant":
         out["step_radius"] = Cosine(init=start["step_radius"], target=step_target).state_dict()
@@ -69,9 +88,9 @@ def arm_overrides(arm: str, step_target: float, eps_target: float) -> dict[str, 
 
 def run(args: Any) -> dict[str, Any]:
     """Train one arm on one seed; return its log line (validation figures only)."""
-    task = TASKS[TASK]
+    task = TASKS[args.task]
     splits = load_task_data(task, SCALE, args.seed, mnist_dir=args.mnist_dir)
-    overrides = arm_overrides(args.arm, args.step_target, args.eps_target)
+    overrides = arm_overrides(args.arm, args.step_target, args.eps_target, args.task)
     load_before = os.getloadavg()[0]
     trained = train_one(
         task, "polystep", args.seed, splits, scale=SCALE, budget_fwd=args.budget_fwd,
@@ -81,7 +100,7 @@ def run(args: Any) -> dict[str, Any]:
     curve = trained.selector.curve
     return {
         "arm": args.arm,
-        "task": TASK,
+        "task": args.task,
         "scale": SCALE,
         "seed": args.seed,
         "budget_fwd": args.budget_fwd,
@@ -106,31 +125,56 @@ def run(args: Any) -> dict[str, Any]:
 
 def load_log(path: Path) -> list[dict[str, Any]]:
     """The complete lines of the log (none when it does not exist), with the arms' current
-    names (:data:`OLD_ARMS`)."""
+    names (:data:`OLD_ARMS`) and a task on every line (:data:`TASK` where it names none)."""
     if not path.exists():
         return []
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [{**r, "arm": OLD_ARMS.get(r["arm"], r["arm"])} for r in lines]
+    return [
+        {**r, "task": r.get("task", TASK), "arm": OLD_ARMS.get(r["arm"], r["arm"])} for r in lines
+    ]
 
 
 def _mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f}"
+    """Mean ± sd in %; the mean alone for one value."""
+    mean = f"{100 * statistics.mean(values):.2f}"
+    return f"{mean} ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else mean
+
+
+def _decays(lines: list[dict[str, Any]]) -> str:
+    """The cosines the log's decaying arms ran, e.g. ``decay_both: step_radius 0.1 → 0.025``."""
+    found: dict[str, list[str]] = {}
+    for r in lines:
+        for key, state in r.get("schedules", {}).items():
+            if "target" in state:
+                text = f"{key} {state['init']} → {state['target']}"
+                if text not in found.setdefault(r["arm"], []):
+                    found[r["arm"]].append(text)
+    return "; ".join(f"`{arm}`: " + ", ".join(found[arm]) for arm in ARMS if arm in found)
 
 
 def summary(lines: list[dict[str, Any]]) -> str:
-    """Markdown: one row per run, then per (budget, arm) mean ± sd and the paired differences
-    to the constant arm on the seeds both ran (validation accuracy, %)."""
-    start = start_values()
+    """Markdown of one task's log: one row per run, then per (budget, arm) mean ± sd and the
+    paired differences to the constant arm on the seeds both ran (validation accuracy, %)."""
+    tasks = sorted({r.get("task", TASK) for r in lines}) or [TASK]
+    if len(tasks) > 1:
+        raise ValueError(f"a summary covers one task; the log holds {tasks}")
+    task = tasks[0]
+    start = start_values(task)
+    history = (
+        " (the `snn` preset before it adopted `decay_both`; named `preset` in the log's older "
+        "rows); `decay_both` is the `snn` preset now"
+        if task == "snn_mnist"
+        else f" (the `{TASKS[task].preset}` preset's start values)"
+    )
+    decays = _decays(lines)
     out = [
-        "Validation accuracy of `snn_mnist` at scale full (generated by "
+        f"Validation accuracy of `{task}` at scale full (generated by "
         "`benchmarks/snn_schedules.py --summary` from its log; load: 1-min load average before "
         "→ after the run, on the shared 2-core VM; s: wall seconds).",
         "",
         f"Arms: `constant` is epsilon {start['epsilon']} and step radius "
-        f"{start['step_radius']} throughout (the `snn` preset "
-        "before it adopted `decay_both`; named `preset` in the log's older rows); `decay_both` "
-        "is the `snn` preset now.",
+        f"{start['step_radius']} throughout{history}."
+        + (f" Cosines over the run: {decays}." if decays else ""),
         "",
         "| budget | arm | seed | val best % | val last % | selected step | steps | load | s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -173,11 +217,12 @@ def summary(lines: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser("benchmarks/snn_schedules.py", __doc__)
+    ap.add_argument("--task", choices=sorted(TASKS), default=TASK, help="bench task")
     ap.add_argument("--arm", choices=ARMS, default="decay_both", help="which schedule arm")
     ap.add_argument("--seed", type=int, default=1, help="split and init seed")
     ap.add_argument("--budget-fwd", type=positive_int, default=3_000_000, help="forward passes")
-    ap.add_argument("--step-target", type=positive_float, default=0.05, help="final step radius")
-    ap.add_argument("--eps-target", type=positive_float, default=0.01, help="final epsilon")
+    ap.add_argument("--step-target", type=positive_float, default=None, help="final step radius")
+    ap.add_argument("--eps-target", type=positive_float, default=None, help="final epsilon")
     ap.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     ap.add_argument("--mnist-dir", type=existing_dir, default=None, help="MNIST IDX folder")
     ap.add_argument("--log", type=Path, required=True, help="JSON lines, appended")
@@ -186,15 +231,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary is not None:
         args.summary.write_text(summary(load_log(args.log)))
         return 0
+    try:
+        arm_overrides(args.arm, args.step_target, args.eps_target, args.task)
+    except ValueError as err:
+        ap.error(str(err))
     torch.set_num_threads(args.threads)
+    wanted = (args.task, args.arm, args.seed, args.budget_fwd)
     done = [
         r
         for r in load_log(args.log)
-        if (r["arm"], r["seed"], r["budget_fwd"]) == (args.arm, args.seed, args.budget_fwd)
-        and r["code"] == code_version()
+        if (r["task"], r["arm"], r["seed"], r["budget_fwd"]) == wanted
+        and r["code"]["source"] == code_version()["source"]  # what records are compared on
     ]
     if done:
-        print(f"already in {args.log}: {args.arm} seed {args.seed}", file=sys.stderr)
+        print(f"already in {args.log}: {args.task} {args.arm} seed {args.seed}", file=sys.stderr)
         return 0
     line = run(args)
     args.log.parent.mkdir(parents=True, exist_ok=True)

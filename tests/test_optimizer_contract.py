@@ -57,10 +57,14 @@ def run(
 # before param_groups carried the knobs (bit-identical there: same SHA-256 of the weights).
 # The tolerance only absorbs float differences (between CPUs; float32 candidate losses that the
 # fused kernels' own exp and log round differently: up to 4e-5 here); a changed epsilon or
-# radius moves these sums in the second digit. The "snn" rows run that preset with the constant
-# epsilon 0.03 and step radius 0.2 it had then (it now decays both over the run: its trajectory
-# is pinned by tests/test_optimizer_trajectories.py and tests/test_snn_schedules.py).
-SNN_AS_RECORDED = {**PRESETS["snn"], "epsilon": 0.03, "step_radius": 0.2}
+# radius moves these sums in the second digit. The "snn" and "quantized" rows run those presets
+# with the constant epsilon and step radius they had then (both now decay them over the run:
+# their trajectories are pinned by tests/test_optimizer_trajectories.py and
+# tests/test_snn_schedules.py).
+AS_RECORDED = {
+    "snn": {**PRESETS["snn"], "epsilon": 0.03, "step_radius": 0.2},
+    "quantized": {**PRESETS["quantized"], "epsilon": 0.03, "step_radius": 0.1},
+}
 MAIN_SUMS = {
     ("default", "auto"): -9.02430047094822,
     ("default", "factored"): -3.2216923204250634,
@@ -75,7 +79,7 @@ MAIN_SUMS = {
 def test_default_presets_follow_the_trajectory_recorded_from_main(
     preset: str, subspace: str
 ) -> None:
-    settings = SNN_AS_RECORDED if preset == "snn" else preset
+    settings = AS_RECORDED.get(preset, preset)
     model, opt = make(preset=settings, subspace=subspace, seed=2)
     run(opt, 4)
     got = float(flat(model).double().sum())

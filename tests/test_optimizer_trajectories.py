@@ -4,7 +4,9 @@ issue 15 only: the hybrid space built as in the paper's package and an explicit 
 simplex (the ``hybrid_subset_sinkhorn`` and ``explicit_epsilon`` scenarios; every other
 scenario was the same bit for bit). Re-recorded again for the ``snn`` preset only, when it
 adopted a cosine decay of its step radius and epsilon over the run (every ``snn/*`` scenario
-moved; every other preset's scenario was the same bit for bit).
+moved; every other preset's scenario was the same bit for bit), and likewise for the
+``quantized`` preset when it adopted its own (every ``quantized/*`` scenario moved; the others
+were the same bit for bit).
 
 Every preset runs a few float64 steps in several configurations (the auto/full space, a
 factored and a hybrid space with redraws, a random subset of blocks with Sinkhorn weights, an

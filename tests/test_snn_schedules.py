@@ -1,6 +1,7 @@
-"""The ``snn`` preset's schedules over the run are exactly what benchmarks/snn_schedules.py
-measured, and the script's arms, old log names and summary."""
+"""The ``snn`` and ``quantized`` presets' schedules over the run are exactly what
+benchmarks/snn_schedules.py measured, and the script's arms, tasks, old log names and summary."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -8,9 +9,10 @@ import torch
 from torch import nn
 
 from bench_scripts import load_script
+from polystep.bench.codeversion import code_version
 from polystep.bench.runner import run_config
 from polystep.bench.tasks import TASKS
-from polystep.nn import spiking_mlp
+from polystep.nn import quantized_mlp, spiking_mlp
 from polystep.optimizer import PolyStepOptimizer
 from polystep.presets import PRESETS
 from polystep.schedules import Cosine
@@ -30,12 +32,20 @@ def _data() -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(x[i : i + 16], y[i : i + 16]) for i in range(0, 48, 16)]
 
 
-def _train(preset, schedules_over=None) -> tuple[nn.Module, PolyStepOptimizer]:
-    """A tiny hard-LIF net trained through train() under BUDGET forward passes; with
+def _snn() -> nn.Module:
+    return spiking_mlp((10, 12, 3), num_steps=4)
+
+
+def _int8() -> nn.Module:
+    return quantized_mlp((10, 12, 12, 3))
+
+
+def _train(preset, schedules_over=None, build=_snn) -> tuple[nn.Module, PolyStepOptimizer]:
+    """A tiny net (default: hard-LIF) trained through train() under BUDGET forward passes; with
     ``schedules_over``, the probe script's original mechanism: the schedules it returns for the
     run's step count are put onto the optimizer's rule."""
     torch.manual_seed(0)
-    model = spiking_mlp((10, 12, 3), num_steps=4)
+    model = build()
     opt = PolyStepOptimizer(model, preset=preset, subspace="factored", seed=7)
     if schedules_over is not None:
         steps = max(1, BUDGET // forward_passes_per_step(opt))  # the probe's run_steps
@@ -64,6 +74,29 @@ def test_the_snn_preset_is_bit_identical_to_the_measured_decay_both_arm():
     for mine, theirs in zip(adopted.parameters(), measured.parameters(), strict=True):
         assert torch.equal(mine, theirs)
     constant, _ = _train(old)  # and the decay does change the trajectory
+    assert any(not torch.equal(a, c) for a, c in zip(adopted.parameters(), constant.parameters()))
+
+
+def test_the_quantized_preset_is_bit_identical_to_the_measured_decay_both_arm():
+    """The int8 probe's decay_both arm (results/tuning/int8_schedules.md): the old constant
+    preset (epsilon 0.03, step radius 0.1) with the probe's cosines to 0.01 and 0.025."""
+    old = {**PRESETS["quantized"], "epsilon": 0.03, "step_radius": 0.1}
+    arm = _script().arm_overrides("decay_both", 0.025, 0.01, "int8_mnist")
+    assert PRESETS["quantized"] == {**old, **arm}
+
+    def decay_both(steps: int) -> dict[str, Cosine]:
+        return {
+            "step_radius": Cosine(init=0.1, target=0.025, total_steps=steps),
+            "epsilon": Cosine(init=0.03, target=0.01, total_steps=steps),
+        }
+
+    measured, probe = _train(old, decay_both, _int8)
+    adopted, opt = _train("quantized", build=_int8)
+    assert opt.iteration == probe.iteration >= 3
+    assert opt.param_groups[0]["step_radius"] == pytest.approx(0.025)  # reached the target
+    for mine, theirs in zip(adopted.parameters(), measured.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    constant, _ = _train(old, build=_int8)  # and the decay does change the trajectory
     assert any(not torch.equal(a, c) for a, c in zip(adopted.parameters(), constant.parameters()))
 
 
@@ -102,6 +135,12 @@ def test_bench_records_store_the_schedules_as_state_dicts():
     assert config["settings"]["step_radius"] == Cosine(init=0.2, target=0.05).state_dict()
     assert config["settings"]["epsilon"] == Cosine(init=0.03, target=0.01).state_dict()
     assert config["settings"]["probe_radius"] == 1.0
+    config = run_config(
+        TASKS["int8_mnist"], "polystep", scale="smoke", budget_fwd=1000, budget_seconds=None,
+        device="cpu",
+    )  # fmt: skip
+    assert config["settings"]["step_radius"] == Cosine(init=0.1, target=0.025).state_dict()
+    assert config["settings"]["epsilon"] == Cosine(init=0.03, target=0.01).state_dict()
 
 
 def test_arms_start_at_the_preset_and_decay_only_what_they_name():
@@ -144,3 +183,64 @@ def test_summary_pairs_each_arm_with_the_constant_arm_on_the_same_seed():
     assert "+5.00, -1.00 (mean +2.00)" in text
     assert "| 1,000 | constant | 1,2 | 75.00 ± 7.07 | 74.50 ± 6.36 |  |  |" in text
     assert "`constant` is epsilon 0.03 and step radius 0.2" in text
+
+
+def test_the_probe_takes_any_task_and_starts_at_its_preset():
+    ss = _script()
+    assert ss.start_values("int8_mnist") == {"epsilon": 0.03, "step_radius": 0.1}
+    both = ss.arm_overrides("decay_both", 0.025, 0.01, "int8_mnist")
+    assert both == {
+        "epsilon": Cosine(init=0.03, target=0.01).state_dict(),
+        "step_radius": Cosine(init=0.1, target=0.025).state_dict(),
+    }
+    assert ss.arm_overrides("constant", None, None, "int8_mnist") == {
+        "epsilon": 0.03, "step_radius": 0.1,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="task must be one of"):
+        ss.start_values("int9_mnist")
+    with pytest.raises(ValueError, match="needs --step-target"):
+        ss.arm_overrides("decay_step", None, 0.01, "int8_mnist")
+    with pytest.raises(ValueError, match="needs --eps-target"):
+        ss.arm_overrides("decay_both", 0.025, None, "int8_mnist")
+
+
+def test_log_rows_without_a_task_are_the_snn_task(tmp_path):
+    ss = _script()
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"arm": "constant", "seed": 1}\n{"arm": "constant", "task": "int8_mnist"}\n')
+    assert [r["task"] for r in ss.load_log(log)] == ["snn_mnist", "int8_mnist"]
+
+
+def test_a_summary_names_its_task_its_constants_and_the_cosines_run():
+    ss = _script()
+    both = {**_line("decay_both", 1, 0.9, 0.9), "task": "int8_mnist"}
+    both["schedules"] = ss.arm_overrides("decay_both", 0.025, 0.01, "int8_mnist")
+    text = ss.summary([{**_line("constant", 1, 0.8, 0.8), "task": "int8_mnist"}, both])
+    assert text.startswith("Validation accuracy of `int8_mnist`")
+    assert "`constant` is epsilon 0.03 and step radius 0.1 throughout" in text
+    assert "`decay_both`: epsilon 0.03 → 0.01, step_radius 0.1 → 0.025." in text
+    assert "+10.00 (mean +10.00)" in text
+    with pytest.raises(ValueError, match="one task"):
+        ss.summary([_line("constant", 1, 0.8, 0.8), both])
+
+
+def test_a_decaying_arm_without_its_target_is_refused_before_any_run(tmp_path, capsys):
+    ss = _script()
+    log = tmp_path / "log.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        ss.main(["--task", "int8_mnist", "--arm", "decay_both", "--eps-target", "0.01",
+                 "--log", str(log)])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "needs --step-target" in capsys.readouterr().err
+    assert not log.exists()
+
+
+def test_a_logged_run_of_the_same_library_source_is_skipped_whatever_the_commit(tmp_path):
+    ss = _script()
+    log = tmp_path / "log.jsonl"
+    code = {**code_version(), "commit": "an older commit: records were committed since"}
+    row = {"task": "int8_mnist", "arm": "constant", "seed": 1, "budget_fwd": 1000, "code": code}
+    log.write_text(json.dumps(row) + "\n")
+    argv = ["--task", "int8_mnist", "--arm", "constant", "--seed", "1", "--budget-fwd", "1000"]
+    assert ss.main([*argv, "--log", str(log)]) == 0  # no data loaded, nothing run
+    assert log.read_text() == json.dumps(row) + "\n"
