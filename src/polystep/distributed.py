@@ -103,6 +103,7 @@ def init() -> bool:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         seconds = timeout_s()
+        _import_group_defaults()
         try:
             dist.init_process_group(backend, timeout=timedelta(seconds=seconds))
         except dist.DistError as exc:  # the rendezvous timed out or broke
@@ -116,12 +117,25 @@ def init() -> bool:
     return dist.get_world_size() > 1
 
 
+def _import_group_defaults() -> None:
+    """Import ``torch.distributed.nn.functional`` before the group forms. Its functions take
+    ``group=group.WORLD`` as a default argument, evaluated at import: imported after the group
+    formed (``torch.optim`` imports it through ``torch._dynamo`` when the first optimizer is
+    built), those defaults hold the live default group, so ``destroy_process_group`` cannot
+    free it. The gloo backend's worker threads then live on into interpreter shutdown, and a
+    worker that drops the last reference to a finished collective (tensors whose Python
+    objects it must release, which needs the GIL) after shutdown began exits its thread
+    inside a destructor: ``terminate called without an active exception``. Imported first, the
+    defaults are None and the group, its threads and its store go at :func:`_leave`."""
+    import torch.distributed.nn.functional  # noqa: F401
+
+
 def _leave() -> None:
-    """Destroy the process group :func:`init` created (at exit). After a clean run every rank
-    first waits for the others: a rank that closes its connections while a peer's gloo threads
-    still use them aborts that peer (``terminate called without an active exception``). A rank
-    leaving on an uncaught exception (``sys.last_value``) does not wait: its peers are stopped
-    by the fault handling instead."""
+    """Destroy the process group :func:`init` created (at exit), joining gloo's threads while
+    the interpreter is whole (see :func:`_import_group_defaults`). After a clean run every rank
+    first waits for the others, so that no rank closes its connections while a peer still uses
+    them. A rank leaving on an uncaught exception (``sys.last_value``) does not wait: its peers
+    are stopped by the fault handling instead."""
     if not dist.is_initialized():
         return
     if getattr(sys, "last_value", None) is None:
