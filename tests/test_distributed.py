@@ -648,3 +648,22 @@ def test_exchange_benchmark_times_both_paths_on_every_rank():
         main = record["main_thread_cpu_us"]
         assert 0 < main["bare"] < main["shard_score"]
         assert set(record["process_cpu_us"]) == {"bare", "shard_score"}
+
+
+def test_shared_parts_benchmark_times_every_part(capsys):
+    """benchmarks/shared_parts.py: one record with the CPU cost of each repeated part."""
+    shared_parts = load_script("shared_parts")
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng(devices=[]):  # the script seeds torch's generator
+            assert shared_parts.main(["--warmup", "1", "--calls", "2", "--batch", "8"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # ... and runs on one thread
+    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    parts = record["cpu_ms_per_call"]
+    assert set(parts) == {
+        "ask", "tell", "evaluator setup, all rows", "evaluator setup, rank 0 rows",
+        "evaluator setup, rank 1 rows",
+    }  # fmt: skip
+    assert all(parts[k] > 0 for k in parts if k != "tell")
+    assert record["candidates"] > record["cut"] > 0

@@ -91,7 +91,7 @@ def test_probe_fractions():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_orthoplex_directions_are_the_rotated_template_to_the_bit(dim, dtype):
     """The step's shortcut for the orthoplex (columns of R, then their negatives) gives the
-    numbers of the general product, signed zeros included."""
+    numbers of the general product, signed zeros included, in its memory layout."""
     from polystep.step import orthoplex_directions, vertex_directions
 
     gen = torch.Generator().manual_seed(dim)
@@ -99,3 +99,4 @@ def test_orthoplex_directions_are_the_rotated_template_to_the_bit(dim, dtype):
     want = vertex_directions(rotations, orthoplex(dim, dtype=dtype))
     got = orthoplex_directions(rotations)
     assert torch.equal(got, want) and torch.equal(got.signbit(), want.signbit())
+    assert dim == 1 or got.stride() == want.stride()  # the move's product runs as before

@@ -68,9 +68,9 @@ def vertex_directions(rotations: torch.Tensor, template: torch.Tensor) -> torch.
 def orthoplex_directions(rotations: torch.Tensor) -> torch.Tensor:
     """:func:`vertex_directions` of the orthoplex ``+e_1..+e_p, -e_1..-e_p``: the columns of
     each ``R_i``, then their negatives (the same numbers: each is one product by 1 or -1 plus
-    products by 0), without the matrix product: ``(P, p, p) -> (P, 2p, p)``."""
-    columns = rotations.transpose(1, 2)
-    return torch.cat([columns, -columns], dim=1)
+    products by 0), without the matrix product: ``(P, p, p) -> (P, 2p, p)``, laid out as the
+    product lays it out (``[R_i, -R_i]`` transposed), so the move's product runs as before."""
+    return torch.cat([rotations, -rotations], dim=2).transpose(1, 2)
 
 
 def probe_points(
