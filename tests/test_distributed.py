@@ -268,6 +268,26 @@ def scenario_train_rows() -> dict[str, Any]:
     return {"params": digest(model).hex(), "metrics_row": history[-1], "metrics_written": written}
 
 
+def thread_names() -> list[str] | None:
+    """The names of this process's threads (None where ``/proc`` does not list them)."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return None
+    return [(task / "comm").read_text().strip() for task in sorted(tasks.iterdir())]
+
+
+def scenario_leave() -> dict[str, Any]:
+    """The exit path, run last: :func:`distributed._leave` after optimizers were built (under
+    ``all`` the group formed first, so ``torch.optim`` imported ``torch._dynamo`` after it)
+    must free the group at once, gloo's threads and rank 0's store thread with it, not leave
+    them to interpreter shutdown."""
+    before = thread_names()
+    distributed._leave()
+    import torch.distributed as dist
+
+    return {"before": before, "after": thread_names(), "initialized": dist.is_initialized()}
+
+
 SCENARIOS = {
     "optimizer": scenario_optimizer,
     "ask_tell": scenario_ask_tell,
@@ -276,6 +296,7 @@ SCENARIOS = {
     "train_rows": scenario_train_rows,
     "diverge": scenario_diverge,
     "raise": scenario_raise,
+    "leave": scenario_leave,  # last: it destroys the group
 }
 
 
@@ -287,6 +308,8 @@ def worker(name: str, out: Path) -> None:
     elif name.startswith("fail_early_"):
         result = scenario_fail_early(name.removeprefix("fail_early_"))
     else:
+        if name == "all":  # the group first, as torchrun scripts do (see scenario_leave)
+            distributed.init()
         names = list(SCENARIOS) if name == "all" else [name]
         result = {key: SCENARIOS[key]() for key in names}
     rank = os.environ.get("RANK", "0")
@@ -395,6 +418,16 @@ def test_train_reports_ranks_and_only_rank_0_writes(two_ranks):
 def test_diverged_rank_is_named_on_every_rank(two_ranks):
     for rank in two_ranks:
         assert rank["diverge"]["error"] is not None and "ranks [1]" in rank["diverge"]["error"]
+
+
+def test_leaving_frees_the_group_and_its_threads_at_once(two_ranks):
+    for rank in two_ranks:
+        leave = rank["leave"]
+        assert leave["initialized"] is False
+        if leave["before"] is None:
+            pytest.skip("no /proc/self/task: thread names unknown")
+        assert any("gloo" in name for name in leave["before"])  # the check can see them
+        assert not [name for name in leave["after"] if "gloo" in name or "tcpstore" in name]
 
 
 @pytest.mark.slow
@@ -619,3 +652,22 @@ def test_exchange_benchmark_times_both_paths_on_every_rank():
         main = record["main_thread_cpu_us"]
         assert 0 < main["bare"] < main["shard_score"]
         assert set(record["process_cpu_us"]) == {"bare", "shard_score"}
+
+
+def test_shared_parts_benchmark_times_every_part(capsys):
+    """benchmarks/shared_parts.py: one record with the CPU cost of each repeated part."""
+    shared_parts = load_script("shared_parts")
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng(devices=[]):  # the script seeds torch's generator
+            assert shared_parts.main(["--warmup", "1", "--calls", "2", "--batch", "8"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # ... and runs on one thread
+    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    parts = record["cpu_ms_per_call"]
+    assert set(parts) == {
+        "ask", "tell", "evaluator setup, all rows", "evaluator setup, rank 0 rows",
+        "evaluator setup, rank 1 rows",
+    }  # fmt: skip
+    assert all(parts[k] > 0 for k in parts if k != "tell")
+    assert record["candidates"] > record["cut"] > 0

@@ -13,6 +13,7 @@ from torch import nn
 
 from polystep.evaluate import LayeredEvaluator, fused, fused_kernels, layered
 from polystep.evaluate.layered import FallbackError
+from polystep.evaluate.traits import traits_of
 from polystep.nn import binary_mlp, mlp, quantized_mlp, spiking_mlp
 from polystep.subspace import FactoredSubspace
 from polystep.transform import ParamLayout
@@ -223,6 +224,31 @@ def test_lif_spikes_kernel_is_the_layer_forward_to_the_bit(dtype: torch.dtype, s
     assert got is not None and got.dtype == dtype and torch.equal(got, want)
     assert 0 < int(want.sum()) < want.numel()  # some neurons fire, some do not
     assert fused.lif_spikes(nn.ReLU(), current, want.shape) is None  # no lif kernel declared
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("static", [True, False])
+def test_unit_major_lif_kernel_gives_the_layer_spikes_transposed(dtype: torch.dtype, static: bool):
+    """``lif_units`` (what the SNN hidden suffix reads instead of a transpose of the hidden
+    spikes): the layer's own spikes ``(T, B, F)`` as ``(F, T, B)``, bit for bit."""
+    from polystep.nn.spiking import LIF
+
+    gen = torch.Generator().manual_seed(4)
+    layer = LIF(beta=0.9, threshold=1.0, num_steps=6 if static else None)
+    shape = (11, 17) if static else (6, 11, 17)
+    current = (0.08 * torch.randn(shape, generator=gen, dtype=torch.float64) + 0.06).to(dtype)
+    current.view(-1)[:3] = torch.tensor([float("inf"), float("nan"), 1.0])
+    with torch.no_grad():
+        want = layer(current).permute(2, 0, 1)  # (F, T, B)
+    per_step = current.reshape(-1, *current.shape[-2:])  # (S, B, F)
+    unit_major = per_step.permute(2, 0, 1).contiguous()  # (F, S, B)
+    got = torch.empty(want.shape, dtype=dtype)
+    suffix = "_f64" if dtype == torch.float64 else "_f32"
+    run = getattr(fused_kernels.library(), "lif_units" + suffix)
+    beta, threshold = traits_of(layer).kernel.params
+    run(17, 6, 11, per_step.shape[0], unit_major.data_ptr(), beta, threshold, got.data_ptr())
+    assert torch.equal(got, want)
+    assert 0 < int(want.sum()) < want.numel()
 
 
 def test_the_incumbent_forward_uses_the_lif_kernel_with_the_same_activations(monkeypatch):

@@ -85,3 +85,18 @@ def test_rotations_follow_the_generator():
 def test_probe_fractions():
     torch.testing.assert_close(probe_fractions(3), torch.tensor([0.25, 0.5, 0.75]))
     torch.testing.assert_close(probe_fractions(1), torch.tensor([0.5]))
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_orthoplex_directions_are_the_rotated_template_to_the_bit(dim, dtype):
+    """The step's shortcut for the orthoplex (columns of R, then their negatives) gives the
+    numbers of the general product, signed zeros included, in its memory layout."""
+    from polystep.step import orthoplex_directions, vertex_directions
+
+    gen = torch.Generator().manual_seed(dim)
+    rotations = random_rotations(64, dim, generator=gen, dtype=dtype)
+    want = vertex_directions(rotations, orthoplex(dim, dtype=dtype))
+    got = orthoplex_directions(rotations)
+    assert torch.equal(got, want) and torch.equal(got.signbit(), want.signbit())
+    assert dim == 1 or got.stride() == want.stride()  # the move's product runs as before

@@ -38,8 +38,8 @@ rank both shift the cuts; per-rank seconds, rows and candidates/s are in
 from __future__ import annotations
 
 import atexit
-import bisect
 import contextlib
+import functools
 import hashlib
 import itertools
 import math
@@ -51,6 +51,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -103,6 +104,7 @@ def init() -> bool:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         seconds = timeout_s()
+        _import_group_defaults()
         try:
             dist.init_process_group(backend, timeout=timedelta(seconds=seconds))
         except dist.DistError as exc:  # the rendezvous timed out or broke
@@ -116,12 +118,25 @@ def init() -> bool:
     return dist.get_world_size() > 1
 
 
+def _import_group_defaults() -> None:
+    """Import ``torch.distributed.nn.functional`` before the group forms. Its functions take
+    ``group=group.WORLD`` as a default argument, evaluated at import: imported after the group
+    formed (``torch.optim`` imports it through ``torch._dynamo`` when the first optimizer is
+    built), those defaults hold the live default group, so ``destroy_process_group`` cannot
+    free it. The gloo backend's worker threads then live on into interpreter shutdown, and a
+    worker that drops the last reference to a finished collective (tensors whose Python
+    objects it must release, which needs the GIL) after shutdown began exits its thread
+    inside a destructor: ``terminate called without an active exception``. Imported first, the
+    defaults are None and the group, its threads and its store go at :func:`_leave`."""
+    import torch.distributed.nn.functional  # noqa: F401
+
+
 def _leave() -> None:
-    """Destroy the process group :func:`init` created (at exit). After a clean run every rank
-    first waits for the others: a rank that closes its connections while a peer's gloo threads
-    still use them aborts that peer (``terminate called without an active exception``). A rank
-    leaving on an uncaught exception (``sys.last_value``) does not wait: its peers are stopped
-    by the fault handling instead."""
+    """Destroy the process group :func:`init` created (at exit), joining gloo's threads while
+    the interpreter is whole (see :func:`_import_group_defaults`). After a clean run every rank
+    first waits for the others, so that no rank closes its connections while a peer still uses
+    them. A rank leaving on an uncaught exception (``sys.last_value``) does not wait: its peers
+    are stopped by the fault handling instead."""
     if not dist.is_initialized():
         return
     if getattr(sys, "last_value", None) is None:
@@ -145,52 +160,62 @@ def bounds_for(profile: torch.Tensor, total: int, world: int) -> torch.Tensor:
     """Row boundaries ``(W + 1,)`` cutting ``total`` rows into ``W`` contiguous ranges of equal
     estimated cost; ``profile (G,)``: the relative cost of each of ``G`` equal slices of the rows
     (positions scale with ``total``)."""
-    return torch.tensor(_cuts([float(c) for c in profile.tolist()], total, world))
+    return torch.tensor(_cuts(_cumulative(profile.double().numpy()), total, world))
 
 
 def measured_profile(bounds: torch.Tensor, seconds: torch.Tensor, cells: int) -> torch.Tensor:
     """The cost profile ``(cells,)`` that ranges ``bounds (W + 1,)`` taking ``seconds (W,)``
     imply (each range's seconds spread evenly over its rows), normalised to sum 1."""
-    values = [float(s) for s in seconds.tolist()]
-    return torch.tensor(
-        _measured([int(b) for b in bounds.tolist()], values, cells), dtype=torch.float64
-    )
+    bounds_list = [int(b) for b in bounds.tolist()]
+    values = [float(v) for v in seconds.tolist()]
+    return torch.from_numpy(_measured(bounds_list, values, cells))
 
 
-# The two above on plain lists: a step's bookkeeping is a few hundred numbers, where Python
-# costs tens of microseconds and a torch op a few each.
-def _cuts(profile: list[float], total: int, world: int) -> list[int]:
-    cells = profile if min(profile) >= 0 else [max(c, 0.0) for c in profile]
-    floor = sum(cells) * FLOOR / len(cells) + 1e-300  # no slice is free
-    cum = list(itertools.accumulate((c + floor for c in cells), initial=0.0))
-    whole, last = cum[-1], len(cells) - 1
-    bounds, k = [0], 0
-    for r in range(1, world):
-        target = r / world
-        # the last cell k (from the previous one on) whose cumulative share is <= target
-        k = bisect.bisect_right(cum, target, k + 1, last + 1, key=lambda v: v / whole) - 1
-        lo, hi = cum[k] / whole, cum[k + 1] / whole
-        frac = min(max((target - lo) / (hi - lo), 0.0), 1.0)
-        bounds.append(max(bounds[-1], round((k + frac) / len(cells) * total)))
+# The two above on numpy arrays: a step's bookkeeping is a few hundred numbers, where a numpy
+# call costs a microsecond or two, a torch op a few and a Python loop over them tens.
+def _cumulative(profile: np.ndarray) -> np.ndarray:
+    """The cumulative share ``(G + 1,)`` of the cost up to each cell edge of ``profile (G,)``
+    (negative costs count as 0, and every cell costs at least :data:`FLOOR` of the mean)."""
+    cells = np.maximum(profile, 0.0)
+    floor = cells.sum() * FLOOR / len(cells) + 1e-300  # no slice is free
+    cum = np.concatenate(([0.0], np.cumsum(cells + floor)))
+    return cum / cum[-1]
+
+
+def _cuts(cum: np.ndarray, total: int, world: int) -> list[int]:
+    """Boundaries ``W + 1`` at the equal shares ``r / W`` of the cumulative cost ``cum``."""
+    cells = len(cum) - 1
+    bounds = [0]
+    for r, k in enumerate(cum.searchsorted(_shares(world), side="right").tolist(), start=1):
+        k = min(k - 1, cells - 1)  # the last cell edge at or below the share r / W
+        lo, hi = float(cum[k]), float(cum[k + 1])
+        frac = min(max((r / world - lo) / (hi - lo), 0.0), 1.0)
+        bounds.append(max(bounds[-1], round((k + frac) / cells * total)))
     return [*bounds, total]
 
 
-def _measured(bounds: list[int], seconds: list[float], cells: int) -> list[float]:
+@functools.cache
+def _shares(world: int) -> np.ndarray:
+    return np.arange(1, world) / world
+
+
+@functools.cache
+def _edges(cells: int) -> np.ndarray:
+    return np.linspace(0.0, 1.0, cells + 1)
+
+
+def _measured(bounds: list[int], seconds: list[float], cells: int) -> np.ndarray:
+    """Each range's seconds spread evenly over its rows, summed per cell, normalised."""
     total = bounds[-1]
-    cost = [0.0] * cells
-    width = total / cells
-    for r, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-        if hi <= lo:
-            continue
-        per_row = seconds[r] / (hi - lo)
-        first, last = int(lo / width), min(cells, math.ceil(hi / width)) - 1
-        inside = [width * per_row] * (last - first - 1)  # cells wholly in the range
-        cost[first + 1 : last] = [a + b for a, b in zip(cost[first + 1 : last], inside)]
-        for c in {first, last}:  # the cells the range's ends cut
-            overlap = min(hi, (c + 1) * width) - max(lo, c * width)
-            cost[c] += max(overlap, 0.0) * per_row
-    whole = sum(cost)
-    return [c / whole for c in cost] if whole > 0 else [1 / cells] * cells
+    kept = [r for r in range(len(seconds)) if bounds[r + 1] > bounds[r]]  # empty ranges: none
+    if total <= 0 or not kept:
+        return np.full(cells, 1 / cells)
+    rows = [bounds[kept[0]], *(bounds[r + 1] for r in kept)]
+    spent = [0.0, *itertools.accumulate(seconds[r] for r in kept)]
+    # cost up to each cell edge: piecewise linear in the row between range boundaries
+    cost = np.diff(np.interp(_edges(cells) * total, rows, spent))
+    whole = cost.sum()
+    return cost / whole if whole > 0 else np.full(cells, 1 / cells)
 
 
 def take(candidates: Any, lo: int, hi: int) -> Any:
@@ -276,10 +301,11 @@ class Shard:
     check_every: int = DEFAULT_CHECK_EVERY
     calls: int = 0
     wide: bool = False
-    profile: list[float] = field(default_factory=lambda: [1 / CELLS] * CELLS)
+    profile: np.ndarray = field(default_factory=lambda: np.full(CELLS, 1 / CELLS))
     metrics: dict[str, Any] = field(default_factory=dict)
     sent: int = 0  # bytes this rank sent to the others in the last call
     received: int = 0  # ... and received from them
+    _cum: np.ndarray | None = field(default=None, init=False, repr=False)  # of the profile
 
     def __post_init__(self) -> None:
         if isinstance(self.check_every, bool) or not isinstance(self.check_every, int):
@@ -308,7 +334,9 @@ class Shard:
         self.calls += 1
         self.sent = self.received = 0
         total = count(candidates)
-        bounds = _cuts(self.profile, total, world)
+        if self._cum is None:
+            self._cum = _cumulative(self.profile)
+        bounds = _cuts(self._cum, total, world)
         lo, hi = bounds[rank], bounds[rank + 1]
         start, cost = time.perf_counter(), clock()
         local, failure = None, None
@@ -442,11 +470,8 @@ class Shard:
         counts = [hi - lo for lo, hi in itertools.pairwise(bounds)]
         seconds = [max(head[0], 1e-9) for head in headers]
         cost = [max(head[1], 1e-9) for head in headers]
-        fresh = _measured(bounds, cost, CELLS)
-        self.profile = [
-            SMOOTHING * new + (1 - SMOOTHING) * old
-            for new, old in zip(fresh, self.profile, strict=True)
-        ]
+        self.profile = SMOOTHING * _measured(bounds, cost, CELLS) + (1 - SMOOTHING) * self.profile
+        self._cum = _cumulative(self.profile)
         self.metrics = {
             "world_size": len(counts),
             "rank": rank,

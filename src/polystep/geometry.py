@@ -109,12 +109,15 @@ def random_rotations(
         rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
         return rot.to(dtype=dtype, device=device)
     gauss = torch.randn(num, dim, dim, generator=generator, dtype=torch.float64, device=gen_device)
-    q, r = torch.linalg.qr(gauss)
-    diag_sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+    # Householder QR (what torch.linalg.qr runs: the same Q and R): Q is the product of one
+    # reflector (det -1) per nonzero tau, so det(Q) is known without a determinant
+    packed, tau = torch.geqrf(gauss)
+    q = torch.linalg.householder_product(packed, tau)
+    diag_sign = torch.sign(torch.diagonal(packed, dim1=-2, dim2=-1))  # R's diagonal
     diag_sign = torch.where(diag_sign == 0, torch.ones_like(diag_sign), diag_sign)
     q = q * diag_sign.unsqueeze(-2)
-    det = torch.linalg.det(q)
-    q[..., :, 0] = q[..., :, 0] * torch.sign(det).unsqueeze(-1)
+    flips = (tau != 0).sum(-1) + (diag_sign < 0).sum(-1)  # det(q) = (-1) ** flips
+    q[..., :, 0] = q[..., :, 0] * (1 - 2 * (flips % 2)).unsqueeze(-1)
     return q.to(dtype=dtype, device=device)
 
 

@@ -65,6 +65,14 @@ def vertex_directions(rotations: torch.Tensor, template: torch.Tensor) -> torch.
     return torch.einsum("pij,vj->pvi", rotations, template)
 
 
+def orthoplex_directions(rotations: torch.Tensor) -> torch.Tensor:
+    """:func:`vertex_directions` of the orthoplex ``+e_1..+e_p, -e_1..-e_p``: the columns of
+    each ``R_i``, then their negatives (the same numbers: each is one product by 1 or -1 plus
+    products by 0), without the matrix product: ``(P, p, p) -> (P, 2p, p)``, laid out as the
+    product lays it out (``[R_i, -R_i]`` transposed), so the move's product runs as before."""
+    return torch.cat([rotations, -rotations], dim=2).transpose(1, 2)
+
+
 def probe_points(
     positions: torch.Tensor, directions: torch.Tensor, probe_radius: float, fractions: torch.Tensor
 ) -> torch.Tensor:
@@ -149,9 +157,11 @@ class StepRule:
         """Draw rotations and probe points around ``positions (P, p)``."""
         num, dim = positions.shape
         kw = {"dtype": positions.dtype, "device": positions.device}
-        template = polytope(self.polytope, dim, **kw)
         rotations = random_rotations(num, dim, generator=generator, **kw)
-        directions = vertex_directions(rotations, template)
+        if self.polytope == "orthoplex":
+            directions = orthoplex_directions(rotations)
+        else:
+            directions = vertex_directions(rotations, polytope(self.polytope, dim, **kw))
         fractions = probe_fractions(self.num_probe, **kw)
         probes = probe_points(positions, directions, self.probe_radius(iteration), fractions)
         return Proposal(directions=directions, probes=probes)

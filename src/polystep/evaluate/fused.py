@@ -168,8 +168,17 @@ def fused_suffix(
         getattr(lib, "lif_trace" + t)(
             total_steps, batch, outs, ptr(current), *lif_out.params, ptr(before), ptr(counts)
         )
-        tail = (ptr(acts[j].permute(2, 0, 1)), ptr(linear_weight(layers[j]).T), ptr(current),
-                ptr(before), ptr(counts), *lif.params, *lif_out.params)  # fmt: skip
+        # the hidden spikes acts[j] (T, B, F) unit-major, by the LIF loop again on the
+        # unit-major current (the same spikes: cheaper than transposing them)
+        hidden = acts[j]
+        spikes = hidden.new_empty(hidden.shape[2], hidden.shape[0], batch)
+        getattr(lib, "lif_units" + t)(
+            spikes.shape[0], hidden.shape[0], batch, steps, unit_major, *lif.params,
+            spikes.data_ptr(),
+        )  # fmt: skip
+        keep.append(spikes)
+        tail = (spikes.data_ptr(), ptr(linear_weight(layers[j]).T), ptr(current), ptr(before),
+                ptr(counts), *lif.params, *lif_out.params)  # fmt: skip
 
         def args(n: int, k: int, change: int, units: int) -> tuple[float | int, ...]:
             return (n, k, total_steps, batch, outs, steps, unit_major, change, units, *tail)

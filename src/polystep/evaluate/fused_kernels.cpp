@@ -268,6 +268,18 @@ void lif_spikes(i64 steps, i64 cells, i64 stride, const T* current, T beta, T th
   }
 }
 
+// The same spikes unit-major: current (units, S, batch), S = 1 (static) or steps; out (units,
+// steps, batch). Every cell runs the operations of lif_spikes in the same order, so the spikes
+// are lif_spikes' own, laid out as the candidate kernels read them (one unit's samples
+// together), at the cost of a second LIF run rather than a transpose of (steps, batch, units).
+template <typename T>
+void lif_units(i64 units, i64 steps, i64 batch, i64 S, const T* current, T beta, T threshold,
+               T* out) {
+  for (i64 u = 0; u < units; ++u)
+    lif_spikes<T>(steps, batch, S == 1 ? 0 : batch, current + u * S * batch, beta, threshold,
+                  out + u * steps * batch);
+}
+
 // The incumbent LIF layer on current (T, B, O): membrane before each step (T, B, O) and spike
 // counts before each step (T + 1, B, O).
 template <typename T>
@@ -543,6 +555,10 @@ i64 relu_relu_hidden(i64 n, i64 k, i64 batch, i64 hidden, i64 outs, const T* pre
   POLYSTEP_KERNEL void lif_spikes##SUFFIX(i64 steps, i64 cells, i64 stride, const T* current,  \
                                           T beta, T threshold, T* out) {                       \
     lif_spikes<T>(steps, cells, stride, current, beta, threshold, out);                        \
+  }                                                                                             \
+  POLYSTEP_KERNEL void lif_units##SUFFIX(i64 units, i64 steps, i64 batch, i64 S,              \
+                                         const T* current, T beta, T threshold, T* out) {      \
+    lif_units<T>(units, steps, batch, S, current, beta, threshold, out);                       \
   }                                                                                             \
   extern "C" void lif_trace##SUFFIX(i64 steps, i64 batch, i64 outs, const T* current, T beta,  \
                                     T threshold, T* before, T* counts) {                       \

@@ -36,6 +36,7 @@ _SINK = "ppppp"  # logits, pair; targets, base, totals (float64; null: logits mo
 _SIGNATURES = {  # argument kinds: "i" int64, "p" pointer, "f" a scalar of the kernel's type
     "lif_trace": "iiipffpp",
     "lif_spikes": "iiipffp",
+    "lif_units": "iiiipffp",
     "transpose": "iipp",
     "snn_hidden": "iiiiii" + "pppppppp" + "ffff" + _SINK,
     "snn_output": "iiiii" + "ppppp" + "ff" + _SINK,

@@ -52,7 +52,7 @@ from polystep.evaluate.base import (
 from polystep.evaluate.batched import VmapEvaluator
 from polystep.evaluate.events import per_sample_cross_entropy, sparse_unit_losses
 from polystep.evaluate.fused import Suffix, fused_suffix, lif_spikes
-from polystep.evaluate.traits import is_batchwise, is_unitwise, traits_of
+from polystep.evaluate.traits import Traits, is_batchwise, traits_of
 from polystep.evaluate.units import dedupe_slots, propagate_units
 from polystep.subspace.base import Subspace
 from polystep.subspace.segments import Segment
@@ -280,10 +280,11 @@ class LayeredEvaluator(Evaluator):
     def _evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
         targets = batch[1]
         device = candidates.block.device
-        losses = torch.empty(len(candidates), dtype=torch.float64, device=device)
+        losses = torch.empty(candidates.block.shape[0], dtype=torch.float64, device=device)
         with evaluation_mode(self.model):
             base = self._base(batch)
             acts, dims, base_losses = base.acts, base.dims, base.losses
+            traits = [traits_of(m) for m in self.layers]  # once a call: each builds its Traits
             suffixes: dict[tuple[int, int], Suffix | None] = {}  # one per moved layer, per call
             tasks: list[Callable[[], ChunkResult]] = []
             rows_of: list[torch.Tensor] = []
@@ -293,38 +294,40 @@ class LayeredEvaluator(Evaluator):
                 seg = self.subspace.segments[s]
                 i, local = self.sites[seg.name]
                 shared: dict[str, torch.Tensor] = {}
-                j = self._unit_target(i, local, to_output=base_losses is not None)
-                sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+                j = self._unit_target(i, local, base_losses is not None, traits)
+                dense = rows if j is None else _pick(rows, unit_sparse, False)
                 if j is not None:
                     if base_losses is not None and (i, j) not in suffixes:
                         suffixes[i, j] = self._suffix(i, j, acts)
                     suffix = suffixes.get((i, j))
-                    sparse = unit_sparse
                     per = self.subspace.block_dim * max(
                         a.numel() // a.shape[-1] for a in acts[i + 1 : j + 1]
                     )
                     size = self._chunk(max([per, *(a.numel() for a in acts[j + 1 :])]), device)
-                    for chunk in chunks(rows[sparse], size):
+                    for chunk in chunks(_pick(rows, unit_sparse, True), size):
                         args = (i, j, local, seg, candidates, chunk, acts, dims, shared)
                         tasks.append(partial(self._unit_task, *args, targets, base_losses, suffix))
                         rows_of.append(chunk)
                         pooled.append(True)
                         fused.append(suffix is not None)
                 size = self._chunk(max(a.numel() for a in acts[i + 1 :]), device)
-                for chunk in chunks(rows[~sparse], size):
+                for chunk in chunks(dense, size):
                     args = (i, local, s, seg, candidates, chunk, acts, dims, shared)
                     tasks.append(partial(self._dense_task, *args, targets))
                     rows_of.append(chunk)
                     pooled.append(False)
                     fused.append(False)
-            sizes = [len(rows) for rows in rows_of]
+            sizes = [rows.shape[0] for rows in rows_of]
             results = self._run(tasks, pooled, device, sizes, self.progress)
-            for chunk, (value, pairs), by_kernel in zip(rows_of, results, fused, strict=True):
+            samples = acts[0].shape[dims[0]]
+            for chunk, n, (value, pairs), by_kernel in zip(
+                rows_of, sizes, results, fused, strict=True
+            ):
                 losses[chunk] = value
-                self.fused_candidates += len(chunk) if by_kernel else 0
+                self.fused_candidates += n if by_kernel else 0
                 if pairs is not None:
                     self.pairs_run += pairs
-                    self.pairs_dense += len(chunk) * acts[0].shape[dims[0]]
+                    self.pairs_dense += n * samples
         return losses
 
     def _groups(self, candidates: BlockCandidates) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -452,18 +455,21 @@ class LayeredEvaluator(Evaluator):
             return None
         return per_sample_cross_entropy(out, targets)  # type: ignore[arg-type]
 
-    def _unit_target(self, i: int, local: str, to_output: bool) -> int | None:
+    def _unit_target(
+        self, i: int, local: str, to_output: bool, traits: list[Traits] | None = None
+    ) -> int | None:
         """For a linear-like layer ``i``'s weight or bias: the next linear-like layer reached
         through unit-wise layers, or ``len(layers)`` when ``to_output`` and the unit-wise
-        chain runs to the output; None otherwise."""
-        if not traits_of(self.layers[i]).linear or local not in ("weight", "bias"):
+        chain runs to the output; None otherwise. ``traits``: the layers' (else looked up)."""
+        traits = traits or [traits_of(m) for m in self.layers]
+        if not traits[i].linear or local not in ("weight", "bias"):
             return None
         k = i + 1
-        while k < len(self.layers) and is_unitwise(self.layers[k]):
+        while k < len(self.layers) and traits[k].unitwise:
             k += 1
         if k == len(self.layers):
             return k if to_output else None
-        return k if traits_of(self.layers[k]).linear else None
+        return k if traits[k].linear else None
 
     def _cols_vals(
         self, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor, like: torch.Tensor
@@ -526,3 +532,9 @@ def block_columns(
     cols = (candidates.block[rows] * p - seg.start)[:, None]
     cols = (cols + torch.arange(p, device=cols.device)).to(like.device)
     return cols, candidates.offset[rows].to(like)
+
+
+def _pick(rows: torch.Tensor, flags: torch.Tensor, value: bool) -> torch.Tensor:
+    """``rows`` whose ``flags`` equal ``value`` (all of them, as they are, when every flag does)."""
+    mask = flags if value else ~flags
+    return rows if bool(mask.all()) else rows[mask]
