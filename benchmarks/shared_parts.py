@@ -55,6 +55,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     model = scaling.spiking_model()
     opt = PolyStepOptimizer(model, preset="snn", seed=0)
     opt.progress = False
+    opt.set_horizon(steps=args.warmup + 1)  # the preset's schedules over the run
     x, y, source = scaling.data(8, args.batch, torch.device("cpu"))
     loss_fn = nn.CrossEntropyLoss()
     for step in range(args.warmup):
