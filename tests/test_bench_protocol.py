@@ -341,3 +341,17 @@ def test_report_readme_cli_regenerates_then_says_current(tmp_path, capsys):
             cli_main(["bench", "report", "--readme", str(path)])
         assert says in capsys.readouterr().err
         assert path.read_text() == f"<!-- {bad} -->\n<!-- end -->\n"
+
+
+def test_readme_command_leaves_out_the_budget_when_each_task_ran_its_own_default():
+    from polystep.bench.tasks import TASKS
+
+    def run(task: str, budget: int) -> dict:
+        config = {"budget_fwd": budget, "threads": 2}
+        return {"task": task, "method": "polystep", "seed": 1, "scale": "full", "config": config}
+
+    own = [run(t, TASKS[t].scales["full"].budget_fwd) for t in ("snn_mnist", "int8_mnist")]
+    assert "--budget-fwd" not in readme._command(own, "x")
+    assert "--scale full --seeds 1 --threads 2" in readme._command(own, "x")
+    chosen = [run("snn_mnist", 5000), run("int8_mnist", 5000)]
+    assert "--scale full --budget-fwd 5000 --seeds 1" in readme._command(chosen, "x")

@@ -89,6 +89,13 @@ def _margin(cells: dict[str, list[dict[str, Any]]]) -> str:
     return f"{_mean(cells['polystep']) - rivals[best]:+.1f} vs {METHOD_NAMES[best]}"
 
 
+def _default_budget(run: dict[str, Any], scale: str) -> bool:
+    """Whether ``run`` trained on its task's default forward-pass budget at ``scale``."""
+    spec = TASKS.get(run["task"])
+    budget = run.get("config", {}).get("budget_fwd")
+    return spec is not None and scale in spec.scales and spec.scales[scale].budget_fwd == budget
+
+
 def _command(runs: list[dict[str, Any]], folder: str) -> str:
     """The ``polystep bench`` command that reproduces the folder's records."""
     config = runs[0].get("config", {})
@@ -97,13 +104,15 @@ def _command(runs: list[dict[str, Any]], folder: str) -> str:
     seeds = sorted({r["seed"] for r in runs})
     scale = runs[0].get("scale", config.get("scale"))
     if config.get("budget_seconds") is not None:
-        budget = f"--budget-seconds {config['budget_seconds']:g}"
+        budget = f"--budget-seconds {config['budget_seconds']:g} "
+    elif all(_default_budget(r, scale) for r in runs):
+        budget = ""  # each task's own budget at the scale: no flag reproduces them all
     else:
-        budget = f"--budget-fwd {config.get('budget_fwd')}"
+        budget = f"--budget-fwd {config.get('budget_fwd')} "
     threads = config.get("threads", runs[0].get("machine", {}).get("threads"))
     return (
         f"polystep bench {' '.join(tasks)} --methods {','.join(methods)} --scale {scale} "
-        f"{budget} --seeds {','.join(str(s) for s in seeds)} --threads {threads} "
+        f"{budget}--seeds {','.join(str(s) for s in seeds)} --threads {threads} "
         f"--out benchmarks/results/{folder}"
     )
 
