@@ -355,3 +355,26 @@ def test_readme_command_leaves_out_the_budget_when_each_task_ran_its_own_default
     assert "--scale full --seeds 1 --threads 2" in readme._command(own, "x")
     chosen = [run("snn_mnist", 5000), run("int8_mnist", 5000)]
     assert "--scale full --budget-fwd 5000 --seeds 1" in readme._command(chosen, "x")
+
+
+def test_readme_cells_name_their_code_version_when_a_table_mixes_versions(tmp_path):
+    def record(task: str, source: str) -> dict:
+        return {
+            "task": task, "method": "polystep", "seed": 1, "scale": "cpu", "data": "MNIST",
+            "test_acc_selected": 0.5, "val_acc_selected": 0.5, "evaluations": 100,
+            "config": {"budget_fwd": 100, "threads": 1}, "machine": {"threads": 1},
+            "code": {"source": source, "commit": "c" * 40, "package": "0.1.0"},
+        }  # fmt: skip
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for task, source in (("snn_mnist", "a" * 64), ("int8_mnist", "a" * 64)):
+        (folder / f"{task}__polystep__seed1.json").write_text(json.dumps(record(task, source)))
+    assert " code A" not in readme.table_block(tmp_path, "runs")
+    (folder / "int8_mnist__polystep__seed1.json").write_text(
+        json.dumps(record("int8_mnist", "b" * 64))
+    )
+    rows = readme.table_block(tmp_path, "runs").splitlines()
+    snn = next(r for r in rows if r.startswith("| snn_mnist |"))
+    int8 = next(r for r in rows if r.startswith("| int8_mnist |"))
+    assert {snn.split(" | ")[1], int8.split(" | ")[1]} == {"50.0 (100) code A", "50.0 (100) code B"}

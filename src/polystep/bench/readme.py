@@ -32,6 +32,7 @@ from polystep.bench.report import (
     load_runs,
     protocol_lines,
     resumed,
+    source_of,
     untrained_selected,
 )
 from polystep.bench.tasks import TASKS
@@ -62,7 +63,9 @@ def _passes(value: float) -> str:
     return f"{value:,.0f}" if value < 1000 else f"{value / 1000:,.0f}k"
 
 
-def _cell(group: list[dict[str, Any]], seeds: int) -> str:
+def _cell(group: list[dict[str, Any]], seeds: int, labels: dict[str | None, str]) -> str:
+    """Mean ± std test accuracy, passes fitted, and marks: seeds short of the table's, an
+    untrained selection, and the code version(s) when the table mixes several."""
     accs = [100 * r["test_acc_selected"] for r in group]
     text = f"{statistics.fmean(accs):.1f}"
     if len(accs) > 1:
@@ -72,6 +75,8 @@ def _cell(group: list[dict[str, Any]], seeds: int) -> str:
         text += f" [{len(group)} seeds]"
     if any(untrained_selected(r) for r in group):
         text += " †"
+    if len(labels) > 1:
+        text += " code " + ", ".join(sorted({labels[source_of(r)] for r in group}))
     return text
 
 
@@ -127,6 +132,7 @@ def table_block(results: Path, folder: str) -> str:
     cells: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         cells[run["task"]][run["method"]].append(run)
+    labels, legend = code_labels(runs)
     with_margin = "polystep" in methods and any(m in methods for m in GRADIENT_FREE)
     full_data = all(r.get("scale") != "smoke" for r in runs)
     head = ["task", *(METHOD_NAMES[m] for m in methods)]
@@ -134,7 +140,10 @@ def table_block(results: Path, folder: str) -> str:
     head += ["authors, full budget"] if full_data else []
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for task in (t for t in TASKS if t in cells):
-        row = [task, *(_cell(cells[task][m], seeds) if m in cells[task] else "-" for m in methods)]
+        row = [
+            task,
+            *(_cell(cells[task][m], seeds, labels) if m in cells[task] else "-" for m in methods),
+        ]
         row += [_margin(cells[task])] if with_margin else []
         row += [f"{AUTHORS[task]:.1f}"] if full_data else []
         lines.append("| " + " | ".join(row) + " |")
@@ -144,7 +153,6 @@ def table_block(results: Path, folder: str) -> str:
         f"{r['machine'].get('threads')} thread(s)"
         for r in runs
     )
-    _, legend = code_labels(runs)
     used = [r["budget_seconds_used"] for r in runs if "budget_seconds_used" in r]
     seed_list = ", ".join(str(s) for s in sorted({r["seed"] for r in runs}))
     over = f"mean ± std over {seeds} seeds ({seed_list})" if seeds > 1 else f"seed {seed_list}"
@@ -152,7 +160,8 @@ def table_block(results: Path, folder: str) -> str:
         "",
         f"Cells: test accuracy % of the validation-selected model, {over}, and the forward "
         "passes fitted (mean). † a seed's validation-selected model is the untrained one. "
-        f"{len(runs)} records in `results/{folder}`."
+        + ("code X: the code version (below) of the cell's records. " if len(labels) > 1 else "")
+        + f"{len(runs)} records in `results/{folder}`."
         + (" Authors: their revised paper's test accuracy at full budget." if full_data else ""),
         "",
         f"Command (with the code versions below): `{_command(runs, folder)}`",
