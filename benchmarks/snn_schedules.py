@@ -152,6 +152,20 @@ def _decays(lines: list[dict[str, Any]]) -> str:
     return "; ".join(f"`{arm}`: " + ", ".join(found[arm]) for arm in ARMS if arm in found)
 
 
+def _label(r: dict[str, Any]) -> str:
+    """The arm with its cosines' targets, so runs of one arm at other targets stay apart."""
+    targets = [
+        f"{key} → {state['target']}"
+        for key, state in sorted(r.get("schedules", {}).items())
+        if "target" in state
+    ]
+    return f"{r['arm']} ({', '.join(targets)})" if targets else r["arm"]
+
+
+def _order(label: str) -> tuple[int, str]:
+    return ARMS.index(label.split(" ")[0]), label
+
+
 def summary(lines: list[dict[str, Any]]) -> str:
     """Markdown of one task's log: one row per run, then per (budget, arm) mean ± sd and the
     paired differences to the constant arm on the seeds both ran (validation accuracy, %)."""
@@ -179,11 +193,11 @@ def summary(lines: list[dict[str, Any]]) -> str:
         "| budget | arm | seed | val best % | val last % | selected step | steps | load | s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    key = lambda r: (r["budget_fwd"], ARMS.index(r["arm"]), r["seed"])  # noqa: E731
+    key = lambda r: (r["budget_fwd"], _order(_label(r)), r["seed"])  # noqa: E731
     for r in sorted(lines, key=key):
         load = f"{r['load_before']:.1f}→{r['load_after']:.1f}"
         out.append(
-            f"| {r['budget_fwd']:,} | {r['arm']} | {r['seed']} | {100 * r['val_acc_best']:.2f} "
+            f"| {r['budget_fwd']:,} | {_label(r)} | {r['seed']} | {100 * r['val_acc_best']:.2f} "
             f"| {100 * r['val_acc_last']:.2f} | {r['selected_step']} | {r['steps']} | {load} "
             f"| {r['wall_seconds']:.0f} |"
         )
@@ -193,8 +207,8 @@ def summary(lines: list[dict[str, Any]]) -> str:
         "paired Δ last vs constant |",
         "|---|---|---|---|---|---|---|",
     ]
-    by = {(r["budget_fwd"], r["arm"], r["seed"]): r for r in lines}
-    for budget, arm in sorted({(b, a) for b, a, _ in by}, key=lambda k: (k[0], ARMS.index(k[1]))):
+    by = {(r["budget_fwd"], _label(r), r["seed"]): r for r in lines}
+    for budget, arm in sorted({(b, a) for b, a, _ in by}, key=lambda k: (k[0], _order(k[1]))):
         runs = [r for (b, a, _), r in sorted(by.items()) if (b, a) == (budget, arm)]
         cells = [_mean_sd([r[m] for r in runs]) for m in ("val_acc_best", "val_acc_last")]
         deltas = []
