@@ -244,3 +244,23 @@ def test_a_logged_run_of_the_same_library_source_is_skipped_whatever_the_commit(
     argv = ["--task", "int8_mnist", "--arm", "constant", "--seed", "1", "--budget-fwd", "1000"]
     assert ss.main([*argv, "--log", str(log)]) == 0  # no data loaded, nothing run
     assert log.read_text() == json.dumps(row) + "\n"
+
+
+def test_summary_keeps_one_arm_at_two_targets_apart():
+    ss = _script()
+
+    def decayed(seed, target, best):
+        line = _line("decay_step", seed, best, best)
+        line["schedules"] = {"step_radius": Cosine(init=0.2, target=target).state_dict()}
+        return line
+
+    text = ss.summary(
+        [
+            _line("constant", 1, 0.80, 0.80),
+            decayed(1, 0.05, 0.84), decayed(1, 0.02, 0.70),
+        ]
+    )  # fmt: skip
+    assert "| 1,000 | decay_step (step_radius → 0.05) | 1 | 84.00 | 84.00 |" in text
+    assert "| 1,000 | decay_step (step_radius → 0.02) | 1 | 70.00 | 70.00 |" in text
+    assert "| 1,000 | decay_step (step_radius → 0.05) | 1 | 84.00 | 84.00 | +4.00" in text
+    assert "| 1,000 | decay_step (step_radius → 0.02) | 1 | 70.00 | 70.00 | -10.00" in text
