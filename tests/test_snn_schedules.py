@@ -127,20 +127,17 @@ def test_a_resumed_run_continues_the_same_schedule(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_bench_records_store_the_schedules_as_state_dicts():
+@pytest.mark.parametrize(
+    ("task", "step", "probe"), [("snn_mnist", (0.2, 0.05), 1.0), ("int8_mnist", (0.1, 0.025), None)]
+)
+def test_bench_records_store_the_schedules_as_state_dicts(task, step, probe):
     config = run_config(
-        TASKS["snn_mnist"], "polystep", scale="smoke", budget_fwd=1000, budget_seconds=None,
-        device="cpu",
-    )  # fmt: skip
-    assert config["settings"]["step_radius"] == Cosine(init=0.2, target=0.05).state_dict()
+        TASKS[task], "polystep", scale="smoke", budget_fwd=1000, budget_seconds=None, device="cpu"
+    )
+    assert config["settings"]["step_radius"] == Cosine(init=step[0], target=step[1]).state_dict()
     assert config["settings"]["epsilon"] == Cosine(init=0.03, target=0.01).state_dict()
-    assert config["settings"]["probe_radius"] == 1.0
-    config = run_config(
-        TASKS["int8_mnist"], "polystep", scale="smoke", budget_fwd=1000, budget_seconds=None,
-        device="cpu",
-    )  # fmt: skip
-    assert config["settings"]["step_radius"] == Cosine(init=0.1, target=0.025).state_dict()
-    assert config["settings"]["epsilon"] == Cosine(init=0.03, target=0.01).state_dict()
+    if probe is not None:
+        assert config["settings"]["probe_radius"] == probe
 
 
 def test_arms_start_at_the_preset_and_decay_only_what_they_name():
