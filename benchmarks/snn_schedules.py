@@ -2,22 +2,25 @@
 
 Written for the hard-LIF SNN (``snn_mnist``, the default ``--task``), usable for any bench task:
 runs ``--task`` at ``--scale full`` (all of the task's data, the bench's batch) with PolyStep
-under the bench's own protocol (:func:`polystep.bench.runner.train_one`), in one of three arms,
-each given to the bench as overrides of the task's preset's step radius and epsilon:
+under the bench's own protocol (:func:`polystep.bench.runner.train_one`), in one of four arms,
+each given to the bench as overrides of the task's preset's step radius, epsilon and probe
+radius:
 
 - ``constant``: both constant at the preset's start values (a schedule's ``init``, or the
   preset's float). For ``snn_mnist`` that is 0.03 and 0.2: the ``snn`` preset before it adopted
   ``decay_both``; the log's older rows name this arm ``preset``, and are read as ``constant``;
 - ``decay_both``: step radius cosine-decayed from its start value to ``--step-target`` and
   epsilon to ``--eps-target``, each over the run;
-- ``decay_step``: only the step radius decayed.
+- ``decay_step``: only the step radius decayed;
+- ``decay_all``: as ``decay_both``, and the probe radius decayed to ``--probe-target`` too.
 
-The probe radius stays constant in every arm. A schedule over the run gets its horizon from
-``train()``: the run's budget divided by the forward passes one step costs, rounded down
-(:func:`polystep.training.run_steps`). Scored on validation only: the test split is never read.
-One JSON line per run is appended to ``--log`` (task, arm, schedules, settings, seed, budget,
-code, load; rows without a task are ``snn_mnist``); a rerun skips what the log already holds for
-the current library code (its ``source`` digest: committing records does not change it).
+The probe radius stays constant in every arm but ``decay_all``. A schedule over the run gets
+its horizon from ``train()``: the run's budget divided by the forward passes one step costs,
+rounded down (:func:`polystep.training.run_steps`). Scored on validation only: the test split
+is never read. One JSON line per run is appended to ``--log`` (task, arm, schedules, settings,
+seed, budget, code, load; rows without a task are ``snn_mnist``); a rerun skips what the log
+already holds for the same schedules and the current library code (its ``source`` digest:
+committing records does not change it).
 ``--summary`` writes the markdown table of the log instead of running.
 
     .venv/bin/python benchmarks/snn_schedules.py --arm decay_both --seed 1 \
@@ -46,15 +49,16 @@ from polystep.cliargs import existing_dir, parser, positive_float, positive_int
 from polystep.presets import PRESETS
 from polystep.schedules import Cosine, as_schedule
 
-ARMS = ("constant", "decay_both", "decay_step")
+ARMS = ("constant", "decay_both", "decay_step", "decay_all")
 OLD_ARMS = {"preset": "constant"}  # the log's name of an arm before the preset adopted decay_both
 TASK = "snn_mnist"  # the default task, and the task of log rows that name none
 SCALE = "full"
-KEYS = ("step_radius", "epsilon")
+KEYS = ("step_radius", "epsilon", "probe_radius")
 
 
 def start_values(task: str = TASK) -> dict[str, float]:
-    """The start values of ``task``'s preset's step radius and epsilon: a schedule's ``init``
+    """The start values of ``task``'s preset's step radius, epsilon and probe radius: a
+    schedule's ``init``
     or the preset's constant (for ``snn_mnist``, the ``snn`` preset's values before it adopted
     ``decay_both``)."""
     if task not in TASKS:
@@ -65,38 +69,56 @@ def start_values(task: str = TASK) -> dict[str, float]:
     }
 
 
+DECAYED = {  # the keys each arm decays, with the option that gives the key's final value
+    "constant": {},
+    "decay_both": {"step_radius": "--step-target", "epsilon": "--eps-target"},
+    "decay_step": {"step_radius": "--step-target"},
+    "decay_all": {
+        "step_radius": "--step-target",
+        "epsilon": "--eps-target",
+        "probe_radius": "--probe-target",
+    },
+}
+
+
 def arm_overrides(
-    arm: str, step_target: float | None, eps_target: float | None, task: str = TASK
+    arm: str,
+    step_target: float | None,
+    eps_target: float | None,
+    task: str = TASK,
+    probe_target: float | None = None,
 ) -> dict[str, Any]:
-    """``task``'s preset's step radius and epsilon in ``arm``: constants (floats) or cosine
-    schedules over the run (state dicts), as the bench takes overrides. A target is needed only
-    by an arm that decays its value."""
+    """``task``'s preset's step radius, epsilon and probe radius in ``arm``: constants (floats)
+    or cosine schedules over the run (state dicts), as the bench takes overrides. A target is
+    needed only by an arm that decays its value."""
     if arm not in ARMS:
         raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
-    if arm != "constant" and step_target is None:
-        raise ValueError(f"arm {arm!r} needs --step-target (the final step radius)")
-    if arm == "decay_both" and eps_target is None:
-        raise ValueError(f"arm {arm!r} needs --eps-target (the final epsilon)")
-    start = start_values(task)
-    out: dict[str, Any] = dict(start)
-    if arm != "constant":
-        out["step_radius"] = Cosine(init=start["step_radius"], target=step_target).state_dict()
-    if arm == "decay_both":
-        out["epsilon"] = Cosine(init=start["epsilon"], target=eps_target).state_dict()
+    targets = {"step_radius": step_target, "epsilon": eps_target, "probe_radius": probe_target}
+    out: dict[str, Any] = dict(start_values(task))
+    for key, option in DECAYED[arm].items():
+        if targets[key] is None:
+            raise ValueError(f"arm {arm!r} needs {option} (the final {key.replace('_', ' ')})")
+        out[key] = Cosine(init=out[key], target=targets[key]).state_dict()
     return out
+
+
+def _state_dicts(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Each value (a float, a schedule or its state dict) as its schedule's state dict."""
+    return {key: as_schedule(value, key).state_dict() for key, value in overrides.items()}
 
 
 def run(args: Any) -> dict[str, Any]:
     """Train one arm on one seed; return its log line (validation figures only)."""
     task = TASKS[args.task]
     splits = load_task_data(task, SCALE, args.seed, mnist_dir=args.mnist_dir)
-    overrides = arm_overrides(args.arm, args.step_target, args.eps_target, args.task)
+    overrides = arm_overrides(
+        args.arm, args.step_target, args.eps_target, args.task, args.probe_target
+    )
     load_before = os.getloadavg()[0]
     trained = train_one(
         task, "polystep", args.seed, splits, scale=SCALE, budget_fwd=args.budget_fwd,
         budget_seconds=None, device="cpu", overrides=overrides,
     )  # fmt: skip
-    schedules = {k: as_schedule(v, k).state_dict() for k, v in overrides.items()}
     curve = trained.selector.curve
     return {
         "arm": args.arm,
@@ -104,7 +126,7 @@ def run(args: Any) -> dict[str, Any]:
         "scale": SCALE,
         "seed": args.seed,
         "budget_fwd": args.budget_fwd,
-        "schedules": schedules,
+        "schedules": _state_dicts(overrides),
         "settings": trained.config["settings"],
         "batch_size": trained.config["batch_size"],
         "threads": trained.config["threads"],
@@ -140,26 +162,19 @@ def _mean_sd(values: list[float]) -> str:
     return f"{mean} ± {100 * statistics.stdev(values):.2f}" if len(values) > 1 else mean
 
 
-def _decays(lines: list[dict[str, Any]]) -> str:
-    """The cosines the log's decaying arms ran, e.g. ``decay_both: step_radius 0.1 → 0.025``."""
-    found: dict[str, list[str]] = {}
-    for r in lines:
-        for key, state in r.get("schedules", {}).items():
-            if "target" in state:
-                text = f"{key} {state['init']} → {state['target']}"
-                if text not in found.setdefault(r["arm"], []):
-                    found[r["arm"]].append(text)
-    return "; ".join(f"`{arm}`: " + ", ".join(found[arm]) for arm in ARMS if arm in found)
+def _cosines(r: dict[str, Any]) -> list[str]:
+    """The cosines of one log line, e.g. ``step_radius 0.2 → 0.05``, in key order."""
+    return [
+        f"{key} {state['init']} → {state['target']}"
+        for key, state in sorted(r.get("schedules", {}).items())
+        if isinstance(state, dict) and "target" in state
+    ]
 
 
 def _label(r: dict[str, Any]) -> str:
-    """The arm with its cosines' targets, so runs of one arm at other targets stay apart."""
-    targets = [
-        f"{key} → {state['target']}"
-        for key, state in sorted(r.get("schedules", {}).items())
-        if "target" in state
-    ]
-    return f"{r['arm']} ({', '.join(targets)})" if targets else r["arm"]
+    """The arm with its cosines, so runs of one arm at other targets stay apart."""
+    cosines = _cosines(r)
+    return f"{r['arm']} ({', '.join(cosines)})" if cosines else r["arm"]
 
 
 def _order(label: str) -> tuple[int, str]:
@@ -180,15 +195,15 @@ def summary(lines: list[dict[str, Any]]) -> str:
         if task == "snn_mnist"
         else f" (the `{TASKS[task].preset}` preset's start values)"
     )
-    decays = _decays(lines)
     out = [
         f"Validation accuracy of `{task}` at scale full (generated by "
         "`benchmarks/snn_schedules.py --summary` from its log; load: 1-min load average before "
         "→ after the run, on the shared 2-core VM; s: wall seconds).",
         "",
         f"Arms: `constant` is epsilon {start['epsilon']} and step radius "
-        f"{start['step_radius']} throughout{history}."
-        + (f" Cosines over the run: {decays}." if decays else ""),
+        f"{start['step_radius']} throughout{history}; decaying arms name their cosines "
+        "(init → target over the run). The probe radius is "
+        f"{start.get('probe_radius')} unless an arm decays it.",
         "",
         "| budget | arm | seed | val best % | val last % | selected step | steps | load | s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -237,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-fwd", type=positive_int, default=3_000_000, help="forward passes")
     ap.add_argument("--step-target", type=positive_float, default=None, help="final step radius")
     ap.add_argument("--eps-target", type=positive_float, default=None, help="final epsilon")
+    ap.add_argument("--probe-target", type=positive_float, default=None, help="final probe radius")
     ap.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     ap.add_argument("--mnist-dir", type=existing_dir, default=None, help="MNIST IDX folder")
     ap.add_argument("--log", type=Path, required=True, help="JSON lines, appended")
@@ -246,15 +262,18 @@ def main(argv: list[str] | None = None) -> int:
         args.summary.write_text(summary(load_log(args.log)))
         return 0
     try:
-        arm_overrides(args.arm, args.step_target, args.eps_target, args.task)
+        overrides = arm_overrides(
+            args.arm, args.step_target, args.eps_target, args.task, args.probe_target
+        )
     except ValueError as err:
         ap.error(str(err))
     torch.set_num_threads(args.threads)
-    wanted = (args.task, args.arm, args.seed, args.budget_fwd)
+    wanted = (args.task, args.arm, args.seed, args.budget_fwd, _state_dicts(overrides))
     done = [
         r
         for r in load_log(args.log)
-        if (r["task"], r["arm"], r["seed"], r["budget_fwd"]) == wanted
+        if (r["task"], r["arm"], r["seed"], r["budget_fwd"], _state_dicts(r.get("schedules", {})))
+        == wanted
         and r["code"]["source"] == code_version()["source"]  # what records are compared on
     ]
     if done:

@@ -145,9 +145,15 @@ def test_arms_start_at_the_preset_and_decay_only_what_they_name():
     constant = ss.arm_overrides("constant", 0.05, 0.01)
     both = ss.arm_overrides("decay_both", 0.05, 0.01)
     step = ss.arm_overrides("decay_step", 0.05, 0.01)
-    assert constant == {"step_radius": 0.2, "epsilon": 0.03}  # the preset before decay_both
-    assert both == {key: PRESETS["snn"][key] for key in ("step_radius", "epsilon")}
-    assert step == {"step_radius": both["step_radius"], "epsilon": 0.03}
+    every = ss.arm_overrides("decay_all", 0.05, 0.01, probe_target=0.25)
+    keys = ("step_radius", "epsilon", "probe_radius")
+    # the preset before decay_both
+    assert constant == {"step_radius": 0.2, "epsilon": 0.03, "probe_radius": 1.0}
+    assert both == {key: PRESETS["snn"][key] for key in keys}
+    assert step == {"step_radius": both["step_radius"], "epsilon": 0.03, "probe_radius": 1.0}
+    assert every == {**both, "probe_radius": Cosine(init=1.0, target=0.25).state_dict()}
+    with pytest.raises(ValueError, match="needs --probe-target"):
+        ss.arm_overrides("decay_all", 0.05, 0.01)
     with pytest.raises(ValueError, match="arm must be one of"):
         ss.arm_overrides("warm", 0.05, 0.01)
 
@@ -184,14 +190,17 @@ def test_summary_pairs_each_arm_with_the_constant_arm_on_the_same_seed():
 
 def test_the_probe_takes_any_task_and_starts_at_its_preset():
     ss = _script()
-    assert ss.start_values("int8_mnist") == {"epsilon": 0.03, "step_radius": 0.1}
+    assert ss.start_values("int8_mnist") == {
+        "epsilon": 0.03, "step_radius": 0.1, "probe_radius": 1.0,
+    }  # fmt: skip
     both = ss.arm_overrides("decay_both", 0.025, 0.01, "int8_mnist")
     assert both == {
         "epsilon": Cosine(init=0.03, target=0.01).state_dict(),
         "step_radius": Cosine(init=0.1, target=0.025).state_dict(),
+        "probe_radius": 1.0,
     }
     assert ss.arm_overrides("constant", None, None, "int8_mnist") == {
-        "epsilon": 0.03, "step_radius": 0.1,
+        "epsilon": 0.03, "step_radius": 0.1, "probe_radius": 1.0,
     }  # fmt: skip
     with pytest.raises(ValueError, match="task must be one of"):
         ss.start_values("int9_mnist")
@@ -215,7 +224,8 @@ def test_a_summary_names_its_task_its_constants_and_the_cosines_run():
     text = ss.summary([{**_line("constant", 1, 0.8, 0.8), "task": "int8_mnist"}, both])
     assert text.startswith("Validation accuracy of `int8_mnist`")
     assert "`constant` is epsilon 0.03 and step radius 0.1 throughout" in text
-    assert "`decay_both`: epsilon 0.03 → 0.01, step_radius 0.1 → 0.025." in text
+    assert "| decay_both (epsilon 0.03 → 0.01, step_radius 0.1 → 0.025) | 1 | 90.00 |" in text
+    assert "The probe radius is 1.0 unless an arm decays it." in text
     assert "+10.00 (mean +10.00)" in text
     with pytest.raises(ValueError, match="one task"):
         ss.summary([_line("constant", 1, 0.8, 0.8), both])
@@ -236,11 +246,29 @@ def test_a_logged_run_of_the_same_library_source_is_skipped_whatever_the_commit(
     ss = _script()
     log = tmp_path / "log.jsonl"
     code = {**code_version(), "commit": "an older commit: records were committed since"}
-    row = {"task": "int8_mnist", "arm": "constant", "seed": 1, "budget_fwd": 1000, "code": code}
+    schedules = ss.arm_overrides("constant", None, None, "int8_mnist")
+    row = {"task": "int8_mnist", "arm": "constant", "seed": 1, "budget_fwd": 1000, "code": code,
+           "schedules": schedules}  # fmt: skip
     log.write_text(json.dumps(row) + "\n")
     argv = ["--task", "int8_mnist", "--arm", "constant", "--seed", "1", "--budget-fwd", "1000"]
     assert ss.main([*argv, "--log", str(log)]) == 0  # no data loaded, nothing run
     assert log.read_text() == json.dumps(row) + "\n"
+
+
+def test_a_logged_run_at_other_targets_is_not_taken_for_this_one(tmp_path, monkeypatch):
+    ss = _script()
+    log = tmp_path / "log.jsonl"
+    logged = ss.arm_overrides("decay_step", 0.05, None, "int8_mnist")
+    row = {"task": "int8_mnist", "arm": "decay_step", "seed": 1, "budget_fwd": 1000,
+           "code": code_version(), "schedules": logged}  # fmt: skip
+    log.write_text(json.dumps(row) + "\n")
+    ran = []
+    monkeypatch.setattr(ss, "run", lambda args: ran.append(args.step_target) or {"arm": "x"})
+    argv = ["--task", "int8_mnist", "--arm", "decay_step", "--seed", "1", "--budget-fwd", "1000"]
+    assert ss.main([*argv, "--step-target", "0.05", "--log", str(log)]) == 0
+    assert ran == []  # the same targets: skipped
+    assert ss.main([*argv, "--step-target", "0.02", "--log", str(log)]) == 0
+    assert ran == [0.02]  # another target: run
 
 
 def test_summary_keeps_one_arm_at_two_targets_apart():
@@ -257,7 +285,7 @@ def test_summary_keeps_one_arm_at_two_targets_apart():
             decayed(1, 0.05, 0.84), decayed(1, 0.02, 0.70),
         ]
     )  # fmt: skip
-    assert "| 1,000 | decay_step (step_radius → 0.05) | 1 | 84.00 | 84.00 |" in text
-    assert "| 1,000 | decay_step (step_radius → 0.02) | 1 | 70.00 | 70.00 |" in text
-    assert "| 1,000 | decay_step (step_radius → 0.05) | 1 | 84.00 | 84.00 | +4.00" in text
-    assert "| 1,000 | decay_step (step_radius → 0.02) | 1 | 70.00 | 70.00 | -10.00" in text
+    assert "| 1,000 | decay_step (step_radius 0.2 → 0.05) | 1 | 84.00 | 84.00 |" in text
+    assert "| 1,000 | decay_step (step_radius 0.2 → 0.02) | 1 | 70.00 | 70.00 |" in text
+    assert "| 1,000 | decay_step (step_radius 0.2 → 0.05) | 1 | 84.00 | 84.00 | +4.00" in text
+    assert "| 1,000 | decay_step (step_radius 0.2 → 0.02) | 1 | 70.00 | 70.00 | -10.00" in text
