@@ -39,6 +39,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -75,8 +76,9 @@ def spiking_model() -> nn.Module:
     return model
 
 
-def worker(args: argparse.Namespace) -> dict | None:
-    """One rank (or the lone process) runs the steps; rank 0 returns the record."""
+def worker(args: argparse.Namespace, gate: Callable[[], None] | None = None) -> dict | None:
+    """One rank (or the lone process) runs the steps; rank 0 returns the record. ``gate``, when
+    given, is called once the warm-up is done, just before the timed steps start."""
     import torch.distributed as dist
 
     from polystep import distributed
@@ -100,6 +102,8 @@ def worker(args: argparse.Namespace) -> dict | None:
     sent = 0  # bytes this rank sent in the timed steps
     for step in range(total):
         if step == args.warmup:
+            if gate is not None:
+                gate()
             if world > 1:
                 dist.barrier()
             if device.type == "cuda":
@@ -159,13 +163,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_ranks(script: Path, world: int, argv: list[str], timeout: float) -> list[str]:
-    """Run ``world`` ranks of ``script --worker`` on 127.0.0.1 (a plain process for one);
-    every rank's stdout lines. A rank that fails stops the others at once."""
+def run_ranks(
+    script: Path, world: int, argv: list[str], timeout: float, group: bool = True
+) -> list[str]:
+    """Run ``world`` ranks of ``script --worker`` on 127.0.0.1 (a plain process for one;
+    ``group=False``: ``world`` plain processes, no process group); every rank's stdout lines.
+    A rank that fails stops the others at once."""
     port, procs = str(free_port()), []
     for rank in range(world):
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        if world > 1:
+        if world > 1 and group:
             env.update(
                 RANK=str(rank),
                 LOCAL_RANK=str(rank),
