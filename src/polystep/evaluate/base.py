@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import torch
@@ -27,31 +28,31 @@ Batch = tuple[Any, Any]
 DEFAULT_BUDGET = 2**24  # elements per chunk (64 MiB of float32)
 
 
+@dataclass(eq=False, repr=False)
 class Evaluator:
-    """Base class. Subclasses implement :meth:`evaluate`."""
+    """Base class: ``Evaluator(model, loss_fn, subspace, *, chunk_size=None)``. Subclasses
+    implement :meth:`evaluate`; their own options are keyword-only dataclass fields
+    (``@dataclass(eq=False, repr=False, kw_only=True)``), checked and set up in a
+    ``__post_init__`` that calls ``super().__post_init__()`` first."""
 
     name = "base"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        subspace: Subspace,
-        *,
-        chunk_size: int | None = None,
-    ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
+    model: nn.Module
+    loss_fn: LossFn
+    subspace: Subspace
+    _: KW_ONLY
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
+        if not callable(self.loss_fn):
             raise ValueError("loss_fn must be callable: loss_fn(outputs, targets) -> scalar")
+        chunk_size = self.chunk_size
         if chunk_size is not None and (
             isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
         ):
             raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
-        self.model = model
-        self.loss_fn = loss_fn
-        self.subspace = subspace
-        self.chunk_size = chunk_size
 
     def evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover

@@ -40,7 +40,6 @@ from polystep.evaluate.base import (
     DEFAULT_BUDGET,
     Batch,
     Evaluator,
-    LossFn,
     _plain_cross_entropy,
     chunks,
     compute_loss,
@@ -128,26 +127,23 @@ def sequential_layers(model: nn.Module) -> list[nn.Module]:
     return layers
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class LayeredEvaluator(Evaluator):
+    """``strict``: any slower path is an error. ``fused``: score unit-sparse candidates with
+    the layers' fused kernels where they declare them (:mod:`polystep.evaluate.fused`); False
+    keeps the eager reference suffix."""
+
     name = "layered"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        subspace: Subspace,
-        *,
-        chunk_size: int | None = None,
-        strict: bool = False,
-        fused: bool = True,
-    ) -> None:
-        """``fused``: score unit-sparse candidates with the layers' fused kernels where they
-        declare them (:mod:`polystep.evaluate.fused`); False keeps the eager reference suffix."""
-        super().__init__(model, loss_fn, subspace, chunk_size=chunk_size)
-        self.fused = bool(fused)
+    strict: bool = False
+    fused: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.fused = bool(self.fused)
         self.layers = sequential_layers(self.model)
         self.sites = self._sites(self.subspace)
-        self.strict = bool(strict)
+        self.strict = bool(self.strict)
         self._batch_dims: dict[tuple[int, ...], list[int]] = {}
         self.fallback_reason: str | None = None
         self._fallback: Evaluator | None = None

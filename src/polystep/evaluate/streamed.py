@@ -24,6 +24,7 @@ incumbent over all ``T`` steps. Pick this evaluator explicitly (``evaluator="str
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,7 +35,6 @@ from polystep.blocks import BlockCandidates
 from polystep.evaluate.base import (
     Batch,
     Evaluator,
-    LossFn,
     chunks,
     compute_loss,
     evaluation_mode,
@@ -53,7 +53,6 @@ from polystep.evaluate.stream import (
 )
 from polystep.evaluate.traits import is_unitwise, traits_of
 from polystep.evaluate.units import dedupe_slots, linear_weight
-from polystep.subspace.base import Subspace
 from polystep.subspace.segments import Segment
 
 DEFAULT_MEMORY_BYTES = 2**20  # working set of one chunk of candidates
@@ -72,32 +71,28 @@ class _OneStep(nn.Module):
         return step_layer(self.layer, x, None)[0] if self.per_step else self.layer(x)
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class StreamedEvaluator(Evaluator):
+    """``chunk_size``: candidates per chunk (None: as many as ``memory_bytes`` allows)."""
+
     name = "streamed"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        subspace: Subspace,
-        *,
-        chunk_size: int | None = None,
-        memory_bytes: int = DEFAULT_MEMORY_BYTES,
-    ) -> None:
-        """``chunk_size``: candidates per chunk (None: as many as ``memory_bytes`` allows)."""
-        super().__init__(model, loss_fn, subspace, chunk_size=chunk_size)
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        memory_bytes = self.memory_bytes
         if isinstance(memory_bytes, bool) or not isinstance(memory_bytes, int) or memory_bytes < 1:
             raise ValueError(f"memory_bytes must be a positive int, got {memory_bytes!r}")
-        self.memory_bytes = memory_bytes
         self.plan = StreamPlan.of(self.model)
         self.layers = self.plan.layers
-        canon = {id(p): k for k, p in subspace.layout.parameters(self.model).items()}
+        canon = {id(p): k for k, p in self.subspace.layout.parameters(self.model).items()}
         self.sites: dict[str, tuple[int, str]] = {}
         for i, layer in enumerate(self.layers):
             for local, p in layer.named_parameters():
                 if id(p) in canon:
                     self.sites[canon[id(p)]] = (i, local)
-        missing = [k for k in subspace.layout.names if k not in self.sites]
+        missing = [k for k in self.subspace.layout.names if k not in self.sites]
         if missing:
             raise ValueError(f"parameters outside the layer chain: {missing}")
         self.unit_candidates = 0  # candidates scored by the unit path (the rest: dense)
