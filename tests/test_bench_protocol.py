@@ -357,6 +357,21 @@ def test_readme_command_leaves_out_the_budget_when_each_task_ran_its_own_default
     assert "--scale full --budget-fwd 5000 --seeds 1" in readme._command(chosen, "x")
 
 
+@pytest.mark.parametrize(
+    ("task", "scale", "flag"),
+    [
+        ("snn_mnist", "full", True),
+        ("moe_20", "cpu", True),  # MNIST + Fashion-MNIST
+        ("argmax_fmnist", "cpu", False),  # Fashion-MNIST is found without a flag
+        ("snn_mnist", "smoke", False),  # digits
+    ],
+)
+def test_readme_command_names_the_mnist_folder_where_the_records_read_mnist(task, scale, flag):
+    record = {"task": task, "method": "polystep", "seed": 1, "scale": scale, "config": {}}
+    command = readme._command([record], "x")
+    assert ("--mnist-dir ../shared/data/mnist --out" in command) is flag
+
+
 def test_readme_cells_name_their_code_version_when_a_table_mixes_versions(tmp_path):
     def record(task: str, source: str) -> dict:
         return {
