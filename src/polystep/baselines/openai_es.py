@@ -17,6 +17,7 @@ import torch
 
 from polystep.baselines.budget import AskTellRunner, start_vector
 from polystep.baselines.state import SampledState
+from polystep.validation import check_positive_int
 
 UPDATES = ("adam", "sgd")
 
@@ -82,8 +83,7 @@ class OpenAIES(AskTellRunner, SampledState):
         lr_decay: int | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        check_positive_int("dim", dim)
         if isinstance(popsize, bool) or not isinstance(popsize, int) or popsize < 2 or popsize % 2:
             raise ValueError(
                 f"popsize must be an even int >= 2 (antithetic pairs), got {popsize!r}"
@@ -100,10 +100,7 @@ class OpenAIES(AskTellRunner, SampledState):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if lr_decay is not None and (
-            isinstance(lr_decay, bool) or not isinstance(lr_decay, int) or lr_decay < 1
-        ):
-            raise ValueError(f"lr_decay must be None or a positive int, got {lr_decay!r}")
+        check_positive_int("lr_decay", lr_decay, allow_none=True)
         mean, self.device = start_vector(x0, dim, dtype, device)
         self.dim = dim
         self.popsize = popsize

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from polystep.validation import check_int
+
 
 def check_state(
     owner: str, method: str, settings: dict[str, Any], state: Any, keys: frozenset[str]
@@ -58,8 +60,7 @@ def check_vector(owner: str, name: str, value: Any, dim: int, *, optional: bool 
 
 def check_count(owner: str, name: str, value: Any) -> None:
     """Raise a ValueError naming ``name`` unless ``value`` is an int >= 0."""
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{owner}.load_state_dict: the state's {name} must be an int >= 0")
+    check_int(f"{owner}.load_state_dict: the state's {name}", value, minimum=0)
 
 
 def check_rng(owner: str, value: Any, device: torch.device) -> None:

@@ -22,6 +22,7 @@ from torch import nn
 
 from polystep.blocks import BlockCandidates
 from polystep.subspace.base import Subspace
+from polystep.validation import check_positive_int
 
 LossFn = Callable[..., torch.Tensor]
 Batch = tuple[Any, Any]
@@ -48,11 +49,7 @@ class Evaluator:
             raise ValueError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
         if not callable(self.loss_fn):
             raise ValueError("loss_fn must be callable: loss_fn(outputs, targets) -> scalar")
-        chunk_size = self.chunk_size
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
+        check_positive_int("chunk_size", self.chunk_size, allow_none=True)
 
     def evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover

@@ -54,6 +54,7 @@ from polystep.evaluate.stream import (
 from polystep.evaluate.traits import is_unitwise, traits_of
 from polystep.evaluate.units import dedupe_slots, linear_weight
 from polystep.subspace.segments import Segment
+from polystep.validation import check_positive_int
 
 DEFAULT_MEMORY_BYTES = 2**20  # working set of one chunk of candidates
 MASK_ROWS = 4096  # candidates sorted into unit / dense path at a time
@@ -81,9 +82,7 @@ class StreamedEvaluator(Evaluator):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        memory_bytes = self.memory_bytes
-        if isinstance(memory_bytes, bool) or not isinstance(memory_bytes, int) or memory_bytes < 1:
-            raise ValueError(f"memory_bytes must be a positive int, got {memory_bytes!r}")
+        check_positive_int("memory_bytes", self.memory_bytes)
         self.plan = StreamPlan.of(self.model)
         self.layers = self.plan.layers
         canon = {id(p): k for k, p in self.subspace.layout.parameters(self.model).items()}
