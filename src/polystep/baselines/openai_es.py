@@ -112,18 +112,12 @@ class OpenAIES(AskTellRunner, SampledState):
         self.momentum = float(momentum)
         self.lr_decay = lr_decay
         self.beta1, self.beta2, self.adam_eps = 0.9, 0.999, 1e-8
-        self.mean = mean
         self._m = torch.zeros_like(mean)
         self._v = torch.zeros_like(mean)
         self._t = 0
         self.generation = 0
-        self.evaluations = 0
-        self.best_x: torch.Tensor | None = None
-        self.best_fitness = float("inf")
-        self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
         self._noise: torch.Tensor | None = None
-        self._rng_before_ask = self._gen.get_state()
-        self._population: torch.Tensor | None = None
+        self._start(mean, seed)
 
     def ask(self) -> torch.Tensor:
         """Draw a new antithetic population ``(popsize, dim)`` around ``mean``."""

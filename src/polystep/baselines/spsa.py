@@ -72,15 +72,9 @@ class SPSA(AskTellRunner, SampledState):
         self.popsize = 2 * num_directions
         self.max_step = max_step
         self.dtype = dtype
-        self.mean = mean
         self.iteration = 0
-        self.evaluations = 0
-        self.best_x: torch.Tensor | None = None
-        self.best_fitness = float("inf")
-        self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
         self._delta: torch.Tensor | None = None
-        self._rng_before_ask = self._gen.get_state()
-        self._population: torch.Tensor | None = None
+        self._start(mean, seed)
 
     def gains(self, k: int | None = None) -> tuple[float, float]:
         """``(a_k, c_k)`` at iteration ``k`` (default: the current one)."""

@@ -108,6 +108,17 @@ class SampledState:
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _start(self, mean: torch.Tensor, seed: int) -> None:
+        """The state before the first ``ask()``: ``mean``, nothing evaluated, no best point,
+        the sampler seeded with ``seed`` on ``self.device``, no population pending."""
+        self.mean = mean
+        self.evaluations = 0
+        self.best_x = None
+        self.best_fitness = float("inf")
+        self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        self._rng_before_ask = self._gen.get_state()
+        self._population = None
+
     def _received(self, fitness: Any) -> torch.Tensor:
         """``fitness`` ``(popsize,)`` of the pending population as a tensor on the device, checked,
         with the best point updated (NaN counts as +inf)."""
