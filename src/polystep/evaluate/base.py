@@ -22,6 +22,7 @@ from torch import nn
 
 from polystep.blocks import BlockCandidates
 from polystep.subspace.base import Subspace
+from polystep.subspace.segments import Segment
 from polystep.validation import check_positive_int
 
 LossFn = Callable[..., torch.Tensor]
@@ -62,6 +63,17 @@ class Evaluator:
         with evaluation_mode(self.model):
             inputs, targets = batch
             return compute_loss(self.loss_fn, self.model(inputs), targets).detach()
+
+
+def nested_layers(model: nn.Module, error: type[Exception]) -> list[nn.Module]:
+    """The layers of a (nested) ``nn.Sequential``, in order; ``error`` (naming the model's class)
+    for any other model."""
+    if not isinstance(model, nn.Sequential):
+        raise error(f"model is a {type(model).__name__}, not an nn.Sequential")
+    layers: list[nn.Module] = []
+    for m in model:
+        layers.extend(nested_layers(m, error) if isinstance(m, nn.Sequential) else [m])
+    return layers
 
 
 def compute_loss(loss_fn: LossFn, outputs: torch.Tensor, targets: Any) -> torch.Tensor:
@@ -159,6 +171,21 @@ def local_coords(
     cols = cols[:, None] + torch.arange(p, device=cols.device)
     out = torch.zeros(len(rows), seg.size, dtype=subspace.dtype, device=subspace.device)
     return out.scatter_(1, cols.to(out.device), candidates.offset[rows].to(out))
+
+
+def block_columns(
+    subspace: Subspace,
+    seg: Segment,
+    candidates: BlockCandidates,
+    rows: torch.Tensor,
+    like: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local coordinate index ``(n, p)`` in segment ``seg`` and offset values ``(n, p)`` (dtype
+    and device of ``like``) of candidates ``rows``, for the subspace's blocks of ``p``."""
+    p = subspace.block_dim
+    cols = (candidates.block[rows] * p - seg.start)[:, None]
+    cols = (cols + torch.arange(p, device=cols.device)).to(like.device)
+    return cols, candidates.offset[rows].to(like)
 
 
 def chunks(rows: torch.Tensor, size: int) -> Iterator[torch.Tensor]:

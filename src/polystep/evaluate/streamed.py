@@ -35,6 +35,7 @@ from polystep.blocks import BlockCandidates
 from polystep.evaluate.base import (
     Batch,
     Evaluator,
+    block_columns,
     chunks,
     compute_loss,
     evaluation_mode,
@@ -42,7 +43,6 @@ from polystep.evaluate.base import (
     per_candidate_loss,
     segment_groups,
 )
-from polystep.evaluate.layered import block_columns
 from polystep.evaluate.stream import (
     BaseStream,
     StreamPlan,
@@ -139,7 +139,9 @@ class StreamedEvaluator(Evaluator):
         sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
         if unit_path:
             for part in chunks(torch.arange(len(rows)), MASK_ROWS):
-                cols, _ = self._cols_vals(seg, candidates, rows[part], candidates.offset)
+                cols, _ = block_columns(
+                    self.subspace, seg, candidates, rows[part], candidates.offset
+                )
                 sparse[part] = seg.unit_sparse(cols).to(rows.device)
         return sparse
 
@@ -174,11 +176,6 @@ class StreamedEvaluator(Evaluator):
             return None
         return j
 
-    def _cols_vals(
-        self, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor, like: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return block_columns(self.subspace.block_dim, seg, candidates, rows, like)
-
     # -- the two paths ------------------------------------------------------------------------
     def _unit_chunk(
         self, i: int, j: int, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor,
@@ -189,7 +186,7 @@ class StreamedEvaluator(Evaluator):
         base = BaseStream(plan, inputs)
         n = len(rows)
         static = i < plan.start
-        cols, vals = self._cols_vals(seg, candidates, rows, base.current)
+        cols, vals = block_columns(self.subspace, seg, candidates, rows, base.current)
         moved = static_h = weight = None
         if static:  # the moved units' current is the same at every step
             moved = self._moved_units(i, seg, base, cols, vals)
@@ -266,7 +263,7 @@ class StreamedEvaluator(Evaluator):
         layer = self.layers[i]
         x, y = base.inp(i), base.out(i)
         if traits_of(layer).plain_linear and local in ("weight", "bias"):
-            cols, vals = self._cols_vals(seg, candidates, rows, y)
+            cols, vals = block_columns(self.subspace, seg, candidates, rows, y)
             out = y.reshape(1, -1, y.shape[-1]).repeat(len(rows), 1, 1)
             if seg.output_delta(out, x.reshape(-1, x.shape[-1]), cols, vals, {}):
                 return out.reshape(len(rows), *y.shape)
