@@ -227,6 +227,14 @@ def test_run_config_records_settings_threads_and_overrides():
     assert config["overrides"] == {"rank": 4} and config["threads"] >= 1
 
 
+def test_run_settings_refuse_an_unknown_keyword_before_anything_runs():
+    with pytest.raises(TypeError, match="unknown run settings \\['override'\\]"):
+        runner.train_one(
+            TASKS["mlp_mnist"], "polystep", 0, None, scale="smoke", budget_fwd=10,
+            budget_seconds=None, device="cpu", override={"rank": 4},
+        )  # fmt: skip
+
+
 def test_equal_time_long_table_takes_the_best_gradient_free_baseline_by_validation(
     tmp_path, monkeypatch
 ):
