@@ -227,6 +227,14 @@ def test_run_config_records_settings_threads_and_overrides():
     assert config["overrides"] == {"rank": 4} and config["threads"] >= 1
 
 
+def test_run_settings_refuse_an_unknown_keyword_before_anything_runs():
+    with pytest.raises(TypeError, match="unknown run settings \\['override'\\]"):
+        runner.train_one(
+            TASKS["mlp_mnist"], "polystep", 0, None, scale="smoke", budget_fwd=10,
+            budget_seconds=None, device="cpu", override={"rank": 4},
+        )  # fmt: skip
+
+
 def test_equal_time_long_table_takes_the_best_gradient_free_baseline_by_validation(
     tmp_path, monkeypatch
 ):
@@ -355,6 +363,21 @@ def test_readme_command_leaves_out_the_budget_when_each_task_ran_its_own_default
     assert "--scale full --seeds 1 --threads 2" in readme._command(own, "x")
     chosen = [run("snn_mnist", 5000), run("int8_mnist", 5000)]
     assert "--scale full --budget-fwd 5000 --seeds 1" in readme._command(chosen, "x")
+
+
+@pytest.mark.parametrize(
+    ("task", "scale", "flag"),
+    [
+        ("snn_mnist", "full", True),
+        ("moe_20", "cpu", True),  # MNIST + Fashion-MNIST
+        ("argmax_fmnist", "cpu", False),  # Fashion-MNIST is found without a flag
+        ("snn_mnist", "smoke", False),  # digits
+    ],
+)
+def test_readme_command_names_the_mnist_folder_where_the_records_read_mnist(task, scale, flag):
+    record = {"task": task, "method": "polystep", "seed": 1, "scale": scale, "config": {}}
+    command = readme._command([record], "x")
+    assert ("--mnist-dir ../shared/data/mnist --out" in command) is flag
 
 
 def test_readme_cells_name_their_code_version_when_a_table_mixes_versions(tmp_path):

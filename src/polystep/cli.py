@@ -30,22 +30,35 @@ DEFAULT_DEMO = "snn"
 HELP = ("-h", "--help")
 
 
-def _usage(prog: str, description: str) -> argparse.ArgumentParser:
+def _parser(prog: str, usage: str, description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog,
+        usage=usage,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def _help(parser: argparse.ArgumentParser, argv: list[str], missing: str | None) -> bool:
+    """True, with the help printed, when ``argv`` starts with -h/--help; a usage error saying
+    ``missing`` when ``argv`` is empty and ``missing`` is given (something must follow)."""
+    if not argv and missing is not None:
+        parser.error(missing)
+    if argv[:1] and argv[0] in HELP:
+        parser.print_help()
+        return True
+    return False
 
 
 def _demo(argv: list[str]) -> int:
     lines = "\n".join(f"  {name:10s} {text}" for name, (_, text) in DEMOS.items())
-    parser = _usage(
+    parser = _parser(
         "polystep demo",
+        "polystep demo [NAME] [options]",
         f"Run a demo (default: {DEFAULT_DEMO}); `polystep demo NAME --help` lists its options."
         f"\n\ndemos:\n{lines}",
     )
-    parser.usage = "polystep demo [NAME] [options]"
-    if argv[:1] and argv[0] in HELP:
-        parser.print_help()
+    if _help(parser, argv, None):
         return 0
     if argv[:1] and not argv[0].startswith("-"):
         name, rest = argv[0], argv[1:]
@@ -58,16 +71,13 @@ def _demo(argv: list[str]) -> int:
 
 def _bench(argv: list[str]) -> int:
     suites = [line for line in __doc__.splitlines() if line.startswith("  polystep bench")]
-    parser = _usage(
+    parser = _parser(
         "polystep bench",
+        "polystep bench {TASK... | report DIR | maxsat | rl} [options]",
         "\n".join(suites) + "\n\n`polystep bench all --help`, `... maxsat --help` and `... rl "
         "--help` list the options of each.",
     )
-    parser.usage = "polystep bench {TASK... | report DIR | maxsat | rl} [options]"
-    if not argv:
-        parser.error("give a suite (maxsat, rl), task names, 'all' or 'report DIR'")
-    if argv[0] in HELP:
-        parser.print_help()
+    if _help(parser, argv, "give a suite (maxsat, rl), task names, 'all' or 'report DIR'"):
         return 0
     if argv[0] in BENCH_SUITES:
         return int(importlib.import_module(BENCH_SUITES[argv[0]]).main(argv[1:]) or 0)
@@ -76,12 +86,8 @@ def _bench(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _usage("polystep", __doc__.split("\n\n", 1)[1])
-    parser.usage = "polystep {demo,bench} ..."
-    if not argv:
-        parser.error("give a command: demo or bench")
-    if argv[0] in HELP:
-        parser.print_help()
+    parser = _parser("polystep", "polystep {demo,bench} ...", __doc__.split("\n\n", 1)[1])
+    if _help(parser, argv, "give a command: demo or bench"):
         return 0
     if argv[0] == "demo":
         return _demo(argv[1:])

@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from polystep.validation import check_int
+
 RECENT = 10  # steps the estimate of the next one looks back on
 
 
@@ -63,14 +65,7 @@ class StepBudget:
         *,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if max_evaluations is not None and (
-            isinstance(max_evaluations, bool)
-            or not isinstance(max_evaluations, int)
-            or max_evaluations < 0
-        ):
-            raise ValueError(
-                f"max_evaluations must be None or an int >= 0, got {max_evaluations!r}"
-            )
+        check_int("max_evaluations", max_evaluations, minimum=0, allow_none=True)
         if max_seconds is not None and (
             isinstance(max_seconds, bool)
             or not isinstance(max_seconds, int | float)
@@ -135,8 +130,7 @@ class StepBudget:
     def charge(self, n: int) -> None:
         """Record one step of ``n`` forward passes (starts the clock); raises
         :class:`BudgetExceeded` when they do not fit."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative int, got {n!r}")
+        check_int("n", n, minimum=0)
         self.start()
         if n > self.remaining_evaluations:
             raise BudgetExceeded(

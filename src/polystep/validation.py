@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 
-def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is an int >= 1 (or None if allowed)."""
+def check_int(name: str, value: Any, *, minimum: int, allow_none: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is an int >= ``minimum`` (a bool is
+    not), or None if allowed."""
     if allow_none and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "None or a positive int" if allow_none else "a positive int"
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        allowed = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        allowed = f"None or {allowed}" if allow_none else allowed
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is an int >= 1 (or None if allowed)."""
+    check_int(name, value, minimum=1, allow_none=allow_none)

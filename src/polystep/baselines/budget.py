@@ -20,6 +20,7 @@ import torch
 
 from polystep.deadline import BudgetExceeded as BudgetExceeded  # re-exported
 from polystep.deadline import StepBudget
+from polystep.validation import check_positive_int
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
@@ -38,10 +39,7 @@ class Budget(StepBudget):
     ) -> None:
         if max_evals is None and max_seconds is None:
             raise ValueError("Budget needs max_evals and/or max_seconds, got neither")
-        if max_evals is not None and (
-            isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1
-        ):
-            raise ValueError(f"max_evals must be None or a positive int, got {max_evals!r}")
+        check_positive_int("max_evals", max_evals, allow_none=True)
         super().__init__(max_evals, max_seconds, clock=clock)
 
     max_evals = property(lambda self: self.max_evaluations)

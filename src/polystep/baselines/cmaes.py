@@ -23,6 +23,7 @@ import torch
 
 from polystep.baselines.budget import AskTellRunner
 from polystep.baselines.state import check_count, check_state, check_vector
+from polystep.validation import check_int
 
 STATE_KEYS = frozenset({"method", "settings", "x0", "seed", "told", "mean", "sigma"})
 
@@ -57,16 +58,11 @@ class CMAES(AskTellRunner):
         device: torch.device | str | None = None,
         options: dict[str, Any] | None = None,
     ) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
-            raise ValueError(f"dim must be an int >= 2, got {dim!r}")
+        check_int("dim", dim, minimum=2)
         if not sigma0 > 0:
             raise ValueError(f"sigma0 must be > 0, got {sigma0!r}")
-        if popsize is not None and (
-            isinstance(popsize, bool) or not isinstance(popsize, int) or popsize < 2
-        ):
-            raise ValueError(f"popsize must be None or an int >= 2, got {popsize!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        check_int("popsize", popsize, minimum=2, allow_none=True)
+        check_int("seed", seed, minimum=0)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         if device is None:

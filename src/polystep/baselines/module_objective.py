@@ -21,6 +21,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from polystep.training import _loader_generators  # the shuffling generators, as train() finds them
+from polystep.validation import check_positive_int
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -49,8 +50,7 @@ class ModuleObjective:
         chunk_size: int = 64,
         vectorize: bool = True,
     ) -> None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        check_positive_int("chunk_size", chunk_size)
         if resample and batches is None:
             raise ValueError("batches must be given when resample=True")
         self.model = model

@@ -17,6 +17,7 @@ import torch
 
 from polystep.baselines.budget import AskTellRunner, start_vector
 from polystep.baselines.state import SampledState
+from polystep.validation import check_positive_int
 
 UPDATES = ("adam", "sgd")
 
@@ -82,8 +83,7 @@ class OpenAIES(AskTellRunner, SampledState):
         lr_decay: int | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        check_positive_int("dim", dim)
         if isinstance(popsize, bool) or not isinstance(popsize, int) or popsize < 2 or popsize % 2:
             raise ValueError(
                 f"popsize must be an even int >= 2 (antithetic pairs), got {popsize!r}"
@@ -100,10 +100,7 @@ class OpenAIES(AskTellRunner, SampledState):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if lr_decay is not None and (
-            isinstance(lr_decay, bool) or not isinstance(lr_decay, int) or lr_decay < 1
-        ):
-            raise ValueError(f"lr_decay must be None or a positive int, got {lr_decay!r}")
+        check_positive_int("lr_decay", lr_decay, allow_none=True)
         mean, self.device = start_vector(x0, dim, dtype, device)
         self.dim = dim
         self.popsize = popsize
@@ -115,18 +112,12 @@ class OpenAIES(AskTellRunner, SampledState):
         self.momentum = float(momentum)
         self.lr_decay = lr_decay
         self.beta1, self.beta2, self.adam_eps = 0.9, 0.999, 1e-8
-        self.mean = mean
         self._m = torch.zeros_like(mean)
         self._v = torch.zeros_like(mean)
         self._t = 0
         self.generation = 0
-        self.evaluations = 0
-        self.best_x: torch.Tensor | None = None
-        self.best_fitness = float("inf")
-        self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
         self._noise: torch.Tensor | None = None
-        self._rng_before_ask = self._gen.get_state()
-        self._population: torch.Tensor | None = None
+        self._start(mean, seed)
 
     def ask(self) -> torch.Tensor:
         """Draw a new antithetic population ``(popsize, dim)`` around ``mean``."""

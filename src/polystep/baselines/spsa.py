@@ -15,6 +15,7 @@ import torch
 
 from polystep.baselines.budget import AskTellRunner, start_vector
 from polystep.baselines.state import SampledState
+from polystep.validation import check_positive_int
 
 
 class SPSA(AskTellRunner, SampledState):
@@ -52,19 +53,13 @@ class SPSA(AskTellRunner, SampledState):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        check_positive_int("dim", dim)
         for name, value in (("a", a), ("c", c), ("alpha", alpha), ("gamma", gamma)):
             if not value > 0:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         if stability < 0:
             raise ValueError(f"stability must be >= 0, got {stability!r}")
-        if (
-            isinstance(num_directions, bool)
-            or not isinstance(num_directions, int)
-            or num_directions < 1
-        ):
-            raise ValueError(f"num_directions must be a positive int, got {num_directions!r}")
+        check_positive_int("num_directions", num_directions)
         if max_step is not None and not max_step > 0:
             raise ValueError(f"max_step must be None or > 0, got {max_step!r}")
         if dtype not in (torch.float32, torch.float64):
@@ -77,15 +72,9 @@ class SPSA(AskTellRunner, SampledState):
         self.popsize = 2 * num_directions
         self.max_step = max_step
         self.dtype = dtype
-        self.mean = mean
         self.iteration = 0
-        self.evaluations = 0
-        self.best_x: torch.Tensor | None = None
-        self.best_fitness = float("inf")
-        self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
         self._delta: torch.Tensor | None = None
-        self._rng_before_ask = self._gen.get_state()
-        self._population: torch.Tensor | None = None
+        self._start(mean, seed)
 
     def gains(self, k: int | None = None) -> tuple[float, float]:
         """``(a_k, c_k)`` at iteration ``k`` (default: the current one)."""

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from polystep.validation import check_int
+
 
 def check_state(
     owner: str, method: str, settings: dict[str, Any], state: Any, keys: frozenset[str]
@@ -58,8 +60,7 @@ def check_vector(owner: str, name: str, value: Any, dim: int, *, optional: bool 
 
 def check_count(owner: str, name: str, value: Any) -> None:
     """Raise a ValueError naming ``name`` unless ``value`` is an int >= 0."""
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{owner}.load_state_dict: the state's {name} must be an int >= 0")
+    check_int(f"{owner}.load_state_dict: the state's {name}", value, minimum=0)
 
 
 def check_rng(owner: str, value: Any, device: torch.device) -> None:
@@ -106,6 +107,17 @@ class SampledState:
 
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _start(self, mean: torch.Tensor, seed: int) -> None:
+        """The state before the first ``ask()``: ``mean``, nothing evaluated, no best point,
+        the sampler seeded with ``seed`` on ``self.device``, no population pending."""
+        self.mean = mean
+        self.evaluations = 0
+        self.best_x = None
+        self.best_fitness = float("inf")
+        self._gen = torch.Generator(device=self.device).manual_seed(int(seed))
+        self._rng_before_ask = self._gen.get_state()
+        self._population = None
 
     def _received(self, fitness: Any) -> torch.Tensor:
         """``fitness`` ``(popsize,)`` of the pending population as a tensor on the device, checked,

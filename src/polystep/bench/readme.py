@@ -57,6 +57,9 @@ AUTHORS = {
     "moe_20": 90.5,
     "mlp_mnist": 96.0,
 }
+# The MNIST IDX folder the README's commands name (relative to the repository root, as the
+# README's hand-written commands name it too).
+MNIST_DIR = "../shared/data/mnist"
 
 
 def _passes(value: float) -> str:
@@ -101,6 +104,13 @@ def _default_budget(run: dict[str, Any], scale: str) -> bool:
     return spec is not None and scale in spec.scales and spec.scales[scale].budget_fwd == budget
 
 
+def _reads_mnist(run: dict[str, Any], scale: str) -> bool:
+    """Whether ``run`` read MNIST from an IDX folder (every scale but smoke, for a task on MNIST
+    alone or with Fashion-MNIST; Fashion-MNIST itself is found without a flag)."""
+    spec = TASKS.get(run["task"])
+    return scale != "smoke" and spec is not None and "mnist" in spec.dataset.split("+")
+
+
 def _command(runs: list[dict[str, Any]], folder: str) -> str:
     """The ``polystep bench`` command that reproduces the folder's records."""
     config = runs[0].get("config", {})
@@ -115,10 +125,11 @@ def _command(runs: list[dict[str, Any]], folder: str) -> str:
     else:
         budget = f"--budget-fwd {config.get('budget_fwd')} "
     threads = config.get("threads", runs[0].get("machine", {}).get("threads"))
+    mnist = f"--mnist-dir {MNIST_DIR} " if any(_reads_mnist(r, scale) for r in runs) else ""
     return (
         f"polystep bench {' '.join(tasks)} --methods {','.join(methods)} --scale {scale} "
         f"{budget}--seeds {','.join(str(s) for s in seeds)} --threads {threads} "
-        f"--out benchmarks/results/{folder}"
+        f"{mnist}--out benchmarks/results/{folder}"
     )
 
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 import torch
 from torch import nn
@@ -79,35 +79,44 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def run_config(
-    task: TaskSpec,
-    method: str,
-    *,
-    scale: str,
-    budget_fwd: int,
-    budget_seconds: float | None,
-    device: str,
-    overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+class RunSettings(TypedDict):
+    """What defines a bench run besides its task, method and seed: the keywords of
+    :func:`run_config`, :func:`train_one` and :func:`run_one`. ``overrides`` replaces some of the
+    method's settings (e.g. a tuned selection)."""
+
+    scale: str
+    budget_fwd: int
+    budget_seconds: float | None
+    device: str
+    overrides: NotRequired[dict[str, Any] | None]
+
+
+def run_config(task: TaskSpec, method: str, **run: Unpack[RunSettings]) -> dict[str, Any]:
     """The settings that define a run (stored in its JSON; a stored run counts as done only when
     these are equal, and its code version is the current one). ``settings`` are the method's
     settings as run (preset or baseline settings with ``overrides`` on top, e.g. a tuned
     selection); ``threads`` the torch CPU threads. JSON-normalised, so it compares equal to what
     was read back."""
+    unknown = sorted(set(run) - set(RunSettings.__annotations__))
+    if unknown:
+        raise TypeError(
+            f"unknown run settings {unknown}; allowed: {list(RunSettings.__annotations__)}"
+        )
+    scale, overrides = run["scale"], run.get("overrides") or {}
     spec = task.scales[scale]
     config = {
         "scale": scale,
         "data": data_label(task, scale),
-        "budget_fwd": budget_fwd,
-        "budget_seconds": budget_seconds,
+        "budget_fwd": run["budget_fwd"],
+        "budget_seconds": run["budget_seconds"],
         "batch_size": spec.batch_size,
         "hidden": spec.hidden,
         "train_limit": spec.train_limit,
         "preset": task.preset if method == "polystep" else None,
-        "overrides": overrides or {},
-        "settings": resolved_settings(task, method, overrides or {}),
+        "overrides": overrides,
+        "settings": resolved_settings(task, method, overrides),
         "threads": torch.get_num_threads(),
-        "device": device,
+        "device": run["device"],
     }
     return json.loads(json.dumps(config))
 
@@ -134,21 +143,17 @@ def train_one(
     seed: int,
     splits: Splits,
     *,
-    scale: str,
-    budget_fwd: int,
-    budget_seconds: float | None,
-    device: str,
-    overrides: dict[str, Any] | None = None,
     partial: Partial | None = None,
+    **run: Unpack[RunSettings],
 ) -> Trained:
     """Train ``method`` on ``task`` under the bench protocol with its settings as
     :func:`run_config` resolves them (passed down to the method); the test split is not touched.
     With ``partial`` the run checkpoints there and resumes from there."""
     if method not in methods.METHODS:
         raise ValueError(f"method must be one of {methods.METHODS}, got {method!r}")
-    config = run_config(
-        task, method, scale=scale, budget_fwd=budget_fwd, budget_seconds=budget_seconds,
-        device=device, overrides=overrides,
+    config = run_config(task, method, **run)
+    scale, budget_fwd, budget_seconds, device = (
+        run["scale"], run["budget_fwd"], run["budget_seconds"], run["device"]
     )  # fmt: skip
     settings, spec = config["settings"], task.scales[scale]
     torch.manual_seed(seed)
@@ -194,39 +199,32 @@ def run_one(
     seed: int,
     splits: Splits,
     *,
-    scale: str,
-    budget_fwd: int,
-    budget_seconds: float | None,
-    device: str,
-    overrides: dict[str, Any] | None = None,
     partial: Partial | None = None,
+    **run: Unpack[RunSettings],
 ) -> dict[str, Any]:
     """One training run (resumable with ``partial``, see :func:`train_one`); returns the JSON
     payload (config, versions, machine, figures, curve; wall and training seconds and
     ``resumes`` summed over the sessions that ran it)."""
-    run = train_one(
-        task, method, seed, splits, scale=scale, budget_fwd=budget_fwd,
-        budget_seconds=budget_seconds, device=device, overrides=overrides, partial=partial,
-    )  # fmt: skip
-    figures = run.selector.finish(run.model, run.loaders.test)
+    trained = train_one(task, method, seed, splits, partial=partial, **run)
+    figures = trained.selector.finish(trained.model, trained.loaders.test)
     return {
         "task": task.name,
         "method": method,
         "seed": seed,
-        "scale": scale,
-        "data": data_label(task, scale),
-        "config": {**run.config, "splits": splits.sizes()},
+        "scale": run["scale"],
+        "data": data_label(task, run["scale"]),
+        "config": {**trained.config, "splits": splits.sizes()},
         "protocol": PROTOCOL,
         "versions": {"polystep": __version__, "torch": torch.__version__},
         "code": code_version(),
         "machine": machine_info(),
-        "evaluations": run.extra.pop("evaluations"),
-        "wall_seconds": run.seconds,
-        "train_seconds": run.selector.train_seconds,
-        "resumes": run.resumes,
-        "budget_seconds_used": run.extra.pop("budget_seconds_used"),
-        "longest_step_seconds": run.extra.pop("longest_step_seconds"),
-        **run.extra,
+        "evaluations": trained.extra.pop("evaluations"),
+        "wall_seconds": trained.seconds,
+        "train_seconds": trained.selector.train_seconds,
+        "resumes": trained.resumes,
+        "budget_seconds_used": trained.extra.pop("budget_seconds_used"),
+        "longest_step_seconds": trained.extra.pop("longest_step_seconds"),
+        **trained.extra,
         **figures,
     }
 
@@ -288,12 +286,15 @@ def run_bench(
         log(f"data at scale {scale}: {label}")
     overrides = overrides or {}
 
-    def wanted(task: TaskSpec, method: str) -> dict[str, Any]:
-        return run_config(
-            task, method, scale=scale, budget_fwd=budget_fwd or task.scales[scale].budget_fwd,
+    def settings(task: TaskSpec, method: str) -> RunSettings:
+        return RunSettings(
+            scale=scale, budget_fwd=budget_fwd or task.scales[scale].budget_fwd,
             budget_seconds=budget_seconds, device=device,
             overrides=overrides.get((task.name, method)),
         )  # fmt: skip
+
+    def wanted(task: TaskSpec, method: str) -> dict[str, Any]:
+        return run_config(task, method, **settings(task, method))
 
     done, redo = set(), {}
     for task in tasks:
@@ -327,12 +328,9 @@ def run_bench(
                 partial = bench_partial(out_dir, task, method, seed, wanted(task, method), log)
                 if splits is None:
                     splits = load_task_data(task, scale, seed, mnist_dir=mnist_dir)
-                fwd = budget_fwd or task.scales[scale].budget_fwd
                 payload = run_one(
-                    task, method, seed, splits, scale=scale, budget_fwd=fwd,
-                    budget_seconds=budget_seconds, device=device,
-                    overrides=overrides.get((task.name, method)), partial=partial,
-                )  # fmt: skip
+                    task, method, seed, splits, partial=partial, **settings(task, method)
+                )
                 if is_writer():  # under torchrun: rank 0 archives and writes the record
                     if path in redo:
                         archive(path, (redo[path][0].get("code") or {}).get("source"))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from polystep.bench.codeversion import code_version
-from polystep.bench.runner import machine_info, run_config, train_one
+from polystep.bench.runner import RunSettings, machine_info, run_config, train_one
 from polystep.bench.tasks import TaskSpec, data_label, load_task_data
 from polystep.distributed import is_writer
 
@@ -137,41 +137,30 @@ def current(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_trial(
-    task: TaskSpec,
-    method: str,
-    config: dict[str, Any],
-    seed: int,
-    *,
-    scale: str,
-    budget_fwd: int,
-    budget_seconds: float | None,
-    device: str = "cpu",
-    mnist_dir: str | None = None,
+    task: TaskSpec, method: str, seed: int, run: RunSettings, mnist_dir: str | None = None
 ) -> dict[str, Any]:
-    """One tuning trial: train, score validation only, return its log line."""
-    splits = load_task_data(task, scale, seed, mnist_dir=mnist_dir)
-    run = train_one(
-        task, method, seed, splits, scale=scale, budget_fwd=budget_fwd,
-        budget_seconds=budget_seconds, device=device, overrides=config,
-    )  # fmt: skip
+    """One tuning trial (its configuration: ``run["overrides"]``): train, score validation only,
+    return its log line."""
+    splits = load_task_data(task, run["scale"], seed, mnist_dir=mnist_dir)
+    trained = train_one(task, method, seed, splits, **run)
     return {
         "method": method,
         "task": task.name,
         "seed": seed,
-        "scale": scale,
-        "data": data_label(task, scale),
-        "budget_fwd": budget_fwd,
-        "budget_seconds": budget_seconds,
-        "config": config,
-        "settings": run.config["settings"],
-        "threads": run.config["threads"],
-        "val_acc_best": run.selector.best_val,
-        "val_acc_last": run.selector.curve[-1]["val_acc"],
-        "selected_step": run.selector.best_step,
-        "evaluations": run.extra["evaluations"],
-        "steps": run.extra.get("steps", run.extra.get("generations")),
-        "wall_seconds": run.seconds,
-        "budget_seconds_used": run.extra["budget_seconds_used"],
+        "scale": run["scale"],
+        "data": data_label(task, run["scale"]),
+        "budget_fwd": run["budget_fwd"],
+        "budget_seconds": run["budget_seconds"],
+        "config": run.get("overrides"),
+        "settings": trained.config["settings"],
+        "threads": trained.config["threads"],
+        "val_acc_best": trained.selector.best_val,
+        "val_acc_last": trained.selector.curve[-1]["val_acc"],
+        "selected_step": trained.selector.best_step,
+        "evaluations": trained.extra["evaluations"],
+        "steps": trained.extra.get("steps", trained.extra.get("generations")),
+        "wall_seconds": trained.seconds,
+        "budget_seconds_used": trained.extra["budget_seconds_used"],
         "protocol": PROTOCOL,
         "grid": GRIDS[method],
         "code": code_version(),
@@ -206,20 +195,18 @@ def tune(
                         "method": method, "task": task.name, "seed": seed, "scale": scale,
                         "budget_fwd": fwd, "budget_seconds": budget_seconds, "config": config,
                     }  # fmt: skip
-                    wanted = run_config(
-                        task, method, scale=scale, budget_fwd=fwd,
-                        budget_seconds=budget_seconds, device=device, overrides=config,
+                    run = RunSettings(
+                        scale=scale, budget_fwd=fwd, budget_seconds=budget_seconds, device=device,
+                        overrides=config,
                     )  # fmt: skip
+                    wanted = run_config(task, method, **run)
                     key = trial_key(
                         {**probe, "settings": wanted["settings"], "threads": wanted["threads"]}
                     )
                     if any(trial_key(line) == key for line in current(load_log(log_path))):
                         log(f"skip {task.name} {method} {config_key(config)} seed {seed}")
                         continue
-                    line = run_trial(
-                        task, method, config, seed, scale=scale, budget_fwd=fwd,
-                        budget_seconds=budget_seconds, device=device, mnist_dir=mnist_dir,
-                    )  # fmt: skip
+                    line = run_trial(task, method, seed, run, mnist_dir=mnist_dir)
                     if is_writer():  # under torchrun: rank 0 appends the line
                         append_line(log_path, line)
                     log(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import torch
@@ -21,37 +22,35 @@ from torch import nn
 
 from polystep.blocks import BlockCandidates
 from polystep.subspace.base import Subspace
+from polystep.subspace.segments import Segment
+from polystep.validation import check_positive_int
 
 LossFn = Callable[..., torch.Tensor]
 Batch = tuple[Any, Any]
 DEFAULT_BUDGET = 2**24  # elements per chunk (64 MiB of float32)
 
 
+@dataclass(eq=False, repr=False)
 class Evaluator:
-    """Base class. Subclasses implement :meth:`evaluate`."""
+    """Base class: ``Evaluator(model, loss_fn, subspace, *, chunk_size=None)``. Subclasses
+    implement :meth:`evaluate`; their own options are keyword-only dataclass fields
+    (``@dataclass(eq=False, repr=False, kw_only=True)``), checked and set up in a
+    ``__post_init__`` that calls ``super().__post_init__()`` first."""
 
     name = "base"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        subspace: Subspace,
-        *,
-        chunk_size: int | None = None,
-    ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
+    model: nn.Module
+    loss_fn: LossFn
+    subspace: Subspace
+    _: KW_ONLY
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, nn.Module):
+            raise ValueError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
+        if not callable(self.loss_fn):
             raise ValueError("loss_fn must be callable: loss_fn(outputs, targets) -> scalar")
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
-        self.model = model
-        self.loss_fn = loss_fn
-        self.subspace = subspace
-        self.chunk_size = chunk_size
+        check_positive_int("chunk_size", self.chunk_size, allow_none=True)
 
     def evaluate(self, candidates: BlockCandidates, batch: Batch) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover
@@ -64,6 +63,17 @@ class Evaluator:
         with evaluation_mode(self.model):
             inputs, targets = batch
             return compute_loss(self.loss_fn, self.model(inputs), targets).detach()
+
+
+def nested_layers(model: nn.Module, error: type[Exception]) -> list[nn.Module]:
+    """The layers of a (nested) ``nn.Sequential``, in order; ``error`` (naming the model's class)
+    for any other model."""
+    if not isinstance(model, nn.Sequential):
+        raise error(f"model is a {type(model).__name__}, not an nn.Sequential")
+    layers: list[nn.Module] = []
+    for m in model:
+        layers.extend(nested_layers(m, error) if isinstance(m, nn.Sequential) else [m])
+    return layers
 
 
 def compute_loss(loss_fn: LossFn, outputs: torch.Tensor, targets: Any) -> torch.Tensor:
@@ -161,6 +171,21 @@ def local_coords(
     cols = cols[:, None] + torch.arange(p, device=cols.device)
     out = torch.zeros(len(rows), seg.size, dtype=subspace.dtype, device=subspace.device)
     return out.scatter_(1, cols.to(out.device), candidates.offset[rows].to(out))
+
+
+def block_columns(
+    subspace: Subspace,
+    seg: Segment,
+    candidates: BlockCandidates,
+    rows: torch.Tensor,
+    like: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local coordinate index ``(n, p)`` in segment ``seg`` and offset values ``(n, p)`` (dtype
+    and device of ``like``) of candidates ``rows``, for the subspace's blocks of ``p``."""
+    p = subspace.block_dim
+    cols = (candidates.block[rows] * p - seg.start)[:, None]
+    cols = (cols + torch.arange(p, device=cols.device)).to(like.device)
+    return cols, candidates.offset[rows].to(like)
 
 
 def chunks(rows: torch.Tensor, size: int) -> Iterator[torch.Tensor]:

@@ -50,8 +50,8 @@ def activation_elements(model: nn.Module, inputs: torch.Tensor) -> int:
 class VmapEvaluator(Evaluator):
     name = "vmap"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.fallback_reason: str | None = None
         self._reference = ReferenceEvaluator(
             self.model, self.loss_fn, self.subspace, chunk_size=self.chunk_size

@@ -41,7 +41,6 @@ from polystep.blocks import BlockCandidates
 from polystep.evaluate.base import (
     Batch,
     Evaluator,
-    LossFn,
     _plain_cross_entropy,
     chunks,
     evaluation_mode,
@@ -68,7 +67,6 @@ from polystep.evaluate.layered import CPU_CHUNK_ELEMENTS, FallbackError, Layered
 from polystep.evaluate.loops import Chain, Match, match_suffix
 from polystep.evaluate.traits import Traits, UnitKernel, traits_of
 from polystep.evaluate.units import dedupe_slots, linear_weight
-from polystep.subspace.base import Subspace
 from polystep.subspace.segments import Segment
 
 CHUNK_ELEMENTS = 2**16  # elements of the widest activation of a chunk, all units (cache-sized)
@@ -333,27 +331,22 @@ class _FusedRun:
     chunk: int
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class CapturedEvaluator(Evaluator):
     """See the module docstring. ``strict``: any candidate sent to vmap is an error.
     ``fused``: False keeps the eager suffix where a hard-LIF loop matches (the reference)."""
 
     name = "captured"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        subspace: Subspace,
-        *,
-        chunk_size: int | None = None,
-        strict: bool = False,
-        fused: bool = True,
-    ) -> None:
-        super().__init__(model, loss_fn, subspace, chunk_size=chunk_size)
-        self.strict = bool(strict)
-        self.fused = bool(fused)
-        self.graph = capture(model)
-        names = list(subspace.layout.names)
+    strict: bool = False
+    fused: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.strict = bool(self.strict)
+        self.fused = bool(self.fused)
+        self.graph = capture(self.model)
+        names = list(self.subspace.layout.names)
         sites, refused = parameter_sites(self.graph, names)
         self.plans: dict[str, Plan] = {}
         by_module: dict[str, Plan | str] = {}

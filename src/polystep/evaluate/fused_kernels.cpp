@@ -42,84 +42,88 @@ inline To bits_as(From x) {
   return y;
 }
 
-// e^x for x <= 0 (clamped below where e^x no longer matters next to a sum >= 1): 2^n e^r with
-// n = round(x / ln 2), |r| <= ln 2 / 2, e^r by its Taylor polynomial (degree 7 for float,
-// 13 for double: truncation below half a unit in the last place).
-inline float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;  // NaN stays NaN
-  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const float t = x * 1.44269504088896341f + magic;
-  const float n = t - magic;
-  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
-  float p = 1.0f / 5040;
-  p = p * r + 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t e = bits_as<int32_t>(t) - bits_as<int32_t>(magic) + 127;
-  return p * bits_as<float>(int32_t(uint32_t(e) << 23));
+// The constants of exp_nonpositive and log_from_one per type: its integer of the same size, the
+// mantissa's bits, the exponent's bias, where e^x stops mattering, 1.5 * 2^mantissa (adding it
+// rounds to an integer), log2(e), ln 2 split in a short high part and the rest, sqrt(2), and
+// the degrees of the two polynomials (truncation below half a unit in the last place).
+template <typename T>
+struct Fp;
+
+template <>
+struct Fp<float> {
+  using Int = int32_t;
+  using UInt = uint32_t;
+  static constexpr int mantissa_bits = 23, bias = 127, exp_degree = 7, log_degree = 9;
+  static constexpr Int mantissa_mask = 0x007fffff, one_bits = 0x3f800000;
+  static constexpr float lowest = -87.0f;
+  static constexpr float magic = 12582912.0f;
+  static constexpr float log2e = 1.44269504088896341f;
+  static constexpr float ln2_hi = 0.693145751953125f, ln2_lo = 1.42860682030941723212e-6f;
+  static constexpr float sqrt2 = 1.41421356237f;
+};
+
+template <>
+struct Fp<double> {
+  using Int = int64_t;
+  using UInt = uint64_t;
+  static constexpr int mantissa_bits = 52, bias = 1023, exp_degree = 13, log_degree = 19;
+  static constexpr Int mantissa_mask = 0x000fffffffffffffLL, one_bits = 0x3ff0000000000000LL;
+  static constexpr double lowest = -708.0;
+  static constexpr double magic = 6755399441055744.0;
+  static constexpr double log2e = 1.4426950408889634074;
+  static constexpr double ln2_hi = 0.693147180369123816490, ln2_lo = 1.90821492927058770002e-10;
+  static constexpr double sqrt2 = 1.4142135623730950488;
+};
+
+constexpr double factorial(int k) { return k <= 1 ? 1.0 : k * factorial(k - 1); }
+
+// sum of x^(k - K) / k! for k = K..TOP by Horner (highest degree first; constant coefficients).
+template <int K, int TOP, typename T>
+inline T taylor(T x) {
+  constexpr T c = T(1) / T(factorial(K));
+  if constexpr (K == TOP) return c;
+  else return taylor<K + 1, TOP>(x) * x + c;
 }
 
-inline double exp_nonpositive(double x) {
-  x = x < -708.0 ? -708.0 : x;
-  const double magic = 6755399441055744.0;  // 1.5 * 2^52
-  const double t = x * 1.4426950408889634074 + magic;
-  const double n = t - magic;
-  const double r = (x - n * 0.693147180369123816490) - n * 1.90821492927058770002e-10;
-  double p = 1.0 / 6227020800.0;  // 1/13!
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  const int64_t e = bits_as<int64_t>(t) - bits_as<int64_t>(magic) + 1023;
-  return p * bits_as<double>(int64_t(uint64_t(e) << 52));
+// sum of x^((d - D) / 2) / d for odd d = D..TOP by Horner (highest degree first).
+template <int D, int TOP, typename T>
+inline T odd_series(T x) {
+  constexpr T c = T(1) / T(D);
+  if constexpr (D == TOP) return c;
+  else return odd_series<D + 2, TOP>(x) * x + c;
+}
+
+// e^x for x <= 0 (clamped below where e^x no longer matters next to a sum >= 1): 2^n e^r with
+// n = round(x / ln 2), |r| <= ln 2 / 2, e^r by its Taylor polynomial.
+template <typename T>
+inline T exp_nonpositive(T x) {
+  using F = Fp<T>;
+  using Int = typename F::Int;
+  x = x < F::lowest ? F::lowest : x;  // NaN stays NaN
+  const T t = x * F::log2e + F::magic;
+  const T n = t - F::magic;
+  const T r = (x - n * F::ln2_hi) - n * F::ln2_lo;
+  const T p = taylor<0, F::exp_degree>(r);
+  const Int e = bits_as<Int>(t) - bits_as<Int>(F::magic) + F::bias;
+  return p * bits_as<T>(Int(typename F::UInt(e) << F::mantissa_bits));
 }
 
 // log s for a finite s >= 1 (a sum of exponentials whose largest is 1): s = 2^e m with
 // m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(f), f = (m - 1) / (m + 1), |f| < 0.172, by its odd
-// series (to f^9 for float, f^19 for double).
-inline float log_from_one(float s) {
-  const int32_t bits = bits_as<int32_t>(s);
-  float m = bits_as<float>((bits & 0x007fffff) | 0x3f800000);
-  float e = float((bits >> 23) - 127);
-  const bool big = m > 1.41421356237f;
-  m = big ? m * 0.5f : m;
-  e = big ? e + 1.0f : e;
-  const float f = (m - 1.0f) / (m + 1.0f);
-  const float f2 = f * f;
-  float q = 1.0f / 9;
-  q = q * f2 + 1.0f / 7;
-  q = q * f2 + 1.0f / 5;
-  q = q * f2 + 1.0f / 3;
-  q = q * f2 + 1.0f;
-  return e * 0.693145751953125f + (e * 1.42860682030941723212e-6f + 2.0f * f * q);
-}
-
-inline double log_from_one(double s) {
-  const int64_t bits = bits_as<int64_t>(s);
-  double m = bits_as<double>((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);
-  double e = double((bits >> 52) - 1023);
-  const bool big = m > 1.4142135623730950488;
-  m = big ? m * 0.5 : m;
-  e = big ? e + 1.0 : e;
-  const double f = (m - 1.0) / (m + 1.0);
-  const double f2 = f * f;
-  double q = 1.0 / 19;
-  for (int d = 17; d >= 3; d -= 2) q = q * f2 + 1.0 / d;
-  q = q * f2 + 1.0;
-  return e * 0.693147180369123816490 + (e * 1.90821492927058770002e-10 + 2.0 * f * q);
+// series.
+template <typename T>
+inline T log_from_one(T s) {
+  using F = Fp<T>;
+  const typename F::Int bits = bits_as<typename F::Int>(s);
+  T m = bits_as<T>((bits & F::mantissa_mask) | F::one_bits);
+  T e = T((bits >> F::mantissa_bits) - F::bias);
+  const bool big = m > F::sqrt2;
+  m = big ? m * T(0.5) : m;
+  e = big ? e + T(1) : e;
+  const T f = (m - T(1)) / (m + T(1));
+  const T f2 = f * f;
+  const T q = odd_series<1, F::log_degree>(f2);
+  return e * F::ln2_hi + (e * F::ln2_lo + T(2) * f * q);
 }
 
 // logsumexp of each of `rows` rows of L (O, stride), sample-minor, into lse (all loops run

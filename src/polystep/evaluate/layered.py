@@ -40,12 +40,13 @@ from polystep.evaluate.base import (
     DEFAULT_BUDGET,
     Batch,
     Evaluator,
-    LossFn,
     _plain_cross_entropy,
+    block_columns,
     chunks,
     compute_loss,
     evaluation_mode,
     local_coords,
+    nested_layers,
     per_candidate_loss,
     segment_groups,
 )
@@ -113,11 +114,7 @@ class FallbackError(RuntimeError):
 
 def sequential_layers(model: nn.Module) -> list[nn.Module]:
     """The flat list of layers of a (nested) ``nn.Sequential``; NotLayerable otherwise."""
-    if not isinstance(model, nn.Sequential):
-        raise NotLayerable(f"model is a {type(model).__name__}, not an nn.Sequential")
-    layers: list[nn.Module] = []
-    for m in model:
-        layers.extend(sequential_layers(m) if isinstance(m, nn.Sequential) else [m])
+    layers = nested_layers(model, NotLayerable)
     for m in layers:
         if not is_batchwise(m):
             raise NotLayerable(
@@ -128,26 +125,23 @@ def sequential_layers(model: nn.Module) -> list[nn.Module]:
     return layers
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class LayeredEvaluator(Evaluator):
+    """``strict``: any slower path is an error. ``fused``: score unit-sparse candidates with
+    the layers' fused kernels where they declare them (:mod:`polystep.evaluate.fused`); False
+    keeps the eager reference suffix."""
+
     name = "layered"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        subspace: Subspace,
-        *,
-        chunk_size: int | None = None,
-        strict: bool = False,
-        fused: bool = True,
-    ) -> None:
-        """``fused``: score unit-sparse candidates with the layers' fused kernels where they
-        declare them (:mod:`polystep.evaluate.fused`); False keeps the eager reference suffix."""
-        super().__init__(model, loss_fn, subspace, chunk_size=chunk_size)
-        self.fused = bool(fused)
+    strict: bool = False
+    fused: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.fused = bool(self.fused)
         self.layers = sequential_layers(self.model)
         self.sites = self._sites(self.subspace)
-        self.strict = bool(strict)
+        self.strict = bool(self.strict)
         self._batch_dims: dict[tuple[int, ...], list[int]] = {}
         self.fallback_reason: str | None = None
         self._fallback: Evaluator | None = None
@@ -471,17 +465,12 @@ class LayeredEvaluator(Evaluator):
             return k if to_output else None
         return k if traits[k].linear else None
 
-    def _cols_vals(
-        self, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor, like: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return block_columns(self.subspace.block_dim, seg, candidates, rows, like)
-
     def _unit_change(
         self, i: int, local: str, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor,
         x: torch.Tensor, shared: dict[str, torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """Touched units ``(n, k)`` of layer ``i`` and their output change ``(n, M, k)``."""
-        cols, vals = self._cols_vals(seg, candidates, rows, x)
+        cols, vals = block_columns(self.subspace, seg, candidates, rows, x)
         xf = x.reshape(-1, x.shape[-1])
         layer = self.layers[i]
         traits = traits_of(layer)
@@ -506,7 +495,7 @@ class LayeredEvaluator(Evaluator):
         layer = self.layers[i]
         if traits_of(layer).plain_linear and local in ("weight", "bias"):
             x, y = acts[i], acts[i + 1]
-            cols, vals = self._cols_vals(seg, candidates, rows, y)
+            cols, vals = block_columns(self.subspace, seg, candidates, rows, y)
             xf = x.reshape(-1, x.shape[-1])
             out = y.reshape(1, -1, y.shape[-1]).repeat(len(rows), 1, 1)
             if seg.output_delta(out, xf, cols, vals, shared):
@@ -522,16 +511,6 @@ class LayeredEvaluator(Evaluator):
         except RuntimeError as exc:  # a layer vmap cannot batch: one candidate at a time
             self._fall_back(f"{type(layer).__name__} runs one candidate at a time: {exc}")
             return torch.stack([run(d) for d in delta])
-
-
-def block_columns(
-    p: int, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor, like: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Local coordinate index ``(n, p)`` in ``seg`` and offset values ``(n, p)`` (dtype and device
-    of ``like``) of candidates ``rows``, for blocks of ``p`` coordinates."""
-    cols = (candidates.block[rows] * p - seg.start)[:, None]
-    cols = (cols + torch.arange(p, device=cols.device)).to(like.device)
-    return cols, candidates.offset[rows].to(like)
 
 
 def _pick(rows: torch.Tensor, flags: torch.Tensor, value: bool) -> torch.Tensor:

@@ -23,21 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from polystep.evaluate.base import nested_layers
 from polystep.evaluate.traits import is_unitwise, traits_of
 
 
 class NotStreamable(ValueError):
     """The model cannot run one time step at a time (the message says why)."""
-
-
-def flat_layers(model: nn.Module) -> list[nn.Module]:
-    """The layers of a (nested) ``nn.Sequential``; NotStreamable for any other model."""
-    if not isinstance(model, nn.Sequential):
-        raise NotStreamable(f"model is a {type(model).__name__}, not an nn.Sequential")
-    out: list[nn.Module] = []
-    for m in model:
-        out.extend(flat_layers(m) if isinstance(m, nn.Sequential) else [m])
-    return out
 
 
 def step_layer(layer: nn.Module, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
@@ -75,7 +66,7 @@ class StreamPlan:
     @classmethod
     def of(cls, model: nn.Module) -> StreamPlan:
         """The plan of ``model``; NotStreamable (saying why) when it has none."""
-        layers = flat_layers(model)
+        layers = nested_layers(model, NotStreamable)
         start = next(
             (k for k, m in enumerate(layers) if getattr(m, "num_steps", None) is not None), None
         )

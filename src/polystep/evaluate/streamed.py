@@ -24,6 +24,7 @@ incumbent over all ``T`` steps. Pick this evaluator explicitly (``evaluator="str
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ from polystep.blocks import BlockCandidates
 from polystep.evaluate.base import (
     Batch,
     Evaluator,
-    LossFn,
+    block_columns,
     chunks,
     compute_loss,
     evaluation_mode,
@@ -42,7 +43,6 @@ from polystep.evaluate.base import (
     per_candidate_loss,
     segment_groups,
 )
-from polystep.evaluate.layered import block_columns
 from polystep.evaluate.stream import (
     BaseStream,
     StreamPlan,
@@ -53,8 +53,8 @@ from polystep.evaluate.stream import (
 )
 from polystep.evaluate.traits import is_unitwise, traits_of
 from polystep.evaluate.units import dedupe_slots, linear_weight
-from polystep.subspace.base import Subspace
 from polystep.subspace.segments import Segment
+from polystep.validation import check_positive_int
 
 DEFAULT_MEMORY_BYTES = 2**20  # working set of one chunk of candidates
 MASK_ROWS = 4096  # candidates sorted into unit / dense path at a time
@@ -72,32 +72,26 @@ class _OneStep(nn.Module):
         return step_layer(self.layer, x, None)[0] if self.per_step else self.layer(x)
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class StreamedEvaluator(Evaluator):
+    """``chunk_size``: candidates per chunk (None: as many as ``memory_bytes`` allows)."""
+
     name = "streamed"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFn,
-        subspace: Subspace,
-        *,
-        chunk_size: int | None = None,
-        memory_bytes: int = DEFAULT_MEMORY_BYTES,
-    ) -> None:
-        """``chunk_size``: candidates per chunk (None: as many as ``memory_bytes`` allows)."""
-        super().__init__(model, loss_fn, subspace, chunk_size=chunk_size)
-        if isinstance(memory_bytes, bool) or not isinstance(memory_bytes, int) or memory_bytes < 1:
-            raise ValueError(f"memory_bytes must be a positive int, got {memory_bytes!r}")
-        self.memory_bytes = memory_bytes
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive_int("memory_bytes", self.memory_bytes)
         self.plan = StreamPlan.of(self.model)
         self.layers = self.plan.layers
-        canon = {id(p): k for k, p in subspace.layout.parameters(self.model).items()}
+        canon = {id(p): k for k, p in self.subspace.layout.parameters(self.model).items()}
         self.sites: dict[str, tuple[int, str]] = {}
         for i, layer in enumerate(self.layers):
             for local, p in layer.named_parameters():
                 if id(p) in canon:
                     self.sites[canon[id(p)]] = (i, local)
-        missing = [k for k in subspace.layout.names if k not in self.sites]
+        missing = [k for k in self.subspace.layout.names if k not in self.sites]
         if missing:
             raise ValueError(f"parameters outside the layer chain: {missing}")
         self.unit_candidates = 0  # candidates scored by the unit path (the rest: dense)
@@ -145,7 +139,9 @@ class StreamedEvaluator(Evaluator):
         sparse = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
         if unit_path:
             for part in chunks(torch.arange(len(rows)), MASK_ROWS):
-                cols, _ = self._cols_vals(seg, candidates, rows[part], candidates.offset)
+                cols, _ = block_columns(
+                    self.subspace, seg, candidates, rows[part], candidates.offset
+                )
                 sparse[part] = seg.unit_sparse(cols).to(rows.device)
         return sparse
 
@@ -180,11 +176,6 @@ class StreamedEvaluator(Evaluator):
             return None
         return j
 
-    def _cols_vals(
-        self, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor, like: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return block_columns(self.subspace.block_dim, seg, candidates, rows, like)
-
     # -- the two paths ------------------------------------------------------------------------
     def _unit_chunk(
         self, i: int, j: int, seg: Segment, candidates: BlockCandidates, rows: torch.Tensor,
@@ -195,7 +186,7 @@ class StreamedEvaluator(Evaluator):
         base = BaseStream(plan, inputs)
         n = len(rows)
         static = i < plan.start
-        cols, vals = self._cols_vals(seg, candidates, rows, base.current)
+        cols, vals = block_columns(self.subspace, seg, candidates, rows, base.current)
         moved = static_h = weight = None
         if static:  # the moved units' current is the same at every step
             moved = self._moved_units(i, seg, base, cols, vals)
@@ -272,7 +263,7 @@ class StreamedEvaluator(Evaluator):
         layer = self.layers[i]
         x, y = base.inp(i), base.out(i)
         if traits_of(layer).plain_linear and local in ("weight", "bias"):
-            cols, vals = self._cols_vals(seg, candidates, rows, y)
+            cols, vals = block_columns(self.subspace, seg, candidates, rows, y)
             out = y.reshape(1, -1, y.shape[-1]).repeat(len(rows), 1, 1)
             if seg.output_delta(out, x.reshape(-1, x.shape[-1]), cols, vals, {}):
                 return out.reshape(len(rows), *y.shape)
