@@ -8,6 +8,10 @@ clocks (``time.process_time``):
 
 * ``ask``: drawing a step's candidates (rotations, probes, block candidates);
 * ``tell``: the weights and the barycentric move (an ask is subtracted);
+* ``move``: a step's move written into the parameters (``Subspace.add_to``, the parameters
+  looked up by name as a step does);
+* ``schedules``: the step's engine configuration and the schedules' values for the next step
+  (``engine()`` and the parameter group's refresh);
 * ``evaluator setup``: the layered evaluator's work before and after the scoring (the
   groups, the fused suffix tables, the chunks, the losses written back), on every row and on
   each rank's rows of a two-rank cut (``--cut``); the scoring itself is computed once and
@@ -98,6 +102,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         engine.tell(state, losses)
         state.x, state.iteration, state.evaluations, state.duals = keep
 
+    state.generator.set_state(drawn_from)  # a step's move in search coordinates
+    engine.ask(state)
+    engine.tell(state, losses)
+    move = state.x - keep[0]
+    state.x, state.iteration, state.evaluations, state.duals = keep
+    params = opt.layout.parameters(model)
+    weights = {name: p.detach().clone() for name, p in params.items()}
+
+    @torch.no_grad()
+    def write_move() -> None:
+        opt.subspace.add_to(opt.layout.parameters(model), move)
+
+    def schedules() -> None:
+        opt.engine()
+        opt._refresh_group()
+
     ms = {
         "ask": cpu_ms(ask, args.calls),
         "evaluator setup, all rows": cpu_ms(lambda: ev._evaluate(candidates, batch), args.calls),
@@ -108,6 +128,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             lambda rows=rows: ev._evaluate(rows, batch), args.calls
         )
     ms["tell"] = round(cpu_ms(ask_tell, args.calls) - ms["ask"], 4)
+    ms["move"] = cpu_ms(write_move, args.calls)
+    with torch.no_grad():  # the weights as they were (the moves piled up)
+        for name, p in params.items():
+            p.copy_(weights[name])
+    ms["schedules"] = cpu_ms(schedules, args.calls)
     return {
         "task": "hard-LIF SNN 784-128-10, T=15, preset snn: parts every rank repeats",
         "data": source,

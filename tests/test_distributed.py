@@ -667,7 +667,7 @@ def test_shared_parts_benchmark_times_every_part(capsys):
     parts = record["cpu_ms_per_call"]
     assert set(parts) == {
         "ask", "tell", "evaluator setup, all rows", "evaluator setup, rank 0 rows",
-        "evaluator setup, rank 1 rows",
+        "evaluator setup, rank 1 rows", "move", "schedules",
     }  # fmt: skip
     assert all(parts[k] > 0 for k in parts if k != "tell")
     assert record["candidates"] > record["cut"] > 0
