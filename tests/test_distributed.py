@@ -669,5 +669,5 @@ def test_shared_parts_benchmark_times_every_part(capsys):
         "ask", "tell", "evaluator setup, all rows", "evaluator setup, rank 0 rows",
         "evaluator setup, rank 1 rows", "move", "schedules",
     }  # fmt: skip
-    assert all(parts[k] > 0 for k in parts if k != "tell")
+    assert all(value > 0 for value in parts.values())
     assert record["candidates"] > record["cut"] > 0
