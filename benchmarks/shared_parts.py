@@ -17,8 +17,10 @@ clocks (``time.process_time``):
   each rank's rows of a two-rank cut (``--cut``); the scoring itself is computed once and
   replayed, so it is not timed.
 
-One JSON line: milliseconds of CPU per call of each part. Run it on two versions of the code
-alternately (``PYTHONPATH=other/src python benchmarks/shared_parts.py``) to compare them.
+One JSON line: milliseconds of CPU per call of each part (``--parts ask tell``: only those;
+a part is named by its first word, so ``evaluator`` takes the three setups). Run it on two
+versions of the code alternately (``PYTHONPATH=other/src python benchmarks/shared_parts.py``)
+to compare them.
 
     python benchmarks/shared_parts.py
 """
@@ -119,21 +121,25 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         opt.engine()
         opt._refresh_group()
 
-    ms = {
-        "ask": cpu_ms(ask, args.calls),
-        "evaluator setup, all rows": cpu_ms(lambda: ev._evaluate(candidates, batch), args.calls),
+    rows = [distributed.take(candidates, lo, hi) for lo, hi in ((0, args.cut), (args.cut, total))]
+    parts: dict[str, Callable[[], Any]] = {
+        "ask": ask,
+        "evaluator setup, all rows": lambda: ev._evaluate(candidates, batch),
+        "evaluator setup, rank 0 rows": lambda: ev._evaluate(rows[0], batch),
+        "evaluator setup, rank 1 rows": lambda: ev._evaluate(rows[1], batch),
+        "tell": tell,
+        "move": write_move,
+        "schedules": schedules,
     }
-    for rank, (lo, hi) in enumerate(((0, args.cut), (args.cut, total))):
-        rows = distributed.take(candidates, lo, hi)
-        ms[f"evaluator setup, rank {rank} rows"] = cpu_ms(
-            lambda rows=rows: ev._evaluate(rows, batch), args.calls
-        )
-    ms["tell"] = cpu_ms(tell, args.calls)
-    ms["move"] = cpu_ms(write_move, args.calls)
+    wanted = args.parts or list(parts)
+    ms = {
+        name: cpu_ms(fn, args.calls)
+        for name, fn in parts.items()
+        if any(name.startswith(word) for word in wanted)
+    }
     with torch.no_grad():  # the weights as they were (the moves piled up)
         for name, p in params.items():
             p.copy_(weights[name])
-    ms["schedules"] = cpu_ms(schedules, args.calls)
     return {
         "task": "hard-LIF SNN 784-128-10, T=15, preset snn: parts every rank repeats",
         "data": source,
@@ -154,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=400, help="timed calls of each part")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--cut", type=int, default=1972, help="rank 0's rows of a 2-rank cut")
+    parser.add_argument(
+        "--parts", nargs="+", metavar="WORD", help="time only the parts named so (first words)"
+    )
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.calls < 1 or args.batch < 1:
         raise SystemExit("--warmup, --calls and --batch must be >= 1")

@@ -661,9 +661,16 @@ def test_shared_parts_benchmark_times_every_part(capsys):
     try:
         with torch.random.fork_rng(devices=[]):  # the script seeds torch's generator
             assert shared_parts.main(["--warmup", "1", "--calls", "2", "--batch", "8"]) == 0
+            argv = ["--warmup", "1", "--calls", "2", "--batch", "8", "--parts", "ask", "evaluator"]
+            assert shared_parts.main(argv) == 0
     finally:
         torch.set_num_threads(threads)  # ... and runs on one thread
-    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    every, chosen = (json.loads(line) for line in capsys.readouterr().out.splitlines()[-2:])
+    assert list(chosen["cpu_ms_per_call"]) == [
+        "ask", "evaluator setup, all rows", "evaluator setup, rank 0 rows",
+        "evaluator setup, rank 1 rows",
+    ]  # fmt: skip
+    record = every
     parts = record["cpu_ms_per_call"]
     assert set(parts) == {
         "ask", "tell", "evaluator setup, all rows", "evaluator setup, rank 0 rows",
