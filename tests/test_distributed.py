@@ -649,6 +649,7 @@ def test_exchange_benchmark_times_both_paths_on_every_rank():
     assert sorted(r["rank"] for r in records) == [0, 1]
     for record in records:
         assert record["world_size"] == 2 and record["candidates"] == 64
+        assert record["wire_dtype"] == "float64"
         main = record["main_thread_cpu_us"]
         assert 0 < main["bare"] < main["shard_score"]
         assert set(record["process_cpu_us"]) == {"bare", "shard_score"}
