@@ -28,9 +28,9 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import scaling
 from polystep import distributed
 from polystep.blocks import BlockCandidates
+from relay import relay
 
 
 def cpu_us(fn: Callable[[], Any], calls: int) -> tuple[float, float]:
@@ -104,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(measure(args)), flush=True)
         return 0
-    passed = [f"--{k}={getattr(args, k)}" for k in ("candidates", "calls", "repeats")]
-    for line in scaling.run_ranks(Path(__file__), args.procs, passed, timeout=600):
-        print(line, flush=True)
-    return 0
+    return relay(__file__, args, ["candidates", "calls", "repeats"], timeout=600)
 
 
 if __name__ == "__main__":
