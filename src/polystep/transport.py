@@ -78,7 +78,7 @@ def softmax_weights(costs: torch.Tensor, epsilon: float) -> torch.Tensor:
     """One-sided entropic OT: ``softmax(-C / epsilon)`` along each row: ``(P, V) -> (P, V)``."""
     _check_epsilon(epsilon)
     shifted = costs - costs.min(dim=-1, keepdim=True).values
-    return torch.softmax(-shifted / epsilon, dim=-1)
+    return torch.softmax(shifted / -epsilon, dim=-1)  # the same numbers as -shifted / epsilon
 
 
 def greedy_weights(costs: torch.Tensor) -> torch.Tensor:
