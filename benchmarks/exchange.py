@@ -1,9 +1,11 @@
 """CPU cost of one loss exchange: a bare ``all_to_all_single`` vs the whole ``Shard.score`` path.
 
 Each of ``--procs`` gloo ranks (one torch thread) scores a step of ``--candidates``
-:class:`BlockCandidates` with a scorer that does nothing but return zeros, so what is timed is
-the cut, the slice, the exchange and the metrics of :class:`polystep.distributed.Shard`; the
-bare collective sends the same sizes (header plus losses of each rank). One JSON line per rank:
+:class:`BlockCandidates` with a scorer that does nothing but return a slice of float64 losses
+that float32 would round (as a network step's means: they travel as float64), so what is timed
+is the cut, the slice, the exchange and the balancer's bookkeeping of
+:class:`polystep.distributed.Shard`; the bare collective sends the same sizes (header plus
+losses of each rank). One JSON line per rank:
 CPU microseconds per call of the process (every thread: gloo's worker and I/O threads too) and
 of the main thread alone.
 
@@ -26,9 +28,9 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import scaling
 from polystep import distributed
 from polystep.blocks import BlockCandidates
+from relay import relay
 
 
 def cpu_us(fn: Callable[[], Any], calls: int) -> tuple[float, float]:
@@ -52,13 +54,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     shard = distributed.Shard(check_every=10**9)
     state = torch.zeros(4)
 
+    losses = torch.full((n,), 0.1, dtype=torch.float64)  # 0.1 is no float32 number
+
     def scorer(part: BlockCandidates) -> torch.Tensor:
-        return torch.zeros(len(part), dtype=torch.float64)
+        return losses[: len(part)]
 
     def whole() -> None:
         shard.score(scorer, cands, state=state)
 
-    whole()  # the first call checks digests; the cut settles
+    whole()  # the first call checks digests and widens the wire to float64
     bounds = [lo for lo, _ in shard.metrics["rank_rows"]] + [n]
     sizes = [distributed.HEADER + hi - lo for lo, hi in itertools.pairwise(bounds)]
     send = torch.zeros(sizes[rank] * world)
@@ -77,6 +81,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "world_size": world,
         "rank": rank,
         "candidates": n,
+        "wire_dtype": shard.metrics["wire_dtype"],
         "calls": args.calls,
         "repeats": args.repeats,
         "process_cpu_us": {k: v[0] for k, v in best.items()},
@@ -99,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(measure(args)), flush=True)
         return 0
-    passed = [f"--{k}={getattr(args, k)}" for k in ("candidates", "calls", "repeats")]
-    for line in scaling.run_ranks(Path(__file__), args.procs, passed, timeout=600):
-        print(line, flush=True)
-    return 0
+    return relay(__file__, args, ["candidates", "calls", "repeats"], timeout=600)
 
 
 if __name__ == "__main__":

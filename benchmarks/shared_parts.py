@@ -7,14 +7,20 @@ millisecond moves by tens of percent on a shared machine. Here the scaling bench
 clocks (``time.process_time``):
 
 * ``ask``: drawing a step's candidates (rotations, probes, block candidates);
-* ``tell``: the weights and the barycentric move (an ask is subtracted);
+* ``tell``: the weights and the barycentric move (one ask told again and again);
+* ``move``: a step's move written into the parameters (``Subspace.add_to``, the parameters
+  looked up by name as a step does);
+* ``schedules``: the step's engine configuration and the schedules' values for the next step
+  (``engine()`` and the parameter group's refresh);
 * ``evaluator setup``: the layered evaluator's work before and after the scoring (the
   groups, the fused suffix tables, the chunks, the losses written back), on every row and on
   each rank's rows of a two-rank cut (``--cut``); the scoring itself is computed once and
   replayed, so it is not timed.
 
-One JSON line: milliseconds of CPU per call of each part. Run it on two versions of the code
-alternately (``PYTHONPATH=other/src python benchmarks/shared_parts.py``) to compare them.
+One JSON line: milliseconds of CPU per call of each part (``--parts ask tell``: only those;
+a part is named by its first word, so ``evaluator`` takes the three setups). Run it on two
+versions of the code alternately (``PYTHONPATH=other/src python benchmarks/shared_parts.py``)
+to compare them.
 
     python benchmarks/shared_parts.py
 """
@@ -91,23 +97,49 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     losses = torch.rand(total, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     keep = (state.x, state.iteration, state.evaluations, state.duals)
+    state.generator.set_state(drawn_from)
+    engine.ask(state)
+    asked = state.pending  # one ask, told again and again
 
-    def ask_tell() -> None:
-        state.generator.set_state(drawn_from)
-        engine.ask(state)
+    def tell() -> None:
+        state.pending = asked
         engine.tell(state, losses)
         state.x, state.iteration, state.evaluations, state.duals = keep
 
-    ms = {
-        "ask": cpu_ms(ask, args.calls),
-        "evaluator setup, all rows": cpu_ms(lambda: ev._evaluate(candidates, batch), args.calls),
+    state.pending = asked  # a step's move in search coordinates
+    engine.tell(state, losses)
+    move = state.x - keep[0]
+    state.x, state.iteration, state.evaluations, state.duals = keep
+    params = opt.layout.parameters(model)
+    weights = {name: p.detach().clone() for name, p in params.items()}
+
+    @torch.no_grad()
+    def write_move() -> None:
+        opt.subspace.add_to(opt.layout.parameters(model), move)
+
+    def schedules() -> None:
+        opt.engine()
+        opt._refresh_group()
+
+    rows = [distributed.take(candidates, lo, hi) for lo, hi in ((0, args.cut), (args.cut, total))]
+    parts: dict[str, Callable[[], Any]] = {
+        "ask": ask,
+        "evaluator setup, all rows": lambda: ev._evaluate(candidates, batch),
+        "evaluator setup, rank 0 rows": lambda: ev._evaluate(rows[0], batch),
+        "evaluator setup, rank 1 rows": lambda: ev._evaluate(rows[1], batch),
+        "tell": tell,
+        "move": write_move,
+        "schedules": schedules,
     }
-    for rank, (lo, hi) in enumerate(((0, args.cut), (args.cut, total))):
-        rows = distributed.take(candidates, lo, hi)
-        ms[f"evaluator setup, rank {rank} rows"] = cpu_ms(
-            lambda rows=rows: ev._evaluate(rows, batch), args.calls
-        )
-    ms["tell"] = round(cpu_ms(ask_tell, args.calls) - ms["ask"], 4)
+    wanted = args.parts or list(parts)
+    ms = {
+        name: cpu_ms(fn, args.calls)
+        for name, fn in parts.items()
+        if any(name.startswith(word) for word in wanted)
+    }
+    with torch.no_grad():  # the weights as they were (the moves piled up)
+        for name, p in params.items():
+            p.copy_(weights[name])
     return {
         "task": "hard-LIF SNN 784-128-10, T=15, preset snn: parts every rank repeats",
         "data": source,
@@ -128,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=400, help="timed calls of each part")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--cut", type=int, default=1972, help="rank 0's rows of a 2-rank cut")
+    parser.add_argument(
+        "--parts", nargs="+", metavar="WORD", help="time only the parts named so (first words)"
+    )
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.calls < 1 or args.batch < 1:
         raise SystemExit("--warmup, --calls and --batch must be >= 1")

@@ -51,6 +51,7 @@ from polystep import distributed
 from polystep.engine import Engine
 from polystep.evaluate.layered import LayeredEvaluator
 from polystep.optimizer import PolyStepOptimizer
+from relay import relay
 
 Seconds = defaultdict[str, float]
 
@@ -149,10 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker or args.procs == 1:
         print(json.dumps(measure(args)), flush=True)
         return 0
-    passed = [f"--{k}={getattr(args, k)}" for k in ("steps", "warmup", "batch")]
-    for line in scaling.run_ranks(Path(__file__), args.procs, passed, timeout=1800):
-        print(line, flush=True)
-    return 0
+    return relay(__file__, args, ["steps", "warmup", "batch"], timeout=1800)
 
 
 if __name__ == "__main__":

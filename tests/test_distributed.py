@@ -649,6 +649,7 @@ def test_exchange_benchmark_times_both_paths_on_every_rank():
     assert sorted(r["rank"] for r in records) == [0, 1]
     for record in records:
         assert record["world_size"] == 2 and record["candidates"] == 64
+        assert record["wire_dtype"] == "float64"
         main = record["main_thread_cpu_us"]
         assert 0 < main["bare"] < main["shard_score"]
         assert set(record["process_cpu_us"]) == {"bare", "shard_score"}
@@ -661,13 +662,20 @@ def test_shared_parts_benchmark_times_every_part(capsys):
     try:
         with torch.random.fork_rng(devices=[]):  # the script seeds torch's generator
             assert shared_parts.main(["--warmup", "1", "--calls", "2", "--batch", "8"]) == 0
+            argv = ["--warmup", "1", "--calls", "2", "--batch", "8", "--parts", "ask", "evaluator"]
+            assert shared_parts.main(argv) == 0
     finally:
         torch.set_num_threads(threads)  # ... and runs on one thread
-    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    every, chosen = (json.loads(line) for line in capsys.readouterr().out.splitlines()[-2:])
+    assert list(chosen["cpu_ms_per_call"]) == [
+        "ask", "evaluator setup, all rows", "evaluator setup, rank 0 rows",
+        "evaluator setup, rank 1 rows",
+    ]  # fmt: skip
+    record = every
     parts = record["cpu_ms_per_call"]
     assert set(parts) == {
         "ask", "tell", "evaluator setup, all rows", "evaluator setup, rank 0 rows",
-        "evaluator setup, rank 1 rows",
+        "evaluator setup, rank 1 rows", "move", "schedules",
     }  # fmt: skip
-    assert all(parts[k] > 0 for k in parts if k != "tell")
+    assert all(value > 0 for value in parts.values())
     assert record["candidates"] > record["cut"] > 0

@@ -49,6 +49,24 @@ def test_segments_tile_the_coordinates_and_map_linearly(build) -> None:
     assert space.delta(torch.stack([z1, z2])).shape == (2, space.layout.numel)
 
 
+@pytest.mark.parametrize("build", SPACES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_add_to_adds_exactly_the_delta(build, dtype) -> None:
+    """The move written in place, segment by segment, is bit for bit the parameters plus
+    :meth:`delta` (weights small enough to take a low-rank move in one piece)."""
+    lay = layout()
+    space = build(lay)
+    space.to("cpu", dtype)
+    gen = torch.Generator().manual_seed(3)
+    params = {e.name: torch.randn(e.shape, generator=gen, dtype=dtype) for e in lay.entries}
+    z = torch.randn(space.dim, generator=gen, dtype=dtype)
+    deltas = lay.unflatten(space.delta(z))
+    expected = {name: value + deltas[name] for name, value in params.items()}
+    space.add_to(params, z)
+    for name, value in params.items():
+        assert torch.equal(value.view(torch.uint8), expected[name].view(torch.uint8)), name
+
+
 def test_hybrid_allocation_and_isometry() -> None:
     # The paper package's count: r (d_out + d_in), capped at d_out d_in, dense orthonormal map.
     space = HybridSubspace.from_layout(layout(), rank=4, seed=0)

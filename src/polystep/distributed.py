@@ -178,8 +178,11 @@ def _cumulative(profile: np.ndarray) -> np.ndarray:
     (negative costs count as 0, and every cell costs at least :data:`FLOOR` of the mean)."""
     cells = np.maximum(profile, 0.0)
     floor = cells.sum() * FLOOR / len(cells) + 1e-300  # no slice is free
-    cum = np.concatenate(([0.0], np.cumsum(cells + floor)))
-    return cum / cum[-1]
+    cum = np.empty(len(cells) + 1)
+    cum[0] = 0.0
+    np.cumsum(cells + floor, out=cum[1:])
+    cum /= cum[-1]
+    return cum
 
 
 def _cuts(cum: np.ndarray, total: int, world: int) -> list[int]:
@@ -199,9 +202,10 @@ def _shares(world: int) -> np.ndarray:
     return np.arange(1, world) / world
 
 
-@functools.cache
-def _edges(cells: int) -> np.ndarray:
-    return np.linspace(0.0, 1.0, cells + 1)
+@functools.lru_cache(maxsize=8)  # a run's step has one size (a few, at most)
+def _edges(cells: int, total: int) -> np.ndarray:
+    """The rows ``(cells + 1,)`` at the cell edges of ``total`` rows (fractional)."""
+    return np.linspace(0.0, 1.0, cells + 1) * total
 
 
 def _measured(bounds: list[int], seconds: list[float], cells: int) -> np.ndarray:
@@ -213,7 +217,8 @@ def _measured(bounds: list[int], seconds: list[float], cells: int) -> np.ndarray
     rows = [bounds[kept[0]], *(bounds[r + 1] for r in kept)]
     spent = [0.0, *itertools.accumulate(seconds[r] for r in kept)]
     # cost up to each cell edge: piecewise linear in the row between range boundaries
-    cost = np.diff(np.interp(_edges(cells) * total, rows, spent))
+    up_to = np.interp(_edges(cells, total), rows, spent)
+    cost = up_to[1:] - up_to[:-1]
     whole = cost.sum()
     return cost / whole if whole > 0 else np.full(cells, 1 / cells)
 
@@ -302,10 +307,10 @@ class Shard:
     calls: int = 0
     wide: bool = False
     profile: np.ndarray = field(default_factory=lambda: np.full(CELLS, 1 / CELLS))
-    metrics: dict[str, Any] = field(default_factory=dict)
     sent: int = 0  # bytes this rank sent to the others in the last call
     received: int = 0  # ... and received from them
     _cum: np.ndarray | None = field(default=None, init=False, repr=False)  # of the profile
+    _last: tuple[Any, ...] = field(default=(), init=False, repr=False)  # the last call, for metrics
 
     def __post_init__(self) -> None:
         if isinstance(self.check_every, bool) or not isinstance(self.check_every, int):
@@ -424,28 +429,29 @@ class Shard:
     ) -> tuple[torch.Tensor, list[list[float]]]:  # fmt: skip
         """One ``all_to_all_single``: this rank's header and losses to every rank (no padding:
         rank ``r`` sends ``HEADER`` numbers and its rows' losses); all losses ``(N,)`` in
-        ``dtype`` and every rank's header."""
+        ``dtype`` and every rank's header. The buffers are put together and taken apart in
+        numpy (a step's bookkeeping: a few numpy calls cost less than torch ops)."""
         world, rank, device = where
-        width = HEADER + bounds[rank + 1] - bounds[rank]
-        send = torch.empty(world, width, dtype=dtype)  # the same numbers to every rank
-        send[:, :HEADER] = torch.tensor(header, dtype=dtype)
-        if local is None:
-            send[:, HEADER:] = math.nan
-        else:
-            send[:, HEADER:] = local.detach()  # rounds to the wire dtype, moves to the CPU
         sizes = [HEADER + hi - lo for lo, hi in itertools.pairwise(bounds)]
-        out = torch.empty(sum(sizes), dtype=dtype, device=device)
-        send = send.view(-1).to(device)
+        starts = list(itertools.accumulate(sizes, initial=0))
+        width = sizes[rank]
+        rows = np.empty((world, width), np.float64 if dtype == torch.float64 else np.float32)
+        rows[:, :HEADER] = header  # the same numbers to every rank
+        if local is None:
+            rows[:, HEADER:] = math.nan
+        else:  # rounds to the wire dtype, moves to the CPU
+            rows[:, HEADER:] = local.detach().to(device="cpu", dtype=dtype).numpy()
+        send = torch.from_numpy(rows.reshape(-1)).to(device)
+        out = torch.empty(starts[-1], dtype=dtype, device=device)
         self._collective(
             "loss exchange", lambda: dist.all_to_all_single(out, send, sizes, [width] * world)
         )
-        item = send.element_size()
-        self.sent += (world - 1) * width * item
-        self.received += (sum(sizes) - width) * item
-        pieces = out.cpu().split(sizes)
-        flat = torch.cat([piece[:HEADER] for piece in pieces]).tolist()
-        headers = [flat[at : at + HEADER] for at in range(0, len(flat), HEADER)]
-        return torch.cat([piece[HEADER:] for piece in pieces]), headers
+        self.sent += (world - 1) * width * rows.itemsize
+        self.received += (starts[-1] - width) * rows.itemsize
+        flat = out.cpu().numpy()
+        headers = [flat[at : at + HEADER].tolist() for at in starts[:-1]]
+        pieces = [flat[at + HEADER : end] for at, end in itertools.pairwise(starts)]
+        return torch.from_numpy(np.concatenate(pieces)), headers
 
     def _collective(self, what: str, op: Callable[[], Any]) -> None:
         try:
@@ -467,19 +473,27 @@ class Shard:
         rank: int,
         comm_seconds: float,
     ) -> None:
-        counts = [hi - lo for lo, hi in itertools.pairwise(bounds)]
-        seconds = [max(head[0], 1e-9) for head in headers]
         cost = [max(head[1], 1e-9) for head in headers]
         self.profile = SMOOTHING * _measured(bounds, cost, CELLS) + (1 - SMOOTHING) * self.profile
         self._cum = _cumulative(self.profile)
-        self.metrics = {
+        self._last = (headers, bounds, total, rank, comm_seconds)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The last distributed call's figures (see the class docstring); empty before one."""
+        if not self._last:
+            return {}
+        headers, bounds, total, rank, comm_seconds = self._last
+        counts = [hi - lo for lo, hi in itertools.pairwise(bounds)]
+        seconds = [max(head[0], 1e-9) for head in headers]
+        return {
             "world_size": len(counts),
             "rank": rank,
             "candidates": total,
             "rank_candidates": counts,
             "rank_rows": [list(pair) for pair in itertools.pairwise(bounds)],
             "rank_seconds": [round(s, 6) for s in seconds],
-            "rank_cost_seconds": [round(c, 6) for c in cost],
+            "rank_cost_seconds": [round(max(head[1], 1e-9), 6) for head in headers],
             "rank_evals_per_s": [round(head[2] / s, 1) for head, s in zip(headers, seconds)],
             "wire_dtype": "float64" if self.wide else "float32",
             "bytes_sent": self.sent,

@@ -112,13 +112,14 @@ def random_rotations(
     # Householder QR (what torch.linalg.qr runs: the same Q and R): Q is the product of one
     # reflector (det -1) per nonzero tau, so det(Q) is known without a determinant
     packed, tau = torch.geqrf(gauss)
-    q = torch.linalg.householder_product(packed, tau)
-    diag_sign = torch.sign(torch.diagonal(packed, dim1=-2, dim2=-1))  # R's diagonal
-    diag_sign = torch.where(diag_sign == 0, torch.ones_like(diag_sign), diag_sign)
-    q = q * diag_sign.unsqueeze(-2)
-    flips = (tau != 0).sum(-1) + (diag_sign < 0).sum(-1)  # det(q) = (-1) ** flips
-    q[..., :, 0] = q[..., :, 0] * (1 - 2 * (flips % 2)).unsqueeze(-1)
-    return q.to(dtype=dtype, device=device)
+    negative = torch.diagonal(packed, dim1=-2, dim2=-1) < 0  # R's diagonal (0 counts as +)
+    flips = (tau != 0).sum(-1) + negative.sum(-1)  # det(q) = (-1) ** flips
+    negative[..., 0] ^= flips % 2 == 1  # a flipped first column makes det = +1
+    # Every column is multiplied by +-1 once (exact, so the product of the sign fix and the
+    # flip, and rounding before or after it, give the same numbers)
+    signs = 1.0 - 2.0 * negative.to(dtype)
+    q = torch.linalg.householder_product(packed, tau).to(dtype=dtype)
+    return (q * signs.unsqueeze(-2)).to(device=device)
 
 
 def probe_fractions(

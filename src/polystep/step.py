@@ -84,8 +84,9 @@ def probe_points(
 def barycentric_move(
     positions: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor, step_radius: float
 ) -> torch.Tensor:
-    """``x_i + r_s * sum_v w_iv d_iv``: ``(P, p), (P, V, p), (P, V), float -> (P, p)``."""
-    return positions + step_radius * torch.einsum("pv,pvi->pi", weights, directions)
+    """``x_i + r_s * sum_v w_iv d_iv``: ``(P, p), (P, V, p), (P, V), float -> (P, p)``. The sum
+    is the batched product ``einsum("pv,pvi->pi")`` runs, called directly."""
+    return positions + step_radius * torch.bmm(weights.unsqueeze(1), directions).squeeze(1)
 
 
 @dataclass
@@ -202,5 +203,7 @@ class StepRule:
         )
         # A particle that saw no finite cost has learnt nothing: it stays exactly where it was
         # (uniform weights would move it by the rounding error of the template's centroid).
-        blind = ~torch.isfinite(costs).any(dim=1).to(positions.device)
-        return torch.where(blind[:, None], positions, moved), duals
+        seen = torch.isfinite(costs).any(dim=1)
+        if bool(seen.all()):
+            return moved, duals
+        return torch.where(seen.to(positions.device)[:, None], moved, positions), duals

@@ -40,20 +40,33 @@ def prepare_costs(costs: torch.Tensor, scale: str | float | None = None) -> torc
     validate_cost_scale(scale)
     costs = costs.to(torch.float64)
     finite = torch.isfinite(costs)
+    if bool(finite.all()):  # the usual case: no masked copies
+        flat = costs.reshape(-1)  # the values in the order a masked copy holds them
+        return _divide(flat - flat.min(), scale).reshape(costs.shape)
     if not bool(finite.any()):
         return torch.zeros_like(costs)
     shifted = costs - costs[finite].min()
-    finite_values = shifted[finite]
-    if scale == "mean":
-        divisor = finite_values.mean()
-    elif scale == "max":
-        divisor = finite_values.max()
-    elif scale is not None:
-        divisor = torch.tensor(float(scale), dtype=costs.dtype, device=costs.device)
-    if scale is not None and bool(divisor > 0):
-        shifted = shifted / divisor
+    shifted = _divide(shifted, scale, shifted[finite])
     penalty = 2.0 * shifted[finite].max() + 1.0
     return torch.where(finite, shifted, penalty)
+
+
+def _divide(
+    shifted: torch.Tensor, scale: str | float | None, finite: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Recentred costs divided by their ``scale``, read from their ``finite`` values (a 1-D
+    copy; None: all of ``shifted``, 1-D, where every value is finite: the reductions then see
+    the same numbers in the same order, so the divisor is the same to the bit)."""
+    if scale is None:
+        return shifted
+    values = shifted if finite is None else finite
+    if scale == "mean":
+        divisor = values.mean()
+    elif scale == "max":
+        divisor = values.max()
+    else:
+        divisor = torch.tensor(float(scale), dtype=shifted.dtype, device=shifted.device)
+    return shifted / divisor if bool(divisor > 0) else shifted
 
 
 def _check_epsilon(epsilon: float) -> None:
@@ -65,7 +78,7 @@ def softmax_weights(costs: torch.Tensor, epsilon: float) -> torch.Tensor:
     """One-sided entropic OT: ``softmax(-C / epsilon)`` along each row: ``(P, V) -> (P, V)``."""
     _check_epsilon(epsilon)
     shifted = costs - costs.min(dim=-1, keepdim=True).values
-    return torch.softmax(-shifted / epsilon, dim=-1)
+    return torch.softmax(shifted / -epsilon, dim=-1)  # the same numbers as -shifted / epsilon
 
 
 def greedy_weights(costs: torch.Tensor) -> torch.Tensor:

@@ -120,6 +120,9 @@ class DirectSegment(Segment):
     def delta(self, coords: torch.Tensor) -> torch.Tensor:
         return coords[:, : self.numel].reshape(-1, *self.shape)
 
+    def add_to(self, param: torch.Tensor, coords: torch.Tensor) -> None:
+        param.add_(coords[: self.numel].reshape(self.shape).to(param))
+
     @property
     def _d_in(self) -> int:
         return self.numel // int(self.shape[0]) if len(self.shape) > 1 else 1
@@ -202,8 +205,10 @@ class LowRankSegment(Segment):
         return out.reshape(n, *self.shape)
 
     def add_to(self, param: torch.Tensor, coords: torch.Tensor) -> None:
-        """``param += A @ right + left @ E`` a few rows at a time: no parameter-sized buffer
-        (each row is the same dot products as :meth:`delta`'s, so the result is identical)."""
+        """``param += A @ right + left @ E`` a few rows at a time: no parameter-sized buffer.
+        A weight of at most :data:`ADD_ROWS_ELEMENTS` values takes one product, the numbers of
+        :meth:`delta`; in several pieces the last bits may differ from them (a matrix
+        product's rounding depends on its row count)."""
         if self.left is not None or not param.is_contiguous():
             super().add_to(param, coords)
             return
