@@ -401,3 +401,23 @@ def test_readme_cells_name_their_code_version_when_a_table_mixes_versions(tmp_pa
     snn = next(r for r in rows if r.startswith("| snn_mnist |"))
     int8 = next(r for r in rows if r.startswith("| int8_mnist |"))
     assert {snn.split(" | ")[1], int8.split(" | ")[1]} == {"50.0 (100) code A", "50.0 (100) code B"}
+
+
+def test_a_cell_short_of_the_tables_seeds_says_how_many_it_has(tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    for task, seeds in (("snn_mnist", (1, 2, 3)), ("int8_mnist", (1,)), ("mlp_mnist", (1, 2))):
+        for seed in seeds:
+            record = {
+                "task": task, "method": "polystep", "seed": seed, "scale": "cpu",
+                "data": "MNIST", "test_acc_selected": 0.5, "val_acc_selected": 0.5,
+                "evaluations": 100, "config": {"budget_fwd": 100, "threads": 1},
+                "machine": {"threads": 1},
+                "code": {"source": "a" * 64, "commit": "c" * 40, "package": "0.1.0"},
+            }  # fmt: skip
+            (folder / f"{task}__polystep__seed{seed}.json").write_text(json.dumps(record))
+    rows = readme.table_block(tmp_path, "runs").splitlines()
+    cell = {r.split(" | ")[0][2:]: r.split(" | ")[1] for r in rows if r.startswith("| ")}
+    assert cell["snn_mnist"] == "50.0 ± 0.0 (100)"
+    assert cell["int8_mnist"] == "50.0 (100) [1 seed]"
+    assert cell["mlp_mnist"] == "50.0 ± 0.0 (100) [2 seeds]"

@@ -75,7 +75,7 @@ def _cell(group: list[dict[str, Any]], seeds: int, labels: dict[str | None, str]
         text += f" ± {statistics.stdev(accs):.1f}"
     text += f" ({_passes(statistics.fmean(r['evaluations'] for r in group))})"
     if len(group) != seeds:
-        text += f" [{len(group)} seeds]"
+        text += f" [{len(group)} seed{'s' if len(group) > 1 else ''}]"
     if any(untrained_selected(r) for r in group):
         text += " †"
     if len(labels) > 1:
