@@ -102,7 +102,7 @@ def arm_overrides(
     return out
 
 
-def _state_dicts(overrides: dict[str, Any]) -> dict[str, Any]:
+def state_dicts(overrides: dict[str, Any]) -> dict[str, Any]:
     """Each value (a float, a schedule or its state dict) as its schedule's state dict."""
     return {key: as_schedule(value, key).state_dict() for key, value in overrides.items()}
 
@@ -126,7 +126,7 @@ def run(args: Any) -> dict[str, Any]:
         "scale": SCALE,
         "seed": args.seed,
         "budget_fwd": args.budget_fwd,
-        "schedules": _state_dicts(overrides),
+        "schedules": state_dicts(overrides),
         "settings": trained.config["settings"],
         "batch_size": trained.config["batch_size"],
         "threads": trained.config["threads"],
@@ -268,11 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         ap.error(str(err))
     torch.set_num_threads(args.threads)
-    wanted = (args.task, args.arm, args.seed, args.budget_fwd, _state_dicts(overrides))
+    wanted = (args.task, args.arm, args.seed, args.budget_fwd, state_dicts(overrides))
     done = [
         r
         for r in load_log(args.log)
-        if (r["task"], r["arm"], r["seed"], r["budget_fwd"], _state_dicts(r.get("schedules", {})))
+        if (r["task"], r["arm"], r["seed"], r["budget_fwd"], state_dicts(r.get("schedules", {})))
         == wanted
         and r["code"]["source"] == code_version()["source"]  # what records are compared on
     ]
