@@ -21,7 +21,8 @@ is never read. One JSON line per run is appended to ``--log`` (task, arm, schedu
 seed, budget, code, load; rows without a task are ``snn_mnist``); a rerun skips what the log
 already holds for the same schedules and the current library code (its ``source`` digest:
 committing records does not change it).
-``--summary`` writes the markdown table of the log instead of running.
+``--revive SHARE`` adds :class:`polystep.nn.ReviveSilentOutputs` at that share to any arm (a
+separate row). ``--summary`` writes the markdown table of the log instead of running.
 
     .venv/bin/python benchmarks/snn_schedules.py --arm decay_both --seed 1 \
         --step-target 0.05 --eps-target 0.01 --budget-fwd 3000000 \
@@ -114,10 +115,11 @@ def run(args: Any) -> dict[str, Any]:
     overrides = arm_overrides(
         args.arm, args.step_target, args.eps_target, args.task, args.probe_target
     )
+    revive = {} if args.revive is None else {"revive_outputs": args.revive}
     load_before = os.getloadavg()[0]
     trained = train_one(
         task, "polystep", args.seed, splits, scale=SCALE, budget_fwd=args.budget_fwd,
-        budget_seconds=None, device="cpu", overrides=overrides,
+        budget_seconds=None, device="cpu", overrides={**overrides, **revive},
     )  # fmt: skip
     curve = trained.selector.curve
     return {
@@ -127,6 +129,7 @@ def run(args: Any) -> dict[str, Any]:
         "seed": args.seed,
         "budget_fwd": args.budget_fwd,
         "schedules": state_dicts(overrides),
+        "revive_outputs": args.revive,
         "settings": trained.config["settings"],
         "batch_size": trained.config["batch_size"],
         "threads": trained.config["threads"],
@@ -172,9 +175,10 @@ def _cosines(r: dict[str, Any]) -> list[str]:
 
 
 def _label(r: dict[str, Any]) -> str:
-    """The arm with its cosines, so runs of one arm at other targets stay apart."""
-    cosines = _cosines(r)
-    return f"{r['arm']} ({', '.join(cosines)})" if cosines else r["arm"]
+    """The arm with its cosines and any revival of silent outputs, so runs of one arm at other
+    targets stay apart."""
+    parts = _cosines(r) + ([f"revive {r['revive_outputs']}"] if r.get("revive_outputs") else [])
+    return f"{r['arm']} ({', '.join(parts)})" if parts else r["arm"]
 
 
 def _order(label: str) -> tuple[int, str]:
@@ -253,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-target", type=positive_float, default=None, help="final step radius")
     ap.add_argument("--eps-target", type=positive_float, default=None, help="final epsilon")
     ap.add_argument("--probe-target", type=positive_float, default=None, help="final probe radius")
+    ap.add_argument(
+        "--revive", type=positive_float, default=None,
+        help="revive silent output neurons to this share of a held batch (polystep.nn)",
+    )  # fmt: skip
     ap.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     ap.add_argument("--mnist-dir", type=existing_dir, default=None, help="MNIST IDX folder")
     ap.add_argument("--log", type=Path, required=True, help="JSON lines, appended")
@@ -274,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in load_log(args.log)
         if (r["task"], r["arm"], r["seed"], r["budget_fwd"], state_dicts(r.get("schedules", {})))
         == wanted
+        and r.get("revive_outputs") == args.revive
         and r["code"]["source"] == code_version()["source"]  # what records are compared on
     ]
     if done:

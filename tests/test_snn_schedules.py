@@ -289,3 +289,22 @@ def test_summary_keeps_one_arm_at_two_targets_apart():
     assert "| 1,000 | decay_step (step_radius 0.2 → 0.02) | 1 | 70.00 | 70.00 |" in text
     assert "| 1,000 | decay_step (step_radius 0.2 → 0.05) | 1 | 84.00 | 84.00 | +4.00" in text
     assert "| 1,000 | decay_step (step_radius 0.2 → 0.02) | 1 | 70.00 | 70.00 | -10.00" in text
+
+
+def test_a_revived_run_is_its_own_row_and_not_taken_for_the_plain_one(tmp_path, monkeypatch):
+    ss = _script()
+    plain = _line("decay_both", 1, 0.80, 0.80)
+    revived = {**_line("decay_both", 1, 0.85, 0.85), "revive_outputs": 0.02}
+    text = ss.summary([_line("constant", 1, 0.7, 0.7), plain, revived])
+    assert "| 1,000 | decay_both | 1 | 80.00 |" in text
+    assert "| 1,000 | decay_both (revive 0.02) | 1 | 85.00 |" in text
+    log = tmp_path / "log.jsonl"
+    schedules = ss.arm_overrides("constant", None, None, "int8_mnist")
+    row = {"task": "int8_mnist", "arm": "constant", "seed": 1, "budget_fwd": 1000,
+           "code": code_version(), "schedules": schedules}  # fmt: skip
+    log.write_text(json.dumps(row) + "\n")
+    ran = []
+    monkeypatch.setattr(ss, "run", lambda args: ran.append(args.revive) or {"arm": "x"})
+    argv = ["--task", "int8_mnist", "--arm", "constant", "--seed", "1", "--budget-fwd", "1000"]
+    assert ss.main([*argv, "--log", str(log)]) == 0 and ran == []
+    assert ss.main([*argv, "--revive", "0.02", "--log", str(log)]) == 0 and ran == [0.02]

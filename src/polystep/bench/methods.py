@@ -40,6 +40,7 @@ from polystep.checkpoint import CheckpointError
 from polystep.data import Loaders
 from polystep.deadline import StepBudget, TrainingClock
 from polystep.distributed import report
+from polystep.nn.homeostasis import ReviveSilentOutputs
 from polystep.optimizer import PolyStepOptimizer
 from polystep.training import TrainConfig, forward_passes_per_step, train
 
@@ -55,16 +56,18 @@ def _train(
     max_evaluations: int,
     max_seconds: float | None,
     partial: Partial | None,
+    first: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """``train()`` under the budget with the selection callback (and, with ``partial``, its
-    checkpoints and ledger: the ledger last, where :mod:`polystep.bench.partial` reads it);
-    returns what the run spent."""
+    """``train()`` under the budget with the selection callback, after the callbacks ``first``
+    (and, with ``partial``, its checkpoints and ledger: the ledger last, where
+    :mod:`polystep.bench.partial` reads it); returns what the run spent."""
+    callbacks = [*(first or []), selection] + ([] if partial is None else [partial.ledger])
     config = TrainConfig(
         epochs=None,
         max_evaluations=max_evaluations,
         max_seconds=max_seconds,
         restore_best=False,
-        callbacks=[selection] if partial is None else [selection, partial.ledger],
+        callbacks=callbacks,
         progress=False,
         **({} if partial is None else partial.train_settings()),
     )
@@ -84,11 +87,21 @@ def run_polystep(
     max_seconds: float | None,
     partial: Partial | None = None,
 ) -> dict[str, Any]:
-    """PolyStepOptimizer with ``settings`` (a preset's, or a tuning trial's) through ``train()``."""
+    """PolyStepOptimizer with ``settings`` (a preset's, or a tuning trial's) through ``train()``;
+    with ``revive_outputs`` among them, :class:`~polystep.nn.ReviveSilentOutputs` at that share
+    of the first training batch's worth of training inputs after every step."""
+    settings = dict(settings)
+    share = settings.pop("revive_outputs", None)
     optimizer = PolyStepOptimizer(model, preset=settings, seed=seed)
     per_step = forward_passes_per_step(optimizer)
     callback = selector.callback(model)
-    spent = _train(model, optimizer, loaders, callback, max_evaluations, max_seconds, partial)
+    first = []
+    if share is not None:
+        held = loaders.train.tensors[0][: loaders.train.batch_size]
+        first.append(ReviveSilentOutputs(model, held.reshape(len(held), -1), share))
+    spent = _train(
+        model, optimizer, loaders, callback, max_evaluations, max_seconds, partial, first
+    )
     return {
         **spent,
         "steps": optimizer.iteration,

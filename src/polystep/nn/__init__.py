@@ -12,6 +12,7 @@ import copy
 from torch import nn
 
 from polystep.nn.activations import Staircase
+from polystep.nn.homeostasis import ReviveSilentOutputs, raise_silent_outputs
 from polystep.nn.models import (
     argmax_attention_net,
     binary_mlp,
@@ -65,6 +66,7 @@ __all__ = [
     "HardMoE",
     "OverTime",
     "QuantLinear",
+    "ReviveSilentOutputs",
     "SpikeCount",
     "SpikingMLP",
     "Staircase",
@@ -77,6 +79,7 @@ __all__ = [
     "mlp",
     "one_hot_argmax",
     "quantized_mlp",
+    "raise_silent_outputs",
     "set_surrogate",
     "smooth_twin",
     "spiking_mlp",
