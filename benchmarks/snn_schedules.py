@@ -115,7 +115,7 @@ def run(args: Any) -> dict[str, Any]:
     overrides = arm_overrides(
         args.arm, args.step_target, args.eps_target, args.task, args.probe_target
     )
-    revive = {} if args.revive is None else {"revive_outputs": args.revive}
+    revive = {"revive_outputs": args.revive}  # None: off, whatever the task's bench default
     load_before = os.getloadavg()[0]
     trained = train_one(
         task, "polystep", args.seed, splits, scale=SCALE, budget_fwd=args.budget_fwd,

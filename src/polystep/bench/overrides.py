@@ -23,7 +23,7 @@ def base_settings(task: TaskSpec, method: str) -> dict[str, Any]:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "polystep":
-        return dict(PRESETS[task.preset])
+        return {**PRESETS[task.preset], **task.polystep_extra}
     return dict(NN_PRESETS[method])
 
 

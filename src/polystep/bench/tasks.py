@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -61,6 +62,8 @@ class TaskSpec:
     description: str
     scales: dict[str, ScaleSpec] = field(default_factory=dict)
     has_twin: bool = True
+    # PolyStep's bench settings beside its preset's (keys of overrides.BENCH_KEYS)
+    polystep_extra: dict[str, Any] = field(default_factory=dict)
 
     def model(
         self, features: int, classes: int, scale: str, *, surrogate: bool = False
@@ -100,6 +103,9 @@ TASKS: dict[str, TaskSpec] = {
             "snn",
             "hard-threshold LIF SNN, T=15, spike-count logits",
             _scales(2_000_000, 31_000_000),
+            # silent output neurons revived to 2 % of a held batch after every step: chosen on
+            # validation (benchmarks/results/tuning/snn_schedules.md, rows "revive 0.02")
+            polystep_extra={"revive_outputs": 0.02},
         ),
         TaskSpec(
             "int8_mnist",
