@@ -227,25 +227,54 @@ def summary(lines: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     by = {(r["budget_fwd"], _label(r), r["seed"]): r for r in lines}
-    for budget, arm in sorted({(b, a) for b, a, _ in by}, key=lambda k: (k[0], _order(k[1]))):
-        runs = [r for (b, a, _), r in sorted(by.items()) if (b, a) == (budget, arm)]
+    groups = sorted({(b, a) for b, a, _ in by}, key=lambda k: (k[0], _order(k[1])))
+    for budget, arm in groups:
+        runs = _runs(by, budget, arm)
         cells = [_mean_sd([r[m] for r in runs]) for m in ("val_acc_best", "val_acc_last")]
-        deltas = []
-        for metric in ("val_acc_best", "val_acc_last"):
-            diffs = [
-                r[metric] - by[(budget, "constant", r["seed"])][metric]
-                for r in runs
-                if arm != "constant" and (budget, "constant", r["seed"]) in by
-            ]
-            shown = ", ".join(f"{100 * d:+.2f}" for d in diffs)
-            deltas.append(f"{shown} (mean {100 * statistics.mean(diffs):+.2f})" if diffs else "")
+        reference = (
+            [] if arm == "constant" else [by.get((budget, "constant", r["seed"])) for r in runs]
+        )
         seeds = ",".join(str(r["seed"]) for r in runs)
         out.append(
             f"| {budget:,} | {arm} | {seeds} | {cells[0]} | {cells[1]} | "
-            + " | ".join(deltas)
+            + " | ".join(_paired(runs, reference, m) for m in ("val_acc_best", "val_acc_last"))
+            + " |"
+        )
+    revived = [(b, a) for b, a in groups if any(r.get("revive_outputs") for r in _runs(by, b, a))]
+    if revived:
+        out += [
+            "",
+            "Revival of silent output neurons: each revived arm against the same arm without it, "
+            "paired by seed.",
+            "",
+            "| budget | arm | seeds | paired Δ best vs unrevived | paired Δ last vs unrevived |",
+            "|---|---|---|---|---|",
+        ]
+    for budget, arm in revived:
+        runs = _runs(by, budget, arm)
+        reference = [
+            by.get((budget, _label({**r, "revive_outputs": None}), r["seed"])) for r in runs
+        ]
+        seeds = ",".join(str(r["seed"]) for r, ref in zip(runs, reference, strict=True) if ref)
+        out.append(
+            f"| {budget:,} | {arm} | {seeds} | "
+            + " | ".join(_paired(runs, reference, m) for m in ("val_acc_best", "val_acc_last"))
             + " |"
         )
     return "\n".join(out) + "\n"
+
+
+def _runs(by: dict[tuple, dict[str, Any]], budget: int, arm: str) -> list[dict[str, Any]]:
+    """The runs of one (budget, arm label), by seed."""
+    return [r for (b, a, _), r in sorted(by.items()) if (b, a) == (budget, arm)]
+
+
+def _paired(runs: list[dict[str, Any]], reference: list[dict[str, Any] | None], metric: str) -> str:
+    """``metric`` differences of ``runs`` to their ``reference`` runs (same seed; None: no
+    pair), in points, and their mean; empty without a pair."""
+    diffs = [r[metric] - ref[metric] for r, ref in zip(runs, reference) if ref is not None]
+    shown = ", ".join(f"{100 * d:+.2f}" for d in diffs)
+    return f"{shown} (mean {100 * statistics.mean(diffs):+.2f})" if diffs else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -308,3 +308,19 @@ def test_a_revived_run_is_its_own_row_and_not_taken_for_the_plain_one(tmp_path, 
     argv = ["--task", "int8_mnist", "--arm", "constant", "--seed", "1", "--budget-fwd", "1000"]
     assert ss.main([*argv, "--log", str(log)]) == 0 and ran == []
     assert ss.main([*argv, "--revive", "0.02", "--log", str(log)]) == 0 and ran == [0.02]
+
+
+def test_the_summary_pairs_each_revived_arm_with_the_same_arm_unrevived():
+    ss = _script()
+    lines = [
+        _line("decay_both", 1, 0.80, 0.80), _line("decay_both", 2, 0.70, 0.70),
+        {**_line("decay_both", 1, 0.82, 0.81), "revive_outputs": 0.02},
+        {**_line("decay_both", 2, 0.80, 0.79), "revive_outputs": 0.02},
+    ]  # fmt: skip
+    text = ss.summary(lines)
+    assert "each revived arm against the same arm without it" in text
+    assert (
+        "| 1,000 | decay_both (revive 0.02) | 1,2 | +2.00, +10.00 (mean +6.00) | "
+        "+1.00, +9.00 (mean +5.00) |" in text
+    )
+    assert "each revived arm" not in ss.summary(lines[:2])
