@@ -113,12 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", metavar="JSONL", help="print the README table of a record")
     args = parser.parse_args(argv)
     if args.table:
-        lines = Path(args.table).read_text().splitlines()
-        print(table([json.loads(line) for line in lines if line.strip()]))
+        print(table(scaling.read_records(args.table)))
         return 0
-    for name in ("rounds", "steps", "batch"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
+    scaling.require_positive(args, ("rounds", "steps", "batch"))
     if args.copies < 2 or args.warmup < 0:
         raise SystemExit(
             f"--copies must be >= 2 and --warmup >= 0, got {args.copies}, {args.warmup}"

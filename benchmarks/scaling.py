@@ -207,6 +207,18 @@ def launch(world: int, argv: list[str], timeout: float) -> dict:
     return json.loads(run_ranks(Path(__file__), world, argv, timeout)[-1])
 
 
+def read_records(path: str | Path) -> list[dict]:
+    """The JSON lines of a record file (blank lines skipped)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def require_positive(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Exit naming the first of the options ``names`` that is below 1."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
+
+
 def table(records: list[dict]) -> str:
     """The markdown table of ``records`` (this script's lines, in order), for the README."""
     rows = [
@@ -245,12 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", metavar="JSONL", help="print the README table of a record")
     args = parser.parse_args(argv)
     if args.table:
-        lines = Path(args.table).read_text().splitlines()
-        print(table([json.loads(line) for line in lines if line.strip()]))
+        print(table(read_records(args.table)))
         return 0
-    for name in ("steps", "batch", "threads"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"--{name} must be >= 1, got {getattr(args, name)}")
+    require_positive(args, ("steps", "batch", "threads"))
     if args.warmup < 0 or any(w < 1 for w in args.procs):
         raise SystemExit("--warmup must be >= 0 and every --procs >= 1")
     if args.worker:

@@ -255,16 +255,26 @@ def test_a_logged_run_of_the_same_library_source_is_skipped_whatever_the_commit(
     assert log.read_text() == json.dumps(row) + "\n"
 
 
+def _logged_int8_run(ss, tmp_path, monkeypatch, arm: str, schedules: dict, option: str):
+    """A log holding one int8 run of ``arm`` (current code, ``schedules``), ``run`` replaced
+    by a recorder of ``args.<option>``; the log, the recorded values, and the argv of that
+    arm's seed and budget."""
+    log = tmp_path / "log.jsonl"
+    row = {"task": "int8_mnist", "arm": arm, "seed": 1, "budget_fwd": 1000,
+           "code": code_version(), "schedules": schedules}  # fmt: skip
+    log.write_text(json.dumps(row) + "\n")
+    ran: list = []
+    monkeypatch.setattr(ss, "run", lambda args: ran.append(getattr(args, option)) or {"arm": "x"})
+    argv = ["--task", "int8_mnist", "--arm", arm, "--seed", "1", "--budget-fwd", "1000"]
+    return log, ran, argv
+
+
 def test_a_logged_run_at_other_targets_is_not_taken_for_this_one(tmp_path, monkeypatch):
     ss = _script()
-    log = tmp_path / "log.jsonl"
     logged = ss.arm_overrides("decay_step", 0.05, None, "int8_mnist")
-    row = {"task": "int8_mnist", "arm": "decay_step", "seed": 1, "budget_fwd": 1000,
-           "code": code_version(), "schedules": logged}  # fmt: skip
-    log.write_text(json.dumps(row) + "\n")
-    ran = []
-    monkeypatch.setattr(ss, "run", lambda args: ran.append(args.step_target) or {"arm": "x"})
-    argv = ["--task", "int8_mnist", "--arm", "decay_step", "--seed", "1", "--budget-fwd", "1000"]
+    log, ran, argv = _logged_int8_run(
+        ss, tmp_path, monkeypatch, "decay_step", logged, "step_target"
+    )
     assert ss.main([*argv, "--step-target", "0.05", "--log", str(log)]) == 0
     assert ran == []  # the same targets: skipped
     assert ss.main([*argv, "--step-target", "0.02", "--log", str(log)]) == 0
@@ -298,14 +308,8 @@ def test_a_revived_run_is_its_own_row_and_not_taken_for_the_plain_one(tmp_path, 
     text = ss.summary([_line("constant", 1, 0.7, 0.7), plain, revived])
     assert "| 1,000 | decay_both | 1 | 80.00 |" in text
     assert "| 1,000 | decay_both (revive 0.02) | 1 | 85.00 |" in text
-    log = tmp_path / "log.jsonl"
     schedules = ss.arm_overrides("constant", None, None, "int8_mnist")
-    row = {"task": "int8_mnist", "arm": "constant", "seed": 1, "budget_fwd": 1000,
-           "code": code_version(), "schedules": schedules}  # fmt: skip
-    log.write_text(json.dumps(row) + "\n")
-    ran = []
-    monkeypatch.setattr(ss, "run", lambda args: ran.append(args.revive) or {"arm": "x"})
-    argv = ["--task", "int8_mnist", "--arm", "constant", "--seed", "1", "--budget-fwd", "1000"]
+    log, ran, argv = _logged_int8_run(ss, tmp_path, monkeypatch, "constant", schedules, "revive")
     assert ss.main([*argv, "--log", str(log)]) == 0 and ran == []
     assert ss.main([*argv, "--revive", "0.02", "--log", str(log)]) == 0 and ran == [0.02]
 
