@@ -1,4 +1,4 @@
-"""PolyStepOptimizer trajectories, bit for bit, against a fixture recorded before the optimizer
+"""PolyStepOptimizer trajectories against a fixture recorded before the optimizer
 moved onto the engine (commit eb8ea69). Re-recorded once since, for two intended changes of
 issue 15 only: the hybrid space built as in the paper's package and an explicit epsilon's
 simplex (the ``hybrid_subset_sinkhorn`` and ``explicit_epsilon`` scenarios; every other
@@ -11,7 +11,11 @@ were the same bit for bit).
 Every preset runs a few float64 steps in several configurations (the auto/full space, a
 factored and a hybrid space with redraws, a random subset of blocks with Sinkhorn weights, an
 explicit epsilon, the closure path with NaN/inf losses); the parameters after every step, the
-incumbent losses and the final search state must equal the recorded ones exactly. Each run
+incumbent losses and the final search state must equal the recorded ones to :data:`ATOL`, the
+random generator's state and the counts exactly. Bit for bit holds on the CPU that recorded the
+fixture; another CPU's BLAS/LAPACK kernels (another instruction set) round the last bits of the
+QR and matrix products differently: up to 1.3e-14 after six steps on an AVX2-only AMD EPYC,
+where a changed epsilon or radius moves the parameters by 1e-4 or more. Each run
 gives the optimizer its scenario's step count as the horizon (``set_horizon``) for schedules
 over the run. Run as a script (``python tests/test_optimizer_trajectories.py KEY_PREFIX...``)
 it re-records the scenarios whose key starts with a prefix (e.g. ``snn/``), keeps the others
@@ -33,6 +37,7 @@ from polystep.optimizer import PRESETS, PolyStepOptimizer
 from polystep.transform import ParamLayout
 
 FIXTURE = Path(__file__).parent / "data" / "optimizer_trajectories.pt"
+ATOL = 1e-12  # float64 rounding across CPUs (module docstring), far below any behaviour change
 SCENARIOS: dict[str, dict[str, Any]] = {
     "auto": {"steps": 3},
     "factored": {"steps": 6, "subspace": "factored"},
@@ -94,15 +99,22 @@ def record() -> dict[str, Any]:
     return {f"{p}/{s}": run(p, cfg) for p in sorted(PRESETS) for s, cfg in SCENARIOS.items()}
 
 
+def check_same(now: dict[str, Any], then: dict[str, Any]) -> None:
+    """Raise AssertionError unless two recorded runs agree: tensors to :data:`ATOL` (NaN losses
+    equal), the generator state and the counts exactly."""
+    for k in ("params", "losses", "z"):
+        torch.testing.assert_close(now[k], then[k], rtol=0, atol=ATOL, equal_nan=True, msg=k)
+    assert torch.equal(now["generator"], then["generator"]), "generator"
+    assert (now["iteration"], now["evaluations"]) == (then["iteration"], then["evaluations"])
+
+
 def same(now: dict[str, Any], then: dict[str, Any]) -> bool:
-    """Whether two recorded runs are equal bit for bit (NaN losses equal)."""
-    tensors = ("params", "z", "generator")
-    return (
-        all(torch.equal(now[k], then[k]) for k in tensors)
-        and torch.equal(now["losses"].isnan(), then["losses"].isnan())
-        and torch.equal(now["losses"].nan_to_num(), then["losses"].nan_to_num())
-        and (now["iteration"], now["evaluations"]) == (then["iteration"], then["evaluations"])
-    )
+    """Whether two recorded runs agree (:func:`check_same`)."""
+    try:
+        check_same(now, then)
+    except AssertionError:
+        return False
+    return True
 
 
 def rerecord(prefixes: list[str]) -> None:
@@ -126,13 +138,14 @@ def recorded() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("key", KEYS)
-def test_trajectory_is_bit_identical_to_the_recorded_one(recorded, key):
+def test_trajectory_matches_the_recorded_one(recorded, key):
     preset, scenario = key.split("/")
-    now, then = run(preset, SCENARIOS[scenario]), recorded[key]
-    assert torch.equal(now["params"], then["params"])
-    torch.testing.assert_close(now["losses"], then["losses"], rtol=0, atol=0, equal_nan=True)
-    assert torch.equal(now["z"], then["z"]) and torch.equal(now["generator"], then["generator"])
-    assert (now["iteration"], now["evaluations"]) == (then["iteration"], then["evaluations"])
+    check_same(run(preset, SCENARIOS[scenario]), recorded[key])
+
+
+def test_the_tolerance_still_sees_a_small_change_of_epsilon(recorded):
+    nudged = {**SCENARIOS["explicit_epsilon"], "epsilon": 0.0501}  # recorded with 0.05
+    assert not same(run("default", nudged), recorded["default/explicit_epsilon"])
 
 
 if __name__ == "__main__":
