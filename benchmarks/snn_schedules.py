@@ -21,8 +21,11 @@ is never read. One JSON line per run is appended to ``--log`` (task, arm, schedu
 seed, budget, code, load; rows without a task are ``snn_mnist``); a rerun skips what the log
 already holds for the same schedules and the current library code (its ``source`` digest:
 committing records does not change it).
-``--revive SHARE`` adds :class:`polystep.nn.ReviveSilentOutputs` at that share to any arm (a
-separate row). ``--summary`` writes the markdown table of the log instead of running.
+Two options change any arm (a separate row, paired in the summary with the same arm without
+it): ``--revive SHARE`` adds :class:`polystep.nn.ReviveSilentOutputs` at that share, ``--rank R``
+sets the preset's rank (the factored space's directions per unit: 2R candidates a unit and a
+step, so fewer steps in the same budget). ``--summary`` writes the markdown table of the log
+instead of running.
 
     .venv/bin/python benchmarks/snn_schedules.py --arm decay_both --seed 1 \
         --step-target 0.05 --eps-target 0.01 --budget-fwd 3000000 \
@@ -55,6 +58,7 @@ OLD_ARMS = {"preset": "constant"}  # the log's name of an arm before the preset 
 TASK = "snn_mnist"  # the default task, and the task of log rows that name none
 SCALE = "full"
 KEYS = ("step_radius", "epsilon", "probe_radius")
+OPTIONS = {"revive_outputs": "revive", "rank": "rank"}  # log key of an arm's option: its label
 
 
 def start_values(task: str = TASK) -> dict[str, float]:
@@ -115,11 +119,13 @@ def run(args: Any) -> dict[str, Any]:
     overrides = arm_overrides(
         args.arm, args.step_target, args.eps_target, args.task, args.probe_target
     )
-    revive = {"revive_outputs": args.revive}  # None: off, whatever the task's bench default
+    options = {"revive_outputs": args.revive}  # None: off, whatever the task's bench default
+    if args.rank is not None:
+        options["rank"] = args.rank
     load_before = os.getloadavg()[0]
     trained = train_one(
         task, "polystep", args.seed, splits, scale=SCALE, budget_fwd=args.budget_fwd,
-        budget_seconds=None, device="cpu", overrides={**overrides, **revive},
+        budget_seconds=None, device="cpu", overrides={**overrides, **options},
     )  # fmt: skip
     curve = trained.selector.curve
     return {
@@ -130,6 +136,7 @@ def run(args: Any) -> dict[str, Any]:
         "budget_fwd": args.budget_fwd,
         "schedules": state_dicts(overrides),
         "revive_outputs": args.revive,
+        "rank": args.rank,
         "settings": trained.config["settings"],
         "batch_size": trained.config["batch_size"],
         "threads": trained.config["threads"],
@@ -175,9 +182,9 @@ def _cosines(r: dict[str, Any]) -> list[str]:
 
 
 def _label(r: dict[str, Any]) -> str:
-    """The arm with its cosines and any revival of silent outputs, so runs of one arm at other
-    targets stay apart."""
-    parts = _cosines(r) + ([f"revive {r['revive_outputs']}"] if r.get("revive_outputs") else [])
+    """The arm with its cosines and options (:data:`OPTIONS`), so runs of one arm at other
+    targets or options stay apart."""
+    parts = _cosines(r) + [f"{word} {r[key]}" for key, word in OPTIONS.items() if r.get(key)]
     return f"{r['arm']} ({', '.join(parts)})" if parts else r["arm"]
 
 
@@ -240,24 +247,28 @@ def summary(lines: list[dict[str, Any]]) -> str:
             + " | ".join(_paired(runs, reference, m) for m in ("val_acc_best", "val_acc_last"))
             + " |"
         )
-    revived = [(b, a) for b, a in groups if any(r.get("revive_outputs") for r in _runs(by, b, a))]
-    if revived:
+    with_option = [
+        (budget, arm, key)
+        for key in OPTIONS
+        for budget, arm in groups
+        if any(r.get(key) for r in _runs(by, budget, arm))
+    ]
+    if with_option:
         out += [
             "",
-            "Revival of silent output neurons: each revived arm against the same arm without it, "
-            "paired by seed.",
+            "Options: each arm with an option (" + ", ".join(OPTIONS.values()) + ") against the "
+            "same arm without that option, paired by seed.",
             "",
-            "| budget | arm | seeds | paired Δ best vs unrevived | paired Δ last vs unrevived |",
-            "|---|---|---|---|---|",
+            "| budget | arm | against | seeds | paired Δ best | paired Δ last |",
+            "|---|---|---|---|---|---|",
         ]
-    for budget, arm in revived:
+    for budget, arm, key in with_option:
         runs = _runs(by, budget, arm)
-        reference = [
-            by.get((budget, _label({**r, "revive_outputs": None}), r["seed"])) for r in runs
-        ]
+        against = [_label({**r, key: None}) for r in runs]
+        reference = [by.get((budget, a, r["seed"])) for r, a in zip(runs, against, strict=True)]
         seeds = ",".join(str(r["seed"]) for r, ref in zip(runs, reference, strict=True) if ref)
         out.append(
-            f"| {budget:,} | {arm} | {seeds} | "
+            f"| {budget:,} | {arm} | {against[0]} | {seeds} | "
             + " | ".join(_paired(runs, reference, m) for m in ("val_acc_best", "val_acc_last"))
             + " |"
         )
@@ -290,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         "--revive", type=positive_float, default=None,
         help="revive silent output neurons to this share of a held batch (polystep.nn)",
     )  # fmt: skip
+    ap.add_argument(
+        "--rank", type=positive_int, default=None, help="the preset's rank (default: its own)"
+    )
     ap.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     ap.add_argument("--mnist-dir", type=existing_dir, default=None, help="MNIST IDX folder")
     ap.add_argument("--log", type=Path, required=True, help="JSON lines, appended")
@@ -312,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         if (r["task"], r["arm"], r["seed"], r["budget_fwd"], state_dicts(r.get("schedules", {})))
         == wanted
         and r.get("revive_outputs") == args.revive
+        and r.get("rank") == args.rank
         and r["code"]["source"] == code_version()["source"]  # what records are compared on
     ]
     if done:

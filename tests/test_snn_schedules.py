@@ -322,9 +322,27 @@ def test_the_summary_pairs_each_revived_arm_with_the_same_arm_unrevived():
         {**_line("decay_both", 2, 0.80, 0.79), "revive_outputs": 0.02},
     ]  # fmt: skip
     text = ss.summary(lines)
-    assert "each revived arm against the same arm without it" in text
+    assert "against the same arm without that option" in text
     assert (
-        "| 1,000 | decay_both (revive 0.02) | 1,2 | +2.00, +10.00 (mean +6.00) | "
+        "| 1,000 | decay_both (revive 0.02) | decay_both | 1,2 | +2.00, +10.00 (mean +6.00) | "
         "+1.00, +9.00 (mean +5.00) |" in text
     )
-    assert "each revived arm" not in ss.summary(lines[:2])
+    assert "without that option" not in ss.summary(lines[:2])
+
+
+def test_a_run_at_another_rank_is_its_own_row_paired_with_the_preset_rank(tmp_path, monkeypatch):
+    ss = _script()
+    lines = [
+        {**_line("decay_both", 1, 0.80, 0.80), "revive_outputs": 0.02},
+        {**_line("decay_both", 1, 0.83, 0.82), "revive_outputs": 0.02, "rank": 16},
+    ]
+    text = ss.summary(lines)
+    assert "| 1,000 | decay_both (revive 0.02, rank 16) | 1 | 83.00 | 82.00 |" in text
+    assert (
+        "| 1,000 | decay_both (revive 0.02, rank 16) | decay_both (revive 0.02) | 1 | "
+        "+3.00 (mean +3.00) | +2.00 (mean +2.00) |" in text
+    )
+    schedules = ss.arm_overrides("constant", None, None, "int8_mnist")
+    log, ran, argv = _logged_int8_run(ss, tmp_path, monkeypatch, "constant", schedules, "rank")
+    assert ss.main([*argv, "--log", str(log)]) == 0 and ran == []
+    assert ss.main([*argv, "--rank", "16", "--log", str(log)]) == 0 and ran == [16]
