@@ -70,11 +70,12 @@ def test_train_charges_the_revivals_to_the_budget():
     model, x = _net(), _inputs()
     data = [(x[i : i + 16], torch.arange(16) % 3) for i in range(0, 64, 16)]
     opt = PolyStepOptimizer(model, preset="default", subspace="factored", seed=3)
-    revive, spent = ReviveSilentOutputs(model, x, 0.05), []
+    revive, spent, steps = ReviveSilentOutputs(model, x, 0.05), [], []
 
     class Spent:
         def on_train_end(self, state) -> None:
             spent.append(state.evaluations)
+            steps.append(state.budget.steps)
 
     config = TrainConfig(epochs=None, max_evaluations=3000, progress=False,
                          restore_best=False, callbacks=[revive, Spent()])  # fmt: skip
@@ -83,6 +84,7 @@ def test_train_charges_the_revivals_to_the_budget():
     # every step: its candidates, the incumbent, and the revival after it
     assert spent == [opt.evaluations + opt.iteration + revive.passes]
     assert spent[0] <= 3000
+    assert steps == [opt.iteration]  # the revivals' passes are charged, not counted as steps
     assert _spiking_share(model, x)[1] >= 0.05
 
 

@@ -128,17 +128,21 @@ class StepBudget:
         return now < self.max_seconds and now + self.next_step_estimate() <= self.max_seconds
 
     def charge(self, n: int) -> None:
-        """Record one step of ``n`` forward passes (starts the clock); raises
-        :class:`BudgetExceeded` when they do not fit."""
+        """Record one step of ``n`` forward passes (:meth:`charge_passes`, then the step)."""
+        self.charge_passes(n)
+        self.steps += 1
+
+    def charge_passes(self, n: int) -> None:
+        """Record ``n`` forward passes spent outside a step (e.g. a callback's), starting the
+        clock; raises :class:`BudgetExceeded` when they do not fit."""
         check_int("n", n, minimum=0)
         self.start()
         if n > self.remaining_evaluations:
             raise BudgetExceeded(
-                f"a step of {n} forward passes does not fit: {self.remaining_evaluations} left "
+                f"{n} forward passes do not fit: {self.remaining_evaluations} left "
                 f"of max_evaluations={self.max_evaluations}"
             )
         self.evaluations += n
-        self.steps += 1
 
     def state_dict(self) -> dict[str, Any]:
         """The limits and what has been spent (a record, not a resumable clock)."""

@@ -91,7 +91,7 @@ class ReviveSilentOutputs:
             return False
         spent = raise_silent_outputs(self.model, self.inputs, self.share)
         if budget is not None:
-            budget.charge(spent)
+            budget.charge_passes(spent)  # not a step of the run's count
         state.evaluations += spent
         self.passes += spent
         return False
