@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from polystep.validation import check_positive_int
@@ -109,17 +110,24 @@ def random_rotations(
         rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
         return rot.to(dtype=dtype, device=device)
     gauss = torch.randn(num, dim, dim, generator=generator, dtype=torch.float64, device=gen_device)
-    # Householder QR (what torch.linalg.qr runs: the same Q and R): Q is the product of one
-    # reflector (det -1) per nonzero tau, so det(Q) is known without a determinant
+    # Householder QR (what torch.linalg.qr runs: the same Q and R)
     packed, tau = torch.geqrf(gauss)
-    negative = torch.diagonal(packed, dim1=-2, dim2=-1) < 0  # R's diagonal (0 counts as +)
-    flips = (tau != 0).sum(-1) + negative.sum(-1)  # det(q) = (-1) ** flips
-    negative[..., 0] ^= flips % 2 == 1  # a flipped first column makes det = +1
-    # Every column is multiplied by +-1 once (exact, so the product of the sign fix and the
-    # flip, and rounding before or after it, give the same numbers)
-    signs = 1.0 - 2.0 * negative.to(dtype)
-    q = torch.linalg.householder_product(packed, tau).to(dtype=dtype)
-    return (q * signs.unsqueeze(-2)).to(device=device)
+    q = torch.linalg.householder_product(packed, tau)
+    # Every column is multiplied by +-1 once (exact, and rounding is symmetric in the sign: the
+    # product before or after the cast to dtype gives the same numbers)
+    return (q * _column_signs(packed, tau)).to(dtype=dtype, device=device)
+
+
+def _column_signs(packed: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """The sign fix ``(num, 1, dim)`` float64 (+-1) of the Householder QR ``packed, tau`` of
+    ``num`` Gaussian matrices: column ``j`` of Q times the sign of ``R[j, j]`` (0 counts as +)
+    makes Q Haar on O(dim); the first column flipped where that Q has det -1 puts it on
+    SO(dim). Q is the product of one reflector (det -1) per nonzero tau, so its det is known
+    without a determinant. On numpy: a few hundred numbers, where torch ops cost more."""
+    negative = np.diagonal(packed.cpu().numpy(), axis1=-2, axis2=-1) < 0
+    flips = np.count_nonzero(tau.cpu().numpy(), axis=-1) + negative.sum(axis=-1)
+    negative[:, 0] ^= flips % 2 == 1  # det(q) = (-1) ** flips
+    return torch.from_numpy(1.0 - 2.0 * negative[:, None, :]).to(packed.device)
 
 
 def probe_fractions(

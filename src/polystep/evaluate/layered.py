@@ -24,6 +24,7 @@ A slower path taken for want of a fast one is announced once (:attr:`fallback_re
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -31,6 +32,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -150,7 +152,7 @@ class LayeredEvaluator(Evaluator):
         self.fused_candidates = 0  # candidates scored by a fused suffix kernel
         self.progress: Callable[[int], None] | None = None  # told each chunk's size when done
         self._kept: Base | None = None  # the forward of the last loss(), for the next evaluate
-        self._tables: tuple[list[Segment], torch.Tensor, torch.Tensor] | None = None  # _groups
+        self._tables: tuple[list[Segment], np.ndarray, np.ndarray] | None = None  # _groups
         self._lif_shapes: dict[tuple[Any, ...], torch.Size] = {}  # _forward
 
     @classmethod
@@ -242,17 +244,17 @@ class LayeredEvaluator(Evaluator):
     def _base(self, batch: Batch) -> Base:
         """The incumbent's activations on ``batch``: the ones :meth:`loss` kept when the batch
         and every parameter and buffer are the same objects, unmodified since (their version
-        counters), else a fresh forward. Kept activations serve one call only."""
+        counters), else a fresh forward (its ``sources`` empty: :meth:`loss` sets them when it
+        keeps it). Kept activations serve one call only."""
         kept, self._kept = self._kept, None
-        sources = Base.sources_of(self.model, batch)
-        if kept is not None and kept.fits(sources):
+        if kept is not None and kept.fits(Base.sources_of(self.model, batch)):
             return kept
         inputs, targets = batch
         dims = self.batch_dims(inputs)
         acts = [inputs]
         for k, layer in enumerate(self.layers):
             acts.append(self._forward(k, layer, acts[-1]))
-        return Base(sources, acts, dims, self._per_sample_losses(acts, dims, targets))
+        return Base((), acts, dims, self._per_sample_losses(acts, dims, targets))
 
     def _forward(self, k: int, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Layer ``k`` on ``x`` in the incumbent's forward: a hard LIF layer by its compiled
@@ -324,30 +326,38 @@ class LayeredEvaluator(Evaluator):
                     self.pairs_dense += n * samples
         return losses
 
-    def _groups(self, candidates: BlockCandidates) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    def _groups(self, candidates: BlockCandidates) -> list[tuple[int, torch.Tensor, np.ndarray]]:
         """``(segment, rows, unit-sparse flags (n,))`` of every segment that candidates perturb,
         rows ascending as :func:`segment_groups` gives them. A block's segment and whether it
         moves few units depend on the block alone: both are tabled once per subspace draw, and
-        candidates in block order (as steps ask them) split into ranges without a search."""
+        candidates in block order (as steps ask them) split into ranges without a search. The
+        bookkeeping runs on numpy (a step's few thousand block indices: a numpy call costs a
+        microsecond, a torch op several)."""
+        of_block, sparse_block = self._block_tables()
+        device = candidates.block.device
+        block = candidates.block.cpu().numpy()
+        seg, sparse = of_block[block], sparse_block[block]
+        if len(seg) > 1 and bool((seg[1:] < seg[:-1]).any()):
+            return [
+                (s, rows, sparse[rows.cpu().numpy()])
+                for s, rows in segment_groups(self.subspace, candidates)
+            ]
+        edges = [0, *(np.flatnonzero(seg[1:] != seg[:-1]) + 1).tolist(), len(seg)]
+        return [
+            (int(seg[lo]), torch.arange(lo, hi, device=device), sparse[lo:hi])
+            for lo, hi in itertools.pairwise(edges)
+            if hi > lo
+        ]
+
+    def _block_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Segment ``(P,)`` and unit-sparse flag ``(P,)`` of every block of the current draw."""
         segments = self.subspace.segments
         if self._tables is None or self._tables[0] is not segments:
             p = self.subspace.block_dim
             flags = [seg.unit_sparse(torch.arange(seg.size).view(-1, p)) for seg in segments]
-            self._tables = (segments, self.subspace.block_segments(), torch.cat(flags))
-        of_block, sparse_block = (t.to(candidates.block.device) for t in self._tables[1:])
-        seg = of_block[candidates.block]
-        sparse = sparse_block[candidates.block]
-        if len(seg) and not bool((seg[1:] >= seg[:-1]).all()):
-            return [
-                (s, rows, sparse[rows]) for s, rows in segment_groups(self.subspace, candidates)
-            ]
-        values, counts = torch.unique_consecutive(seg, return_counts=True)
-        out, start = [], 0
-        for s, n in zip(values.tolist(), counts.tolist(), strict=True):
-            rows = torch.arange(start, start + n, device=seg.device)
-            out.append((s, rows, sparse[start : start + n]))
-            start += n
-        return out
+            of_block = self.subspace.block_segments().numpy()
+            self._tables = (segments, of_block, torch.cat(flags).cpu().numpy())
+        return self._tables[1], self._tables[2]
 
     @staticmethod
     def _run(
@@ -513,7 +523,7 @@ class LayeredEvaluator(Evaluator):
             return torch.stack([run(d) for d in delta])
 
 
-def _pick(rows: torch.Tensor, flags: torch.Tensor, value: bool) -> torch.Tensor:
+def _pick(rows: torch.Tensor, flags: np.ndarray, value: bool) -> torch.Tensor:
     """``rows`` whose ``flags`` equal ``value`` (all of them, as they are, when every flag does)."""
     mask = flags if value else ~flags
-    return rows if bool(mask.all()) else rows[mask]
+    return rows if bool(mask.all()) else rows[torch.from_numpy(mask).to(rows.device)]

@@ -14,6 +14,7 @@ Each time-aware layer also runs ONE step at a time, ``stream_step(x_t, state) ->
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import torch
@@ -21,6 +22,14 @@ from torch import nn
 
 from polystep.evaluate.traits import Traits, UnitKernel
 from polystep.validation import check_positive_int
+
+
+@functools.lru_cache(maxsize=64)
+def _lif_traits(surrogate: bool, beta: float, threshold: float) -> Traits:
+    """A LIF layer's traits (frozen, so one object serves every call: the evaluators ask for
+    them several times a step)."""
+    kernel = None if surrogate else UnitKernel("lif", (beta, threshold))
+    return Traits(batchwise=True, unitwise=True, kernel=kernel)
 
 
 class LIF(nn.Module):
@@ -68,8 +77,7 @@ class LIF(nn.Module):
     def polystep_traits(self) -> Traits:
         """Unit-wise (each neuron sees only its own current); the hard neuron has a fused
         candidate kernel."""
-        kernel = None if self.surrogate else UnitKernel("lif", (self.beta, self.threshold))
-        return Traits(batchwise=True, unitwise=True, kernel=kernel)
+        return _lif_traits(bool(self.surrogate), self.beta, self.threshold)
 
     def init_state(self, current: torch.Tensor) -> torch.Tensor:
         """Zero membrane shaped like one step of ``current`` ``(*batch, F)``."""
