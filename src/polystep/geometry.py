@@ -124,7 +124,7 @@ def _column_signs(packed: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     makes Q Haar on O(dim); the first column flipped where that Q has det -1 puts it on
     SO(dim). Q is the product of one reflector (det -1) per nonzero tau, so its det is known
     without a determinant. On numpy: a few hundred numbers, where torch ops cost more."""
-    negative = np.diagonal(packed.cpu().numpy(), axis1=-2, axis2=-1) < 0
+    negative = torch.diagonal(packed, dim1=-2, dim2=-1).cpu().numpy() < 0  # R's diagonal only
     flips = np.count_nonzero(tau.cpu().numpy(), axis=-1) + negative.sum(axis=-1)
     negative[:, 0] ^= flips % 2 == 1  # det(q) = (-1) ** flips
     return torch.from_numpy(1.0 - 2.0 * negative[:, None, :]).to(packed.device)

@@ -77,7 +77,7 @@ class LIF(nn.Module):
     def polystep_traits(self) -> Traits:
         """Unit-wise (each neuron sees only its own current); the hard neuron has a fused
         candidate kernel."""
-        return _lif_traits(bool(self.surrogate), self.beta, self.threshold)
+        return _lif_traits(self.surrogate, self.beta, self.threshold)
 
     def init_state(self, current: torch.Tensor) -> torch.Tensor:
         """Zero membrane shaped like one step of ``current`` ``(*batch, F)``."""
