@@ -23,8 +23,9 @@ already holds for the same schedules and the current library code (its ``source`
 committing records does not change it).
 Two options change any arm (a separate row, paired in the summary with the same arm without
 it): ``--revive SHARE`` adds :class:`polystep.nn.ReviveSilentOutputs` at that share, ``--rank R``
-sets the preset's rank (the factored space's directions per unit: 2R candidates a unit and a
-step, so fewer steps in the same budget). ``--summary`` writes the markdown table of the log
+sets the rank (the factored space's directions per unit: 2R candidates a unit and a step, so
+fewer steps in the same budget; default: the bench's at scale full). The log names a run's
+rank only where it is not the task's preset's. ``--summary`` writes the markdown table of the log
 instead of running.
 
     .venv/bin/python benchmarks/snn_schedules.py --arm decay_both --seed 1 \
@@ -47,6 +48,7 @@ from typing import Any
 import torch
 
 from polystep.bench.codeversion import code_version
+from polystep.bench.overrides import base_settings
 from polystep.bench.runner import machine_info, train_one
 from polystep.bench.tasks import TASKS, load_task_data
 from polystep.cliargs import existing_dir, parser, positive_float, positive_int
@@ -112,6 +114,15 @@ def state_dicts(overrides: dict[str, Any]) -> dict[str, Any]:
     return {key: as_schedule(value, key).state_dict() for key, value in overrides.items()}
 
 
+def logged_rank(task_name: str, rank: int | None) -> int | None:
+    """The rank a run at scale full uses (``rank``, or the task's own there) as the log names
+    it: None when it is the task's preset's rank, so rows keep their meaning when the bench's
+    rank at scale full changes."""
+    task = TASKS[task_name]
+    used = rank if rank is not None else base_settings(task, "polystep", SCALE)["rank"]
+    return None if used == PRESETS[task.preset]["rank"] else used
+
+
 def run(args: Any) -> dict[str, Any]:
     """Train one arm on one seed; return its log line (validation figures only)."""
     task = TASKS[args.task]
@@ -136,7 +147,7 @@ def run(args: Any) -> dict[str, Any]:
         "budget_fwd": args.budget_fwd,
         "schedules": state_dicts(overrides),
         "revive_outputs": args.revive,
-        "rank": args.rank,
+        "rank": logged_rank(args.task, args.rank),
         "settings": trained.config["settings"],
         "batch_size": trained.config["batch_size"],
         "threads": trained.config["threads"],
@@ -302,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         help="revive silent output neurons to this share of a held batch (polystep.nn)",
     )  # fmt: skip
     ap.add_argument(
-        "--rank", type=positive_int, default=None, help="the preset's rank (default: its own)"
+        "--rank", type=positive_int, default=None, help="rank (default: the bench's at scale full)"
     )
     ap.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     ap.add_argument("--mnist-dir", type=existing_dir, default=None, help="MNIST IDX folder")
@@ -326,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         if (r["task"], r["arm"], r["seed"], r["budget_fwd"], state_dicts(r.get("schedules", {})))
         == wanted
         and r.get("revive_outputs") == args.revive
-        and r.get("rank") == args.rank
+        and r.get("rank") == logged_rank(args.task, args.rank)
         and r["code"]["source"] == code_version()["source"]  # what records are compared on
     ]
     if done:

@@ -10,7 +10,7 @@ from polystep.baselines import NN_PRESETS
 from polystep.bench import equal_time, readme, report, runner, tuning
 from polystep.bench.codeversion import code_version
 from polystep.bench.methods import METHODS
-from polystep.bench.overrides import resolved_settings
+from polystep.bench.overrides import base_settings, resolved_settings
 from polystep.bench.tasks import TASKS, load_task_data
 from polystep.cli import main as cli_main
 from polystep.optimizer import PRESETS, PolyStepOptimizer
@@ -30,7 +30,7 @@ def test_every_method_gets_the_same_number_of_configurations_from_its_declared_g
         assert all(c in points for c in drawn)
         assert tuning.draw_configs(method, 3) == drawn[:3]  # a larger k extends a smaller one
         for config in drawn:  # every axis is a real setting of the method
-            settings = resolved_settings(TASKS["snn_mnist"], method, config)
+            settings = resolved_settings(TASKS["snn_mnist"], method, config, scale="smoke")
             assert {k: settings[k] for k in config} == config
 
 
@@ -44,15 +44,39 @@ def test_bad_tuning_arguments_are_named():
     with pytest.raises(ValueError, match="method must be one of"):
         tuning.draw_configs("sgd", 2)
     with pytest.raises(ValueError, match="unknown \\['sigma'\\]"):
-        resolved_settings(TASKS["mlp_mnist"], "adam", {"sigma": 1.0})
+        resolved_settings(TASKS["mlp_mnist"], "adam", {"sigma": 1.0}, scale="smoke")
+
+
+def test_a_task_s_settings_at_one_scale_replace_the_preset_s_there_only():
+    task = TASKS["snn_mnist"]
+    assert task.polystep_at_scale == {"full": {"rank": 32}}
+    assert base_settings(task, "polystep", "full")["rank"] == 32
+    for scale in ("smoke", "cpu"):
+        assert base_settings(task, "polystep", scale)["rank"] == PRESETS["snn"]["rank"] == 8
+    assert resolved_settings(task, "polystep", {"rank": 8}, scale="full")["rank"] == 8
+    assert base_settings(task, "adam", "full") == NN_PRESETS["adam"]
+    int8_rank = base_settings(TASKS["int8_mnist"], "polystep", "full")["rank"]
+    assert int8_rank == PRESETS["quantized"]["rank"]
+    config = runner.run_config(task, "polystep", scale="full", budget_fwd=10, budget_seconds=None,
+                               device="cpu")  # fmt: skip
+    assert config["settings"]["rank"] == 32 and config["overrides"] == {}
+
+
+@pytest.mark.bad_input(
+    "`base_settings(task, method, scale)` with an unknown scale",
+    "ValueError naming scale and the allowed scales",
+)
+def test_an_unknown_scale_is_named():
+    with pytest.raises(ValueError, match="scale must be one of \\('smoke', 'cpu', 'full'\\)"):
+        base_settings(TASKS["snn_mnist"], "polystep", "huge")
 
 
 def test_overrides_are_passed_down_to_the_run_and_never_change_the_tables():
     task = TASKS["mlp_mnist"]
     before_es, before_presets = dict(NN_PRESETS["openai_es"]), {**PRESETS}
-    settings = resolved_settings(task, "openai_es", {"sigma": 0.1})
+    settings = resolved_settings(task, "openai_es", {"sigma": 0.1}, scale="smoke")
     assert settings == {**NN_PRESETS["openai_es"], "sigma": 0.1}
-    settings = resolved_settings(task, "polystep", {"rank": 2})
+    settings = resolved_settings(task, "polystep", {"rank": 2}, scale="smoke")
     assert settings == {**PRESETS["default"], "rank": 2}
     model = TASKS["mlp_mnist"].model(64, 10, "smoke")
     optimizer = PolyStepOptimizer(model, preset=settings, subspace="factored")

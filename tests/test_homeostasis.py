@@ -90,11 +90,15 @@ def test_train_charges_the_revivals_to_the_budget():
 
 def test_the_bench_takes_revive_outputs_for_polystep_only_and_counts_its_passes():
     task = TASKS["snn_mnist"]
-    assert resolved_settings(task, "polystep", {})["revive_outputs"] == 0.02  # the SNN row's
-    assert "revive_outputs" not in resolved_settings(TASKS["int8_mnist"], "polystep", {})
-    assert resolved_settings(task, "polystep", {"revive_outputs": None})["revive_outputs"] is None
+
+    def settings(task, overrides):
+        return resolved_settings(task, "polystep", overrides, scale="smoke")
+
+    assert settings(task, {})["revive_outputs"] == 0.02  # the SNN row's
+    assert "revive_outputs" not in settings(TASKS["int8_mnist"], {})
+    assert settings(task, {"revive_outputs": None})["revive_outputs"] is None
     with pytest.raises(ValueError, match="got unknown \\['revive_outputs'\\]"):
-        resolved_settings(task, "spsa", {"revive_outputs": 0.02})
+        resolved_settings(task, "spsa", {"revive_outputs": 0.02}, scale="smoke")
     splits = load_task_data(task, "smoke", seed=0)
     runs = [
         runner.train_one(

@@ -330,6 +330,14 @@ def test_the_summary_pairs_each_revived_arm_with_the_same_arm_unrevived():
     assert "without that option" not in ss.summary(lines[:2])
 
 
+def test_the_log_names_a_run_s_rank_only_where_it_is_not_the_preset_s():
+    ss = _script()
+    assert ss.logged_rank("snn_mnist", None) == 32  # the bench's rank at scale full
+    assert ss.logged_rank("snn_mnist", 8) is None  # the snn preset's
+    assert ss.logged_rank("snn_mnist", 16) == 16
+    assert ss.logged_rank("int8_mnist", None) is None
+
+
 def test_a_run_at_another_rank_is_its_own_row_paired_with_the_preset_rank(tmp_path, monkeypatch):
     ss = _script()
     lines = [

@@ -114,7 +114,7 @@ def run_config(task: TaskSpec, method: str, **run: Unpack[RunSettings]) -> dict[
         "train_limit": spec.train_limit,
         "preset": task.preset if method == "polystep" else None,
         "overrides": overrides,
-        "settings": resolved_settings(task, method, overrides),
+        "settings": resolved_settings(task, method, overrides, scale=scale),
         "threads": torch.get_num_threads(),
         "device": run["device"],
     }

@@ -64,6 +64,8 @@ class TaskSpec:
     has_twin: bool = True
     # PolyStep's bench settings beside its preset's (keys of overrides.BENCH_KEYS)
     polystep_extra: dict[str, Any] = field(default_factory=dict)
+    # PolyStep settings that replace the preset's at one scale only: {scale: {key: value}}
+    polystep_at_scale: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def model(
         self, features: int, classes: int, scale: str, *, surrogate: bool = False
@@ -106,6 +108,9 @@ TASKS: dict[str, TaskSpec] = {
             # silent output neurons revived to 2 % of a held batch after every step: chosen on
             # validation (benchmarks/results/tuning/snn_schedules.md, rows "revive 0.02")
             polystep_extra={"revive_outputs": 0.02},
+            # 32 directions per unit at 31M, under the validation rule of
+            # benchmarks/results/tuning/snn_rank.md; the cpu scale's 2M keeps the preset's 8
+            polystep_at_scale={"full": {"rank": 32}},
         ),
         TaskSpec(
             "int8_mnist",
