@@ -108,8 +108,8 @@ TASKS: dict[str, TaskSpec] = {
             # silent output neurons revived to 2 % of a held batch after every step: chosen on
             # validation (benchmarks/results/tuning/snn_schedules.md, rows "revive 0.02")
             polystep_extra={"revive_outputs": 0.02},
-            # 32 directions per unit at 31M, under the validation rule of
-            # benchmarks/results/tuning/snn_rank.md; the cpu scale's 2M keeps the preset's 8
+            # 32 directions per unit at 31M: chosen on validation by the rule fixed before the
+            # runs (benchmarks/results/tuning/snn_rank.md); the cpu scale's 2M keeps the preset's 8
             polystep_at_scale={"full": {"rank": 32}},
         ),
         TaskSpec(
