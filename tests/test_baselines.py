@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from polystep.ask_tell import PolyStepES
 from polystep.baselines import (
     CMAES,
     SPSA,
@@ -127,6 +128,15 @@ def test_openai_es_ask_tell_api_and_determinism() -> None:
 def test_openai_es_bad_arguments(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         OpenAIES(4, **kwargs)
+
+
+@pytest.mark.parametrize("make", [OpenAIES, SPSA, CMAES, PolyStepES], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.int64])
+def test_every_search_refuses_a_dtype_other_than_float32_or_float64(
+    make: type, dtype: torch.dtype
+) -> None:
+    with pytest.raises(ValueError, match=r"dtype must be torch\.float32 or torch\.float64"):
+        make(4, dtype=dtype)
 
 
 def test_openai_es_tell_checks() -> None:

@@ -20,7 +20,7 @@ from polystep.engine import DEFAULTS, Engine, Particles, population, resolve, sh
 from polystep.epsilon import scaled
 from polystep.schedules import Cosine, Schedule, as_schedule
 from polystep.step import StepRule
-from polystep.validation import check_positive_int
+from polystep.validation import check_float_dtype, check_positive_int
 
 
 class PolyStepES:
@@ -64,8 +64,7 @@ class PolyStepES:
     ) -> None:
         check_positive_int("dim", dim)
         check_positive_int("num_particles", num_particles)
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        check_float_dtype("dtype", dtype)
         if probe_radius is None:
             probe_radius = scaled(as_schedule(step_radius, "step_radius"), 2.0)
         rule = StepRule.build(

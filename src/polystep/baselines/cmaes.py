@@ -23,7 +23,7 @@ import torch
 
 from polystep.baselines.budget import AskTellRunner
 from polystep.baselines.state import check_count, check_state, check_vector
-from polystep.validation import check_int
+from polystep.validation import check_float_dtype, check_int
 
 STATE_KEYS = frozenset({"method", "settings", "x0", "seed", "told", "mean", "sigma"})
 
@@ -63,8 +63,7 @@ class CMAES(AskTellRunner):
             raise ValueError(f"sigma0 must be > 0, got {sigma0!r}")
         check_int("popsize", popsize, minimum=2, allow_none=True)
         check_int("seed", seed, minimum=0)
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        check_float_dtype("dtype", dtype)
         if device is None:
             device = x0.device if isinstance(x0, torch.Tensor) else torch.device("cpu")
         self.device = torch.device(device)

@@ -17,7 +17,7 @@ import torch
 
 from polystep.baselines.budget import AskTellRunner, start_vector
 from polystep.baselines.state import SampledState
-from polystep.validation import check_positive_int
+from polystep.validation import check_float_dtype, check_positive_int
 
 UPDATES = ("adam", "sgd")
 
@@ -92,8 +92,7 @@ class OpenAIES(AskTellRunner, SampledState):
             raise ValueError(f"sigma must be > 0, got {sigma!r}")
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        check_float_dtype("dtype", dtype)
         if update not in UPDATES:
             raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
         if weight_decay < 0:

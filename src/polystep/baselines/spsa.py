@@ -15,7 +15,7 @@ import torch
 
 from polystep.baselines.budget import AskTellRunner, start_vector
 from polystep.baselines.state import SampledState
-from polystep.validation import check_positive_int
+from polystep.validation import check_float_dtype, check_positive_int
 
 
 class SPSA(AskTellRunner, SampledState):
@@ -62,8 +62,7 @@ class SPSA(AskTellRunner, SampledState):
         check_positive_int("num_directions", num_directions)
         if max_step is not None and not max_step > 0:
             raise ValueError(f"max_step must be None or > 0, got {max_step!r}")
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        check_float_dtype("dtype", dtype)
         mean, self.device = start_vector(x0, dim, dtype, device)
         self.dim = dim
         self.a, self.c, self.alpha, self.gamma = float(a), float(c), float(alpha), float(gamma)
