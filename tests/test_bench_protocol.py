@@ -445,3 +445,18 @@ def test_a_cell_short_of_the_tables_seeds_says_how_many_it_has(tmp_path):
     assert cell["snn_mnist"] == "50.0 ± 0.0 (100)"
     assert cell["int8_mnist"] == "50.0 (100) [1 seed]"
     assert cell["mlp_mnist"] == "50.0 ± 0.0 (100) [2 seeds]"
+
+
+def test_readme_names_the_tuned_settings_and_the_tuned_flag_of_tuned_records():
+    def record(method: str, overrides: dict | None) -> dict:
+        config = {"budget_seconds": 60.0, "threads": 2, "overrides": overrides}
+        return {"task": "snn_mnist", "method": method, "seed": 1, "scale": "cpu", "config": config}
+
+    plain = [record("polystep", None), record("spsa", {})]
+    assert readme.tuned_settings(plain) == [] and "--tuned" not in readme._command(plain, "x")
+    tuned = [record("spsa", {"c": 0.03, "a": 0.1}), record("polystep", {"rank": 4})]
+    assert readme.tuned_settings(tuned) == [
+        "snn_mnist / PolyStep: rank 4",
+        "snn_mnist / SPSA: a 0.1, c 0.03",
+    ]
+    assert "--tuned LOG --out benchmarks/results/x" in readme._command(tuned, "x")

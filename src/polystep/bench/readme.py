@@ -126,11 +126,26 @@ def _command(runs: list[dict[str, Any]], folder: str) -> str:
         budget = f"--budget-fwd {config.get('budget_fwd')} "
     threads = config.get("threads", runs[0].get("machine", {}).get("threads"))
     mnist = f"--mnist-dir {MNIST_DIR} " if any(_reads_mnist(r, scale) for r in runs) else ""
+    tuned = "--tuned LOG " if tuned_settings(runs) else ""
     return (
         f"polystep bench {' '.join(tasks)} --methods {','.join(methods)} --scale {scale} "
         f"{budget}--seeds {','.join(str(s) for s in seeds)} --threads {threads} "
-        f"{mnist}--out benchmarks/results/{folder}"
+        f"{mnist}{tuned}--out benchmarks/results/{folder}"
     )
+
+
+def tuned_settings(runs: list[dict[str, Any]]) -> list[str]:
+    """``task / method: setting value, ...`` for every (task, method) whose records ran tuned
+    overrides (``config.overrides``), in table order; empty when none did."""
+    chosen: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for run in runs:
+        overrides = run.get("config", {}).get("overrides")
+        if overrides:
+            text = ", ".join(f"{k} {v}" for k, v in sorted(overrides.items()))
+            chosen[(run["task"], run["method"])].add(text)
+    order = {name: i for i, name in enumerate([*TASKS, *METHODS])}
+    keys = sorted(chosen, key=lambda tm: (order.get(tm[0], -1), order.get(tm[1], -1)))
+    return [f"{t} / {METHOD_NAMES[m]}: {' | '.join(sorted(chosen[(t, m)]))}" for t, m in keys]
 
 
 def table_block(results: Path, folder: str) -> str:
@@ -177,6 +192,15 @@ def table_block(results: Path, folder: str) -> str:
         "",
         f"Command (with the code versions below): `{_command(runs, folder)}`",
         "",
+        *(
+            [
+                "Settings the records ran, as selected by the tuning log LOG (validation "
+                "only): " + "; ".join(tuned),
+                "",
+            ]
+            if (tuned := tuned_settings(runs))
+            else []
+        ),
         "Machine: " + "; ".join(f"{text} ({n} runs)" for text, n in sorted(machines.items())),
         "",
         "Training seconds counted against the budget (max over runs): "
