@@ -56,8 +56,9 @@ def run(
 # Parameter sums after 4 steps (seed 2, tiny MLP, batch 64), recorded from main's optimizer
 # before param_groups carried the knobs (bit-identical there: same SHA-256 of the weights).
 # The tolerance only absorbs float differences (between CPUs; float32 candidate losses that the
-# fused kernels' own exp and log round differently: up to 4e-5 here); a changed epsilon or
-# radius moves these sums in the second digit. The "snn" and "quantized" rows run those presets
+# fused kernels' own exp and log round differently: up to 4e-5 relative on the AVX2 AMD EPYC that
+# recorded them, 1.2e-4 on an AVX-512 Intel Xeon); a changed epsilon or radius moves these sums
+# in the second digit, 1e-2 relative or more. The "snn" and "quantized" rows run those presets
 # with the constant epsilon and step radius they had then (both now decay them over the run:
 # their trajectories are pinned by tests/test_optimizer_trajectories.py and
 # tests/test_snn_schedules.py).
@@ -83,7 +84,7 @@ def test_default_presets_follow_the_trajectory_recorded_from_main(
     model, opt = make(preset=settings, subspace=subspace, seed=2)
     run(opt, 4)
     got = float(flat(model).double().sum())
-    assert math.isclose(got, MAIN_SUMS[(preset, subspace)], rel_tol=1e-4, abs_tol=1e-6)
+    assert math.isclose(got, MAIN_SUMS[(preset, subspace)], rel_tol=1e-3, abs_tol=1e-6)
     assert opt.param_groups[0].written == set()
 
 
