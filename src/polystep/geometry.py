@@ -34,20 +34,19 @@ def simplex(
 ) -> torch.Tensor:
     """Regular simplex with ``p + 1`` unit vertices, centred: shape ``(p + 1, p)``.
 
-    Built from the ``p + 1`` standard basis vectors of ``R^{p+1}``, centred, and expressed in the
-    Helmert basis of the hyperplane they span (row ``k``: ``k`` ones, then ``-k``, scaled to unit
-    length); pairwise inner products are ``-1/p``. The basis is written out rather than taken
-    from an SVD: the sum-zero hyperplane is a repeated singular subspace, so each LAPACK build
+    The ``p + 1`` standard basis vectors of ``R^{p+1}``, centred, expressed in the Helmert basis
+    of the sum-zero hyperplane they span (row ``k``: ``k`` ones, then ``-k``, scaled to unit
+    length): since every basis row sums to zero, vertex ``i``'s coordinates are just column ``i``
+    of that basis. Pairwise inner products are ``-1/p``. The basis is written out rather than
+    taken from an SVD: the hyperplane is a repeated singular subspace, so each LAPACK build
     would return its own basis and a seeded run would move differently on another CPU.
     """
     check_positive_int("dim", dim)
     n = dim + 1
-    centred = torch.eye(n, dtype=torch.float64) - 1.0 / n
     k = torch.arange(1, n, dtype=torch.float64).unsqueeze(1)  # (p, 1)
     cols = torch.arange(n, dtype=torch.float64).unsqueeze(0)  # (1, p + 1)
     helmert = torch.where(cols < k, 1.0, torch.where(cols == k, -k, 0.0)) / (k * (k + 1)).sqrt()
-    vertices = centred @ helmert.T
-    vertices = vertices / vertices.norm(dim=1, keepdim=True)
+    vertices = helmert.T / helmert.T.norm(dim=1, keepdim=True)
     return vertices.to(dtype=dtype, device=device)
 
 
